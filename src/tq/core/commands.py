@@ -1,0 +1,192 @@
+"""Commands: every change of broker state, as data.
+
+Rules: a command carries everything non-deterministic its application needs (the time ``now``,
+new task ids, random draws for jitter, limits from configuration), so applying the same
+command stream to two fresh machines gives identical state. Commands are msgspec Structs in a
+tagged union encoded as compact MessagePack arrays: the replication log (later: etcd) stores
+exactly these bytes. Fields are only ever appended, with defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from tq.core.ids import TaskId, WorkerId
+from tq.core.layout import WorkerStats
+from tq.core.model import RetryPolicy, TaskState
+
+
+class _Command(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
+    now: float
+
+
+class NewTask(msgspec.Struct, array_like=True, frozen=True):
+    """A fully resolved submission: defaults applied and the id assigned by the caller."""
+
+    id: TaskId
+    task_type: str
+    queue: str
+    payload: bytes
+    priority: int
+    max_retries: int
+    scheduled_at: float | None = None
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    depends_on: tuple[TaskId, ...] = ()
+    tags: dict[str, str] = {}
+    idempotency_key: str | None = None
+    expires_at: float | None = None
+
+
+class SubmitTasks(_Command, frozen=True, tag=1):
+    """Admit tasks, all or none. ``known`` holds the terminal state of every referenced id
+    (dependency or client-chosen id) that is not live, as found in storage by the caller."""
+
+    tasks: tuple[NewTask, ...]
+    max_queued: int  # backpressure threshold: refuse if queued tasks would exceed it
+    idempotency_window: float = 86400.0
+    known: dict[TaskId, TaskState] = {}
+
+
+class ClaimTasks(_Command, frozen=True, tag=2):
+    worker_id: WorkerId
+    queues: tuple[str, ...]
+    max_tasks: int
+    lease_duration: float
+
+
+class CompletedItem(msgspec.Struct, array_like=True, frozen=True):
+    task_id: TaskId
+    lease_token: int
+    result: bytes | None = None
+
+
+class CompleteTasks(_Command, frozen=True, tag=3):
+    items: tuple[CompletedItem, ...]
+
+
+class FailedItem(msgspec.Struct, array_like=True, frozen=True):
+    task_id: TaskId
+    lease_token: int
+    error: str
+    retry: bool = True  # False: the handler asked not to retry; dead-letter now
+    jitter: float = 0.5  # the random draw in [0, 1) for backoff jitter, made by the caller
+
+
+class FailTasks(_Command, frozen=True, tag=4):
+    items: tuple[FailedItem, ...]
+    #: Backoff for tasks submitted without a policy of their own (from configuration).
+    default_retry: RetryPolicy = RetryPolicy()
+
+
+class CancelTasks(_Command, frozen=True, tag=5):
+    task_ids: tuple[TaskId, ...]
+
+
+class ReleaseTasks(_Command, frozen=True, tag=6):
+    """A worker hands back tasks it claimed but never started (graceful shutdown, prefetch)."""
+
+    worker_id: WorkerId
+    task_ids: tuple[TaskId, ...]
+
+
+class ExtendLeases(_Command, frozen=True, tag=7):
+    """Extend the leases this worker holds (all of them when ``task_ids`` is None)."""
+
+    worker_id: WorkerId
+    lease_duration: float
+    task_ids: tuple[TaskId, ...] | None = None
+
+
+class ExpireLeases(_Command, frozen=True, tag=8):
+    """Return tasks whose lease ended at or before ``now`` to the queue (attempt counted)."""
+
+
+class RegisterWorker(_Command, frozen=True, tag=9):
+    worker_id: WorkerId
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    hostname: str = ""
+    pid: int = 0
+
+
+class DeregisterWorker(_Command, frozen=True, tag=10):
+    worker_id: WorkerId
+
+
+class Heartbeat(_Command, frozen=True, tag=11):
+    """Worker liveness + stats; registers an unknown worker; extends all its leases."""
+
+    worker_id: WorkerId
+    lease_duration: float
+    stats: WorkerStats = WorkerStats()
+    running: tuple[TaskId, ...] = ()
+
+
+class ReportProgress(_Command, frozen=True, tag=12):
+    task_id: TaskId
+    lease_token: int
+    percent: int
+    message: str | None = None
+
+
+class PromoteDue(_Command, frozen=True, tag=13):
+    """Scheduled and failed tasks whose time came become pending; expired idempotency keys
+    are forgotten."""
+
+
+class ReapDeadWorkers(_Command, frozen=True, tag=14):
+    """Forget workers silent for longer than ``dead_after``; their tasks return to the queue."""
+
+    dead_after: float
+
+
+class PurgeTasks(_Command, frozen=True, tag=15):
+    """Delete terminal tasks past retention. The caller finds them by scanning storage (the
+    machine keeps no terminal tasks in memory); every replica deletes the same ids."""
+
+    task_ids: tuple[TaskId, ...]
+    states: tuple[TaskState, ...]
+
+
+class BrokerStarted(_Command, frozen=True, tag=16):
+    """After recovery: every known worker gets a fresh heartbeat clock (it could not reach a
+    broker that was down), so none is declared dead before it had a chance to reconnect."""
+
+
+Command = (
+    SubmitTasks
+    | ClaimTasks
+    | CompleteTasks
+    | FailTasks
+    | CancelTasks
+    | ReleaseTasks
+    | ExtendLeases
+    | ExpireLeases
+    | RegisterWorker
+    | DeregisterWorker
+    | Heartbeat
+    | ReportProgress
+    | PromoteDue
+    | ReapDeadWorkers
+    | PurgeTasks
+    | BrokerStarted
+)
+
+COMMAND_TYPES: Final = Command.__args__
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Command])
+
+
+def encode_commands(commands: list[Command]) -> bytes:
+    """One log entry: a batch of commands (what one group commit applied)."""
+    return _encoder.encode(commands)
+
+
+def decode_commands(data: bytes) -> list[Command]:
+    result: list[Command] = _decoder.decode(data)
+    return result

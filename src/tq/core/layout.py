@@ -1,0 +1,148 @@
+"""The storage layout: every column family, key and value format tq writes. One place only.
+
+The state machine produces its storage mutations in these terms; ``tq.storage`` stores opaque
+bytes and never interprets them, and recovery reads them back through this module.
+
+Column families and keys (all task keys are the 16 raw bytes of the task id)::
+
+    pending      task_id -> Task (msgpack array)   states pending and scheduled
+    in_progress  task_id -> Task                   state in_progress (lease fields set)
+    failed       task_id -> Task                   state failed (retry due at scheduled_at)
+    completed    task_id -> Task                   states completed and cancelled (retention)
+    dead_letter  task_id -> Task                   state dead_letter
+    metadata     b"machine"            -> MachineMeta (counters, next seq / lease token)
+                 b"worker/" + id utf8  -> WorkerRecord
+                 b"idem/" + key utf8   -> IdempotencyRecord (task id, window end)
+
+Why this layout: a task lives in exactly one family, so a state change is one delete plus one
+put (about 1 us in total with time-ordered UUIDv7 keys), and a submit is one put. The
+machine's scalars are written once per group-commit batch, not per command.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Final
+
+import msgspec
+
+from tq.core.ids import WorkerId
+from tq.core.model import TaskState
+
+
+class Family(IntEnum):
+    """Column families, by index (cheap to carry in mutation tuples)."""
+
+    PENDING = 0
+    IN_PROGRESS = 1
+    FAILED = 2
+    COMPLETED = 3
+    DEAD_LETTER = 4
+    METADATA = 5
+
+    @property
+    def cf_name(self) -> str:
+        return self.name.lower()
+
+
+ALL_FAMILIES: Final = tuple(Family)
+TASK_FAMILIES: Final = (
+    Family.PENDING,
+    Family.IN_PROGRESS,
+    Family.FAILED,
+    Family.COMPLETED,
+    Family.DEAD_LETTER,
+)
+
+FAMILY_OF_STATE: Final[dict[TaskState, Family]] = {
+    TaskState.PENDING: Family.PENDING,
+    TaskState.SCHEDULED: Family.PENDING,
+    TaskState.IN_PROGRESS: Family.IN_PROGRESS,
+    TaskState.FAILED: Family.FAILED,
+    TaskState.COMPLETED: Family.COMPLETED,
+    TaskState.CANCELLED: Family.COMPLETED,
+    TaskState.DEAD_LETTER: Family.DEAD_LETTER,
+}
+
+#: Families whose tasks are live (kept in memory and rebuilt on recovery).
+LIVE_FAMILIES: Final = (Family.PENDING, Family.IN_PROGRESS, Family.FAILED)
+
+MACHINE_KEY: Final = b"machine"
+WORKER_PREFIX: Final = b"worker/"
+IDEM_PREFIX: Final = b"idem/"
+
+#: A storage mutation: (family, key, value); value None means delete.
+Mutation = tuple[Family, bytes, bytes | None]
+
+
+class Counters(msgspec.Struct, array_like=True):
+    """Lifetime totals (never decrease); gauges are derived from live state instead."""
+
+    submitted: int = 0
+    claimed: int = 0
+    completed: int = 0
+    failed_attempts: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    leases_expired: int = 0
+    purged: int = 0
+
+
+class MachineMeta(msgspec.Struct, array_like=True):
+    next_seq: int = 1
+    next_lease_token: int = 1
+    counters: Counters = msgspec.field(default_factory=Counters)
+
+
+class WorkerStats(msgspec.Struct, array_like=True, frozen=True):
+    cpu_percent: float = 0.0
+    memory_rss: int = 0
+    running: int = 0
+
+
+class WorkerRecord(msgspec.Struct, array_like=True):
+    id: WorkerId
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int
+    registered_at: float
+    last_heartbeat: float
+    hostname: str = ""
+    pid: int = 0
+    stats: WorkerStats = WorkerStats()
+
+
+class IdempotencyRecord(msgspec.Struct, array_like=True, frozen=True):
+    task_id: bytes
+    until: float
+
+
+def worker_key(worker_id: str) -> bytes:
+    return WORKER_PREFIX + worker_id.encode()
+
+
+def idem_key(key: str) -> bytes:
+    return IDEM_PREFIX + key.encode()
+
+
+_enc = msgspec.msgpack.Encoder()
+_meta_dec = msgspec.msgpack.Decoder(MachineMeta)
+_worker_dec = msgspec.msgpack.Decoder(WorkerRecord)
+_idem_dec = msgspec.msgpack.Decoder(IdempotencyRecord)
+
+
+def encode(obj: msgspec.Struct) -> bytes:
+    return _enc.encode(obj)
+
+
+def decode_meta(data: bytes) -> MachineMeta:
+    return _meta_dec.decode(data)
+
+
+def decode_worker(data: bytes) -> WorkerRecord:
+    return _worker_dec.decode(data)
+
+
+def decode_idem(data: bytes) -> IdempotencyRecord:
+    return _idem_dec.decode(data)

@@ -1,0 +1,746 @@
+"""The broker state machine: the one place where task and worker state changes.
+
+(Longer than our usual module on purpose: every state change of the product is here, in one
+file, so that determinism and the transition rules can be checked by reading one place.)
+
+Theory of operation:
+- ``apply(command, fx)`` validates the command first and raises a ``TqError`` having changed
+  nothing, or applies it fully; it returns a reply and appends storage mutations and task
+  events to ``fx``. ``end_batch(fx)`` adds the machine's own record (counters, next seq and
+  lease token) once per group commit. Nothing else mutates state.
+- Determinism: no clock, no randomness, no hash-order iteration (bytes hashes are salted per
+  process): groups of tasks are processed in sorted or insertion order, so every replica that
+  applies the same commands reaches the same state, byte for byte.
+- Memory holds the live tasks only (pending, scheduled, in progress, failed). Terminal tasks
+  are written to storage and forgotten; a caller that needs one reads storage.
+- Attempts are counted when a task is claimed, so a worker that crashes mid-task has used an
+  attempt. A failed attempt retries after backoff while ``attempts <= max_retries``; a lost
+  lease returns the task to its old place in the queue under the same rule.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+
+from tq.core import commands as c
+from tq.core.effects import Effects
+from tq.core.ids import TaskId, WorkerId
+from tq.core.layout import (
+    FAMILY_OF_STATE,
+    MACHINE_KEY,
+    Family,
+    IdempotencyRecord,
+    MachineMeta,
+    WorkerRecord,
+    encode,
+    idem_key,
+    worker_key,
+)
+from tq.core.model import PRIORITY_MAX, PRIORITY_MIN, Task, TaskState, encode_task
+from tq.core.queue import ReadyQueue
+from tq.core.replies import (
+    DONE,
+    Affected,
+    ClaimedTask,
+    ClaimReply,
+    HeartbeatReply,
+    ItemCodes,
+    Reply,
+    SubmitReply,
+)
+from tq.errors import ConflictError, ErrorCode, QueueFullError, ValidationError
+
+PENDING, SCHEDULED, IN_PROGRESS = TaskState.PENDING, TaskState.SCHEDULED, TaskState.IN_PROGRESS
+COMPLETED, FAILED, DEAD, CANCELLED = (
+    TaskState.COMPLETED,
+    TaskState.FAILED,
+    TaskState.DEAD_LETTER,
+    TaskState.CANCELLED,
+)
+OK = 0
+_DELAYED = (SCHEDULED, FAILED)
+
+
+class Machine:
+    def __init__(self) -> None:
+        self._tasks: dict[TaskId, Task] = {}
+        self._queues: dict[str, ReadyQueue] = {}
+        self._timers: list[tuple[float, TaskId]] = []  # heap; stale entries skipped lazily
+        self._waiting: dict[TaskId, dict[TaskId, None]] = {}  # task -> unfinished deps
+        self._dependants: dict[TaskId, list[TaskId]] = {}
+        self._workers: dict[WorkerId, WorkerRecord] = {}
+        self._held: dict[WorkerId, dict[TaskId, None]] = {}  # in-progress tasks per worker
+        self._idem: dict[str, IdempotencyRecord] = {}
+        self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self.meta = MachineMeta()
+        self._handlers: dict[type, Callable[[c.Command, Effects], Reply]] = {
+            c.SubmitTasks: self._submit,  # type: ignore[dict-item]
+            c.ClaimTasks: self._claim,  # type: ignore[dict-item]
+            c.CompleteTasks: self._complete,  # type: ignore[dict-item]
+            c.FailTasks: self._fail,  # type: ignore[dict-item]
+            c.CancelTasks: self._cancel,  # type: ignore[dict-item]
+            c.ReleaseTasks: self._release,  # type: ignore[dict-item]
+            c.ExtendLeases: self._extend,  # type: ignore[dict-item]
+            c.ExpireLeases: self._expire,  # type: ignore[dict-item]
+            c.RegisterWorker: self._register,  # type: ignore[dict-item]
+            c.DeregisterWorker: self._deregister,  # type: ignore[dict-item]
+            c.Heartbeat: self._heartbeat,  # type: ignore[dict-item]
+            c.ReportProgress: self._progress,  # type: ignore[dict-item]
+            c.PromoteDue: self._promote,  # type: ignore[dict-item]
+            c.ReapDeadWorkers: self._reap,  # type: ignore[dict-item]
+            c.PurgeTasks: self._purge,  # type: ignore[dict-item]
+            c.BrokerStarted: self._started,  # type: ignore[dict-item]
+        }
+
+    # ------------------------------------------------------------------ public API
+
+    def apply(self, command: c.Command, fx: Effects) -> Reply:
+        return self._handlers[type(command)](command, fx)
+
+    def end_batch(self, fx: Effects) -> None:
+        fx.put(Family.METADATA, MACHINE_KEY, encode(self.meta))
+
+    def get(self, task_id: TaskId) -> Task | None:
+        """A live task (the object itself: read it, never mutate it)."""
+        return self._tasks.get(task_id)
+
+    def counts(self) -> dict[TaskState, int]:
+        """Live tasks per state (terminal states are always 0: they are not kept)."""
+        return dict(self._counts)
+
+    @property
+    def queued(self) -> int:
+        """Tasks waiting to run: the figure backpressure compares with its threshold."""
+        n = self._counts
+        return n[PENDING] + n[SCHEDULED] + n[FAILED]
+
+    def queue_depths(self) -> dict[str, tuple[int, int, int]]:
+        """Pending tasks per queue and tier (low, normal, high)."""
+        return {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+
+    def workers(self) -> list[WorkerRecord]:
+        return list(self._workers.values())
+
+    def held_by(self, worker_id: WorkerId) -> list[TaskId]:
+        return list(self._held.get(worker_id, ()))
+
+    def live_tasks(self) -> Iterable[Task]:
+        return self._tasks.values()
+
+    def next_timer_at(self) -> float | None:
+        """When the earliest scheduled or failed task becomes due (may be stale-early)."""
+        return self._timers[0][0] if self._timers else None
+
+    def next_lease_expiry(self) -> float | None:
+        expiries = [
+            t.lease_expires_at
+            for held in self._held.values()
+            for i in held
+            if (t := self._tasks[i]).lease_expires_at is not None
+        ]
+        return min(expiries) if expiries else None
+
+    # ------------------------------------------------------------------ recovery
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        meta: MachineMeta | None,
+        workers: Iterable[WorkerRecord],
+        idempotency: Iterable[tuple[str, IdempotencyRecord]],
+        tasks: Iterable[Task],
+        terminal_state: Callable[[TaskId], TaskState | None],
+        now: float,
+        fx: Effects,
+    ) -> Machine:
+        """Rebuild from stored records (live tasks, workers, keys, the machine record).
+
+        ``terminal_state`` looks up a task that is not live (a finished dependency). The
+        result is the state the machine had when those records were written; leases are not
+        judged here (the broker applies ``ExpireLeases`` next, a command like any other).
+        Repairs, if storage holds a dependant of a failed task, go to ``fx``.
+        """
+        m = cls()
+        if meta is not None:
+            m.meta = meta
+        for rec in workers:
+            m._workers[rec.id] = rec
+            m._held[rec.id] = {}
+        for key, idem in sorted(idempotency, key=lambda kv: (kv[1].until, kv[0])):
+            m._idem[key] = idem
+        pending: list[Task] = []
+        waiting_deps: list[Task] = []
+        for task in tasks:
+            m._tasks[task.id] = task
+            m._counts[task.state] += 1
+            state = task.state
+            if state is PENDING:
+                pending.append(task)
+            elif state is IN_PROGRESS:
+                if task.worker_id is not None:
+                    m._held.setdefault(task.worker_id, {})[task.id] = None
+            else:
+                if task.scheduled_at is not None:
+                    m._timers.append((task.scheduled_at, task.id))
+                if state is SCHEDULED and task.depends_on:
+                    waiting_deps.append(task)
+        pending.sort(key=_seq_of)  # keys come in id order: nearly seq order, so timsort is ~O(n)
+        for task in pending:
+            m._queue(task.queue).push(task)
+        heapq.heapify(m._timers)
+        failed: list[tuple[Task, TaskId, TaskState]] = []
+        for task in waiting_deps:
+            waiting: dict[TaskId, None] = {}
+            for dep in task.depends_on:
+                if dep in m._tasks:
+                    waiting[dep] = None
+                    continue
+                st = terminal_state(dep)
+                if st is not None and st is not COMPLETED:
+                    failed.append((task, dep, st))
+            if waiting:
+                m._waiting[task.id] = waiting
+                for dep in waiting:
+                    m._dependants.setdefault(dep, []).append(task.id)
+        for deps in m._dependants.values():
+            deps.sort()
+        for task, dep, st in failed:  # cannot happen unless storage was edited: repair it
+            if task.id in m._tasks and task.state is SCHEDULED:
+                m._waiting.pop(task.id, None)
+                task.error = f"dependency {dep.hex()} ended {st.value}"
+                task.completed_at = now
+                m._set(task, DEAD, now)
+                m._finish(task, now, fx, old=Family.PENDING)
+        return m
+
+    def snapshot(self) -> dict[str, object]:
+        """A canonical, comparable picture of the whole state (tests and replica checks)."""
+        timers = sorted(
+            {
+                (due, i)
+                for due, i in self._timers
+                if (t := self._tasks.get(i)) is not None
+                and t.state in _DELAYED
+                and t.scheduled_at == due
+                and i not in self._waiting  # their timer may have fired already: not state
+            }
+        )
+        return {
+            "tasks": sorted((i, encode_task(t)) for i, t in self._tasks.items()),
+            "queues": {
+                name: order
+                for name, q in sorted(self._queues.items())
+                if (order := [t.id for t in q.ordered()])
+            },
+            "timers": timers,
+            "waiting": sorted((i, sorted(w)) for i, w in self._waiting.items()),
+            "workers": sorted(encode(w) for w in self._workers.values()),
+            "held": sorted((w, sorted(h)) for w, h in self._held.items() if h),
+            "idempotency": sorted((k, encode(r)) for k, r in self._idem.items()),
+            "counts": sorted((s.value, n) for s, n in self._counts.items()),
+            "meta": encode(self.meta),
+        }
+
+    # ------------------------------------------------------------------ submit
+
+    def _submit(self, cmd: c.SubmitTasks, fx: Effects) -> SubmitReply:
+        now, tasks, known = cmd.now, self._tasks, cmd.known
+        dup_of: dict[int, TaskId] = {}
+        batch: dict[TaskId, None] = {}
+        batch_keys: dict[str, TaskId] = {}
+        for i, t in enumerate(cmd.tasks):
+            key = t.idempotency_key
+            if key is not None:
+                rec = self._idem.get(key)
+                if rec is not None and rec.until > now:
+                    dup_of[i] = TaskId(rec.task_id)
+                    continue
+                if key in batch_keys:
+                    dup_of[i] = batch_keys[key]
+                    continue
+                batch_keys[key] = t.id
+            _validate_new(t)
+            if t.id in tasks or t.id in batch or t.id in known:
+                raise ConflictError(
+                    f"task id {t.id.hex()} already exists", ErrorCode.TASK_ALREADY_EXISTS
+                )
+            for dep in t.depends_on:
+                if dep not in tasks and dep not in batch and dep not in known:
+                    raise ConflictError(
+                        f"task {t.id.hex()} depends on unknown task {dep.hex()}",
+                        ErrorCode.DEPENDENCY_NOT_FOUND,
+                    )
+            batch[t.id] = None
+        if self.queued + len(batch) > cmd.max_queued:
+            raise QueueFullError(
+                f"{self.queued} tasks queued; {len(batch)} more would pass the "
+                f"backpressure threshold of {cmd.max_queued}"
+            )
+        ids: list[TaskId] = []
+        created: list[bool] = []
+        for i, t in enumerate(cmd.tasks):
+            if i in dup_of:
+                ids.append(dup_of[i])
+                created.append(False)
+                continue
+            self._admit(t, cmd, fx)
+            ids.append(t.id)
+            created.append(True)
+        self.meta.counters.submitted += len(batch)
+        return SubmitReply(ids, created)
+
+    def _admit(self, t: c.NewTask, cmd: c.SubmitTasks, fx: Effects) -> None:
+        now = cmd.now
+        task = Task(
+            t.id, t.task_type, t.queue, t.payload, t.priority, PENDING, now, now,
+            scheduled_at=t.scheduled_at, max_retries=t.max_retries, timeout=t.timeout,
+            retry=t.retry, depends_on=t.depends_on, tags=t.tags,
+            idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+        )  # fmt: skip
+        self._tasks[t.id] = task
+        if t.idempotency_key is not None:
+            rec = IdempotencyRecord(t.id, now + cmd.idempotency_window)
+            self._idem[t.idempotency_key] = rec
+            fx.put(Family.METADATA, idem_key(t.idempotency_key), encode(rec))
+        failed_dep = next(
+            (d for d in t.depends_on if d not in self._tasks and cmd.known[d] is not COMPLETED),
+            None,
+        )
+        if failed_dep is not None:
+            task.state = DEAD
+            task.error = f"dependency {failed_dep.hex()} ended {cmd.known[failed_dep].value}"
+            self._counts[DEAD] += 1
+            self._finish(task, now, fx)
+            return
+        waiting = {d: None for d in t.depends_on if d in self._tasks}
+        for d in waiting:
+            self._dependants.setdefault(d, []).append(t.id)
+        if waiting:
+            self._waiting[t.id] = waiting
+        due_later = t.scheduled_at is not None and t.scheduled_at > now
+        if t.scheduled_at is not None and due_later:
+            heapq.heappush(self._timers, (t.scheduled_at, t.id))
+        if waiting or due_later:
+            task.state = SCHEDULED
+        else:
+            self._enqueue(task)
+        self._counts[task.state] += 1
+        fx.put_task(Family.PENDING, task)
+        fx.event(task)
+
+    # ------------------------------------------------------------------ claim / results
+
+    def _claim(self, cmd: c.ClaimTasks, fx: Effects) -> ClaimReply:
+        now = cmd.now
+        if cmd.max_tasks < 1:
+            raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
+        held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
+        queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
+        out: list[ClaimedTask] = []
+        token = self.meta.next_lease_token
+        lease_until = now + cmd.lease_duration
+        while len(out) < cmd.max_tasks:
+            task = _pop_best(queues)
+            if task is None:
+                break
+            self._counts[PENDING] -= 1
+            if task.expires_at is not None and task.expires_at <= now:
+                task.error = "expired before it started"
+                self._counts[CANCELLED] += 1
+                self.meta.counters.cancelled += 1
+                task.transition(CANCELLED, now)
+                self._finish(task, now, fx, old=Family.PENDING)
+                continue
+            task.transition(IN_PROGRESS, now)
+            task.attempts += 1
+            task.worker_id = cmd.worker_id
+            task.lease_expires_at = lease_until
+            task.lease_token = token
+            task.started_at = now
+            task.progress = 0
+            task.progress_message = None
+            token += 1
+            held[task.id] = None
+            fx.delete(Family.PENDING, task.id)
+            fx.put_task(Family.IN_PROGRESS, task)
+            fx.event(task)
+            out.append(
+                ClaimedTask(
+                    task.id,
+                    task.task_type,
+                    task.queue,
+                    task.payload,
+                    task.priority,
+                    task.attempts,
+                    task.max_retries,
+                    task.timeout,
+                    task.lease_token,
+                    lease_until,
+                    task.created_at,
+                    task.tags,
+                )
+            )
+        self._counts[IN_PROGRESS] += len(out)
+        self.meta.next_lease_token = token
+        self.meta.counters.claimed += len(out)
+        return ClaimReply(out)
+
+    def _leased(self, task_id: TaskId, token: int) -> Task | int:
+        task = self._tasks.get(task_id)
+        if task is None:
+            return ErrorCode.TASK_NOT_FOUND
+        if task.state is not IN_PROGRESS or task.lease_token != token:
+            return ErrorCode.LEASE_MISMATCH
+        return task
+
+    def _complete(self, cmd: c.CompleteTasks, fx: Effects) -> ItemCodes:
+        now, codes = cmd.now, list[int]()
+        for item in cmd.items:
+            task = self._leased(item.task_id, item.lease_token)
+            if isinstance(task, int):
+                codes.append(task)
+                continue
+            self._unhold(task)
+            task.result = item.result
+            task.completed_at = now
+            task.lease_expires_at = None
+            task.progress = 100
+            self._set(task, COMPLETED, now)
+            self._finish(task, now, fx, old=Family.IN_PROGRESS)
+            self.meta.counters.completed += 1
+            codes.append(OK)
+        return ItemCodes(codes)
+
+    def _fail(self, cmd: c.FailTasks, fx: Effects) -> ItemCodes:
+        now, codes = cmd.now, list[int]()
+        for item in cmd.items:
+            task = self._leased(item.task_id, item.lease_token)
+            if isinstance(task, int):
+                codes.append(task)
+                continue
+            self._unhold(task)
+            task.error = item.error
+            task.lease_expires_at = None
+            self.meta.counters.failed_attempts += 1
+            if item.retry and task.attempts <= task.max_retries:
+                policy = task.retry or cmd.default_retry
+                task.scheduled_at = now + policy.delay(task.attempts, item.jitter)
+                self._set(task, FAILED, now)
+                fx.delete(Family.IN_PROGRESS, task.id)
+                fx.put_task(Family.FAILED, task)
+                fx.event(task)
+                heapq.heappush(self._timers, (task.scheduled_at, task.id))
+                self.meta.counters.retried += 1
+            else:
+                task.completed_at = now
+                self._set(task, DEAD, now)
+                self._finish(task, now, fx, old=Family.IN_PROGRESS)
+            codes.append(OK)
+        return ItemCodes(codes)
+
+    def _cancel(self, cmd: c.CancelTasks, fx: Effects) -> ItemCodes:
+        now, codes = cmd.now, list[int]()
+        for task_id in cmd.task_ids:
+            task = self._tasks.get(task_id)
+            if task is None:
+                codes.append(ErrorCode.TASK_NOT_FOUND)
+                continue
+            old = task.state
+            if old is PENDING:
+                self._queues[task.queue].discard(task)
+            elif old is IN_PROGRESS:
+                self._unhold(task)
+                task.lease_expires_at = None
+            self._waiting.pop(task_id, None)
+            task.completed_at = now
+            self._set(task, CANCELLED, now)
+            self._finish(task, now, fx, old=FAMILY_OF_STATE[old])
+            self.meta.counters.cancelled += 1
+            codes.append(OK)
+        return ItemCodes(codes)
+
+    def _release(self, cmd: c.ReleaseTasks, fx: Effects) -> ItemCodes:
+        now, codes = cmd.now, list[int]()
+        held = self._held.get(cmd.worker_id, {})
+        for task_id in cmd.task_ids:
+            task = self._tasks.get(task_id)
+            if task is None:
+                codes.append(ErrorCode.TASK_NOT_FOUND)
+            elif task_id not in held:
+                codes.append(ErrorCode.LEASE_MISMATCH)
+            else:
+                task.attempts -= 1  # never started: the attempt does not count
+                self._requeue(task, now, fx)
+                codes.append(OK)
+        return ItemCodes(codes)
+
+    def _progress(self, cmd: c.ReportProgress, fx: Effects) -> Reply:
+        if not 0 <= cmd.percent <= 100:
+            raise ValidationError(f"progress must be within 0..100, got {cmd.percent}")
+        task = self._leased(cmd.task_id, cmd.lease_token)
+        if isinstance(task, int):
+            raise ConflictError(
+                f"task {cmd.task_id.hex()} is not running under lease {cmd.lease_token}",
+                ErrorCode(task),
+            )
+        task.progress = cmd.percent
+        task.progress_message = cmd.message
+        task.updated_at = cmd.now
+        fx.put_task(Family.IN_PROGRESS, task)
+        fx.event(task, progress=True)
+        return DONE
+
+    # ------------------------------------------------------------------ leases and workers
+
+    def _extend(self, cmd: c.ExtendLeases, fx: Effects) -> ItemCodes:
+        held = self._held.get(cmd.worker_id, {})
+        ids = held if cmd.task_ids is None else cmd.task_ids
+        codes: list[int] = []
+        until = cmd.now + cmd.lease_duration
+        for task_id in ids:
+            if task_id not in held:
+                codes.append(ErrorCode.LEASE_MISMATCH)
+                continue
+            task = self._tasks[task_id]
+            task.lease_expires_at = until
+            fx.put_task(Family.IN_PROGRESS, task)
+            codes.append(OK)
+        return ItemCodes(codes)
+
+    def _expire(self, cmd: c.ExpireLeases, fx: Effects) -> Affected:
+        now = cmd.now
+        expired = sorted(
+            (t.lease_expires_at, t.id)
+            for held in self._held.values()
+            for i in held
+            if (t := self._tasks[i]).lease_expires_at is not None and t.lease_expires_at <= now
+        )
+        for _, task_id in expired:
+            self._lease_lost(self._tasks[task_id], now, fx, "lease expired")
+        return Affected([i for _, i in expired])
+
+    def _lease_lost(self, task: Task, now: float, fx: Effects, why: str) -> None:
+        self.meta.counters.leases_expired += 1
+        self.meta.counters.failed_attempts += 1
+        task.error = f"{why} (worker {task.worker_id}, attempt {task.attempts})"
+        if task.attempts <= task.max_retries:
+            self._requeue(task, now, fx)
+        else:
+            self._unhold(task)
+            task.lease_expires_at = None
+            task.completed_at = now
+            self._set(task, DEAD, now)
+            self._finish(task, now, fx, old=Family.IN_PROGRESS)
+
+    def _requeue(self, task: Task, now: float, fx: Effects) -> None:
+        """In progress -> pending at its old place (same seq)."""
+        self._unhold(task)
+        task.worker_id = None
+        task.lease_expires_at = None
+        self._set(task, PENDING, now)
+        self._queue(task.queue).push(task)
+        fx.delete(Family.IN_PROGRESS, task.id)
+        fx.put_task(Family.PENDING, task)
+        fx.event(task)
+
+    def _ensure_worker(
+        self, worker_id: WorkerId, queues: tuple[str, ...], now: float, fx: Effects
+    ) -> dict[TaskId, None]:
+        if worker_id not in self._workers:
+            rec = WorkerRecord(worker_id, worker_id, queues, 0, now, now)
+            self._workers[worker_id] = rec
+            fx.put(Family.METADATA, worker_key(worker_id), encode(rec))
+        return self._held.setdefault(worker_id, {})
+
+    def _register(self, cmd: c.RegisterWorker, fx: Effects) -> Reply:
+        if cmd.concurrency < 1:
+            raise ValidationError(f"concurrency must be >= 1, got {cmd.concurrency}")
+        old = self._workers.get(cmd.worker_id)
+        rec = WorkerRecord(
+            cmd.worker_id, cmd.name, cmd.queues, cmd.concurrency,
+            old.registered_at if old else cmd.now, cmd.now, cmd.hostname, cmd.pid,
+        )  # fmt: skip
+        self._workers[cmd.worker_id] = rec
+        self._held.setdefault(cmd.worker_id, {})
+        fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
+        return DONE
+
+    def _heartbeat(self, cmd: c.Heartbeat, fx: Effects) -> HeartbeatReply:
+        held = self._ensure_worker(cmd.worker_id, (), cmd.now, fx)
+        rec = self._workers[cmd.worker_id]
+        rec.last_heartbeat = cmd.now
+        rec.stats = cmd.stats
+        fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
+        self._extend(c.ExtendLeases(cmd.now, cmd.worker_id, cmd.lease_duration), fx)
+        unknown = [i for i in cmd.running if i not in held]
+        return HeartbeatReply(cmd.now + cmd.lease_duration, unknown)
+
+    def _drop_worker(self, worker_id: WorkerId, now: float, fx: Effects, why: str) -> list[TaskId]:
+        ids = sorted(self._held.get(worker_id, ()))
+        for task_id in ids:
+            self._lease_lost(self._tasks[task_id], now, fx, why)
+        self._held.pop(worker_id, None)
+        del self._workers[worker_id]
+        fx.delete(Family.METADATA, worker_key(worker_id))
+        return ids
+
+    def _deregister(self, cmd: c.DeregisterWorker, fx: Effects) -> Affected:
+        if cmd.worker_id not in self._workers:
+            return Affected([])
+        return Affected(self._drop_worker(cmd.worker_id, cmd.now, fx, "worker deregistered"))
+
+    def _reap(self, cmd: c.ReapDeadWorkers, fx: Effects) -> Affected:
+        dead = sorted(
+            w for w, rec in self._workers.items() if rec.last_heartbeat + cmd.dead_after < cmd.now
+        )
+        lost: list[TaskId] = []
+        for worker_id in dead:
+            lost += self._drop_worker(worker_id, cmd.now, fx, "worker stopped heartbeating")
+        return Affected(lost)
+
+    def _started(self, cmd: c.BrokerStarted, fx: Effects) -> Reply:
+        for worker_id in sorted(self._workers):
+            rec = self._workers[worker_id]
+            rec.last_heartbeat = max(rec.last_heartbeat, cmd.now)
+            fx.put(Family.METADATA, worker_key(worker_id), encode(rec))
+        return DONE
+
+    # ------------------------------------------------------------------ time-driven
+
+    def _promote(self, cmd: c.PromoteDue, fx: Effects) -> Affected:
+        now, timers, promoted = cmd.now, self._timers, []
+        while timers and timers[0][0] <= now:
+            due, task_id = heapq.heappop(timers)
+            task = self._tasks.get(task_id)
+            if (
+                task is None
+                or task.state not in _DELAYED
+                or task.scheduled_at != due
+                or task_id in self._waiting
+            ):
+                continue
+            old = task.state
+            self._set(task, PENDING, now)
+            self._enqueue(task)
+            if old is FAILED:
+                fx.delete(Family.FAILED, task_id)
+            fx.put_task(Family.PENDING, task)
+            fx.event(task)
+            promoted.append(task_id)
+        idem = self._idem
+        while idem:
+            key = next(iter(idem))
+            if idem[key].until > now:
+                break
+            del idem[key]
+            fx.delete(Family.METADATA, idem_key(key))
+        return Affected(promoted)
+
+    def _purge(self, cmd: c.PurgeTasks, fx: Effects) -> Affected:
+        if len(cmd.task_ids) != len(cmd.states):
+            raise ValidationError("purge: task_ids and states differ in length")
+        purged = []
+        for task_id, state in zip(cmd.task_ids, cmd.states, strict=True):
+            if not state.is_terminal:
+                raise ValidationError(f"purge: {state.value} is not a terminal state")
+            if task_id in self._tasks:  # revived since the caller scanned (retried): keep
+                continue
+            fx.delete(FAMILY_OF_STATE[state], task_id)
+            purged.append(task_id)
+        self.meta.counters.purged += len(purged)
+        return Affected(purged)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _queue(self, name: str) -> ReadyQueue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = ReadyQueue(name)
+        return q
+
+    def _enqueue(self, task: Task) -> None:
+        """Enter the pending queue at the back of its priority (a fresh seq)."""
+        task.seq = self.meta.next_seq
+        self.meta.next_seq += 1
+        self._queue(task.queue).push(task)
+
+    def _set(self, task: Task, state: TaskState, now: float) -> None:
+        self._counts[task.state] -= 1
+        task.transition(state, now)
+        self._counts[state] += 1
+
+    def _unhold(self, task: Task) -> None:
+        if task.worker_id is not None:
+            held = self._held.get(task.worker_id)
+            if held is not None:
+                held.pop(task.id, None)
+
+    def _finish(self, task: Task, now: float, fx: Effects, old: Family | None = None) -> None:
+        """Write a task that reached a terminal state, forget it, and settle its dependants
+        (they become ready, or fail in turn: a worklist, so long chains cannot recurse)."""
+        work = [(task, old)]
+        while work:
+            t, old_family = work.pop()
+            if old_family is not None:
+                fx.delete(old_family, t.id)
+            fx.put_task(FAMILY_OF_STATE[t.state], t)
+            fx.event(t)
+            del self._tasks[t.id]
+            self._counts[t.state] -= 1  # live counts only: terminal tasks leave memory
+            for dep_id in sorted(self._dependants.pop(t.id, ())):
+                d = self._tasks.get(dep_id)
+                waiting = self._waiting.get(dep_id)
+                if d is None or waiting is None or t.id not in waiting:
+                    continue
+                if t.state is COMPLETED:
+                    del waiting[t.id]
+                    if not waiting:
+                        del self._waiting[dep_id]
+                        if d.scheduled_at is None or d.scheduled_at <= now:
+                            self._set(d, PENDING, now)
+                            self._enqueue(d)
+                            fx.put_task(Family.PENDING, d)
+                            fx.event(d)
+                else:
+                    del self._waiting[dep_id]
+                    d.error = f"dependency {t.id.hex()} ended {t.state.value}"
+                    d.completed_at = now
+                    self._set(d, DEAD, now)
+                    self.meta.counters.dead_lettered += 1
+                    work.append((d, Family.PENDING))
+        if task.state is DEAD:
+            self.meta.counters.dead_lettered += 1
+
+
+def _seq_of(task: Task) -> int:
+    return task.seq
+
+
+def _pop_best(queues: list[ReadyQueue]) -> Task | None:
+    """Pop the best task across queues: highest priority, then lowest seq (oldest)."""
+    if len(queues) == 1:
+        return queues[0].pop()
+    best: ReadyQueue | None = None
+    best_key = (-1, 0)
+    for q in queues:
+        t = q.peek()
+        if t is not None and (t.priority, -t.seq) > best_key:
+            best, best_key = q, (t.priority, -t.seq)
+    return best.pop() if best is not None else None
+
+
+def _validate_new(t: c.NewTask) -> None:
+    if not PRIORITY_MIN <= t.priority <= PRIORITY_MAX:
+        raise ValidationError(f"priority must be within 0..255, got {t.priority}")
+    if t.max_retries < 0:
+        raise ValidationError(f"max_retries must be >= 0, got {t.max_retries}")
+    if not t.task_type:
+        raise ValidationError("task_type must not be empty")
+    if not t.queue:
+        raise ValidationError("queue must not be empty")
+    if t.timeout is not None and t.timeout <= 0:
+        raise ValidationError(f"timeout must be > 0 seconds, got {t.timeout}")
+    if len(t.id) != 16:
+        raise ValidationError(f"task id must be 16 bytes, got {len(t.id)}")

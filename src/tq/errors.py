@@ -1,0 +1,268 @@
+"""The one tq exception tree and the stable error codes every interface shares.
+
+One table (``ErrorCode``) drives the wire NACK code, the HTTP status and the gRPC status, so a
+client in any language sees the same code for the same failure::
+
+    TqError                      code, message; base of everything tq raises
+    ├── ProtocolError            malformed / oversized / unknown frames, bad handshake
+    ├── ValidationError          a request names a bad value (field and value in the message)
+    ├── NotFoundError            unknown task or worker id
+    ├── ConflictError            task exists, invalid state transition, stale lease
+    ├── QueueFullError           backpressure: pending depth above the threshold
+    ├── UnavailableError         too many connections, shutting down, not leader, timeout
+    ├── AuthError                unauthenticated / permission denied / rate limited
+    ├── ConfigError              invalid configuration (names the key and the bad value)
+    ├── StorageError             the store failed or holds data it cannot decode
+    └── TaskFailedError          a task ended in dead_letter/cancelled; carries remote type
+
+Control-flow signals (a handler asking for a retry, a task learning it was cancelled) are not
+errors and live with the worker, not here.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar, NamedTuple
+
+
+class _CodeInfo(NamedTuple):
+    http_status: int
+    grpc_status: str  # grpc.StatusCode name; grpc is not imported here
+    description: str
+
+
+class ErrorCode(IntEnum):
+    """Stable numeric error codes. Never renumber; only append."""
+
+    # 1xxx: protocol
+    PROTOCOL_ERROR = 1000
+    FRAME_TOO_LARGE = 1001
+    UNKNOWN_MESSAGE_TYPE = 1002
+    UNSUPPORTED_VERSION = 1003
+    HANDSHAKE_REQUIRED = 1004
+    # 2xxx: request validation
+    INVALID_ARGUMENT = 2000
+    PAYLOAD_TOO_LARGE = 2001
+    # 3xxx: task / worker state
+    TASK_NOT_FOUND = 3000
+    TASK_ALREADY_EXISTS = 3001
+    INVALID_STATE = 3002
+    LEASE_MISMATCH = 3003
+    DEPENDENCY_NOT_FOUND = 3004
+    WORKER_NOT_FOUND = 3005
+    # 4xxx: load
+    QUEUE_FULL = 4000
+    TOO_MANY_CONNECTIONS = 4001
+    RATE_LIMITED = 4002
+    # 5xxx: security
+    UNAUTHENTICATED = 5000
+    PERMISSION_DENIED = 5001
+    # 6xxx: availability
+    NOT_LEADER = 6000
+    SHUTTING_DOWN = 6001
+    TIMEOUT = 6002
+    # 7xxx: task outcome seen by a client
+    TASK_FAILED = 7000
+    TASK_CANCELLED = 7001
+    # 8xxx: local
+    CONFIG_ERROR = 8000
+    STORAGE_ERROR = 8001
+    # 9xxx: the broker's own fault
+    INTERNAL = 9000
+
+    @property
+    def http_status(self) -> int:
+        return _INFO[self].http_status
+
+    @property
+    def grpc_status(self) -> str:
+        return _INFO[self].grpc_status
+
+    @property
+    def description(self) -> str:
+        return _INFO[self].description
+
+
+_INFO: dict[ErrorCode, _CodeInfo] = {
+    ErrorCode.PROTOCOL_ERROR: _CodeInfo(400, "INVALID_ARGUMENT", "malformed frame or message"),
+    ErrorCode.FRAME_TOO_LARGE: _CodeInfo(413, "RESOURCE_EXHAUSTED", "frame above the size limit"),
+    ErrorCode.UNKNOWN_MESSAGE_TYPE: _CodeInfo(400, "UNIMPLEMENTED", "unknown message type code"),
+    ErrorCode.UNSUPPORTED_VERSION: _CodeInfo(
+        400, "FAILED_PRECONDITION", "no protocol version in common"
+    ),
+    ErrorCode.HANDSHAKE_REQUIRED: _CodeInfo(
+        400, "FAILED_PRECONDITION", "first message must be HELLO"
+    ),
+    ErrorCode.INVALID_ARGUMENT: _CodeInfo(422, "INVALID_ARGUMENT", "a field has a bad value"),
+    ErrorCode.PAYLOAD_TOO_LARGE: _CodeInfo(413, "INVALID_ARGUMENT", "task payload above limit"),
+    ErrorCode.TASK_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no task with that id"),
+    ErrorCode.TASK_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "a task has that id"),
+    ErrorCode.INVALID_STATE: _CodeInfo(
+        409, "FAILED_PRECONDITION", "operation not allowed in the task's state"
+    ),
+    ErrorCode.LEASE_MISMATCH: _CodeInfo(
+        409, "FAILED_PRECONDITION", "lease expired or held by another claim"
+    ),
+    ErrorCode.DEPENDENCY_NOT_FOUND: _CodeInfo(
+        422, "FAILED_PRECONDITION", "a task named in depends_on does not exist"
+    ),
+    ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
+    ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
+    ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
+        503, "RESOURCE_EXHAUSTED", "connection limit reached"
+    ),
+    ErrorCode.RATE_LIMITED: _CodeInfo(429, "RESOURCE_EXHAUSTED", "rate limit exceeded"),
+    ErrorCode.UNAUTHENTICATED: _CodeInfo(401, "UNAUTHENTICATED", "missing or invalid credentials"),
+    ErrorCode.PERMISSION_DENIED: _CodeInfo(403, "PERMISSION_DENIED", "key lacks the permission"),
+    ErrorCode.NOT_LEADER: _CodeInfo(503, "UNAVAILABLE", "this node is not the leader"),
+    ErrorCode.SHUTTING_DOWN: _CodeInfo(503, "UNAVAILABLE", "the broker is shutting down"),
+    ErrorCode.TIMEOUT: _CodeInfo(504, "DEADLINE_EXCEEDED", "the operation timed out"),
+    ErrorCode.TASK_FAILED: _CodeInfo(200, "OK", "the task ended in dead_letter"),
+    ErrorCode.TASK_CANCELLED: _CodeInfo(200, "OK", "the task was cancelled"),
+    ErrorCode.CONFIG_ERROR: _CodeInfo(500, "INTERNAL", "invalid configuration"),
+    ErrorCode.STORAGE_ERROR: _CodeInfo(500, "INTERNAL", "storage failure"),
+    ErrorCode.INTERNAL: _CodeInfo(500, "INTERNAL", "internal broker error"),
+}
+
+
+class TqError(Exception):
+    """Base of every error tq raises. ``code`` is stable; ``message`` names the bad input."""
+
+    default_code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code if code is not None else self.default_code
+
+    def __str__(self) -> str:
+        return f"[{self.code.name}] {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, code={self.code.name})"
+
+
+class ProtocolError(TqError):
+    default_code = ErrorCode.PROTOCOL_ERROR
+
+
+class ValidationError(TqError):
+    default_code = ErrorCode.INVALID_ARGUMENT
+
+
+class NotFoundError(TqError):
+    default_code = ErrorCode.TASK_NOT_FOUND
+
+
+class ConflictError(TqError):
+    default_code = ErrorCode.INVALID_STATE
+
+
+class QueueFullError(TqError):
+    default_code = ErrorCode.QUEUE_FULL
+
+
+class UnavailableError(TqError):
+    default_code = ErrorCode.SHUTTING_DOWN
+
+
+class AuthError(TqError):
+    default_code = ErrorCode.UNAUTHENTICATED
+
+
+class ConfigError(TqError):
+    default_code = ErrorCode.CONFIG_ERROR
+
+
+class StorageError(TqError):
+    default_code = ErrorCode.STORAGE_ERROR
+
+
+class TaskFailedError(TqError):
+    """A task ended without a result; carries the handler's exception type and message."""
+
+    default_code = ErrorCode.TASK_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        code: ErrorCode | None = None,
+        *,
+        task_id: str | None = None,
+        remote_type: str | None = None,
+    ) -> None:
+        super().__init__(message, code)
+        self.task_id = task_id
+        self.remote_type = remote_type
+
+
+_CLASS_FOR_CODE: dict[ErrorCode, type[TqError]] = {}
+for _cls, _codes in (
+    (
+        ProtocolError,
+        (
+            ErrorCode.PROTOCOL_ERROR,
+            ErrorCode.FRAME_TOO_LARGE,
+            ErrorCode.UNKNOWN_MESSAGE_TYPE,
+            ErrorCode.UNSUPPORTED_VERSION,
+            ErrorCode.HANDSHAKE_REQUIRED,
+        ),
+    ),
+    (ValidationError, (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE)),
+    (NotFoundError, (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND)),
+    (
+        ConflictError,
+        (
+            ErrorCode.TASK_ALREADY_EXISTS,
+            ErrorCode.INVALID_STATE,
+            ErrorCode.LEASE_MISMATCH,
+            ErrorCode.DEPENDENCY_NOT_FOUND,
+        ),
+    ),
+    (QueueFullError, (ErrorCode.QUEUE_FULL,)),
+    (
+        UnavailableError,
+        (
+            ErrorCode.TOO_MANY_CONNECTIONS,
+            ErrorCode.NOT_LEADER,
+            ErrorCode.SHUTTING_DOWN,
+            ErrorCode.TIMEOUT,
+        ),
+    ),
+    (
+        AuthError,
+        (ErrorCode.UNAUTHENTICATED, ErrorCode.PERMISSION_DENIED, ErrorCode.RATE_LIMITED),
+    ),
+    (TaskFailedError, (ErrorCode.TASK_FAILED, ErrorCode.TASK_CANCELLED)),
+    (ConfigError, (ErrorCode.CONFIG_ERROR,)),
+    (StorageError, (ErrorCode.STORAGE_ERROR,)),
+    (TqError, (ErrorCode.INTERNAL,)),
+):
+    for _code in _codes:
+        _CLASS_FOR_CODE[_code] = _cls
+
+
+def error_for_code(code: int, message: str) -> TqError:
+    """Build the typed exception for a code received from the wire (unknown codes -> TqError)."""
+    try:
+        ec = ErrorCode(code)
+    except ValueError:
+        return TqError(f"{message} (unknown error code {code})", ErrorCode.INTERNAL)
+    return _CLASS_FOR_CODE[ec](message, ec)
+
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConflictError",
+    "ErrorCode",
+    "NotFoundError",
+    "ProtocolError",
+    "QueueFullError",
+    "StorageError",
+    "TaskFailedError",
+    "TqError",
+    "UnavailableError",
+    "ValidationError",
+    "error_for_code",
+]
