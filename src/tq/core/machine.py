@@ -123,7 +123,8 @@ class Machine:
         return list(self._workers.values())
 
     def held_by(self, worker_id: WorkerId) -> list[TaskId]:
-        return list(self._held.get(worker_id, ()))
+        """Ids of the tasks the worker holds, sorted (canonical across restarts)."""
+        return sorted(self._held.get(worker_id, ()))
 
     def live_tasks(self) -> Iterable[Task]:
         return self._tasks.values()
