@@ -1,0 +1,482 @@
+"""The typed, frozen settings tree: one model per section, every field with its SPEC default.
+
+Rules: durations are float seconds named ``*_s`` (one exception, ``relaxed_sync_interval_ms``,
+because that knob is tuned in milliseconds), sizes are ints named ``*_bytes``. Single-field rules
+live in the types of ``fields``; rules tying fields together raise ``conflict()`` so the loader
+names both keys. ``config.example.yml`` must list every field (a test walks them).
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+from typing import Annotated, Self, Union, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from tq.config.fields import (
+    Bytes,
+    Count,
+    FilePath,
+    FixedPort,
+    Host,
+    HostPort,
+    LogFormat,
+    LogFormatField,
+    LogLevel,
+    LogLevelField,
+    MiB,
+    Name,
+    NonEmpty,
+    Pool,
+    PoolField,
+    Port,
+    Seconds,
+    SyncMode,
+    SyncModeField,
+    conflict,
+    origin_url,
+    unique,
+    url,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        allow_inf_nan=False,  # an infinite lease or a NaN interval is never what was meant
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: object, info: ValidationInfo) -> object:
+        # pydantic reads True as 1, so YAML's `port: yes` would quietly mean port 1.
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = get_args(annotation) if get_origin(annotation) in _UNIONS else (annotation,)
+            # Members of a union keep their Annotated[...] wrapper; the type is its first arg.
+            kinds = tuple(get_args(k)[0] if get_origin(k) is Annotated else k for k in kinds)
+            if bool not in kinds and any(kind in (int, float) for kind in kinds):
+                raise ValueError("input should be a number, not a boolean")
+        return value
+
+
+_UNIONS = (Union, types.UnionType)
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+
+class BrokerSettings(_Section):
+    host: Host = "127.0.0.1"
+    """Address the TCP protocol listens on; 0.0.0.0 for every interface."""
+    port: Port = 7420
+    """TCP port of the binary protocol."""
+    node_id: Name = "node-1"
+    """This broker's name in logs, metrics and (unless raft.node_id is set) the cluster."""
+    max_connections: Count = 1000
+    """Concurrent connections; more are refused with TOO_MANY_CONNECTIONS."""
+    idle_timeout_s: Seconds = 30.0
+    """A connection silent for this long is closed (workers keep alive with heartbeats)."""
+    max_frame_size_bytes: Bytes = 16 * MiB
+    """Largest protocol frame; a bigger one is NACKed and the connection closed."""
+    max_payload_size_bytes: Bytes = 10 * MiB
+    """Largest task payload; must be below max_frame_size_bytes so a task fits in a frame."""
+    backpressure_threshold: Count = 100_000
+    """Pending tasks above which submits are refused with QUEUE_FULL."""
+    lease_duration_s: Seconds = 30.0
+    """How long a claimed task is leased to its worker; heartbeats extend it."""
+    lease_check_interval_s: Seconds = 10.0
+    """How often the lease monitor returns expired tasks to their queue."""
+    heartbeat_interval_s: Seconds = 15.0
+    """Heartbeat interval the broker announces to workers and expects from them."""
+    dead_worker_missed_heartbeats: Count = 2
+    """Missed heartbeat intervals after which a worker is dead and its tasks reclaimed."""
+    maintenance_interval_s: Seconds = 5.0
+    """How often dead workers are detected and gauges refreshed."""
+    default_claim_batch: Count = 10
+    """Tasks handed out per claim when the worker does not ask for a number."""
+    max_claim_batch: Count = 1000
+    """Upper bound on tasks handed out by one claim."""
+    max_long_poll_s: Annotated[float, Field(ge=0)] = 30.0
+    """Longest a claim may wait for work (long poll); 0 disables waiting."""
+    default_max_retries: Annotated[int, Field(ge=0)] = 3
+    """Retries of a task that does not set max_retries, before it is dead-lettered."""
+    retry_backoff_base_s: Seconds = 1.0
+    """Delay before the first retry."""
+    retry_backoff_factor: Annotated[float, Field(ge=1)] = 2.0
+    """Each further retry waits this many times longer."""
+    retry_backoff_max_s: Seconds = 300.0
+    """Cap on the retry delay."""
+    retry_jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+    """Random +/- fraction applied to each retry delay so retries do not stampede."""
+    scheduler_interval_s: Seconds = 0.5
+    """How often delayed (ETA) and cron tasks are checked for being due."""
+    priority_aging_interval_s: Seconds = 60.0
+    """How often waiting tasks gain priority_aging_step (escalation, so low tiers never starve)."""
+    priority_aging_step: Annotated[int, Field(ge=0, le=255)] = 10
+    """Priority gained per aging interval, capped at 255; 0 disables aging."""
+    idempotency_window_s: Seconds = 86_400.0
+    """How long an idempotency key maps a duplicate submit to the existing task."""
+    shutdown_timeout_s: Seconds = 30.0
+    """On SIGTERM/SIGINT: time to drain connections and flush storage before exiting."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if self.lease_check_interval_s >= self.lease_duration_s:
+            raise conflict(
+                "broker.lease_check_interval_s",
+                self.lease_check_interval_s,
+                "must be less than broker.lease_duration_s, or leases outlive their term",
+                "broker.lease_duration_s",
+                self.lease_duration_s,
+            )
+        if self.heartbeat_interval_s >= self.lease_duration_s:
+            raise conflict(
+                "broker.heartbeat_interval_s",
+                self.heartbeat_interval_s,
+                "must be less than broker.lease_duration_s, or leases expire between heartbeats",
+                "broker.lease_duration_s",
+                self.lease_duration_s,
+            )
+        if self.max_payload_size_bytes >= self.max_frame_size_bytes:
+            raise conflict(
+                "broker.max_payload_size_bytes",
+                self.max_payload_size_bytes,
+                "must be less than broker.max_frame_size_bytes, or a full payload cannot be sent",
+                "broker.max_frame_size_bytes",
+                self.max_frame_size_bytes,
+            )
+        if self.retry_backoff_max_s < self.retry_backoff_base_s:
+            raise conflict(
+                "broker.retry_backoff_max_s",
+                self.retry_backoff_max_s,
+                "must be at least broker.retry_backoff_base_s",
+                "broker.retry_backoff_base_s",
+                self.retry_backoff_base_s,
+            )
+        if self.default_claim_batch > self.max_claim_batch:
+            raise conflict(
+                "broker.default_claim_batch",
+                self.default_claim_batch,
+                "must be at most broker.max_claim_batch",
+                "broker.max_claim_batch",
+                self.max_claim_batch,
+            )
+        return self
+
+
+class PersistenceSettings(_Section):
+    data_dir: FilePath = Path(".tq-data")
+    """RocksDB directory; relative paths are relative to the working directory."""
+    sync_mode: SyncModeField = SyncMode.FSYNC
+    """fsync: a task is acknowledged only once on disk. relaxed: synced every
+    relaxed_sync_interval_ms, so a power loss can lose the last interval of writes."""
+    relaxed_sync_interval_ms: Annotated[int, Field(ge=1, le=60_000)] = 100
+    """Sync period in relaxed mode (milliseconds); ignored in fsync mode."""
+    retention_s: Seconds = 7 * 86_400.0
+    """How long completed tasks are kept before the compaction job deletes them."""
+    compaction_interval_s: Seconds = 3600.0
+    """How often expired tasks are deleted and RocksDB compacted."""
+    write_buffer_size_bytes: Annotated[int, Field(ge=MiB)] = 64 * MiB
+    """RocksDB memtable size per column family."""
+    max_background_jobs: Count = 4
+    """RocksDB threads for flushes and compactions."""
+    block_cache_size_bytes: Annotated[int, Field(ge=0)] = 128 * MiB
+    """RocksDB block cache shared by all column families; 0 disables it."""
+
+
+class RaftMember(_Section):
+    """One broker of the cluster. In YAML or env also written ``"node_id=host:port"``."""
+
+    node_id: Name
+    """The member's broker.node_id (or raft.node_id)."""
+    address: HostPort
+    """host:port where its broker accepts clients; managed etcd binds on the same host."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: object) -> object:
+        if isinstance(data, str):
+            node_id, sep, address = data.partition("=")
+            if not sep:
+                raise ValueError("must be 'node_id=host:port' or a mapping with both keys")
+            return {"node_id": node_id.strip(), "address": address.strip()}
+        return data
+
+
+class RaftSettings(_Section):
+    enabled: bool = False
+    """Replicate through etcd (3 or 5 nodes). Off: single node, the local RocksDB WAL is the log."""
+    etcd_endpoints: tuple[Annotated[str, url(("http", "https"))], ...] = ()
+    """etcd client URLs (http://host:2379); may stay empty when manage_local_etcd is on."""
+    cluster_name: Name = "tq"
+    """Prefix of every etcd key, so several clusters can share one etcd."""
+    node_id: Name | None = None
+    """This node's id in the cluster; null uses broker.node_id."""
+    advertise_address: HostPort | None = None
+    """host:port other nodes and clients use to reach this broker; null: broker.host:port."""
+    members: tuple[RaftMember, ...] = ()
+    """Every broker of the cluster, this one included."""
+    leader_lease_ttl_s: Annotated[int, Field(ge=2, le=60)] = 5
+    """etcd lease TTL of the leader key (whole seconds, as etcd grants them): the failover time."""
+    log_trim_interval_s: Seconds = 60.0
+    """How often log entries applied by every node are trimmed and etcd compacted."""
+    snapshot_threshold: Count = 10_000
+    """Log entries a follower may lag before it installs a RocksDB checkpoint instead."""
+    etcd_timeout_s: Seconds = 5.0
+    """Timeout of each etcd request."""
+    manage_local_etcd: bool = False
+    """Start and supervise a local etcd member, so a node is one command."""
+    etcd_data_dir: FilePath | None = None
+    """Data directory of the managed etcd; null: <persistence.data_dir>/etcd."""
+    etcd_binary: NonEmpty = "etcd"
+    """Executable of the managed etcd (looked up on PATH)."""
+    etcd_client_port: FixedPort = 2379
+    """Client port of the managed etcd."""
+    etcd_peer_port: FixedPort = 2380
+    """Peer port of the managed etcd."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        ids = [member.node_id for member in self.members]
+        twice = next((node_id for node_id in ids if ids.count(node_id) > 1), None)
+        if twice is not None:
+            raise conflict("raft.members", ids, f"names node {twice!r} twice", "raft.members", ids)
+        if self.enabled and not self.etcd_endpoints and not self.manage_local_etcd:
+            raise conflict(
+                "raft.etcd_endpoints",
+                [],
+                "must name at least one etcd endpoint when raft is enabled",
+                "raft.manage_local_etcd",
+                False,
+            )
+        if self.manage_local_etcd and self.etcd_client_port == self.etcd_peer_port:
+            raise conflict(
+                "raft.etcd_peer_port",
+                self.etcd_peer_port,
+                "must differ from raft.etcd_client_port",
+                "raft.etcd_client_port",
+                self.etcd_client_port,
+            )
+        return self
+
+
+class ApiSettings(_Section):
+    rest_enabled: bool = True
+    """Serve the REST API (OpenAPI at /docs)."""
+    rest_host: Host = "127.0.0.1"
+    """Address of the HTTP server (REST, WebSocket, dashboard)."""
+    rest_port: Port = 8080
+    """Port of the HTTP server."""
+    websocket_enabled: bool = True
+    """Serve live task events and stats over WebSocket on the HTTP server."""
+    dashboard_enabled: bool = True
+    """Serve the web dashboard on the HTTP server."""
+    grpc_enabled: bool = True
+    """Serve the gRPC API."""
+    grpc_host: Host = "127.0.0.1"
+    """Address of the gRPC server."""
+    grpc_port: Port = 50051
+    """Port of the gRPC server."""
+    max_request_body_bytes: Bytes = 16 * MiB
+    """Largest HTTP/gRPC request: a 10 MiB payload base64-encoded in JSON is about 13.4 MiB."""
+    cors_origins: Annotated[
+        tuple[Annotated[str, AfterValidator(origin_url)], ...], AfterValidator(unique)
+    ] = ()
+    """Browser origins allowed to call the HTTP API ("*" for any); empty: same origin only."""
+
+    @property
+    def http_enabled(self) -> bool:
+        """Whether the HTTP server runs at all (it carries REST, WebSocket and dashboard)."""
+        return self.rest_enabled or self.websocket_enabled or self.dashboard_enabled
+
+
+class AuthSettings(_Section):
+    enabled: bool = False
+    """Require an API key on every interface and check its permissions."""
+    api_keys_file: FilePath | None = None
+    """YAML file of API keys (bcrypt hashes and permissions) loaded at start; keys created at
+    run time are stored by the broker."""
+    tls_cert_file: FilePath | None = None
+    """PEM certificate: turns on TLS for TCP, HTTP and gRPC. Needs tls_key_file."""
+    tls_key_file: FilePath | None = None
+    """PEM private key of tls_cert_file."""
+    tls_ca_file: FilePath | None = None
+    """PEM CA bundle that client certificates are verified against."""
+    require_client_cert: bool = False
+    """Refuse clients without a certificate signed by tls_ca_file (mutual TLS)."""
+    rate_limit_per_key: Annotated[float, Field(gt=0)] | None = None
+    """Requests per second allowed per API key (token bucket); null: unlimited."""
+    rate_limit_burst: Count | None = None
+    """Requests a key may make at once above the rate; null: one second's worth."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            present, missing = (
+                ("auth.tls_cert_file", "auth.tls_key_file")
+                if self.tls_key_file is None
+                else ("auth.tls_key_file", "auth.tls_cert_file")
+            )
+            value = self.tls_cert_file or self.tls_key_file
+            raise conflict(present, value, f"needs {missing} as well", missing, None)
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise conflict(
+                "auth.tls_ca_file",
+                self.tls_ca_file,
+                "needs auth.tls_cert_file: client certificates are only checked over TLS",
+                "auth.tls_cert_file",
+                None,
+            )
+        if self.require_client_cert and self.tls_ca_file is None:
+            raise conflict(
+                "auth.require_client_cert",
+                True,
+                "needs auth.tls_ca_file to verify client certificates against",
+                "auth.tls_ca_file",
+                None,
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """TLS is on for every interface exactly when a certificate is configured."""
+        return self.tls_cert_file is not None
+
+
+class MonitoringSettings(_Section):
+    prometheus_enabled: bool = True
+    """Serve Prometheus metrics at /metrics on their own port."""
+    prometheus_host: Host = "127.0.0.1"
+    """Address of the metrics server; 0.0.0.0 to be scraped from other hosts."""
+    prometheus_port: Port = 9420
+    """Port of the metrics server (not 9090: that is the Prometheus server's own default)."""
+    log_level: LogLevelField = LogLevel.INFO
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)."""
+    log_format: LogFormatField = LogFormat.TEXT
+    """text for humans, json for log collectors."""
+
+
+class WorkerSettings(_Section):
+    broker_url: Annotated[str, url(("tq", "tqs"))] = "tq://127.0.0.1:7420"
+    """Broker to connect to: tq://host:port, or tqs://host:port over TLS."""
+    queues: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...],
+        Field(min_length=1),
+        AfterValidator(unique),
+    ] = ("default",)
+    """Queues to claim from."""
+    concurrency: Count = 4
+    """Tasks run at once."""
+    pool: PoolField = Pool.ASYNCIO
+    """asyncio (async handlers; sync ones in threads), thread, or process (CPU-bound work,
+    hard timeouts)."""
+    prefetch: Count = 10
+    """Tasks claimed per request (claim batch); held tasks are leased, so keep it small."""
+    heartbeat_interval_s: Seconds = 15.0
+    """Heartbeat interval unless the broker announces its own."""
+    shutdown_timeout_s: Seconds = 60.0
+    """On shutdown: time to finish in-flight tasks before the rest are handed back."""
+    default_timeout_s: Seconds | None = None
+    """Execution timeout of a task that sets none; null: no timeout."""
+    handlers_module: NonEmpty | None = None
+    """Python module whose import registers the handlers (like celery -A)."""
+    name: Name | None = None
+    """Worker id shown by the broker; null: <hostname>-<pid>."""
+
+
+# -- the whole tree ---------------------------------------------------------------------------
+
+# Addresses meaning "every interface": compared against, never bound here.
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]"})  # noqa: S104
+
+
+class Settings(_Section):
+    """The effective configuration. Build it with ``tq.config.load``; ``Settings()`` is defaults."""
+
+    broker: BrokerSettings = BrokerSettings()
+    persistence: PersistenceSettings = PersistenceSettings()
+    raft: RaftSettings = RaftSettings()
+    api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @property
+    def node_id(self) -> str:
+        """This node's cluster id: raft.node_id, else broker.node_id."""
+        return self.raft.node_id or self.broker.node_id
+
+    @property
+    def advertise_address(self) -> str:
+        """Where peers and clients reach this broker: raft.advertise_address, else host:port."""
+        return self.raft.advertise_address or f"{self.broker.host}:{self.broker.port}"
+
+    @property
+    def etcd_data_dir(self) -> Path:
+        """Data directory of the managed etcd: raft.etcd_data_dir, else <data_dir>/etcd."""
+        return self.raft.etcd_data_dir or self.persistence.data_dir / "etcd"
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        raft = self.raft
+        if raft.enabled and raft.members and self.node_id not in {m.node_id for m in raft.members}:
+            key = "raft.node_id" if raft.node_id else "broker.node_id"
+            raise conflict(
+                key,
+                self.node_id,
+                "must be one of raft.members",
+                "raft.members",
+                [m.node_id for m in raft.members],
+            )
+        if raft.enabled and raft.advertise_address is None and self.broker.host in _WILDCARDS:
+            raise conflict(
+                "raft.advertise_address",
+                None,
+                "must be set when broker.host listens on every interface: peers cannot dial it",
+                "broker.host",
+                self.broker.host,
+            )
+        self._check_ports()
+        return self
+
+    def _check_ports(self) -> None:
+        listeners = [
+            ("broker.port", self.broker.host, self.broker.port, True),
+            ("api.rest_port", self.api.rest_host, self.api.rest_port, self.api.http_enabled),
+            ("api.grpc_port", self.api.grpc_host, self.api.grpc_port, self.api.grpc_enabled),
+            (
+                "monitoring.prometheus_port",
+                self.monitoring.prometheus_host,
+                self.monitoring.prometheus_port,
+                self.monitoring.prometheus_enabled,
+            ),
+            ("raft.etcd_client_port", "", self.raft.etcd_client_port, self.raft.manage_local_etcd),
+            ("raft.etcd_peer_port", "", self.raft.etcd_peer_port, self.raft.manage_local_etcd),
+        ]
+        active = [entry for entry in listeners if entry[3] and entry[2] != 0]
+        for i, (key, host, port, _) in enumerate(active):
+            for other_key, other_host, other_port, _ in active[:i]:
+                # Managed etcd ("" host) binds every interface of this machine.
+                overlap = host == other_host or {host, other_host} & (_WILDCARDS | {""})
+                if port == other_port and overlap:
+                    raise conflict(key, port, f"clashes with {other_key}", other_key, other_port)
+
+
+#: Section name -> its model, in file order.
+SECTIONS: dict[str, type[_Section]] = {
+    name: info.annotation
+    for name, info in Settings.model_fields.items()
+    if isinstance(info.annotation, type) and issubclass(info.annotation, _Section)
+}
