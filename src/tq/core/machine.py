@@ -305,21 +305,23 @@ class Machine:
             rec = IdempotencyRecord(t.id, now + cmd.idempotency_window)
             self._idem[t.idempotency_key] = rec
             fx.put(Family.METADATA, idem_key(t.idempotency_key), encode(rec))
-        failed_dep = next(
-            (d for d in t.depends_on if d not in self._tasks and cmd.known[d] is not COMPLETED),
-            None,
-        )
-        if failed_dep is not None:
-            task.state = DEAD
-            task.error = f"dependency {failed_dep.hex()} ended {cmd.known[failed_dep].value}"
-            self._counts[DEAD] += 1
-            self._finish(task, now, fx)
-            return
-        waiting = {d: None for d in t.depends_on if d in self._tasks}
-        for d in waiting:
-            self._dependants.setdefault(d, []).append(t.id)
-        if waiting:
-            self._waiting[t.id] = waiting
+        waiting: dict[TaskId, None] = {}
+        if t.depends_on:
+            failed_dep = next(
+                (d for d in t.depends_on if d not in self._tasks and cmd.known[d] is not COMPLETED),
+                None,
+            )
+            if failed_dep is not None:
+                task.state = DEAD
+                task.error = f"dependency {failed_dep.hex()} ended {cmd.known[failed_dep].value}"
+                self._counts[DEAD] += 1
+                self._finish(task, now, fx)
+                return
+            waiting = {d: None for d in t.depends_on if d in self._tasks}
+            for d in waiting:
+                self._dependants.setdefault(d, []).append(t.id)
+            if waiting:
+                self._waiting[t.id] = waiting
         due_later = t.scheduled_at is not None and t.scheduled_at > now
         if t.scheduled_at is not None and due_later:
             heapq.heappush(self._timers, (t.scheduled_at, t.id))
@@ -328,7 +330,7 @@ class Machine:
         else:
             self._enqueue(task)
         self._counts[task.state] += 1
-        fx.put_task(Family.PENDING, task)
+        fx.mutations.append((Family.PENDING, task.id, encode_task(task)))
         fx.event(task)
 
     # ------------------------------------------------------------------ claim / results
@@ -342,6 +344,7 @@ class Machine:
         out: list[ClaimedTask] = []
         token = self.meta.next_lease_token
         lease_until = now + cmd.lease_duration
+        add = fx.mutations.append
         while len(out) < cmd.max_tasks:
             task = _pop_best(queues)
             if task is None:
@@ -364,8 +367,8 @@ class Machine:
             task.progress_message = None
             token += 1
             held[task.id] = None
-            fx.delete(Family.PENDING, task.id)
-            fx.put_task(Family.IN_PROGRESS, task)
+            add((Family.PENDING, task.id, None))
+            add((Family.IN_PROGRESS, task.id, encode_task(task)))
             fx.event(task)
             out.append(
                 ClaimedTask(
@@ -682,15 +685,18 @@ class Machine:
         """Write a task that reached a terminal state, forget it, and settle its dependants
         (they become ready, or fail in turn: a worklist, so long chains cannot recurse)."""
         work = [(task, old)]
+        add = fx.mutations.append
         while work:
             t, old_family = work.pop()
             if old_family is not None:
-                fx.delete(old_family, t.id)
-            fx.put_task(FAMILY_OF_STATE[t.state], t)
+                add((old_family, t.id, None))
+            add((FAMILY_OF_STATE[t.state], t.id, encode_task(t)))
             fx.event(t)
             del self._tasks[t.id]
             self._counts[t.state] -= 1  # live counts only: terminal tasks leave memory
-            for dep_id in sorted(self._dependants.pop(t.id, ())):
+            if t.id not in self._dependants:
+                continue
+            for dep_id in sorted(self._dependants.pop(t.id)):
                 d = self._tasks.get(dep_id)
                 waiting = self._waiting.get(dep_id)
                 if d is None or waiting is None or t.id not in waiting:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from tq.core.model import PriorityTier, Task, TaskState
 
 _PENDING = TaskState.PENDING
+_TIER = tuple(int(PriorityTier.of(p)) for p in range(256))  # indexing beats a call per push
 
 
 class _Bucket:
@@ -56,12 +57,12 @@ class ReadyQueue:
             heapq.heappush(bucket.late, (task.seq, task))
         self._mask |= 1 << p
         self.size += 1
-        self._tier_counts[PriorityTier.of(p)] += 1
+        self._tier_counts[_TIER[p]] += 1
 
     def discard(self, task: Task) -> None:
         """Account for a task that left the pending state other than by ``pop`` (lazy)."""
         self.size -= 1
-        self._tier_counts[PriorityTier.of(task.priority)] -= 1
+        self._tier_counts[_TIER[task.priority]] -= 1
 
     def _valid(self, task: Task, p: int) -> bool:
         return task.state is _PENDING and task.priority == p and task.queue == self.name
@@ -103,7 +104,7 @@ class ReadyQueue:
         else:
             bucket.fifo.popleft()
         self.size -= 1
-        self._tier_counts[PriorityTier.of(task.priority)] -= 1
+        self._tier_counts[_TIER[task.priority]] -= 1
         return task
 
     def tier_counts(self) -> tuple[int, int, int]:
