@@ -1,0 +1,293 @@
+"""Per-connection protocol state for both ends, sans I/O: bytes in, messages out, frames out.
+
+Rules: the client's first message is HELLO; the server answers WELCOME with the highest
+version both speak, or NACK UNSUPPORTED_VERSION (anything else first: HANDSHAKE_REQUIRED).
+A client may pipeline requests right behind HELLO. Every request has a distinct non-zero
+``request_id`` while outstanding; each reply echoes it, and a NACK with request id 0 concerns
+the whole connection. Any ``FrameError`` moves a connection to CLOSED: answer it with a NACK
+(``ServerConnection.nack``) and close the socket. The asyncio shells only move bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import Final, Generic, Literal, TypeVar
+
+from tq.errors import ErrorCode, ProtocolError, TqError
+from tq.protocol.codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Buffer,
+    FrameDecoder,
+    FrameError,
+    encode,
+    frame_size,
+)
+from tq.protocol.messages import Hello, MessageType, Nack, TaskEvent, Welcome
+from tq.protocol.registry import (
+    REPLY_CLASSES,
+    REPLY_TO,
+    REQUEST_CLASSES,
+    Message,
+    Reply,
+    Request,
+)
+
+PROTOCOL_VERSION: Final = 1
+SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (PROTOCOL_VERSION,)
+#: The broker closes a connection that sent no complete frame for this long.
+IDLE_TIMEOUT: Final = 30.0
+#: Request id 0 is never used by a request: a NACK carrying it concerns the whole connection.
+CONNECTION_REQUEST_ID: Final = 0
+_MAX_REQUEST_ID: Final = 2**64 - 1
+
+_In = TypeVar("_In", Request, Reply | TaskEvent)
+
+
+class ConnectionState(StrEnum):
+    NEW = "new"  # server: waiting for HELLO; client: HELLO not yet built
+    HELLO_SENT = "hello_sent"  # client only: waiting for WELCOME
+    ESTABLISHED = "established"
+    CLOSED = "closed"  # after a protocol error or a refused handshake: close the socket
+
+
+def negotiate_version(offered: Iterable[int], supported: Iterable[int]) -> int:
+    """The highest version in both sets; ProtocolError UNSUPPORTED_VERSION if none."""
+    common = set(offered) & set(supported)
+    if not common:
+        raise ProtocolError(
+            f"no common protocol version: client offers {sorted(set(offered))}, "
+            f"server speaks {sorted(set(supported))}",
+            ErrorCode.UNSUPPORTED_VERSION,
+        )
+    return max(common)
+
+
+def nack_frame(request_id: int | None, error: TqError) -> bytes:
+    """The NACK frame answering ``request_id`` (None: the connection as a whole)."""
+    rid = CONNECTION_REQUEST_ID if request_id is None else request_id
+    return encode(Nack(request_id=rid, code=int(error.code), message=error.message))
+
+
+class _Endpoint(Generic[_In]):
+    """What both ends share: a frame decoder, a state, and a per-message ``_check`` hook."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self.state = ConnectionState.NEW
+        self._decoder = FrameDecoder(max_frame_size)
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest frame N this end accepts."""
+        return self._decoder.max_frame_size
+
+    def receive_data(self, data: Buffer) -> list[_In]:
+        """Messages completed by ``data``. Raises FrameError, and the state becomes CLOSED."""
+        if self.state is ConnectionState.CLOSED:
+            raise FrameError("connection is closed after a protocol error or a refusal")
+        try:
+            msgs = self._decoder.feed(data)
+        except FrameError as e:
+            # The valid prefix must obey the connection rules too; its own error wins if not.
+            e.messages = list(self._accept(e.messages))
+            self.state = ConnectionState.CLOSED
+            raise
+        return self._accept(msgs)
+
+    def _accept(self, msgs: list[Message]) -> list[_In]:
+        accepted: list[_In] = []
+        for msg in msgs:
+            try:
+                accepted.append(self._check(msg))
+            except ProtocolError as e:
+                self.state = ConnectionState.CLOSED
+                request_id = None if isinstance(msg, TaskEvent) else msg.request_id
+                raise FrameError(
+                    e.message, e.code, request_id=request_id, messages=list(accepted)
+                ) from e
+        return accepted
+
+    def _check(self, msg: Message) -> _In:
+        raise NotImplementedError
+
+
+class ServerConnection(_Endpoint[Request]):
+    """The broker's side: enforces the handshake and the message direction."""
+
+    def __init__(
+        self,
+        *,
+        server_name: str,
+        node_id: str,
+        heartbeat_interval: float,
+        lease_duration: float,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        versions: Sequence[int] = SUPPORTED_VERSIONS,
+    ) -> None:
+        super().__init__(max_frame_size)
+        self.server_name = server_name
+        self.node_id = node_id
+        self.heartbeat_interval = heartbeat_interval
+        self.lease_duration = lease_duration
+        self.versions = tuple(versions)
+        self.hello: Hello | None = None
+        self.version: int | None = None
+
+    def _check(self, msg: Message) -> Request:
+        if not isinstance(msg, REQUEST_CLASSES):
+            raise ProtocolError(f"a client may not send {msg.type_code.name}")
+        if self.state is ConnectionState.NEW:
+            if not isinstance(msg, Hello):
+                raise ProtocolError(
+                    f"first message must be HELLO, got {msg.type_code.name}",
+                    ErrorCode.HANDSHAKE_REQUIRED,
+                )
+            self.version = negotiate_version(msg.versions, self.versions)
+            self.hello = msg
+            self.state = ConnectionState.ESTABLISHED
+        elif isinstance(msg, Hello):
+            raise ProtocolError("HELLO sent twice on one connection")
+        return msg
+
+    def welcome(self) -> bytes:
+        """The WELCOME frame answering the accepted HELLO."""
+        if self.hello is None or self.version is None:
+            raise ProtocolError("no HELLO accepted yet", ErrorCode.HANDSHAKE_REQUIRED)
+        return encode(
+            Welcome(
+                request_id=self.hello.request_id,
+                version=self.version,
+                server_name=self.server_name,
+                node_id=self.node_id,
+                max_frame_size=self.max_frame_size,
+                heartbeat_interval=self.heartbeat_interval,
+                lease_duration=self.lease_duration,
+            )
+        )
+
+    def send(self, msg: Reply | TaskEvent) -> bytes:
+        """The frame for a reply or push (no state change: replies are the service's job)."""
+        return encode(msg)
+
+    def nack(self, error: TqError, request_id: int | None = None) -> bytes:
+        """NACK ``error``; a FrameError supplies the request id it could read itself."""
+        if request_id is None and isinstance(error, FrameError):
+            request_id = error.request_id
+        return nack_frame(request_id, error)
+
+
+class ClientConnection(_Endpoint[Reply | TaskEvent]):
+    """The client's side: builds HELLO, numbers requests, matches replies to them."""
+
+    def __init__(
+        self,
+        *,
+        client_name: str,
+        client_kind: Literal["client", "worker"] = "client",
+        api_key: str | None = None,
+        versions: Sequence[int] = SUPPORTED_VERSIONS,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        super().__init__(max_frame_size)
+        self.client_name = client_name
+        self.client_kind: Literal["client", "worker"] = client_kind
+        self.api_key = api_key
+        self.versions = tuple(versions)
+        self.welcome: Welcome | None = None
+        #: Until WELCOME says otherwise, assume the server takes what we accept.
+        self.peer_max_frame_size = max_frame_size
+        self._next_id = 1
+        self._outstanding: dict[int, MessageType] = {}
+
+    @property
+    def version(self) -> int | None:
+        return None if self.welcome is None else self.welcome.version
+
+    @property
+    def outstanding(self) -> Mapping[int, MessageType]:
+        """Request id -> request type, for every request still waiting for its reply."""
+        return self._outstanding
+
+    def next_request_id(self) -> int:
+        """A fresh non-zero id (wraps after 2**64 - 1, skipping ids still outstanding)."""
+        while True:
+            rid = self._next_id
+            self._next_id = rid + 1 if rid < _MAX_REQUEST_ID else 1
+            if rid not in self._outstanding:
+                return rid
+
+    def hello(self) -> bytes:
+        """The HELLO frame; must be the first bytes written to the socket."""
+        if self.state is not ConnectionState.NEW:
+            raise ProtocolError("HELLO already sent")
+        msg = Hello(
+            request_id=self.next_request_id(),
+            versions=list(self.versions),
+            client_name=self.client_name,
+            client_kind=self.client_kind,
+            api_key=self.api_key,
+        )
+        frame = encode(msg)
+        self._outstanding[msg.request_id] = MessageType.HELLO
+        self.state = ConnectionState.HELLO_SENT
+        return frame
+
+    def send(self, msg: Request) -> bytes:
+        """The frame for ``msg``, whose request id is now outstanding until its reply.
+
+        Raises ProtocolError (nothing recorded, connection still usable) if HELLO was not sent,
+        the id is 0 or already outstanding, or the frame exceeds the server's limit.
+        """
+        if self.state is ConnectionState.NEW or isinstance(msg, Hello):
+            raise ProtocolError("send HELLO first, with hello()", ErrorCode.HANDSHAKE_REQUIRED)
+        if self.state is ConnectionState.CLOSED:
+            raise ProtocolError("connection is closed")
+        rid = msg.request_id
+        if rid == CONNECTION_REQUEST_ID or rid in self._outstanding:
+            raise ProtocolError(f"request id {rid} is reserved or already outstanding")
+        frame = encode(msg)
+        if frame_size(frame) > self.peer_max_frame_size:
+            raise ProtocolError(
+                f"{msg.type_code.name} frame of {frame_size(frame)} bytes exceeds the server's "
+                f"limit of {self.peer_max_frame_size}",
+                ErrorCode.FRAME_TOO_LARGE,
+            )
+        self._outstanding[rid] = msg.type_code
+        return frame
+
+    def _check(self, msg: Message) -> Reply | TaskEvent:
+        if isinstance(msg, TaskEvent):
+            # Events for a subscription being cancelled may still be in flight: the shell
+            # routes by subscription_id and drops what it no longer wants.
+            return msg
+        if not isinstance(msg, REPLY_CLASSES):
+            raise ProtocolError(f"a server may not send {msg.type_code.name}")
+        rid = msg.request_id
+        if isinstance(msg, Nack) and rid == CONNECTION_REQUEST_ID:
+            self.state = ConnectionState.CLOSED  # the server is about to close the socket
+            return msg
+        request_type = self._outstanding.get(rid)
+        if request_type is None:
+            raise ProtocolError(f"{msg.type_code.name} answers unknown request id {rid}")
+        if not isinstance(msg, Nack) and msg.type_code is not REPLY_TO[request_type]:
+            raise ProtocolError(
+                f"{msg.type_code.name} cannot answer {request_type.name} (request id {rid})"
+            )
+        del self._outstanding[rid]
+        if request_type is MessageType.HELLO:
+            self._handshake(msg)
+        return msg
+
+    def _handshake(self, msg: Reply) -> None:
+        if isinstance(msg, Nack):
+            self.state = ConnectionState.CLOSED  # refused: the server closes after this NACK
+            return
+        assert isinstance(msg, Welcome)  # guaranteed by the REPLY_TO check
+        if msg.version not in self.versions:
+            raise ProtocolError(
+                f"server chose version {msg.version}, not one of {list(self.versions)}",
+                ErrorCode.UNSUPPORTED_VERSION,
+            )
+        self.welcome = msg
+        self.peer_max_frame_size = msg.max_frame_size
+        self.state = ConnectionState.ESTABLISHED

@@ -1,0 +1,320 @@
+"""Every protocol message as a typed struct, with its normative type code.
+
+Rules: a message is a ``WireStruct`` (see ``records``) with a ``type_code`` class attribute.
+Every message but TASK_EVENT carries ``request_id``; a reply echoes the id of its request.
+Codes and field names are wire contracts: never renumber or rename, only append.
+"""
+
+# msgspec copies a mutable default ([] or {}) for each instance; RUF012 only knows that of
+# direct Struct subclasses.
+# ruff: noqa: RUF012
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, ClassVar, Literal
+
+from msgspec import Meta
+
+from tq.core.model import TaskState
+from tq.protocol.records import (
+    ClaimedTask,
+    Count,
+    Name,
+    Percent,
+    PositiveSeconds,
+    Priority,
+    RequestId,
+    ShortText,
+    Stats,
+    TaskIdBytes,
+    TaskInfo,
+    TaskOutcome,
+    TaskSpec,
+    Timestamp,
+    WireStruct,
+    WorkerInfo,
+)
+
+
+class MessageType(IntEnum):
+    """The type byte of a frame."""
+
+    HELLO = 0x01
+    WELCOME = 0x02
+    ACK = 0x03
+    NACK = 0x04
+    PING = 0x05
+    PONG = 0x06
+    SUBMIT_TASK = 0x10
+    SUBMIT_REPLY = 0x11
+    CLAIM_TASK = 0x12
+    CLAIM_REPLY = 0x13
+    TASK_RESULT = 0x14
+    RESULT_REPLY = 0x15
+    PROGRESS = 0x16
+    RELEASE_TASKS = 0x17
+    QUERY_STATUS = 0x20
+    STATUS_REPLY = 0x21
+    CANCEL_TASK = 0x22
+    CANCEL_REPLY = 0x23
+    LIST_TASKS = 0x24
+    LIST_REPLY = 0x25
+    GET_STATS = 0x26
+    STATS_REPLY = 0x27
+    SUBSCRIBE = 0x28
+    TASK_EVENT = 0x29
+    UNSUBSCRIBE = 0x2A
+    LIST_WORKERS = 0x2B
+    WORKERS_REPLY = 0x2C
+    REGISTER_WORKER = 0x30
+    REGISTER_REPLY = 0x31
+    HEARTBEAT = 0x32
+    HEARTBEAT_REPLY = 0x33
+    DEREGISTER_WORKER = 0x34
+
+
+_T = MessageType
+TaskIds = list[TaskIdBytes]
+Codes = list[Annotated[int, Meta(ge=0)]]
+
+
+class _Correlated(WireStruct, kw_only=True, frozen=True):
+    type_code: ClassVar[MessageType]
+    request_id: RequestId
+
+
+# --- connection ----------------------------------------------------------------------------
+
+
+class Hello(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.HELLO
+    versions: Annotated[list[Annotated[int, Meta(ge=0, le=0xFFFF)]], Meta(max_length=64)]
+    client_name: ShortText = ""
+    client_kind: Literal["client", "worker"] = "client"
+    api_key: ShortText | None = None
+
+
+class Welcome(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.WELCOME
+    version: Annotated[int, Meta(ge=0, le=0xFFFF)]
+    server_name: str = ""
+    node_id: str = ""
+    max_frame_size: Annotated[int, Meta(ge=1, le=0xFFFFFFFF)]
+    heartbeat_interval: PositiveSeconds
+    lease_duration: PositiveSeconds
+
+
+class Ack(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.ACK
+
+
+class Nack(_Correlated, kw_only=True, frozen=True):
+    """``code`` is a ``tq.errors.ErrorCode`` kept as int: a newer broker may send new codes."""
+
+    type_code = _T.NACK
+    code: Count
+    message: str = ""
+
+
+class Ping(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.PING
+
+
+class Pong(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.PONG
+
+
+# --- producing and executing tasks ---------------------------------------------------------
+
+
+class SubmitTask(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SUBMIT_TASK
+    tasks: list[TaskSpec]
+
+
+class SubmitReply(_Correlated, kw_only=True, frozen=True):
+    """``ids[i]``/``created[i]`` answer ``tasks[i]``; created False: idempotent duplicate."""
+
+    type_code = _T.SUBMIT_REPLY
+    ids: TaskIds
+    created: list[bool]
+
+
+class ClaimTask(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.CLAIM_TASK
+    worker_id: Name
+    queues: Annotated[list[Name], Meta(min_length=1)]
+    max_tasks: Annotated[int, Meta(ge=1, le=1000)] = 10
+    wait_ms: Count = 0
+
+
+class ClaimReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.CLAIM_REPLY
+    tasks: list[ClaimedTask] = []
+
+
+class TaskResult(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.TASK_RESULT
+    results: list[TaskOutcome]
+
+
+class ResultReply(_Correlated, kw_only=True, frozen=True):
+    """``codes[i]`` answers ``results[i]``: 0 applied, else an ErrorCode (LEASE_MISMATCH...)."""
+
+    type_code = _T.RESULT_REPLY
+    codes: Codes
+
+
+class Progress(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.PROGRESS
+    task_id: TaskIdBytes
+    lease_token: Count
+    percent: Percent
+    message: str | None = None
+
+
+class ReleaseTasks(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.RELEASE_TASKS
+    worker_id: Name
+    task_ids: TaskIds
+
+
+# --- inspecting and managing tasks ---------------------------------------------------------
+
+
+class QueryStatus(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.QUERY_STATUS
+    task_ids: TaskIds
+    include_payload: bool = False
+
+
+class StatusReply(_Correlated, kw_only=True, frozen=True):
+    """``tasks[i]`` answers ``task_ids[i]``; None: no such task."""
+
+    type_code = _T.STATUS_REPLY
+    tasks: list[TaskInfo | None]
+
+
+class CancelTask(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.CANCEL_TASK
+    task_ids: TaskIds
+
+
+class CancelReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.CANCEL_REPLY
+    codes: Codes
+
+
+class ListTasks(_Correlated, kw_only=True, frozen=True):
+    """Filters are ANDed; ``cursor`` is the opaque ``next_cursor`` of the previous page."""
+
+    type_code = _T.LIST_TASKS
+    state: TaskState | None = None
+    queue: Name | None = None
+    task_type: Name | None = None
+    priority_min: Priority | None = None
+    priority_max: Priority | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    cursor: bytes | None = None
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+
+
+class ListReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIST_REPLY
+    tasks: list[TaskInfo] = []
+    next_cursor: bytes | None = None
+
+
+class GetStats(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.GET_STATS
+
+
+class StatsReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.STATS_REPLY
+    stats: Stats
+
+
+class Subscribe(_Correlated, kw_only=True, frozen=True):
+    """Events for the union of ``task_ids``, ``queues`` or everything (``all``)."""
+
+    type_code = _T.SUBSCRIBE
+    task_ids: TaskIds = []
+    queues: list[Name] = []
+    all: bool = False
+    until_terminal: bool = False
+
+
+class TaskEvent(WireStruct, kw_only=True, frozen=True):
+    """Pushed by the broker; ``subscription_id`` is the request id of the SUBSCRIBE."""
+
+    type_code: ClassVar[MessageType] = _T.TASK_EVENT
+    subscription_id: RequestId
+    task_id: TaskIdBytes
+    state: str
+    queue: str = ""
+    task_type: str = ""
+    at: Timestamp
+    attempts: Count = 0
+    result: bytes | None = None
+    error: str | None = None
+    progress: Percent | None = None
+    progress_message: str | None = None
+
+
+class Unsubscribe(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.UNSUBSCRIBE
+    subscription_id: RequestId
+
+
+class ListWorkers(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIST_WORKERS
+
+
+class WorkersReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.WORKERS_REPLY
+    workers: list[WorkerInfo] = []
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+class RegisterWorker(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.REGISTER_WORKER
+    worker_id: Name
+    name: ShortText = ""
+    queues: Annotated[list[Name], Meta(min_length=1)]
+    concurrency: Annotated[int, Meta(ge=1)] = 1
+    hostname: ShortText = ""
+    pid: Count = 0
+    pool: ShortText = ""
+
+
+class RegisterReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.REGISTER_REPLY
+    worker_id: str
+    lease_duration: PositiveSeconds
+    heartbeat_interval: PositiveSeconds
+
+
+class Heartbeat(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.HEARTBEAT
+    worker_id: Name
+    cpu_percent: Annotated[float, Meta(ge=0)] = 0.0
+    memory_rss: Count = 0
+    running: TaskIds = []
+
+
+class HeartbeatReply(_Correlated, kw_only=True, frozen=True):
+    """``cancelled``: stop these (cooperative cancel); ``unknown``: their lease is gone."""
+
+    type_code = _T.HEARTBEAT_REPLY
+    lease_expires_at: Timestamp
+    cancelled: TaskIds = []
+    unknown: TaskIds = []
+
+
+class DeregisterWorker(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.DEREGISTER_WORKER
+    worker_id: Name

@@ -1,0 +1,186 @@
+"""Value records carried inside protocol messages (task specs, claimed tasks, task info, stats).
+
+Rules: every wire struct is a MessagePack *map* keyed by field name, defaults are omitted on
+encode, unknown keys are ignored on decode (forward compatibility), and the range and length
+constraints live here as ``msgspec.Meta`` so a bad value is refused at decode with its path.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final
+
+import msgspec
+from msgspec import Meta
+
+from tq.core.ids import TASK_ID_LEN, TaskId
+
+# --- constrained scalar types shared by records and messages -------------------------------
+
+#: A task id on the wire: exactly 16 raw bytes (MessagePack bin), never text.
+TaskIdBytes = Annotated[TaskId, Meta(min_length=TASK_ID_LEN, max_length=TASK_ID_LEN)]
+#: Unsigned; MessagePack cannot carry more than 64 bits, so the upper bound is implicit.
+RequestId = Annotated[int, Meta(ge=0)]
+Count = Annotated[int, Meta(ge=0)]
+Priority = Annotated[int, Meta(ge=0, le=255)]
+Percent = Annotated[int, Meta(ge=0, le=100)]
+#: Unix seconds. ``ge=0`` also refuses NaN, which would poison every ordering comparison.
+Timestamp = Annotated[float, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+#: Task types, queue and worker ids: non-empty and short, since they become index keys.
+NAME_MAX_LEN: Final = 256
+Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)]
+ShortText = Annotated[str, Meta(max_length=NAME_MAX_LEN)]
+
+DEFAULT_QUEUE: Final = "default"
+DEFAULT_PRIORITY: Final = 128
+
+
+class WireStruct(
+    msgspec.Struct,
+    kw_only=True,
+    omit_defaults=True,
+    frozen=True,
+    forbid_unknown_fields=False,
+    gc=False,
+):
+    """Base of every wire struct: the encoding rules above, in one place.
+
+    ``gc=False``: wire structs hold only scalars, bytes and containers of other wire structs,
+    so they cannot form reference cycles, and a 500-task frame need not add 500 objects to the
+    collector's work. Frozen keeps a decoded message safe to hand to several consumers.
+    Subclasses repeat ``kw_only=True, frozen=True``: msgspec does not inherit ``kw_only``, and
+    mypy does not see an inherited ``frozen``.
+    """
+
+
+class RetrySpec(WireStruct, kw_only=True, frozen=True):
+    """Backoff for one task: ``min(max_delay, base * factor ** (attempt - 1))`` ± jitter."""
+
+    base: Seconds = 1.0
+    factor: Annotated[float, Meta(ge=1)] = 2.0
+    max_delay: Seconds = 300.0
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
+
+
+class TaskSpec(WireStruct, kw_only=True, frozen=True):
+    """One task to submit. ``id`` None: the broker assigns a UUIDv7."""
+
+    id: TaskIdBytes | None = None
+    task_type: Name
+    queue: Name = DEFAULT_QUEUE
+    payload: bytes = b""
+    priority: Priority = DEFAULT_PRIORITY
+    delay: Seconds | None = None
+    scheduled_at: Timestamp | None = None
+    max_retries: Count | None = None
+    timeout: PositiveSeconds | None = None
+    retry: RetrySpec | None = None
+    depends_on: list[TaskIdBytes] = []
+    tags: dict[str, str] = {}
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)] | None = None
+    expires_at: Timestamp | None = None
+
+
+class ClaimedTask(WireStruct, kw_only=True, frozen=True):
+    """A task handed to a worker; ``lease_token`` must be quoted back with its outcome."""
+
+    id: TaskIdBytes
+    task_type: str
+    queue: str
+    payload: bytes = b""
+    priority: Priority = DEFAULT_PRIORITY
+    attempts: Count
+    max_retries: Count
+    timeout: PositiveSeconds | None = None
+    lease_token: Count
+    lease_expires_at: Timestamp
+    created_at: Timestamp
+    tags: dict[str, str] = {}
+
+
+class TaskOutcome(WireStruct, kw_only=True, frozen=True):
+    """How one claimed task ended. ``retry`` False sends a failure to dead_letter at once."""
+
+    task_id: TaskIdBytes
+    lease_token: Count
+    ok: bool
+    result: bytes | None = None
+    error: str | None = None
+    error_type: str | None = None
+    retry: bool = True
+
+
+class TaskInfo(WireStruct, kw_only=True, frozen=True):
+    """Everything known about one task (SPEC §1). ``payload`` is None unless asked for.
+
+    ``state`` is a plain string, not an enum: a client must keep decoding when a newer broker
+    reports a state it does not know yet.
+    """
+
+    id: TaskIdBytes
+    task_type: str
+    queue: str
+    payload: bytes | None = None
+    priority: Priority = DEFAULT_PRIORITY
+    state: str
+    created_at: Timestamp
+    updated_at: Timestamp
+    scheduled_at: Timestamp | None = None
+    attempts: Count = 0
+    max_retries: Count
+    timeout: PositiveSeconds | None = None
+    depends_on: list[TaskIdBytes] = []
+    result: bytes | None = None
+    error: str | None = None
+    worker_id: str | None = None
+    lease_expires_at: Timestamp | None = None
+    progress: Percent = 0
+    progress_message: str | None = None
+    tags: dict[str, str] = {}
+    idempotency_key: str | None = None
+    expires_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    started_at: Timestamp | None = None
+
+
+class QueueDepth(WireStruct, kw_only=True, frozen=True):
+    """Task counts of one queue: pending by priority tier, plus scheduled and running."""
+
+    high: Count = 0
+    normal: Count = 0
+    low: Count = 0
+    scheduled: Count = 0
+    in_progress: Count = 0
+
+
+class Stats(WireStruct, kw_only=True, frozen=True):
+    """Broker-wide counters. ``totals`` holds monotonic counters (submitted, completed, ...)."""
+
+    pending: Count = 0
+    scheduled: Count = 0
+    in_progress: Count = 0
+    failed: Count = 0
+    dead_letter: Count = 0
+    workers: Count = 0
+    queues: dict[str, QueueDepth] = {}
+    totals: dict[str, Count] = {}
+    uptime: Seconds = 0.0
+    node_id: str = ""
+
+
+class WorkerInfo(WireStruct, kw_only=True, frozen=True):
+    """One registered worker as the broker sees it. ``alive`` False: heartbeats stopped."""
+
+    id: str
+    name: str = ""
+    queues: list[str] = []
+    concurrency: Annotated[int, Meta(ge=1)] = 1
+    hostname: str = ""
+    pid: Count = 0
+    registered_at: Timestamp
+    last_heartbeat: Timestamp
+    cpu_percent: Annotated[float, Meta(ge=0)] = 0.0
+    memory_rss: Count = 0
+    running: Count = 0
+    alive: bool = True

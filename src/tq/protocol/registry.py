@@ -1,0 +1,91 @@
+"""The message registry: type code <-> struct class, the unions, and which reply answers what.
+
+Rules: ``REPLY_TO`` names the one reply type each request expects; a NACK may always come
+instead. The unions are what the connection classes and the asyncio shells are typed against.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeAlias, get_args
+
+from tq.protocol.messages import (
+    Ack,
+    CancelReply,
+    CancelTask,
+    ClaimReply,
+    ClaimTask,
+    DeregisterWorker,
+    GetStats,
+    Heartbeat,
+    HeartbeatReply,
+    Hello,
+    ListReply,
+    ListTasks,
+    ListWorkers,
+    MessageType,
+    Nack,
+    Ping,
+    Pong,
+    Progress,
+    QueryStatus,
+    RegisterReply,
+    RegisterWorker,
+    ReleaseTasks,
+    ResultReply,
+    StatsReply,
+    StatusReply,
+    SubmitReply,
+    SubmitTask,
+    Subscribe,
+    TaskEvent,
+    TaskResult,
+    Unsubscribe,
+    Welcome,
+    WorkersReply,
+)
+
+_T = MessageType
+
+#: What a client sends.
+Request: TypeAlias = (
+    Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
+    | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
+    | RegisterWorker | Heartbeat | DeregisterWorker
+)  # fmt: skip
+#: What the broker sends in answer to a request (always echoing its ``request_id``).
+Reply: TypeAlias = (
+    Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
+    | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
+)  # fmt: skip
+Message: TypeAlias = Request | Reply | TaskEvent
+
+REQUEST_CLASSES: Final[tuple[type[Request], ...]] = get_args(Request)
+REPLY_CLASSES: Final[tuple[type[Reply], ...]] = get_args(Reply)
+
+MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
+    cls.type_code: cls for cls in (*REQUEST_CLASSES, *REPLY_CLASSES, TaskEvent)
+}
+MESSAGE_CODES: Final[dict[type[Message], MessageType]] = {
+    cls: cls.type_code for cls in MESSAGE_TYPES.values()
+}
+
+#: The reply each request expects (a NACK may always come instead).
+REPLY_TO: Final[dict[MessageType, MessageType]] = {
+    _T.HELLO: _T.WELCOME,
+    _T.PING: _T.PONG,
+    _T.SUBMIT_TASK: _T.SUBMIT_REPLY,
+    _T.CLAIM_TASK: _T.CLAIM_REPLY,
+    _T.TASK_RESULT: _T.RESULT_REPLY,
+    _T.PROGRESS: _T.ACK,
+    _T.RELEASE_TASKS: _T.ACK,
+    _T.QUERY_STATUS: _T.STATUS_REPLY,
+    _T.CANCEL_TASK: _T.CANCEL_REPLY,
+    _T.LIST_TASKS: _T.LIST_REPLY,
+    _T.GET_STATS: _T.STATS_REPLY,
+    _T.SUBSCRIBE: _T.ACK,
+    _T.UNSUBSCRIBE: _T.ACK,
+    _T.LIST_WORKERS: _T.WORKERS_REPLY,
+    _T.REGISTER_WORKER: _T.REGISTER_REPLY,
+    _T.HEARTBEAT: _T.HEARTBEAT_REPLY,
+    _T.DEREGISTER_WORKER: _T.ACK,
+}
