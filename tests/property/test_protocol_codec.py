@@ -65,6 +65,10 @@ def strategy_for(t: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(t, mi.ListType):
         min_size = t.min_length or 0
         return st.lists(strategy_for(t.item_type), min_size=min_size, max_size=min_size + 3)
+    if isinstance(t, mi.VarTupleType):
+        min_size = t.min_length or 0
+        items = st.lists(strategy_for(t.item_type), min_size=min_size, max_size=min_size + 3)
+        return items.map(tuple)
     if isinstance(t, mi.DictType):
         return st.dictionaries(strategy_for(t.key_type), strategy_for(t.value_type), max_size=3)
     if isinstance(t, mi.UnionType):

@@ -76,8 +76,10 @@ class TaskSpec(WireStruct, kw_only=True, frozen=True):
     max_retries: Count | None = None
     timeout: PositiveSeconds | None = None
     retry: RetrySpec | None = None
-    depends_on: list[TaskIdBytes] = []
-    tags: dict[str, str] = {}
+    # A tuple and None, not [] and {}: a decoded empty default then allocates nothing, which
+    # was ~40% of decoding a 500-task frame.
+    depends_on: tuple[TaskIdBytes, ...] = ()
+    tags: dict[str, str] | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)] | None = None
     expires_at: Timestamp | None = None
 
