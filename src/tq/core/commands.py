@@ -73,6 +73,7 @@ class FailedItem(msgspec.Struct, array_like=True, frozen=True):
     error: str
     retry: bool = True  # False: the handler asked not to retry; dead-letter now
     jitter: float = 0.5  # the random draw in [0, 1) for backoff jitter, made by the caller
+    error_type: str | None = None
 
 
 class FailTasks(_Command, frozen=True, tag=4):

@@ -27,6 +27,7 @@ class TaskEvent(msgspec.Struct, frozen=True, gc=False):
     worker_id: WorkerId | None = None
     progress: int | None = None
     progress_message: str | None = None
+    error_type: str | None = None
 
 
 class Effects:
@@ -60,6 +61,7 @@ class Effects:
                 task.worker_id,
                 task.progress if progress else None,
                 task.progress_message if progress else None,
+                task.error_type,
             )
         )
 

@@ -426,6 +426,7 @@ class Machine:
                 continue
             self._unhold(task)
             task.error = item.error
+            task.error_type = item.error_type
             task.lease_expires_at = None
             self.meta.counters.failed_attempts += 1
             if item.retry and task.attempts <= task.max_retries:

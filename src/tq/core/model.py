@@ -130,6 +130,8 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     expires_at: float | None = None
     completed_at: float | None = None
     started_at: float | None = None
+    #: The exception type a handler raised (``error`` holds its message).
+    error_type: str | None = None
 
     def transition(self, to: TaskState, now: float) -> None:
         if to not in TRANSITIONS[self.state]:

@@ -261,6 +261,7 @@ class TaskEvent(WireStruct, kw_only=True, frozen=True):
     error: str | None = None
     progress: Percent | None = None
     progress_message: str | None = None
+    error_type: str | None = None
 
 
 class Unsubscribe(_Correlated, kw_only=True, frozen=True):

@@ -144,6 +144,7 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     expires_at: Timestamp | None = None
     completed_at: Timestamp | None = None
     started_at: Timestamp | None = None
+    error_type: str | None = None
 
 
 class QueueDepth(WireStruct, kw_only=True, frozen=True):
