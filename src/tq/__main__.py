@@ -1,0 +1,5 @@
+"""``python -m tq``: the ``tq`` command line."""
+
+from tq.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""Run a real ``tq broker`` in a child process on a free port, for tests and benchmarks.
+
+The broker writes ``{"host", "port", "pid"}`` to its ``--ready-file`` once it is serving, so
+``start()`` waits on that condition (with a deadline), never on a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from tq.errors import TqError, UnavailableError
+
+
+class BrokerProcess:
+    """``with BrokerProcess(tmp_path) as b: AsyncClient(b.url)``; SIGTERM on exit."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int = 0,
+        settings: Mapping[str, object] | None = None,
+        env: Mapping[str, str] | None = None,
+        log_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.settings = dict(settings or {})
+        self.env = dict(env or {})
+        self.log_path = Path(log_file) if log_file else self.data_dir.with_suffix(".broker.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.host = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"tq://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Spawn the broker and return once it accepts connections."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        fd, ready_name = tempfile.mkstemp(prefix="tq-ready-", suffix=".json")
+        os.close(fd)
+        ready = Path(ready_name)
+        ready.unlink()
+        argv = [sys.executable, "-m", "tq"]
+        for key, value in self.settings.items():
+            argv += ["--set", f"{key}={value}"]
+        argv += [
+            "broker",
+            "--host", self.host,
+            "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "--ready-file", str(ready),
+        ]  # fmt: skip
+        env = {**os.environ, **self.env}
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready.exists() and ready.stat().st_size > 0:
+                info = json.loads(ready.read_text())
+                ready.unlink()
+                self.port = int(info["port"])
+                return self
+            if self.proc.poll() is not None:
+                raise TqError(f"broker exited with {self.proc.returncode}: {self.log_tail()}")
+            time.sleep(0.01)  # polling a condition with a deadline
+        self.kill()
+        raise UnavailableError(f"broker not ready within {timeout} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (graceful shutdown), then SIGKILL after ``timeout``; the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as the broker can tell."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
