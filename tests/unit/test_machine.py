@@ -368,3 +368,12 @@ def test_each_state_change_is_one_delete_and_one_put(h: Harness) -> None:
         (Family.IN_PROGRESS, True),
         (Family.COMPLETED, False),
     ]
+
+
+def test_lease_tokens_of_a_new_broker_start_never_repeat_earlier_ones(h: Harness) -> None:
+    h.submit(spec(), spec())
+    first = h.claim().tasks[0].lease_token
+    h.m.apply(c.BrokerStarted(5.0), h.fx)
+    second = h.claim(now=6.0).tasks[0].lease_token
+    assert second >= 1 << 40
+    assert second != first

@@ -155,7 +155,8 @@ class PurgeTasks(_Command, frozen=True, tag=15):
 
 class BrokerStarted(_Command, frozen=True, tag=16):
     """After recovery: every known worker gets a fresh heartbeat clock (it could not reach a
-    broker that was down), so none is declared dead before it had a chance to reconnect."""
+    broker that was down), so none is declared dead before it had a chance to reconnect; and
+    lease tokens move to a new epoch, so none handed out before a crash is ever reissued."""
 
 
 Command = (

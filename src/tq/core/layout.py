@@ -93,6 +93,8 @@ class MachineMeta(msgspec.Struct, array_like=True):
     next_seq: int = 1
     next_lease_token: int = 1
     counters: Counters = msgspec.field(default_factory=Counters)
+    #: Broker starts so far; lease tokens of each start begin at ``epoch << 40``.
+    epoch: int = 0
 
 
 class WorkerStats(msgspec.Struct, array_like=True, frozen=True):

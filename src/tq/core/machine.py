@@ -606,6 +606,10 @@ class Machine:
         return Affected(lost)
 
     def _started(self, cmd: c.BrokerStarted, fx: Effects) -> Reply:
+        # A claim may have been handed out before its batch was durable, then lost in a crash;
+        # a new epoch of tokens keeps its token from being issued again (fencing holds).
+        self.meta.epoch += 1
+        self.meta.next_lease_token = max(self.meta.next_lease_token, self.meta.epoch << 40)
         for worker_id in sorted(self._workers):
             rec = self._workers[worker_id]
             rec.last_heartbeat = max(rec.last_heartbeat, cmd.now)
