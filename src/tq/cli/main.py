@@ -1,72 +1,83 @@
-"""``tq`` subcommands. Errors are printed as one line with their stable code, never a traceback.
+"""The ``tq`` group, its global options, ``config`` and ``inspect``, and the entry points.
 
-Global options: ``--config FILE`` (else ``TQ_CONFIG``), ``--set section.key=value`` (repeatable
-overrides, highest precedence) and ``--output table|json|yaml``.
+Global options: ``--config FILE`` (else ``TQ_CONFIG``), ``--set section.key=value`` (repeatable,
+highest precedence), ``--output table|json|yaml`` and ``--url`` (else ``TQ_BROKER_URL``, else
+``worker.broker_url``). Every TqError becomes one line ``error: [CODE] message`` on stderr and a
+non-zero exit (1 when a task failed remotely, 2 otherwise), never a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
 
 import click
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-from tq.config import Settings, dump, load
+from tq.cli import admin, serve, submit
+from tq.cli.context import (
+    EXIT_ERROR,
+    EXIT_TASK_FAILED,
+    CliContext,
+    emit,
+    error_line,
+    parse_pairs,
+)
+from tq.config import dump, load
 from tq.core.layout import Counters
 from tq.core.model import TaskState
-from tq.errors import TqError
+from tq.errors import TaskFailedError, TqError
 from tq.storage import open_store
 from tq.storage.recovery import recover
 
-_console = Console()
+URL_ENV = "TQ_BROKER_URL"
 
 
-class _Ctx:
-    def __init__(self, settings: Settings, output: str) -> None:
-        self.settings = settings
-        self.output = output
+class _Group(click.Group):
+    """Translates TqError here, not in ``main()``, so ``CliRunner`` tests see the same lines."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TqError as exc:
+            click.echo(error_line(exc), err=True)
+            ctx.exit(EXIT_TASK_FAILED if isinstance(exc, TaskFailedError) else EXIT_ERROR)
 
 
-def _parse_sets(items: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{item!r} is not section.key=value", param_hint="--set")
-        out[key.strip()] = value
-    return out
-
-
-def emit(ctx: _Ctx, data: dict[str, Any], table: Table | None = None) -> None:
-    """Print ``data`` as JSON or YAML, or ``table`` (rich) for the table output."""
-    if ctx.output == "json":
-        click.echo(json.dumps(data, indent=2, default=str))
-    elif ctx.output == "yaml":
-        click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
-    elif table is not None:
-        _console.print(table)
-    else:
-        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 @click.option("--output", "-o", type=click.Choice(["table", "json", "yaml"]), default="table")
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=None,
+    help=f"Broker URL (tq://host:port); default ${URL_ENV}, else worker.broker_url.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, sets: tuple[str, ...], output: str) -> None:
+def cli(
+    ctx: click.Context,
+    config_path: str | None,
+    sets: tuple[str, ...],
+    output: str,
+    url: str | None,
+) -> None:
     """tq: a durable, fast distributed task queue."""
-    ctx.obj = _Ctx(load(config_path, overrides=_parse_sets(sets)), output)
+    settings = load(config_path, overrides=parse_pairs(sets, "--set"))
+    ctx.obj = CliContext(
+        settings=settings,
+        output=output,
+        url=url or settings.worker.broker_url,
+        config_path=config_path,
+        sets=sets,
+    )
 
 
 @cli.command("config")
 @click.pass_obj
-def config_cmd(ctx: _Ctx) -> None:
+def config_cmd(ctx: CliContext) -> None:
     """Print the effective configuration (defaults < file < TQ_* env < --set)."""
     data = dump(ctx.settings)
     if ctx.output == "table":
@@ -78,7 +89,7 @@ def config_cmd(ctx: _Ctx) -> None:
 @cli.command("inspect")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.pass_obj
-def inspect_cmd(ctx: _Ctx, data_dir: str | None) -> None:
+def inspect_cmd(ctx: CliContext, data_dir: str | None) -> None:
     """Open the data directory (stop the broker first), rebuild the state, summarise it."""
     path = data_dir or str(ctx.settings.persistence.data_dir)
     t0 = time.perf_counter()
@@ -91,13 +102,14 @@ def inspect_cmd(ctx: _Ctx, data_dir: str | None) -> None:
         q: dict(zip(("low", "normal", "high"), d, strict=True)) for q, d in m.queue_depths().items()
     }
     counters = {f: getattr(m.meta.counters, f) for f in Counters.__struct_fields__}
+    workers = [w.id for w in m.workers()]
     data = {
         "data_dir": path,
         "recovered_tasks": rec.tasks,
         "recovery_seconds": round(elapsed, 3),
         "live": counts,
         "queues": depths,
-        "workers": [w.id for w in m.workers()],
+        "workers": workers,
         "totals": counters,
     }
     table = Table(title=f"tq data dir {path} (rebuilt in {elapsed:.3f} s)")
@@ -107,22 +119,72 @@ def inspect_cmd(ctx: _Ctx, data_dir: str | None) -> None:
         table.add_row(state.value, f"{counts[state.value]:,}")
     for q, d in depths.items():
         table.add_row(f"queue {q} (high/normal/low)", f"{d['high']}/{d['normal']}/{d['low']}")
-    table.add_row("workers", str(len(data["workers"])))  # type: ignore[arg-type]
+    table.add_row("workers", str(len(workers)))
     for k, v in counters.items():
         table.add_row(f"total {k}", f"{v:,}")
     emit(ctx, data, table)
 
 
-def main() -> None:
-    """Entry point: every TqError becomes one line on stderr and exit status 2."""
+for _command in (
+    submit.submit_cmd,
+    admin.status_cmd,
+    admin.list_cmd,
+    admin.cancel_cmd,
+    admin.stats_cmd,
+    admin.workers_cmd,
+    admin.queues_cmd,
+    serve.broker_cmd,
+    serve.worker_cmd,
+    serve.dev_cmd,
+):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None, prog_name: str = "tq") -> None:
+    """Entry point of ``tq`` and ``tq-admin``; exits with the command's status."""
     try:
-        cli.main(standalone_mode=False)
-    except TqError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        status = cli.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+#: Global options that take a value; ``tq-broker``/``tq-worker`` accept them anywhere.
+_GLOBAL_OPTIONS = ("--config", "--set", "--output", "-o", "--url")
+
+
+def hoist_global_options(command: str, argv: list[str]) -> list[str]:
+    """``tq-worker mod --set k=v`` -> ``--set k=v worker mod``: click wants globals first."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in _GLOBAL_OPTIONS and "=" not in arg and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        if name in _GLOBAL_OPTIONS or (arg.startswith("-o") and len(arg) > 2 and arg[1] != "-"):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return [*front, command, *rest]
+
+
+def broker_main() -> None:
+    """``tq-broker``: the same as ``tq broker``."""
+    main(hoist_global_options("broker", sys.argv[1:]), prog_name="tq-broker")
+
+
+def worker_main() -> None:
+    """``tq-worker``: the same as ``tq worker``."""
+    main(hoist_global_options("worker", sys.argv[1:]), prog_name="tq-worker")

@@ -60,6 +60,7 @@ COMPLETED, FAILED, DEAD, CANCELLED = (
 )
 OK = 0
 _DELAYED = (SCHEDULED, FAILED)
+_STATE_INDEX = {state: i for i, state in enumerate(TaskState)}
 
 
 class Machine:
@@ -73,6 +74,7 @@ class Machine:
         self._held: dict[WorkerId, dict[TaskId, None]] = {}  # in-progress tasks per worker
         self._idem: dict[str, IdempotencyRecord] = {}
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self._queue_counts: dict[str, list[int]] = {}  # live tasks per queue, by _STATE_INDEX
         self.meta = MachineMeta()
         self._handlers: dict[type, Callable[[c.Command, Effects], Reply]] = {
             c.SubmitTasks: self._submit,  # type: ignore[dict-item]
@@ -118,6 +120,14 @@ class Machine:
     def queue_depths(self) -> dict[str, tuple[int, int, int]]:
         """Pending tasks per queue and tier (low, normal, high)."""
         return {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+
+    def queue_counts(self) -> dict[str, dict[TaskState, int]]:
+        """Live tasks per queue and state."""
+        return {
+            queue: {s: n for s, i in _STATE_INDEX.items() if (n := counts[i])}
+            for queue, counts in sorted(self._queue_counts.items())
+            if any(counts)
+        }
 
     def workers(self) -> list[WorkerRecord]:
         return list(self._workers.values())
@@ -175,7 +185,7 @@ class Machine:
         waiting_deps: list[Task] = []
         for task in tasks:
             m._tasks[task.id] = task
-            m._counts[task.state] += 1
+            m._bump(task.queue, task.state, 1)
             state = task.state
             if state is PENDING:
                 pending.append(task)
@@ -241,6 +251,10 @@ class Machine:
             "held": sorted((w, sorted(h)) for w, h in self._held.items() if h),
             "idempotency": sorted((k, encode(r)) for k, r in self._idem.items()),
             "counts": sorted((s.value, n) for s, n in self._counts.items()),
+            "queue_counts": {
+                q: sorted((s.value, n) for s, n in by_state.items())
+                for q, by_state in self.queue_counts().items()
+            },
             "meta": encode(self.meta),
         }
 
@@ -314,7 +328,7 @@ class Machine:
             if failed_dep is not None:
                 task.state = DEAD
                 task.error = f"dependency {failed_dep.hex()} ended {cmd.known[failed_dep].value}"
-                self._counts[DEAD] += 1
+                self._bump(task.queue, DEAD, 1)
                 self._finish(task, now, fx)
                 return
             waiting = {d: None for d in t.depends_on if d in self._tasks}
@@ -329,7 +343,7 @@ class Machine:
             task.state = SCHEDULED
         else:
             self._enqueue(task)
-        self._counts[task.state] += 1
+        self._bump(task.queue, task.state, 1)
         fx.mutations.append((Family.PENDING, task.id, encode_task(task)))
         fx.event(task)
 
@@ -349,10 +363,10 @@ class Machine:
             task = _pop_best(queues)
             if task is None:
                 break
-            self._counts[PENDING] -= 1
+            self._bump(task.queue, PENDING, -1)
             if task.expires_at is not None and task.expires_at <= now:
                 task.error = "expired before it started"
-                self._counts[CANCELLED] += 1
+                self._bump(task.queue, CANCELLED, 1)
                 self.meta.counters.cancelled += 1
                 task.transition(CANCELLED, now)
                 self._finish(task, now, fx, old=Family.PENDING)
@@ -367,6 +381,7 @@ class Machine:
             task.progress_message = None
             token += 1
             held[task.id] = None
+            self._bump(task.queue, IN_PROGRESS, 1)
             add((Family.PENDING, task.id, None))
             add((Family.IN_PROGRESS, task.id, encode_task(task)))
             fx.event(task)
@@ -386,7 +401,6 @@ class Machine:
                     task.tags,
                 )
             )
-        self._counts[IN_PROGRESS] += len(out)
         self.meta.next_lease_token = token
         self.meta.counters.claimed += len(out)
         return ClaimReply(out)
@@ -676,9 +690,16 @@ class Machine:
         self._queue(task.queue).push(task)
 
     def _set(self, task: Task, state: TaskState, now: float) -> None:
-        self._counts[task.state] -= 1
+        self._bump(task.queue, task.state, -1)
         task.transition(state, now)
-        self._counts[state] += 1
+        self._bump(task.queue, state, 1)
+
+    def _bump(self, queue: str, state: TaskState, delta: int) -> None:
+        self._counts[state] += delta
+        per_queue = self._queue_counts.get(queue)
+        if per_queue is None:
+            per_queue = self._queue_counts[queue] = [0] * len(_STATE_INDEX)
+        per_queue[_STATE_INDEX[state]] += delta
 
     def _unhold(self, task: Task) -> None:
         if task.worker_id is not None:
@@ -698,7 +719,7 @@ class Machine:
             add((FAMILY_OF_STATE[t.state], t.id, encode_task(t)))
             fx.event(t)
             del self._tasks[t.id]
-            self._counts[t.state] -= 1  # live counts only: terminal tasks leave memory
+            self._bump(t.queue, t.state, -1)  # live counts only: terminal tasks leave memory
             if t.id not in self._dependants:
                 continue
             for dep_id in sorted(self._dependants.pop(t.id)):
