@@ -1,0 +1,79 @@
+"""Translation between wire records and core values, with the broker's defaults and limits."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tq.config import BrokerSettings
+from tq.core import commands as c
+from tq.core.ids import TaskId
+from tq.core.model import RetryPolicy, Task
+from tq.errors import ErrorCode, ValidationError
+from tq.protocol.records import TaskInfo, TaskSpec
+
+
+class IdMaker(Protocol):
+    def new(self, now: float) -> TaskId: ...
+
+
+def new_task(spec: TaskSpec, now: float, ids: IdMaker, b: BrokerSettings) -> c.NewTask:
+    """A wire TaskSpec as a fully resolved NewTask (id, absolute time, defaults applied)."""
+    if len(spec.payload) > b.max_payload_size_bytes:
+        raise ValidationError(
+            f"payload of task {spec.task_type!r} is {len(spec.payload)} bytes; the limit is "
+            f"{b.max_payload_size_bytes}",
+            ErrorCode.PAYLOAD_TOO_LARGE,
+        )
+    if spec.delay is not None and spec.scheduled_at is not None:
+        raise ValidationError("give delay or scheduled_at, not both")
+    scheduled_at = spec.scheduled_at
+    if spec.delay is not None and spec.delay > 0:
+        scheduled_at = now + spec.delay
+    retry = spec.retry
+    return c.NewTask(
+        id=spec.id if spec.id is not None else ids.new(now),
+        task_type=spec.task_type,
+        queue=spec.queue,
+        payload=spec.payload,
+        priority=spec.priority,
+        max_retries=spec.max_retries if spec.max_retries is not None else b.default_max_retries,
+        scheduled_at=scheduled_at,
+        timeout=spec.timeout,
+        retry=None
+        if retry is None
+        else RetryPolicy(retry.base, retry.factor, retry.max_delay, retry.jitter),
+        depends_on=tuple(dict.fromkeys(spec.depends_on)),
+        tags=spec.tags or {},
+        idempotency_key=spec.idempotency_key,
+        expires_at=spec.expires_at,
+    )
+
+
+def task_info(t: Task, include_payload: bool) -> TaskInfo:
+    return TaskInfo(
+        id=t.id,
+        task_type=t.task_type,
+        queue=t.queue,
+        payload=t.payload if include_payload else None,
+        priority=t.priority,
+        state=t.state.value,
+        created_at=t.created_at,
+        updated_at=t.updated_at,
+        scheduled_at=t.scheduled_at,
+        attempts=t.attempts,
+        max_retries=t.max_retries,
+        timeout=t.timeout,
+        depends_on=list(t.depends_on),
+        result=t.result,
+        error=t.error,
+        worker_id=t.worker_id,
+        lease_expires_at=t.lease_expires_at,
+        progress=t.progress,
+        progress_message=t.progress_message,
+        tags=t.tags,
+        idempotency_key=t.idempotency_key,
+        expires_at=t.expires_at,
+        completed_at=t.completed_at,
+        started_at=t.started_at,
+        error_type=t.error_type,
+    )

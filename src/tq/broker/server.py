@@ -1,0 +1,116 @@
+"""The broker process: the composition root (store, recovery, service, TCP, background jobs).
+
+Start: open the data dir, rebuild the state machine, apply ``BrokerStarted`` and
+``ExpireLeases`` (tasks whose lease is gone return to pending), listen, then write the ready
+file. Stop on SIGTERM/SIGINT: stop accepting, answer parked claims, make everything applied
+durable, send the last replies, close connections, close the store cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import uvloop
+
+from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
+from tq.broker.service import BrokerService
+from tq.broker.tcp import BrokerProtocol, Connections
+from tq.config import Settings, SyncMode
+from tq.core import commands as c
+from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
+from tq.storage import open_store
+from tq.storage.recovery import recover
+from tq.storage.rocksdb import RocksTuning
+
+log = logging.getLogger(__name__)
+_MB = 1024 * 1024
+
+
+def run_broker(settings: Settings, *, ready_file: Path | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit status (0 clean, 1 storage failure)."""
+    return uvloop.run(serve(settings, ready_file=ready_file))
+
+
+async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
+    loop = asyncio.get_running_loop()
+    p, b = settings.persistence, settings.broker
+    t0 = time.perf_counter()
+    tuning = RocksTuning(
+        write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),
+        block_cache_mb=max(1, p.block_cache_size_bytes // _MB),
+        max_background_jobs=p.max_background_jobs,
+    )
+    store = open_store(p.data_dir, tuning=tuning)
+    try:
+        rec = recover(store, time.time())
+        if rec.repairs.mutations:
+            store.write(rec.repairs.mutations, sync=True)
+        service = BrokerService(settings, store, rec.machine)
+        now = time.time()
+        service.apply(c.BrokerStarted(now))
+        service.apply(c.ExpireLeases(now))
+        log.info(
+            "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
+            p.data_dir, rec.tasks, time.perf_counter() - t0,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        service.on_fatal = lambda e: stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        conns = Connections()
+        server = await loop.create_server(
+            lambda: BrokerProtocol(service, conns), b.host, b.port, backlog=1024
+        )
+        port = server.sockets[0].getsockname()[1]
+        log.info("broker.listening host=%s port=%d node=%s", b.host, port, service.node_id)
+        if ready_file is not None:
+            _write_ready(ready_file, b.host, port)
+        async with asyncio.TaskGroup() as tg:
+            jobs = [
+                tg.create_task(lease_monitor(service)),
+                tg.create_task(scheduler(service)),
+                tg.create_task(maintenance(service, conns)),
+                tg.create_task(retention(service)),
+            ]
+            if p.sync_mode is SyncMode.RELAXED:
+                jobs.append(tg.create_task(relaxed_sync(service)))
+            await stop.wait()
+            log.info("broker.stopping")
+            for job in jobs:
+                job.cancel()
+        await _shutdown(service, server, conns, b.shutdown_timeout_s)
+        return 1 if service.failed is not None else 0
+    finally:
+        store.close()
+        log.info("broker.stopped")
+
+
+async def _shutdown(
+    service: BrokerService, server: asyncio.Server, conns: Connections, timeout: float
+) -> None:
+    server.close()
+    service.waiters.cancel_all()
+    with contextlib.suppress(TqError, TimeoutError):
+        async with asyncio.timeout(timeout):
+            await service.drain()
+            await asyncio.sleep(0)  # let the replies of the last batch reach their buffers
+    conns.close_all(UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN))
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await server.wait_closed()
+    with contextlib.suppress(StorageError):
+        await service.commit.close()
+
+
+def _write_ready(path: Path, host: str, port: int) -> None:
+    """Atomically: a reader never sees a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"host": host, "port": port, "pid": os.getpid()}))
+    tmp.replace(path)

@@ -1,0 +1,355 @@
+"""The broker's use-case API: what every front door (TCP now; REST, WebSocket, gRPC later) calls.
+
+Theory of operation: a call turns its request into a core command (adding the time, new ids
+and random draws), applies it to the state machine at once, and gets back the reply plus a
+future for the durability of the current batch. All commands of one event-loop turn share a
+batch: at the end of the turn ``_flush`` serves waiting long-poll claims, writes the batch
+(one WriteBatch) and starts its group-committed fsync; when that returns, the batch future
+resolves and the batch's task events are published to subscribers. Submits, results and
+everything a client waits on are answered only after that future; claims are answered at
+once (a crash before durability only means the task is handed out again: at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from tq.broker.convert import new_task, task_info
+from tq.broker.events import EventHub
+from tq.broker.waiters import ClaimWaiters
+from tq.config import Settings, SyncMode
+from tq.core import commands as c
+from tq.core.effects import Effects
+from tq.core.ids import TaskId, WorkerId, make_task_id
+from tq.core.layout import Family, WorkerStats
+from tq.core.machine import Machine
+from tq.core.model import RetryPolicy, TaskState
+from tq.core.replies import ClaimedTask, ClaimReply, HeartbeatReply, ItemCodes, Reply, SubmitReply
+from tq.errors import ErrorCode, NotFoundError, StorageError, ValidationError
+from tq.protocol.records import (
+    QueueDepth,
+    Stats,
+    TaskInfo,
+    TaskOutcome,
+    TaskSpec,
+    WorkerInfo,
+)
+from tq.storage.base import Store
+from tq.storage.commit import GroupCommit
+from tq.storage.recovery import read_task, terminal_state
+
+log = logging.getLogger(__name__)
+R = TypeVar("R", bound=Reply)
+Durable = asyncio.Future[None]
+OK = 0
+
+
+class IdSource:
+    """UUIDv7 ids, monotonic within a millisecond (keys stay in insertion order)."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random(os.urandom(16))
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, now: float) -> TaskId:
+        ms = int(now * 1000)
+        if ms <= self._last_ms:
+            ms, rand = self._last_ms, self._last_rand + 1
+        else:
+            rand = self._rng.getrandbits(73)  # top bit clear: room to count up within the ms
+        self._last_ms, self._last_rand = ms, rand
+        return make_task_id(ms, rand)
+
+
+class BrokerService:
+    def __init__(
+        self, settings: Settings, store: Store, machine: Machine, *, node_id: str | None = None
+    ) -> None:
+        b = settings.broker
+        self.settings = settings
+        self.store = store
+        self.machine = machine
+        self.node_id = node_id or b.node_id
+        self.commit = GroupCommit(store, relaxed=settings.persistence.sync_mode is SyncMode.RELAXED)
+        self.events = EventHub()
+        self.waiters = ClaimWaiters()
+        self.ids = IdSource()
+        self.rng = random.Random(os.urandom(16))
+        self.started = time.time()
+        self.default_retry = RetryPolicy(
+            b.retry_backoff_base_s, b.retry_backoff_factor, b.retry_backoff_max_s, b.retry_jitter
+        )
+        self.dead_after = b.heartbeat_interval_s * b.dead_worker_missed_heartbeats * 1.1
+        self._fx = Effects()
+        self._batch: Durable | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self.failed: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] = lambda e: None
+
+    # ------------------------------------------------------------------ the apply/commit engine
+
+    def apply(self, cmd: c.Command) -> tuple[Reply, Durable]:
+        """Apply one command now; the future resolves when its batch is durable."""
+        if self.failed is not None:
+            raise StorageError(f"broker storage failed; refusing changes: {self.failed}")
+        reply = self.machine.apply(cmd, self._fx)
+        return reply, self._batch_future()
+
+    def _batch_future(self) -> Durable:
+        if self._batch is None:
+            loop = self._loop or asyncio.get_running_loop()
+            self._loop = loop
+            self._batch = loop.create_future()
+            loop.call_soon(self._flush)
+        return self._batch
+
+    def _flush(self) -> None:
+        if self.waiters and self.machine.counts()[TaskState.PENDING]:
+            self.waiters.serve(self._claim_for_waiter)
+        fut, self._batch = self._batch, None
+        fx, self._fx = self._fx, Effects()
+        assert fut is not None
+        self.machine.end_batch(fx)
+        try:
+            self.commit.write(fx.mutations)
+        except StorageError as e:
+            self._fail(e, fut)
+            return
+        task = asyncio.ensure_future(self._durable(fut, fx))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _durable(self, fut: Durable, fx: Effects) -> None:
+        try:
+            await self.commit.durable()
+        except StorageError as e:
+            self._fail(e, fut)
+            return
+        fut.set_result(None)
+        if fx.events:
+            self.events.publish(fx.events, self)
+
+    def _fail(self, e: BaseException, fut: Durable) -> None:
+        log.critical("storage.failed error=%s", e)
+        self.failed = e
+        fut.set_exception(StorageError(f"storage failed: {e}"))
+        fut.exception()
+        self.on_fatal(e)
+
+    async def drain(self) -> None:
+        """Wait until everything applied so far is durable (used at shutdown)."""
+        if self._batch is not None:
+            await asyncio.shield(self._batch)
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def run(self, cmd: c.Command, reply_type: type[R]) -> tuple[R, Durable]:
+        reply, durable = self.apply(cmd)
+        assert isinstance(reply, reply_type)
+        return reply, durable
+
+    # ------------------------------------------------------------------ tasks
+
+    def submit(self, specs: Sequence[TaskSpec]) -> tuple[SubmitReply, Durable]:
+        now = time.time()
+        b = self.settings.broker
+        tasks = tuple(new_task(s, now, self.ids, b) for s in specs)
+        known: dict[TaskId, TaskState] = {}
+        for t, s in zip(tasks, specs, strict=True):
+            refs = (*t.depends_on, t.id) if s.id is not None else t.depends_on
+            for ref in refs:
+                if ref not in known and self.machine.get(ref) is None:
+                    stored = read_task(self.store, ref)
+                    if stored is not None:
+                        known[ref] = stored.state
+        cmd = c.SubmitTasks(now, tasks, b.backpressure_threshold, b.idempotency_window_s, known)
+        return self.run(cmd, SubmitReply)
+
+    def status(self, task_ids: Sequence[TaskId], include_payload: bool) -> list[TaskInfo | None]:
+        out: list[TaskInfo | None] = []
+        for task_id in task_ids:
+            task = self.machine.get(task_id) or read_task(self.store, task_id)
+            out.append(None if task is None else task_info(task, include_payload))
+        return out
+
+    def cancel(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        reply, durable = self.run(c.CancelTasks(time.time(), tuple(task_ids)), ItemCodes)
+        codes = list(reply.codes)
+        for i, code in enumerate(codes):
+            if code == ErrorCode.TASK_NOT_FOUND and read_task(self.store, task_ids[i]) is not None:
+                codes[i] = ErrorCode.INVALID_STATE  # it exists but has already finished
+        return codes, durable
+
+    # ------------------------------------------------------------------ workers
+
+    def claim(
+        self,
+        worker_id: WorkerId,
+        queues: Sequence[str],
+        max_tasks: int,
+        wait: float,
+        respond: Callable[[list[ClaimedTask]], None],
+        owner: object = None,
+    ) -> None:
+        """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
+        the end of a later turn serves (or its deadline answers with no tasks)."""
+        max_tasks = min(max_tasks, self.settings.broker.max_claim_batch)
+        reply, _ = self.run(
+            c.ClaimTasks(time.time(), worker_id, tuple(queues), max_tasks, self.lease), ClaimReply
+        )
+        if reply.tasks or wait <= 0:
+            respond(reply.tasks)
+            return
+        wait = min(wait, self.settings.broker.max_long_poll_s)
+        self.waiters.park(worker_id, tuple(queues), max_tasks, wait, respond, owner)
+
+    def _claim_for_waiter(
+        self, worker_id: WorkerId, queues: tuple[str, ...], n: int
+    ) -> list[ClaimedTask]:
+        cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease)
+        reply = self.machine.apply(cmd, self._fx)
+        assert isinstance(reply, ClaimReply)
+        return reply.tasks
+
+    @property
+    def lease(self) -> float:
+        return self.settings.broker.lease_duration_s
+
+    def report(self, outcomes: Sequence[TaskOutcome]) -> tuple[list[int], Durable]:
+        """Outcomes of claimed tasks: one CompleteTasks and one FailTasks command at most."""
+        now = time.time()
+        done = [i for i, o in enumerate(outcomes) if o.ok]
+        failed = [i for i, o in enumerate(outcomes) if not o.ok]
+        codes = [OK] * len(outcomes)
+        durable = self._batch_future()
+        if done:
+            items = tuple(
+                c.CompletedItem(outcomes[i].task_id, outcomes[i].lease_token, outcomes[i].result)
+                for i in done
+            )
+            reply, durable = self.run(c.CompleteTasks(now, items), ItemCodes)
+            for i, code in zip(done, reply.codes, strict=True):
+                codes[i] = code
+        if failed:
+            fitems = tuple(
+                c.FailedItem(
+                    o.task_id, o.lease_token, (o.error or "failed")[:4096], o.retry,
+                    self.rng.random(), o.error_type,
+                )
+                for o in (outcomes[i] for i in failed)
+            )  # fmt: skip
+            freply, durable = self.run(c.FailTasks(now, fitems, self.default_retry), ItemCodes)
+            for i, code in zip(failed, freply.codes, strict=True):
+                codes[i] = code
+        return codes, durable
+
+    def heartbeat(
+        self, worker_id: WorkerId, cpu: float, rss: int, running: Sequence[TaskId]
+    ) -> tuple[HeartbeatReply, list[TaskId], Durable]:
+        """Returns the reply, the subset of ``unknown`` that was cancelled, and durability."""
+        stats = WorkerStats(cpu, rss, len(running))
+        cmd = c.Heartbeat(time.time(), worker_id, self.lease, stats, tuple(running))
+        reply, durable = self.run(cmd, HeartbeatReply)
+        cancelled = [
+            i
+            for i in reply.unknown
+            if (terminal_state(self.store, i) or self._pending_state(i)) is TaskState.CANCELLED
+        ]
+        return reply, cancelled, durable
+
+    def register(
+        self,
+        worker_id: WorkerId,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        hostname: str,
+        pid: int,
+    ) -> Durable:
+        self.validate_queues(queues)
+        cmd = c.RegisterWorker(
+            time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid
+        )
+        return self.apply(cmd)[1]
+
+    def deregister(self, worker_id: WorkerId) -> Durable:
+        return self.apply(c.DeregisterWorker(time.time(), worker_id))[1]
+
+    def release(self, worker_id: WorkerId, task_ids: Sequence[TaskId]) -> Durable:
+        return self.apply(c.ReleaseTasks(time.time(), worker_id, tuple(task_ids)))[1]
+
+    def progress(
+        self, task_id: TaskId, lease_token: int, percent: int, message: str | None
+    ) -> Durable:
+        return self.apply(c.ReportProgress(time.time(), task_id, lease_token, percent, message))[1]
+
+    def _pending_state(self, task_id: TaskId) -> TaskState | None:
+        """A state reached in the batch not yet written (rare path: only for unknown ids)."""
+        states = [e.state for e in self._fx.events if e.task_id == task_id]
+        return states[-1] if states else None
+
+    def workers(self) -> list[WorkerInfo]:
+        now = time.time()
+        return [
+            WorkerInfo(
+                id=w.id, name=w.name, queues=list(w.queues), concurrency=max(1, w.concurrency),
+                hostname=w.hostname, pid=w.pid, registered_at=w.registered_at,
+                last_heartbeat=w.last_heartbeat, cpu_percent=max(0.0, w.stats.cpu_percent),
+                memory_rss=w.stats.memory_rss, running=len(self.machine.held_by(w.id)),
+                alive=w.last_heartbeat + self.dead_after >= now,
+            )
+            for w in self.machine.workers()
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ stats and listing
+
+    def stats(self) -> Stats:
+        m = self.machine
+        counts = m.counts()
+        depths = m.queue_depths()
+        queues = {}
+        for name, by_state in m.queue_counts().items():
+            low, normal, high = depths.get(name, (0, 0, 0))
+            queues[name] = QueueDepth(
+                high=high, normal=normal, low=low,
+                scheduled=by_state.get(TaskState.SCHEDULED, 0) + by_state.get(TaskState.FAILED, 0),
+                in_progress=by_state.get(TaskState.IN_PROGRESS, 0),
+            )  # fmt: skip
+        totals = {f: getattr(m.meta.counters, f) for f in m.meta.counters.__struct_fields__}
+        return Stats(
+            pending=counts[TaskState.PENDING],
+            scheduled=counts[TaskState.SCHEDULED],
+            in_progress=counts[TaskState.IN_PROGRESS],
+            failed=counts[TaskState.FAILED],
+            dead_letter=self.store.approximate_count(Family.DEAD_LETTER),
+            workers=len(m.workers()),
+            queues=queues,
+            totals=totals,
+            uptime=max(0.0, time.time() - self.started),
+            node_id=self.node_id,
+        )
+
+    def check_subscription(self, task_ids: Sequence[TaskId]) -> list[TaskInfo]:
+        """For a wait: ids already finished (pushed at once); NotFoundError for unknown ids."""
+        finished: list[TaskInfo] = []
+        for task_id in task_ids:
+            if self.machine.get(task_id) is not None or self._pending_state(task_id):
+                continue
+            task = read_task(self.store, task_id)
+            if task is None:
+                raise NotFoundError(f"no task with id {task_id.hex()}")
+            finished.append(task_info(task, False))
+        return finished
+
+    def validate_queues(self, queues: Sequence[str]) -> None:
+        if not queues:
+            raise ValidationError("queues must name at least one queue")
