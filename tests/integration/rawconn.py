@@ -1,0 +1,76 @@
+"""A bare protocol connection for broker tests: real socket, sans-I/O client state, no client
+library, so tests can also send bytes no well-behaved client would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, TypeVar
+
+from tq.protocol import ClientConnection, FrameDecoder, Nack, TaskEvent
+from tq.protocol.registry import Request
+
+T = TypeVar("T")
+
+
+class RawConn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.cc = ClientConnection(client_name="test")
+        self.events: list[TaskEvent] = []
+        self.replies: dict[int, Any] = {}  # Any: tests know which reply a request gets
+
+    @classmethod
+    async def open(cls, port: int, *, hello: bool = True) -> RawConn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        conn = cls(reader, writer)
+        if hello:
+            writer.write(conn.cc.hello())
+            await conn._read_until(lambda: conn.cc.welcome is not None)
+        return conn
+
+    def rid(self) -> int:
+        return self.cc.next_request_id()
+
+    async def call(self, msg: Request, timeout: float = 10.0) -> Any:
+        rid = msg.request_id
+        self.writer.write(self.cc.send(msg))
+        async with asyncio.timeout(timeout):
+            await self._read_until(lambda: rid in self.replies)
+        return self.replies.pop(rid)
+
+    async def wait_event(self, pred: Any, timeout: float = 10.0) -> TaskEvent:
+        async with asyncio.timeout(timeout):
+            await self._read_until(lambda: any(pred(e) for e in self.events))
+        return next(e for e in self.events if pred(e))
+
+    async def _read_until(self, cond: Any) -> None:
+        while not cond():
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("broker closed the connection")
+            for msg in self.cc.receive_data(data):
+                if isinstance(msg, TaskEvent):
+                    self.events.append(msg)
+                else:
+                    self.replies[msg.request_id] = msg
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+async def read_nack_then_eof(reader: asyncio.StreamReader, timeout: float = 10.0) -> Nack:
+    """Read raw frames until the broker closes; the NACK it sent before closing."""
+    dec = FrameDecoder()
+    nacks: list[Nack] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            nacks += [m for m in dec.feed(data) if isinstance(m, Nack)]
+    assert nacks, "the broker closed without a NACK"
+    return nacks[-1]
