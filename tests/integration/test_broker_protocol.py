@@ -13,12 +13,14 @@ from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tq.core.ids import TaskId
 from tq.errors import ErrorCode
 from tq.protocol import (
+    Ack,
     ClaimTask,
     GetStats,
     Nack,
     Ping,
     QueryStatus,
     SubmitTask,
+    Subscribe,
     TaskResult,
     TaskSpec,
     encode,
@@ -229,3 +231,19 @@ def test_every_acknowledged_submit_survives_a_broker_sigkill_and_completes(tmp_p
         done = asyncio.run(drain(again.port))
     assert set(acked) <= done
     assert len(acked) >= 2000
+
+
+def test_idle_connections_are_closed_but_not_those_waiting_on_the_broker(tmp_path: Path) -> None:
+    async def main(port: int) -> None:
+        idle = await RawConn.open(port)
+        waiting = await RawConn.open(port)
+        sub = await waiting.call(Subscribe(request_id=waiting.rid(), all=True))
+        assert isinstance(sub, Ack)
+        nack = await read_nack_then_eof(idle.reader, timeout=15)
+        assert "idle" in nack.message
+        stats = await waiting.call(GetStats(request_id=waiting.rid()))  # still open
+        assert stats.stats.node_id
+
+    settings = {"broker.idle_timeout_s": 1, "broker.maintenance_interval_s": 0.2}
+    with BrokerProcess(tmp_path / "d", settings=settings) as b:
+        asyncio.run(main(b.port))

@@ -96,5 +96,8 @@ class EventHub:
             for sub in self._all:
                 sub.sink.push_event(sub.subscription_id, ev)
 
+    def has_sink(self, sink: Sink) -> bool:
+        return bool(self._by_sink.get(id(sink)))
+
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_sink.values())

@@ -54,9 +54,11 @@ class Connections:
         self.open: set[BrokerProtocol] = set()
 
     def close_idle(self, idle_timeout: float) -> None:
+        """Close connections silent for ``idle_timeout``, unless they wait on the broker (a
+        subscription or a parked claim): silence is then the broker's, not theirs."""
         now = time.monotonic()
         for conn in list(self.open):
-            if now - conn.last_active > idle_timeout:
+            if now - conn.last_active > idle_timeout and not conn.waiting_on_broker():
                 conn.abort_with(UnavailableError(f"idle for more than {idle_timeout:g} s"))
 
     def close_all(self, why: TqError) -> None:
@@ -103,6 +105,9 @@ class BrokerProtocol(asyncio.Protocol):
         self.service.waiters.drop(self)
         self.service.events.remove_sink(self)
         self.transport = None
+
+    def waiting_on_broker(self) -> bool:
+        return self.service.events.has_sink(self) or self.service.waiters.has_owner(self)
 
     def pause_writing(self) -> None:
         # The peer reads slower than we answer: stop reading its requests until it catches up.
