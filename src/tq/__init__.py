@@ -3,6 +3,9 @@
 The public API is re-exported here as later layers land (Client, AsyncClient, task, Worker).
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from tq.core.model import TaskState
 from tq.errors import (
     AuthError,
@@ -19,10 +22,51 @@ from tq.errors import (
     ValidationError,
 )
 
+if TYPE_CHECKING:
+    from tq.client import (
+        AsyncClient,
+        AsyncTaskHandle,
+        Client,
+        TaskFunction,
+        TaskHandle,
+        handler,
+        set_default_client,
+        task,
+    )
+
 __version__ = "0.1.0"
 
+#: Loaded on first use (PEP 562): the client pulls in asyncio and sockets, which ``import
+#: tq.protocol`` or ``tq.core`` (pure layers, imported through this package) must not.
+_CLIENT_EXPORTS = frozenset(
+    {
+        "AsyncClient",
+        "AsyncTaskHandle",
+        "Client",
+        "TaskFunction",
+        "TaskHandle",
+        "handler",
+        "set_default_client",
+        "task",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _CLIENT_EXPORTS:
+        return getattr(importlib.import_module("tq.client"), name)
+    raise AttributeError(f"module 'tq' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_CLIENT_EXPORTS})
+
+
 __all__ = [
+    "AsyncClient",
+    "AsyncTaskHandle",
     "AuthError",
+    "Client",
     "ConfigError",
     "ConflictError",
     "ErrorCode",
@@ -31,9 +75,14 @@ __all__ = [
     "QueueFullError",
     "StorageError",
     "TaskFailedError",
+    "TaskFunction",
+    "TaskHandle",
     "TaskState",
     "TqError",
     "UnavailableError",
     "ValidationError",
     "__version__",
+    "handler",
+    "set_default_client",
+    "task",
 ]

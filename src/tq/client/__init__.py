@@ -1,0 +1,62 @@
+"""tq's client: ``AsyncClient``, the blocking ``Client`` facade, and the ``@task`` API.
+
+Imports no server code: it speaks the wire protocol (``tq.protocol``) over TCP to a broker.
+"""
+
+from tq.client.client import AsyncClient, task_outcome
+from tq.client.connection import ConnectionLostError
+from tq.client.defaults import set_default_client
+from tq.client.handle import AsyncTaskHandle, TaskHandle
+from tq.client.specs import SubmitOptions, task_spec
+from tq.client.subscription import Subscription
+from tq.client.sync import Client, SyncSubscription
+from tq.client.task import (
+    AsyncTaskFunction,
+    RawHandler,
+    SyncTaskFunction,
+    TaskFunction,
+    handler,
+    task,
+)
+from tq.protocol import (
+    ClaimedTask,
+    HeartbeatReply,
+    RegisterReply,
+    RetrySpec,
+    Stats,
+    TaskEvent,
+    TaskInfo,
+    TaskOutcome,
+    TaskSpec,
+    WorkerInfo,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AsyncTaskFunction",
+    "AsyncTaskHandle",
+    "ClaimedTask",
+    "Client",
+    "ConnectionLostError",
+    "HeartbeatReply",
+    "RawHandler",
+    "RegisterReply",
+    "RetrySpec",
+    "Stats",
+    "SubmitOptions",
+    "Subscription",
+    "SyncSubscription",
+    "SyncTaskFunction",
+    "TaskEvent",
+    "TaskFunction",
+    "TaskHandle",
+    "TaskInfo",
+    "TaskOutcome",
+    "TaskSpec",
+    "WorkerInfo",
+    "handler",
+    "set_default_client",
+    "task",
+    "task_outcome",
+    "task_spec",
+]

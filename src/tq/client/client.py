@@ -1,0 +1,329 @@
+"""AsyncClient: tq's client API over one pipelined connection (the sync ``Client`` wraps it).
+
+Task ids are canonical UUID text at this API and 16 raw bytes on the wire. Waiting for a task
+is pushed, never polled: SUBSCRIBE with ``until_terminal``, then one QUERY_STATUS for the exact
+result. The worker-side methods are one message each; the worker owns their policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Final, Literal, Self
+
+from tq.client.address import default_url
+from tq.client.session import Session, SubscriptionState
+from tq.client.specs import batches, task_spec
+from tq.client.specs import task_ids as parse_ids
+from tq.client.subscription import Subscription
+from tq.client.workers import WorkerCalls
+from tq.core.ids import format_task_id, parse_task_id
+from tq.core.model import TaskState
+from tq.errors import (
+    ErrorCode,
+    NotFoundError,
+    TaskFailedError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+    error_for_code,
+)
+from tq.protocol import (
+    CancelReply,
+    CancelTask,
+    GetStats,
+    ListReply,
+    ListTasks,
+    ListWorkers,
+    Ping,
+    Pong,
+    QueryStatus,
+    RetrySpec,
+    Stats,
+    StatsReply,
+    StatusReply,
+    SubmitReply,
+    SubmitTask,
+    TaskEvent,
+    TaskInfo,
+    TaskSpec,
+    WorkerInfo,
+    WorkersReply,
+)
+from tq.protocol.records import DEFAULT_QUEUE
+
+#: States a task leaves again; any other state an until_terminal event carries ends a wait,
+#: so a newer broker's new terminal state cannot hang us.
+_NOT_TERMINAL: Final = frozenset({"pending", "scheduled", "in_progress", "failed"})
+
+
+def task_outcome(info: TaskInfo) -> bytes:
+    """A finished task's result bytes; TaskFailedError if it went to dead letter or was
+    cancelled (``remote_type`` is the handler's exception type)."""
+    task_id = format_task_id(info.id)
+    if info.state == TaskState.COMPLETED:
+        return info.result or b""
+    if info.state == TaskState.CANCELLED:
+        raise TaskFailedError(
+            f"task {task_id} was cancelled", ErrorCode.TASK_CANCELLED, task_id=task_id
+        )
+    if info.state == TaskState.DEAD_LETTER:
+        cause = ": ".join(part for part in (info.error_type, info.error) if part) or "no error"
+        raise TaskFailedError(
+            f"task {task_id} failed: {cause}", task_id=task_id, remote_type=info.error_type
+        )
+    raise TqError(f"task {task_id} has not finished: it is {info.state}", ErrorCode.INVALID_STATE)
+
+
+class AsyncClient(WorkerCalls):
+    """Connects lazily on the first call and reconnects by itself; ``async with`` closes it."""
+
+    spec = staticmethod(task_spec)
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        name: str | None = None,
+        connect_timeout: float = 5.0,
+        request_timeout: float = 30.0,
+        reconnect: bool = True,
+        max_reconnect_delay: float = 5.0,
+        client_kind: Literal["client", "worker"] = "client",
+    ) -> None:
+        self._session = Session(
+            url or default_url(),
+            api_key=api_key,
+            name=name if name is not None else f"tq-python-{os.getpid()}",
+            client_kind=client_kind,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            reconnect=reconnect,
+            max_reconnect_delay=max_reconnect_delay,
+        )
+
+    @property
+    def url(self) -> str:
+        return self._session.address.url
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.url!r})"
+
+    async def connect(self) -> None:
+        """Connect now rather than on the first call (to fail fast on a wrong address)."""
+        await self._session.connection(self._session.deadline())
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- submitting --------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        task_type: str,
+        payload: bytes = b"",
+        *,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 128,
+        delay: float | None = None,
+        scheduled_at: float | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        retry: RetrySpec | None = None,
+        depends_on: Sequence[str] = (),
+        tags: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        expires_at: float | None = None,
+        task_id: str | None = None,
+    ) -> str:
+        """Submit one task; returns its id once the broker has made it durable."""
+        spec = task_spec(
+            task_type, payload, queue=queue, priority=priority, delay=delay,
+            scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout, retry=retry,
+            depends_on=depends_on, tags=tags, idempotency_key=idempotency_key,
+            expires_at=expires_at, task_id=task_id,
+        )  # fmt: skip
+        (task_id_text,) = await self.submit_many([spec])
+        return task_id_text
+
+    async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
+        """Submit many tasks in one SUBMIT_TASK (all or nothing), or in several frames when
+        they exceed the broker's frame limit (then all or nothing per frame)."""
+        if not specs:
+            return []
+        session = self._session
+        conn = await session.connection(session.deadline())
+        runs = batches(specs, conn.max_frame_size)
+        # With every task keyed, a retry after a lost connection returns the same tasks.
+        retry = all(spec.idempotency_key is not None for spec in specs)
+        replies = await asyncio.gather(*(self._submit_run(run, retry) for run in runs))
+        return [format_task_id(i) for reply in replies for i in reply.ids]
+
+    async def _submit_run(self, run: Sequence[TaskSpec], retry: bool) -> SubmitReply:
+        tasks = list(run)
+        return await self._session.call(
+            lambda rid: SubmitTask(request_id=rid, tasks=tasks), SubmitReply, retry=retry
+        )
+
+    # --- inspecting and managing -------------------------------------------------------------
+
+    async def status(self, task_id: str, *, include_payload: bool = False) -> TaskInfo:
+        """Everything the broker knows about a task; NotFoundError if it has no such task."""
+        tid = parse_task_id(task_id)
+        reply = await self._session.call(
+            lambda rid: QueryStatus(
+                request_id=rid, task_ids=[tid], include_payload=include_payload
+            ),
+            StatusReply,
+            retry=True,
+        )
+        info = reply.tasks[0]
+        if info is None:
+            raise NotFoundError(f"no task with id {task_id}")
+        return info
+
+    async def status_many(self, ids: Sequence[str]) -> list[TaskInfo | None]:
+        """One TaskInfo per id, None where the broker has no such task."""
+        tids = parse_ids(ids)
+        reply = await self._session.call(
+            lambda rid: QueryStatus(request_id=rid, task_ids=tids), StatusReply, retry=True
+        )
+        return list(reply.tasks)
+
+    async def cancel(self, task_id: str) -> None:
+        """Cancel a task; NotFoundError, or ConflictError (INVALID_STATE) if it already ended."""
+        (code,) = await self.cancel_many([task_id])
+        if code:
+            raise _item_error(code, f"cannot cancel task {task_id}")
+
+    async def cancel_many(self, ids: Sequence[str]) -> list[int]:
+        """Per id: 0 when cancelled, else an ErrorCode (TASK_NOT_FOUND, INVALID_STATE)."""
+        tids = parse_ids(ids)
+        reply = await self._session.call(
+            lambda rid: CancelTask(request_id=rid, task_ids=tids), CancelReply
+        )
+        return list(reply.codes)
+
+    async def list_tasks(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        task_type: str | None = None,
+        priority_min: int | None = None,
+        priority_max: int | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        cursor: bytes | None = None,
+    ) -> tuple[list[TaskInfo], bytes | None]:
+        """One page of matching tasks and the cursor of the next page (None: last page)."""
+        try:
+            task_state = None if state is None else TaskState(state)
+        except ValueError:
+            states = ", ".join(TaskState)
+            raise ValidationError(f"state {state!r} is not one of {states}") from None
+        reply = await self._session.call(
+            lambda rid: ListTasks(
+                request_id=rid, state=task_state, queue=queue, task_type=task_type,
+                priority_min=priority_min, priority_max=priority_max,
+                created_after=created_after, created_before=created_before,
+                cursor=cursor, limit=limit,
+            ),
+            ListReply,
+            retry=True,
+        )  # fmt: skip
+        return list(reply.tasks), reply.next_cursor
+
+    async def stats(self) -> Stats:
+        reply = await self._session.call(
+            lambda rid: GetStats(request_id=rid), StatsReply, retry=True
+        )
+        return reply.stats
+
+    async def workers(self) -> list[WorkerInfo]:
+        reply = await self._session.call(
+            lambda rid: ListWorkers(request_id=rid), WorkersReply, retry=True
+        )
+        return list(reply.workers)
+
+    async def ping(self) -> float:
+        """Round-trip time to the broker in seconds (connecting first is not counted)."""
+        session = self._session
+        await session.connection(session.deadline())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await session.call(lambda rid: Ping(request_id=rid), Pong, retry=True)
+        return loop.time() - start
+
+    # --- waiting -----------------------------------------------------------------------------
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
+        """The task's TaskInfo once it is terminal (completed, dead_letter, cancelled);
+        UnavailableError with code TIMEOUT if that takes longer than ``timeout`` seconds."""
+        tid = parse_task_id(task_id)
+        session = self._session
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_event(event: TaskEvent) -> None:
+            if event.state not in _NOT_TERMINAL and not done.done():
+                done.set_result(None)
+
+        def on_error(error: TqError) -> None:
+            if not done.done():
+                done.set_exception(error)
+
+        sub = SubscriptionState(
+            task_ids=[tid], until_terminal=True, on_event=on_event, on_error=on_error
+        )
+        step = session.request_timeout if timeout is None else min(timeout, session.request_timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await session.subscribe(sub, session.deadline(step))
+                await done
+                return await self.status(task_id)
+        except TimeoutError:
+            raise UnavailableError(
+                f"task {task_id} did not finish within {timeout:g} s", ErrorCode.TIMEOUT
+            ) from None
+        finally:
+            session.unsubscribe(sub)
+            if done.done() and not done.cancelled():
+                done.exception()  # retrieved: an error that lost the race is not "unhandled"
+
+    async def result(self, task_id: str, timeout: float | None = None) -> bytes:
+        """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled."""
+        return task_outcome(await self.wait(task_id, timeout))
+
+    def subscribe(
+        self,
+        *,
+        task_ids: Sequence[str] = (),
+        queues: Sequence[str] = (),
+        all: bool = False,
+    ) -> Subscription:
+        """Task events as they happen: ``async with client.subscribe(all=True) as events:
+        async for event in events: ...`` (``await client.subscribe(...)`` also starts it)."""
+        return Subscription(self._session, task_ids=task_ids, queues=queues, all=all)
+
+
+def _item_error(code: int, context: str) -> TqError:
+    try:
+        what = ErrorCode(code).description
+    except ValueError:
+        what = f"error code {code}"
+    return error_for_code(code, f"{context}: {what}")

@@ -1,0 +1,334 @@
+"""One TCP connection to a broker: an asyncio Protocol around the sans-I/O ``ClientConnection``.
+
+Theory of operation: requests are pipelined. Each gets a fresh request id and a future in
+``_pending``; ``data_received`` decodes replies and resolves futures by request id (replies may
+come in any order) and routes pushed TASK_EVENTs to callbacks by ``subscription_id``. Frames
+written in one loop turn are coalesced into one ``transport.write`` by a ``call_soon`` flush.
+Every request is validated by decoding it before it is sent: a bad value becomes a
+ValidationError for that caller instead of a protocol error that would close the connection
+under every other request. When the connection goes, every pending request fails with
+``ConnectionLostError`` and the owner is told through ``on_lost``; nothing here reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Final, Literal, TypeVar, cast
+
+from tq.client.address import BrokerAddress
+from tq.errors import (
+    ErrorCode,
+    ProtocolError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+    error_for_code,
+)
+from tq.protocol import (
+    LENGTH_PREFIX_SIZE,
+    Ack,
+    ClientConnection,
+    FrameError,
+    Nack,
+    Ping,
+    Reply,
+    Request,
+    Subscribe,
+    TaskEvent,
+    Unsubscribe,
+    Welcome,
+    decode_payload,
+    encode,
+)
+from tq.protocol.registry import REPLY_CLASSES
+
+log = logging.getLogger(__name__)
+
+#: The broker drops connections silent for 30 s; a PING after 15 idle seconds keeps ours.
+KEEPALIVE_INTERVAL: Final = 15.0
+
+R = TypeVar("R", bound=Reply)
+EventCallback = Callable[[TaskEvent], None]
+
+
+class ConnectionLostError(UnavailableError):
+    """The connection closed while a request was outstanding: its outcome is unknown."""
+
+
+def _validate(msg: Request) -> None:
+    """Decode ``msg`` as the broker will: a constraint it breaks is named with its field path."""
+    frame = encode(msg)
+    try:
+        decode_payload(frame[LENGTH_PREFIX_SIZE], memoryview(frame)[LENGTH_PREFIX_SIZE + 1 :])
+    except FrameError as e:
+        raise ValidationError(e.message) from None
+
+
+class Connection(asyncio.Protocol):
+    """A handshaken connection; ``open()`` makes one, ``request()`` talks over it."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_name: str,
+        client_kind: Literal["client", "worker"],
+        api_key: str | None,
+        on_lost: Callable[[Connection, TqError], None] | None = None,
+    ) -> None:
+        self.address = address
+        self._proto = ClientConnection(
+            client_name=client_name, client_kind=client_kind, api_key=api_key
+        )
+        self._on_lost = on_lost
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future[Reply]] = {}
+        self._subscriptions: dict[int, EventCallback] = {}
+        self._wbuf: list[bytes] = []
+        self._flush_scheduled = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._open = False
+        self._lost_reason: TqError | None = None
+        self._last_write = self._loop.time()
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._keepalive_interval = KEEPALIVE_INTERVAL
+
+    @classmethod
+    async def open(
+        cls,
+        address: BrokerAddress,
+        *,
+        timeout: float,
+        client_name: str = "",
+        client_kind: Literal["client", "worker"] = "client",
+        api_key: str | None = None,
+        on_lost: Callable[[Connection, TqError], None] | None = None,
+        keepalive: float = KEEPALIVE_INTERVAL,
+    ) -> Connection:
+        """Connect and handshake within ``timeout``; UnavailableError if the broker is out of
+        reach, the broker's NACK (AuthError, ProtocolError) if it refuses us."""
+        loop = asyncio.get_running_loop()
+        conn = cls(address, client_name=client_name, client_kind=client_kind, api_key=api_key)
+        conn._keepalive_interval = keepalive
+        context = ssl.create_default_context() if address.tls else None
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.create_connection(lambda: conn, address.host, address.port, ssl=context)
+                await conn._handshake()
+        except TimeoutError:
+            conn.close()
+            raise UnavailableError(
+                f"no connection to {address.url} within {timeout:g} s", ErrorCode.TIMEOUT
+            ) from None
+        except OSError as e:
+            conn.close()
+            raise UnavailableError(f"cannot connect to {address.url}: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        conn._on_lost = on_lost
+        return conn
+
+    async def _handshake(self) -> None:
+        frame = self._proto.hello()
+        # hello() took the first request id; it is the only one outstanding.
+        (rid,) = self._proto.outstanding
+        fut = self._pending[rid] = self._loop.create_future()
+        self._write(frame)
+        reply = await fut
+        assert isinstance(reply, Welcome)  # ClientConnection checked the reply type
+        self._open = True
+        self._arm_keepalive(self._keepalive_interval)
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @property
+    def welcome(self) -> Welcome | None:
+        return self._proto.welcome
+
+    @property
+    def max_frame_size(self) -> int:
+        """The largest frame the broker accepts (from WELCOME)."""
+        return self._proto.peer_max_frame_size
+
+    async def request(self, build: Callable[[int], Request], expect: type[R], timeout: float) -> R:
+        """Send ``build(request_id)`` and return its reply; a NACK is raised as its TqError."""
+        try:
+            async with asyncio.timeout(timeout):
+                if not self._writable.is_set():
+                    await self._writable.wait()  # the socket buffer is full: back-pressure
+                rid, fut = self._send(build)
+                try:
+                    reply = await fut
+                finally:
+                    self._pending.pop(rid, None)
+        except TimeoutError:
+            raise UnavailableError(
+                f"no reply from {self.address.url} within {timeout:g} s", ErrorCode.TIMEOUT
+            ) from None
+        if not isinstance(reply, expect):
+            raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
+        return reply
+
+    def _send(self, build: Callable[[int], Request]) -> tuple[int, asyncio.Future[Reply]]:
+        if not self._open:
+            raise self._lost_error()
+        rid = self._proto.next_request_id()
+        msg = build(rid)
+        _validate(msg)
+        frame = self._proto.send(msg)
+        fut: asyncio.Future[Reply] = self._loop.create_future()
+        self._pending[rid] = fut
+        self._write(frame)
+        return rid, fut
+
+    def notify(self, build: Callable[[int], Request]) -> None:
+        """Send without waiting: the reply, or a NACK, is dropped when it arrives."""
+        if self._open:
+            rid = self._proto.next_request_id()
+            self._write(self._proto.send(build(rid)))
+
+    async def subscribe(
+        self, build: Callable[[int], Subscribe], on_event: EventCallback, timeout: float
+    ) -> int:
+        """Subscribe; returns the subscription id. Events may flow before this returns."""
+        sid = 0
+
+        def register(rid: int) -> Subscribe:
+            nonlocal sid
+            sid = rid
+            # Before the frame goes out: its first event can arrive in the ACK's own chunk.
+            self._subscriptions[rid] = on_event
+            return build(rid)
+
+        try:
+            await self.request(register, Ack, timeout)
+        except BaseException:
+            self._subscriptions.pop(sid, None)
+            raise
+        return sid
+
+    def unsubscribe(self, subscription_id: int) -> None:
+        """Stop routing events to the subscription and tell the broker (without waiting)."""
+        if self._subscriptions.pop(subscription_id, None) is not None:
+            self.notify(lambda rid: Unsubscribe(request_id=rid, subscription_id=subscription_id))
+
+    def close(self) -> None:
+        self._fail(UnavailableError(f"connection to {self.address.url} closed by the client"))
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _write(self, frame: bytes) -> None:
+        self._wbuf.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = b"".join(self._wbuf)
+        self._wbuf.clear()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+            self._last_write = self._loop.time()
+
+    def _arm_keepalive(self, delay: float) -> None:
+        self._keepalive = self._loop.call_later(delay, self._on_keepalive)
+
+    def _on_keepalive(self) -> None:
+        if not self._open:
+            return
+        interval = self._keepalive_interval
+        idle = self._loop.time() - self._last_write
+        if idle >= interval * 0.9:
+            self.notify(lambda rid: Ping(request_id=rid))
+            idle = 0.0
+        self._arm_keepalive(interval - idle)
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast, not an isinstance check: uvloop's transports do not subclass asyncio's.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self._proto.receive_data(data)
+        except FrameError as e:
+            for msg in e.messages:  # the valid frames before the bad one still count
+                if isinstance(msg, TaskEvent) or isinstance(msg, REPLY_CLASSES):  # noqa: SIM101
+                    self._dispatch(msg)
+            self._abort(ProtocolError(f"broker sent a bad frame: {e.message}", e.code))
+            return
+        for msg in msgs:
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Reply | TaskEvent) -> None:
+        if isinstance(msg, TaskEvent):
+            callback = self._subscriptions.get(msg.subscription_id)
+            if callback is not None:
+                try:
+                    callback(msg)
+                except Exception:  # a subscriber's bug must not break the connection
+                    log.exception("subscription.callback_failed id=%d", msg.subscription_id)
+            return
+        if isinstance(msg, Nack) and msg.request_id == 0:
+            self._abort(error_for_code(msg.code, msg.message))
+            return
+        fut = self._pending.pop(msg.request_id, None)
+        if fut is None or fut.done():
+            return  # timed out, cancelled, or sent with notify()
+        if isinstance(msg, Nack):
+            fut.set_exception(error_for_code(msg.code, msg.message))
+        else:
+            fut.set_result(msg)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._lost_reason or UnavailableError(
+            f"connection to {self.address.url} closed" + (f": {exc}" if exc else "")
+        )
+        self._fail(reason)
+
+    def _abort(self, reason: TqError) -> None:
+        self._fail(reason)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _lost_error(self) -> ConnectionLostError:
+        reason = self._lost_reason
+        message = reason.message if reason else f"connection to {self.address.url} is not open"
+        code = reason.code if isinstance(reason, UnavailableError) else None
+        return ConnectionLostError(message, code)
+
+    def _fail(self, reason: TqError) -> None:
+        """Close down once: fail every pending request, wake writers, tell the owner."""
+        if self._lost_reason is not None:
+            return
+        self._lost_reason = reason
+        was_open, self._open = self._open, False
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        self._subscriptions.clear()
+        self._writable.set()  # waiters wake, see the connection closed and fail
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                # The handshake's own failure (a refused HELLO) is the broker's NACK itself.
+                fut.set_exception(reason if not was_open else self._lost_error())
+        if was_open and self._on_lost is not None:
+            self._on_lost(self, reason)

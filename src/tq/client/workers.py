@@ -1,0 +1,117 @@
+"""The worker side of the protocol on AsyncClient: one message per method, no policy.
+
+The worker (``tq.worker``) decides when to heartbeat, how long to long-poll and what to retry;
+these methods only speak the messages. Task ids stay raw 16 bytes here, as claims carry them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tq.client.session import Session
+from tq.client.specs import task_ids as parse_ids
+from tq.core.ids import parse_task_id
+from tq.protocol import (
+    Ack,
+    ClaimedTask,
+    ClaimReply,
+    ClaimTask,
+    DeregisterWorker,
+    Heartbeat,
+    HeartbeatReply,
+    Progress,
+    RegisterReply,
+    RegisterWorker,
+    ReleaseTasks,
+    ResultReply,
+    TaskOutcome,
+    TaskResult,
+)
+
+
+class WorkerCalls:
+    """Mixed into AsyncClient; lease-holding calls (claim, report) are never sent twice."""
+
+    _session: Session
+
+    async def register_worker(
+        self,
+        worker_id: str,
+        *,
+        name: str,
+        queues: Sequence[str],
+        concurrency: int,
+        hostname: str,
+        pid: int,
+        pool: str,
+    ) -> RegisterReply:
+        return await self._session.call(
+            lambda rid: RegisterWorker(
+                request_id=rid, worker_id=worker_id, name=name, queues=list(queues),
+                concurrency=concurrency, hostname=hostname, pid=pid, pool=pool,
+            ),
+            RegisterReply,
+            retry=True,
+        )  # fmt: skip
+
+    async def claim(
+        self, worker_id: str, queues: Sequence[str], max_tasks: int = 10, wait: float = 0.0
+    ) -> list[ClaimedTask]:
+        """Claim up to ``max_tasks``; with ``wait`` > 0 the broker holds the request that long
+        for a task to arrive (keep it under 30 s: the broker's idle timeout)."""
+        wait_ms = max(int(wait * 1000), 0)
+        reply = await self._session.call(
+            lambda rid: ClaimTask(
+                request_id=rid, worker_id=worker_id, queues=list(queues),
+                max_tasks=max_tasks, wait_ms=wait_ms,
+            ),
+            ClaimReply,
+            timeout=wait + self._session.request_timeout,
+        )  # fmt: skip
+        return list(reply.tasks)
+
+    async def report(self, outcomes: Sequence[TaskOutcome]) -> list[int]:
+        """Report outcomes; per outcome 0 when applied, else an ErrorCode (LEASE_MISMATCH...)."""
+        reply = await self._session.call(
+            lambda rid: TaskResult(request_id=rid, results=list(outcomes)), ResultReply
+        )
+        return list(reply.codes)
+
+    async def heartbeat(
+        self, worker_id: str, *, cpu_percent: float, memory_rss: int, running: Sequence[bytes]
+    ) -> HeartbeatReply:
+        ids = parse_ids(running, "running")
+        return await self._session.call(
+            lambda rid: Heartbeat(
+                request_id=rid, worker_id=worker_id, cpu_percent=cpu_percent,
+                memory_rss=memory_rss, running=ids,
+            ),
+            HeartbeatReply,
+            retry=True,
+        )  # fmt: skip
+
+    async def progress(
+        self, task_id: bytes, lease_token: int, percent: int, message: str | None = None
+    ) -> None:
+        tid = parse_task_id(task_id)
+        await self._session.call(
+            lambda rid: Progress(
+                request_id=rid, task_id=tid, lease_token=lease_token, percent=percent,
+                message=message,
+            ),
+            Ack,
+            retry=True,
+        )  # fmt: skip
+
+    async def release(self, worker_id: str, task_ids: Sequence[bytes]) -> None:
+        ids = parse_ids(task_ids, "task_ids")
+        await self._session.call(
+            lambda rid: ReleaseTasks(request_id=rid, worker_id=worker_id, task_ids=ids),
+            Ack,
+            retry=True,
+        )
+
+    async def deregister(self, worker_id: str) -> None:
+        await self._session.call(
+            lambda rid: DeregisterWorker(request_id=rid, worker_id=worker_id), Ack, retry=True
+        )
