@@ -1,0 +1,109 @@
+"""The worker's session with its broker: registration, heartbeats, outcomes, progress, goodbye.
+
+Everything here survives broker restarts: registration is retried with backoff until it
+succeeds (or the worker stops), and any lost call marks the link for re-registration, since
+a restarted broker may have forgotten the worker. Claiming stays with the worker's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from tq.client import AsyncClient
+from tq.errors import TqError
+from tq.worker.heartbeat import Heartbeater
+from tq.worker.reporting import ProgressSender, Reporter
+from tq.worker.retrying import Backoff, best_effort, is_fatal, sleep_unless
+
+_log = logging.getLogger(__name__)
+
+#: Time the goodbyes (release, deregister) and the last outcomes get to reach the broker.
+GOODBYE_TIMEOUT: Final = 10.0
+
+
+class BrokerLink:
+    """One AsyncClient and the conversations the worker keeps up over it."""
+
+    def __init__(
+        self,
+        url: str,
+        worker_id: str,
+        *,
+        queues: Sequence[str],
+        concurrency: int,
+        pool: str,
+        heartbeat_interval: float | None,
+        held: Callable[[], list[bytes]],
+        disown: Callable[[bytes, str], None],
+    ) -> None:
+        self.url = url
+        self.worker_id = worker_id
+        self._queues = list(queues)
+        self._concurrency = concurrency
+        self._pool = pool
+        self._heartbeat_override = heartbeat_interval
+        self.client = AsyncClient(
+            url, name=f"tq-worker {worker_id}", reconnect=True, client_kind="worker"
+        )
+        self.reporter = Reporter(self.client)
+        self.progress = ProgressSender(self.client, asyncio.get_running_loop())
+        self.heartbeats = Heartbeater(
+            self.client, worker_id, held=held, disown=disown, lost=self.lost
+        )
+        self.needs_register = True
+
+    def lost(self) -> None:
+        """A call failed for want of a broker: register again before the next claim."""
+        self.needs_register = True
+
+    async def register(self, stop: asyncio.Event) -> bool:
+        """Register, retrying until the broker answers; False if ``stop`` is set first."""
+        backoff = Backoff(cap=5.0)
+        while not stop.is_set():
+            try:
+                reply = await self.client.register_worker(
+                    self.worker_id,
+                    name=self.worker_id,
+                    queues=self._queues,
+                    concurrency=self._concurrency,
+                    hostname=socket.gethostname()[:256],
+                    pid=os.getpid(),
+                    pool=self._pool,
+                )
+            except TqError as exc:
+                if is_fatal(exc):
+                    raise
+                _log.warning("worker.register_failed url=%s error=%s", self.url, exc)
+                await sleep_unless(stop, backoff.next())
+                continue
+            self.needs_register = False
+            # Never slower than the broker asks: it declares a worker dead after missed beats.
+            self.heartbeats.interval = min(
+                self._heartbeat_override or reply.heartbeat_interval, reply.heartbeat_interval
+            )
+            return True
+        return False
+
+    async def release(self, task_ids: Sequence[bytes]) -> None:
+        """Hand back claimed tasks that never started (their claim does not count)."""
+        await best_effort(
+            lambda: self.client.release(self.worker_id, task_ids), "release", GOODBYE_TIMEOUT
+        )
+
+    async def flush(self) -> None:
+        if not await self.reporter.flush(GOODBYE_TIMEOUT):
+            _log.error("worker.unreported outcomes=%d", self.reporter.pending)
+
+    async def deregister(self) -> None:
+        await best_effort(
+            lambda: self.client.deregister(self.worker_id), "deregister", GOODBYE_TIMEOUT
+        )
+
+    async def close(self) -> None:
+        await self.progress.close()
+        await self.client.close()
