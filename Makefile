@@ -15,17 +15,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 	scripts/install-test-deps
 	touch $(STAMP)
 
-# Until the broker lands (issue "Single-node tq end to end") this opens the embedded store
-# in ./.tq-data, rebuilds the broker state from it and prints what it holds.
+# A broker (data in ./.tq-data, port 7420) plus one worker of the example handlers
+# (tq.worker.examples); prints how to submit a task. Ctrl-C stops both.
 run: $(STAMP)
-	$(BIN)/tq inspect
+	$(BIN)/tq dev
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --timeout=300
 
 check: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         set_default_client,
         task,
     )
+    from tq.worker import Reject, Retry, Worker, current_task
 
 __version__ = "0.1.0"
 
@@ -52,14 +53,19 @@ _CLIENT_EXPORTS = frozenset(
 )
 
 
+_WORKER_EXPORTS = frozenset({"Worker", "current_task", "Retry", "Reject"})
+
+
 def __getattr__(name: str) -> object:
     if name in _CLIENT_EXPORTS:
         return getattr(importlib.import_module("tq.client"), name)
+    if name in _WORKER_EXPORTS:
+        return getattr(importlib.import_module("tq.worker"), name)
     raise AttributeError(f"module 'tq' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_CLIENT_EXPORTS})
+    return sorted({*globals(), *_CLIENT_EXPORTS, *_WORKER_EXPORTS})
 
 
 __all__ = [
@@ -73,6 +79,8 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "QueueFullError",
+    "Reject",
+    "Retry",
     "StorageError",
     "TaskFailedError",
     "TaskFunction",
@@ -81,7 +89,9 @@ __all__ = [
     "TqError",
     "UnavailableError",
     "ValidationError",
+    "Worker",
     "__version__",
+    "current_task",
     "handler",
     "set_default_client",
     "task",

@@ -22,6 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"core", "errors"},
     "config": {"errors"},
     "client": {"protocol", "core", "errors", "config"},
+    "worker": {"client", "protocol", "core", "errors", "config"},
+    "broker": {"storage", "protocol", "core", "errors", "config"},
+    "testing": {"errors"},
     "cli": {"broker", "worker", "client", "storage", "protocol", "core", "errors", "config"},
 }
 #: Modules of the pure layers may not import I/O, clocks or logging.

@@ -182,9 +182,9 @@ def hoist_global_options(command: str, argv: list[str]) -> list[str]:
 
 def broker_main() -> None:
     """``tq-broker``: the same as ``tq broker``."""
-    main(hoist_global_options("broker", sys.argv[1:]), prog_name="tq-broker")
+    main(hoist_global_options("broker", sys.argv[1:]), prog_name="tq")
 
 
 def worker_main() -> None:
     """``tq-worker``: the same as ``tq worker``."""
-    main(hoist_global_options("worker", sys.argv[1:]), prog_name="tq-worker")
+    main(hoist_global_options("worker", sys.argv[1:]), prog_name="tq")

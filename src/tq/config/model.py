@@ -383,7 +383,8 @@ class WorkerSettings(_Section):
     """asyncio (async handlers; sync ones in threads), thread, or process (CPU-bound work,
     hard timeouts)."""
     prefetch: Count = 10
-    """Tasks claimed per request (claim batch); held tasks are leased, so keep it small."""
+    """Tasks claimed ahead of need, waiting beyond the ``concurrency`` running ones (a worker
+    holds at most concurrency + prefetch); they are leased while they wait: keep it small."""
     heartbeat_interval_s: Seconds = 15.0
     """Heartbeat interval unless the broker announces its own."""
     shutdown_timeout_s: Seconds = 60.0

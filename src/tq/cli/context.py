@@ -1,0 +1,200 @@
+"""What every ``tq`` command shares: the context object, the output rules and the broker access.
+
+Output rules: ``table`` prints rich tables for people; ``json`` and ``yaml`` print plain data,
+with ids as canonical UUID text, times as ISO 8601 UTC, and bytes as UTF-8 text when they
+decode, else ``{"base64": "..."}`` (``base64:...`` in a table cell).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+import msgspec
+import yaml
+from rich.console import Console, RenderableType
+
+from tq.config import Settings, load
+from tq.core.ids import format_task_id
+from tq.errors import TqError, UnavailableError
+
+if TYPE_CHECKING:
+    from tq.client import Client
+
+err_console = Console(stderr=True)
+#: Width of tables written to a pipe or file: rich would assume 80 columns and squeeze a
+#: 36-character id column into ellipses; lines that run long are the lesser harm.
+PIPE_WIDTH = 200
+
+
+def out_console() -> Console:
+    """A console on the current stdout (tests swap it), full width when it is not a terminal."""
+    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+
+
+#: Exit status of a usage or broker error; a task that failed remotely exits with 1 instead,
+#: so a script can tell "the job failed" from "the command could not run".
+EXIT_ERROR = 2
+EXIT_TASK_FAILED = 1
+
+
+class CliError(click.ClickException):
+    """A one-line ``error: ...`` for failures that are not TqErrors (unreachable broker, ...)."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise CliError(message)
+
+
+def parse_pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
+    """``("k=v", ...)`` -> ``{"k": "v"}``; names the option and the bad item otherwise."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint=option)
+        out[key.strip()] = value
+    return out
+
+
+@dataclass(frozen=True)
+class CliContext:
+    """The effective settings plus the global options they came from (forwarded to children)."""
+
+    settings: Settings
+    output: str
+    url: str
+    config_path: str | None = None
+    sets: tuple[str, ...] = field(default=())
+
+    def reload(self, overrides: Mapping[str, object]) -> Settings:
+        """The settings again with command flags as the highest-precedence overrides."""
+        merged: dict[str, object] = {**parse_pairs(self.sets, "--set"), **overrides}
+        return load(self.config_path, overrides=merged)
+
+    def global_args(self) -> list[str]:
+        """``--config``/``--set`` as given, so a child ``python -m tq`` sees the same config."""
+        args = ["--config", self.config_path] if self.config_path else []
+        for item in self.sets:
+            args += ["--set", item]
+        return args
+
+
+def emit(ctx: CliContext, data: Any, table: RenderableType | None = None) -> None:
+    """Print ``data`` as JSON or YAML, or ``table`` (rich) for the table output."""
+    if ctx.output == "json":
+        click.echo(json.dumps(data, indent=2, default=str))
+    elif ctx.output == "yaml":
+        click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    elif isinstance(table, str):
+        click.echo(table)  # plain text (an id): no rich markup or wrapping
+    elif table is not None:
+        out_console().print(table)
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+def plain_bytes(data: bytes | None) -> str | dict[str, str] | None:
+    """UTF-8 text when it decodes, else ``{"base64": ...}``: JSON cannot carry raw bytes."""
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode()}
+
+
+def cell_bytes(data: bytes | None) -> str:
+    value = plain_bytes(data)
+    if isinstance(value, dict):
+        return f"base64:{value['base64']}"
+    return "" if value is None else value
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_TIME_FIELDS = frozenset(
+    {
+        "created_at",
+        "updated_at",
+        "scheduled_at",
+        "lease_expires_at",
+        "expires_at",
+        "completed_at",
+        "started_at",
+        "registered_at",
+        "last_heartbeat",
+    }
+)
+
+
+def plain(record: msgspec.Struct) -> dict[str, Any]:
+    """A wire record as plain data under the output rules above."""
+    out: dict[str, Any] = {}
+    for name, value in msgspec.structs.asdict(record).items():
+        if name in ("id", "task_id") and isinstance(value, bytes):
+            out[name] = format_task_id(value)
+        elif name == "depends_on":
+            out[name] = [format_task_id(v) for v in value]
+        elif name in _TIME_FIELDS:
+            out[name] = iso(value)
+        elif isinstance(value, bytes):
+            out[name] = plain_bytes(value)
+        elif isinstance(value, msgspec.Struct):
+            out[name] = plain(value)
+        elif isinstance(value, dict):
+            out[name] = {
+                k: plain(v) if isinstance(v, msgspec.Struct) else v for k, v in value.items()
+            }
+        else:
+            out[name] = value
+    return out
+
+
+def _network_cause(exc: BaseException) -> OSError | None:
+    """The socket error behind ``exc``, if any (the client wraps it in UnavailableError)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
+@contextmanager
+def connect(ctx: CliContext) -> Iterator[Client]:
+    """A connected sync client; a refused or lost connection becomes one clear error line."""
+    # Imported late: `tq config` and `tq broker` should not pay for (or need) the client.
+    from tq.client import Client  # noqa: PLC0415
+
+    try:
+        # One connection attempt: a command line should fail at once, not retry for seconds.
+        with Client(ctx.url, reconnect=False) as client:
+            yield client
+    except (OSError, UnavailableError) as exc:
+        cause = _network_cause(exc)
+        if cause is None:
+            raise
+        reason = os.strerror(cause.errno) if cause.errno else str(cause) or type(cause).__name__
+        raise CliError(f"cannot reach the broker at {ctx.url}: {reason}") from exc
+
+
+def error_line(exc: TqError) -> str:
+    return f"error: {exc}"  # TqError.__str__ is "[CODE] message"

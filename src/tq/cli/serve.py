@@ -1,0 +1,181 @@
+"""The long-running commands: ``tq broker`` and ``tq worker`` (``tq dev`` lives in ``dev``).
+
+Their flags become configuration overrides, so they are validated like every other setting and
+``tq config`` can show what a flag would do. This is where logging is configured: text for
+people, or JSON (one object per line: ts, level, logger, msg) for log collectors.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from tq.cli.context import CliContext, fail
+from tq.cli.dev import dev_cmd
+from tq.config import LogFormat, LogLevel, Settings
+
+__all__ = ["broker_cmd", "configure_logging", "dev_cmd", "worker_cmd"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an exception travels as one escaped string, not many lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Root logger to stderr; replaces earlier handlers so a second call does not double lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == LogFormat.JSON:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def logging_options(command: F) -> F:
+    """``--log-level`` and ``--log-format``; unset, they come from the monitoring settings."""
+    command = click.option(
+        "--log-level",
+        type=click.Choice([lvl.value for lvl in LogLevel], case_sensitive=False),
+        help="Default: monitoring.log_level.",
+    )(command)
+    return click.option(
+        "--log-format",
+        type=click.Choice([f.value for f in LogFormat], case_sensitive=False),
+        help="Default: monitoring.log_format.",
+    )(command)
+
+
+def _overrides(flags: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _start_logging(settings: Settings, level: str | None, fmt: str | None) -> None:
+    monitoring = settings.monitoring
+    configure_logging(level or monitoring.log_level.value, (fmt or monitoring.log_format).lower())
+
+
+@click.command("broker")
+@click.option("--host", help="Listen address. Default: broker.host.")
+@click.option("--port", type=int, help="TCP port; 0 picks a free one. Default: broker.port.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Default: persistence.data_dir.")
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='Write {"host", "port", "pid"} here once listening.',
+)
+@logging_options
+@click.pass_obj
+def broker_cmd(
+    ctx: CliContext,
+    host: str | None,
+    port: int | None,
+    data_dir: str | None,
+    ready_file: Path | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run the broker until SIGTERM or SIGINT."""
+    settings = ctx.reload(
+        _overrides({"broker.host": host, "broker.port": port, "persistence.data_dir": data_dir})
+    )
+    _start_logging(settings, log_level, log_format)
+    from tq.broker.server import run_broker  # noqa: PLC0415 - only this command needs it
+
+    where = f"{settings.broker.host}:{settings.broker.port}"
+    try:
+        status = run_broker(settings, ready_file=ready_file)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            fail(f"cannot listen on {where}: the address is already in use (try --port)")
+        fail(f"cannot start the broker on {where}: {exc.strerror or exc}")
+    click.get_current_context().exit(status)
+
+
+@click.command("worker")
+@click.argument("module", required=False)
+@click.option("--queues", "-Q", help="Comma-separated queues. Default: worker.queues.")
+@click.option("--concurrency", "-c", type=int, help="Tasks run at once.")
+@click.option("--pool", type=click.Choice(["asyncio", "thread", "process"]))
+@click.option("--prefetch", type=int, help="Tasks claimed ahead beyond --concurrency.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--name", help="Worker name shown by the broker. Default: <hostname>-<pid>.")
+@click.option("--shutdown-timeout", type=float, help="Seconds to finish in-flight tasks.")
+@logging_options
+@click.pass_obj
+def worker_cmd(
+    ctx: CliContext,
+    module: str | None,
+    queues: str | None,
+    concurrency: int | None,
+    pool: str | None,
+    prefetch: int | None,
+    burst: bool,
+    name: str | None,
+    shutdown_timeout: float | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run a worker for the handlers that importing MODULE registers (worker.handlers_module)."""
+    settings = ctx.reload(
+        _overrides(
+            {
+                "worker.queues": [q.strip() for q in queues.split(",")] if queues else None,
+                "worker.concurrency": concurrency,
+                "worker.pool": pool,
+                "worker.prefetch": prefetch,
+                "worker.name": name,
+                "worker.shutdown_timeout_s": shutdown_timeout,
+                "worker.handlers_module": module,
+            }
+        )
+    )
+    w = settings.worker
+    if w.handlers_module is None:
+        fail("name the handlers MODULE (or set worker.handlers_module)")
+    _start_logging(settings, log_level, log_format)
+    # Like `celery -A`: a console script's sys.path lacks the working directory, yet the
+    # user's handler module usually lives there.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from tq.worker.main import run_worker  # noqa: PLC0415 - only this command needs it
+
+    status = run_worker(
+        w.handlers_module,
+        url=ctx.url,
+        queues=w.queues,
+        concurrency=w.concurrency,
+        pool=w.pool.value,
+        prefetch=w.prefetch,
+        heartbeat_interval=w.heartbeat_interval_s,
+        shutdown_timeout=w.shutdown_timeout_s,
+        burst=burst,
+        name=w.name,
+        default_timeout=w.default_timeout_s,
+    )
+    click.get_current_context().exit(status)
