@@ -14,6 +14,8 @@ import contextlib
 import logging
 import queue
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -129,10 +131,48 @@ def _abandoned(job: _Job[T]) -> bool:
         return job.abandoned
 
 
+class _Inbox:
+    """Completions handed from pool threads to one loop, many per wake-up.
+
+    ``call_soon_threadsafe`` per job costs a self-pipe write and a loop wake-up each; under
+    load the loop is busy anyway, so later completions join the batch already scheduled.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: deque[tuple[Callable[..., None], tuple[object, ...]]] = deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+
+    def post(self, fn: Callable[..., None], args: tuple[object, ...]) -> None:
+        with self.lock:
+            self.items.append((fn, args))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        # RuntimeError: the loop closed while an abandoned job ran; nobody waits for it.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        with self.lock:
+            items = list(self.items)
+            self.items.clear()
+            self.scheduled = False
+        for fn, args in items:
+            fn(*args)
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: object) -> None:
-    # RuntimeError: the loop closed while an abandoned job ran; nobody waits for it.
-    with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(fn, *args)
+    with _inboxes_lock:
+        inbox = _inboxes.get(loop)
+        if inbox is None:
+            inbox = _inboxes[loop] = _Inbox(loop)
+    inbox.post(fn, args)
 
 
 def _settle(future: asyncio.Future[T], value: T) -> None:

@@ -243,11 +243,15 @@ class Worker:
     async def _execute(self, run: _Running) -> None:
         claimed, handler = run.claimed, run.handler
         timeout = claimed.timeout or handler.timeout or self.default_timeout
-        _log.debug("task.started id=%s type=%s", format_task_id(claimed.id), claimed.task_type)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("task.started id=%s type=%s", format_task_id(claimed.id), claimed.task_type)
         result: Result
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:  # no timeout context to build and tear down per task
                 result = await self._pool.execute(handler, run.ctx, claimed.payload)
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await self._pool.execute(handler, run.ctx, claimed.payload)
         except TimeoutError:  # only ours: pools turn a handler's own TimeoutError into a Result
             run.ctx.cancel()  # an abandoned thread that polls the flag can stop early
             result = timed_out(timeout or 0.0)
@@ -270,17 +274,18 @@ class Worker:
         self._finish(claimed, result, asyncio.get_running_loop().time() - run.started)
 
     def _finish(self, claimed: ClaimedTask, result: Result, elapsed: float = 0.0) -> None:
-        task_id = format_task_id(claimed.id)
         if result.ok:
             self.completed += 1
-            _log.info(
-                "task.completed id=%s type=%s elapsed=%.3fs", task_id, claimed.task_type, elapsed
-            )
+            if _log.isEnabledFor(logging.INFO):  # formatting the id costs more than the no-op
+                _log.info(
+                    "task.completed id=%s type=%s elapsed=%.3fs",
+                    format_task_id(claimed.id), claimed.task_type, elapsed,
+                )  # fmt: skip
         else:
             self.failed += 1
             _log.warning(
                 "task.failed id=%s type=%s attempt=%d retry=%s error_type=%s error=%s",
-                task_id,
+                format_task_id(claimed.id),
                 claimed.task_type,
                 claimed.attempts,
                 result.retry,
