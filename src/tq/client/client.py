@@ -59,10 +59,11 @@ from tq.protocol.records import DEFAULT_QUEUE
 _NOT_TERMINAL: Final = frozenset({"pending", "scheduled", "in_progress", "failed"})
 
 
-def task_outcome(info: TaskInfo) -> bytes:
+def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
     """A finished task's result bytes; TaskFailedError if it went to dead letter or was
-    cancelled (``remote_type`` is the handler's exception type)."""
-    task_id = format_task_id(info.id)
+    cancelled (``remote_type`` is the handler's exception type). Takes the task's record or
+    its terminal event: both carry the state, result and error."""
+    task_id = format_task_id(info.id if isinstance(info, TaskInfo) else info.task_id)
     if info.state == TaskState.COMPLETED:
         return info.result or b""
     if info.state == TaskState.CANCELLED:
@@ -275,13 +276,18 @@ class AsyncClient(WorkerCalls):
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         """The task's TaskInfo once it is terminal (completed, dead_letter, cancelled);
         UnavailableError with code TIMEOUT if that takes longer than ``timeout`` seconds."""
+        await self._terminal_event(task_id, timeout)
+        return await self.status(task_id)
+
+    async def _terminal_event(self, task_id: str, timeout: float | None) -> TaskEvent:
+        """The task's terminal event, pushed by the broker (at once if already finished)."""
         tid = parse_task_id(task_id)
         session = self._session
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[TaskEvent] = asyncio.get_running_loop().create_future()
 
         def on_event(event: TaskEvent) -> None:
             if event.state not in _NOT_TERMINAL and not done.done():
-                done.set_result(None)
+                done.set_result(event)
 
         def on_error(error: TqError) -> None:
             if not done.done():
@@ -294,8 +300,7 @@ class AsyncClient(WorkerCalls):
         try:
             async with asyncio.timeout(timeout):
                 await session.subscribe(sub, session.deadline(step))
-                await done
-                return await self.status(task_id)
+                return await done
         except TimeoutError:
             raise UnavailableError(
                 f"task {task_id} did not finish within {timeout:g} s", ErrorCode.TIMEOUT
@@ -306,8 +311,9 @@ class AsyncClient(WorkerCalls):
                 done.exception()  # retrieved: an error that lost the race is not "unhandled"
 
     async def result(self, task_id: str, timeout: float | None = None) -> bytes:
-        """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled."""
-        return task_outcome(await self.wait(task_id, timeout))
+        """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled.
+        The terminal event carries the outcome, so no status round trip follows it."""
+        return task_outcome(await self._terminal_event(task_id, timeout))
 
     def subscribe(
         self,
