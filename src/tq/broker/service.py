@@ -90,7 +90,7 @@ class BrokerService:
         self._fx = Effects()
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._unsynced: set[Durable] = set()  # written batches whose fsync is pending
         self.failed: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
 
@@ -123,33 +123,33 @@ class BrokerService:
         except StorageError as e:
             self._fail(e, fut)
             return
-        task = asyncio.ensure_future(self._durable(fut, fx))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._unsynced.add(fut)
 
-    async def _durable(self, fut: Durable, fx: Effects) -> None:
-        try:
-            await self.commit.durable()
-        except StorageError as e:
-            self._fail(e, fut)
-            return
-        fut.set_result(None)
-        if fx.events:
-            self.events.publish(fx.events, self)
+        def durable(err: StorageError | None) -> None:
+            self._unsynced.discard(fut)
+            if err is not None:
+                self._fail(err, fut)
+                return
+            fut.set_result(None)
+            if fx.events:
+                self.events.publish(fx.events, self)
+
+        self.commit.when_durable(durable)
 
     def _fail(self, e: BaseException, fut: Durable) -> None:
         log.critical("storage.failed error=%s", e)
         self.failed = e
-        fut.set_exception(StorageError(f"storage failed: {e}"))
-        fut.exception()
+        if not fut.done():
+            fut.set_exception(StorageError(f"storage failed: {e}"))
+            fut.exception()
         self.on_fatal(e)
 
     async def drain(self) -> None:
         """Wait until everything applied so far is durable (used at shutdown)."""
         if self._batch is not None:
             await asyncio.shield(self._batch)
-        if self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        if self._unsynced:
+            await asyncio.gather(*self._unsynced, return_exceptions=True)
 
     def run(self, cmd: c.Command, reply_type: type[R]) -> tuple[R, Durable]:
         reply, durable = self.apply(cmd)

@@ -1,36 +1,46 @@
 """Group commit: many commands' mutations, one write, one WAL fsync, off the event loop.
 
 Theory of operation: ``write()`` applies a batch at once (visible, not yet durable; RocksDB
-takes ~0.5 us per operation, cheap enough for the loop thread). ``durable()`` returns when
-every write made before the call is on disk. At most one fsync runs at a time, in a private
-thread (``flush_wal(sync=True)`` releases the GIL, so the loop keeps working meanwhile).
-A caller arriving while an fsync is in flight cannot ride on it (its write may have come
-after that fsync started), so it waits for the *next* one, which starts as soon as the
-current one ends and covers everyone who arrived meanwhile. Under load, each fsync therefore
-covers all the writes of the previous fsync's duration.
+takes ~0.5 us per operation, cheap enough for the loop thread). ``when_durable(callback)``
+calls back on the loop once every write made before it is on disk; ``durable()`` is the
+awaitable form. At most one fsync runs at a time, on a private thread (``flush_wal(sync=True)``
+releases the GIL, so the loop keeps working meanwhile). A caller arriving while an fsync is
+in flight cannot ride on it (its write may have come after that fsync started), so it waits
+for the *next* one, which starts as soon as the current one ends and covers everyone who
+arrived meanwhile. Under load, each fsync therefore covers all the writes of the previous
+fsync's duration. Callbacks, not tasks: one thread hop and one loop callback per fsync is all
+the machinery an acknowledgement pays.
 
-In relaxed mode ``durable()`` does not wait; ``run_relaxed_sync()`` fsyncs every interval, so
-a power loss can lose the last interval (a process crash loses nothing: writes are in the OS).
+In relaxed mode nothing waits; ``run_relaxed_sync()`` fsyncs every interval, so a power loss
+can lose the last interval (a process crash loses nothing: writes are in the OS).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable
 
 from tq.core.layout import Mutation
 from tq.errors import StorageError
 from tq.storage.base import Store
+
+#: Called on the loop thread: None once durable, or the StorageError that prevented it.
+Callback = Callable[[StorageError | None], None]
 
 
 class GroupCommit:
     def __init__(self, store: Store, *, relaxed: bool = False) -> None:
         self._store = store
         self.relaxed = relaxed
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tq-fsync")
-        self._inflight: asyncio.Future[None] | None = None
-        self._next: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._syncing = False
+        self._covered: list[Callback] = []  # waiting for the fsync in flight
+        self._next: list[Callback] = []  # waiting for an fsync that has not started
         self._dirty = False
         self._failed: BaseException | None = None
         #: Counters for metrics: batches written, fsyncs completed.
@@ -45,73 +55,95 @@ class GroupCommit:
         self._dirty = True
         self.writes += 1
 
+    def when_durable(self, callback: Callback) -> None:
+        """Call ``callback`` on the loop once every write made so far is durable."""
+        if self._failed is not None:
+            callback(StorageError(f"storage failed earlier: {self._failed}"))
+        elif self.relaxed:
+            callback(None)
+        elif self._dirty:
+            self._next.append(callback)
+            if not self._syncing:
+                self._start_sync()
+        elif self._syncing:
+            # Every write so far came before the running fsync started.
+            self._covered.append(callback)
+        else:
+            callback(None)
+
     async def durable(self) -> None:
         """Return once every write made before this call is durable (fsync'd)."""
-        if self._failed is not None:
-            raise StorageError(f"storage failed earlier: {self._failed}")
-        if self.relaxed:
-            return
-        if not self._dirty:
-            # Every write so far came before the running fsync started (or a finished one).
-            if self._inflight is not None:
-                await asyncio.shield(self._inflight)
-            return
-        if self._inflight is None:
-            fut = self._start_sync()
-        else:
-            if self._next is None:
-                self._next = asyncio.get_running_loop().create_future()
-            fut = self._next
-        await asyncio.shield(fut)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def _start_sync(self) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
+        def settle(err: StorageError | None) -> None:
+            if fut.done():
+                return
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(err)
+
+        self.when_durable(settle)
+        await fut
+
+    def _start_sync(self) -> None:
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(target=self._fsyncs, name="tq-fsync", daemon=True)
+            self._thread.start()
+        self._syncing = True
         self._dirty = False
-        done = loop.create_future()
-        self._inflight = done
-        job = loop.run_in_executor(self._executor, self._store.sync_wal)
-        job.add_done_callback(lambda j: self._synced(j, done))
-        return done
+        self._covered, self._next = self._next, []
+        self._requests.put(True)
 
-    def _synced(self, job: asyncio.Future[None], done: asyncio.Future[None]) -> None:
-        self._inflight = None
-        exc = job.exception()
-        if exc is not None:
-            self._failed = exc
-            err = StorageError(f"WAL fsync failed: {exc}")
-            for fut in (done, self._next):
-                if fut is not None and not fut.done():
-                    fut.set_exception(err)
-                    fut.exception()  # retrieved: waiters re-raise it; no "never retrieved" noise
-            self._next = None
+    def _fsyncs(self) -> None:
+        """The fsync thread: one ``sync_wal`` per request, the outcome posted to the loop."""
+        loop = self._loop
+        assert loop is not None
+        while self._requests.get():
+            error: BaseException | None = None
+            try:
+                self._store.sync_wal()
+            except BaseException as e:  # noqa: BLE001 - handed to the loop, which fails loudly
+                error = e
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(self._synced, error)
+
+    def _synced(self, error: BaseException | None) -> None:
+        self._syncing = False
+        done, self._covered = self._covered, []
+        if error is not None:
+            self._failed = error
+            err = StorageError(f"WAL fsync failed: {error}")
+            waiting, self._next = self._next, []
+            for cb in (*done, *waiting):
+                cb(err)
             return
         self.syncs += 1
-        done.set_result(None)
-        waiting, self._next = self._next, None
-        if waiting is not None:
-            self._start_sync().add_done_callback(lambda f: _chain(f, waiting))
+        for cb in done:
+            cb(None)
+        if self._next:
+            self._start_sync()
 
     async def run_relaxed_sync(self, interval: float) -> None:
         """Relaxed mode's background job: fsync every ``interval`` seconds while dirty."""
         while True:
             await asyncio.sleep(interval)
-            if self._dirty and self._inflight is None:
-                await asyncio.shield(self._start_sync())
+            if self._dirty and not self._syncing:
+                await asyncio.to_thread(self._store.sync_wal)
+                self._dirty = False
+                self.syncs += 1
 
     async def close(self) -> None:
         """Make everything durable, then stop the fsync thread."""
-        if self._dirty and self._failed is None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._store.sync_wal)
-            self._dirty = False
-        self._executor.shutdown(wait=True)
-
-
-def _chain(src: asyncio.Future[None], dst: asyncio.Future[None]) -> None:
-    if dst.done():
-        return
-    exc = src.exception()
-    if exc is not None:
-        dst.set_exception(exc)
-    else:
-        dst.set_result(None)
+        if self._failed is None:
+            if self.relaxed and self._dirty:
+                await asyncio.to_thread(self._store.sync_wal)
+                self._dirty = False
+            elif self._dirty or self._syncing:
+                with contextlib.suppress(StorageError):
+                    await self.durable()
+        if self._thread is not None:
+            self._requests.put(False)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
