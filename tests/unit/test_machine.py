@@ -377,3 +377,20 @@ def test_lease_tokens_of_a_new_broker_start_never_repeat_earlier_ones(h: Harness
     second = h.claim(now=6.0).tasks[0].lease_token
     assert second >= 1 << 40
     assert second != first
+
+
+def test_a_dead_lettered_task_can_be_retried_with_a_fresh_budget(h: Harness) -> None:
+    t = spec(max_retries=0)
+    h.submit(t)
+    tok = h.claim().tasks[0].lease_token
+    h.codes(c.FailTasks(1.0, (c.FailedItem(t.id, tok, "boom"),)))
+    record = next(
+        v for f, k, v in reversed(h.fx.mutations) if f is Family.DEAD_LETTER and k == t.id
+    )
+    assert record is not None
+    dead = decode_task(record)
+    assert h.codes(c.RetryTasks(2.0, (dead,))) == [0]
+    again = h.claim(now=3.0).tasks
+    assert [x.id for x in again] == [t.id]
+    assert again[0].attempts == 1
+    assert h.codes(c.RetryTasks(4.0, (dead,))) == [ErrorCode.INVALID_STATE]  # live again

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import uvloop
 
+from tq.broker.fronts import start_front_doors
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.service import BrokerService
 from tq.broker.tcp import BrokerProtocol, Connections
@@ -70,8 +71,10 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         )
         port = server.sockets[0].getsockname()[1]
         log.info("broker.listening host=%s port=%d node=%s", b.host, port, service.node_id)
+        fronts = await start_front_doors(service, settings)
+        ports = {"port": port, **{f.name + "_port": f.port for f in fronts}}
         if ready_file is not None:
-            _write_ready(ready_file, b.host, port)
+            _write_ready(ready_file, b.host, ports)
         async with asyncio.TaskGroup() as tg:
             jobs = [
                 tg.create_task(lease_monitor(service)),
@@ -85,6 +88,9 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             log.info("broker.stopping")
             for job in jobs:
                 job.cancel()
+        for front in reversed(fronts):
+            with contextlib.suppress(Exception):
+                await front.stop()
         await _shutdown(service, server, conns, b.shutdown_timeout_s)
         return 1 if service.failed is not None else 0
     finally:
@@ -109,8 +115,8 @@ async def _shutdown(
         await service.commit.close()
 
 
-def _write_ready(path: Path, host: str, port: int) -> None:
+def _write_ready(path: Path, host: str, ports: dict[str, int]) -> None:
     """Atomically: a reader never sees a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"host": host, "port": port, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({"host": host, **ports, "pid": os.getpid()}))
     tmp.replace(path)

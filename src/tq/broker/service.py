@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from tq.broker.convert import new_task, task_info
 from tq.broker.events import EventHub
+from tq.broker.listing import list_tasks
 from tq.broker.waiters import ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
@@ -29,9 +30,18 @@ from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, make_task_id
 from tq.core.layout import Family, WorkerStats
 from tq.core.machine import Machine
-from tq.core.model import RetryPolicy, TaskState
-from tq.core.replies import ClaimedTask, ClaimReply, HeartbeatReply, ItemCodes, Reply, SubmitReply
+from tq.core.model import RetryPolicy, Task, TaskState
+from tq.core.replies import (
+    Affected,
+    ClaimedTask,
+    ClaimReply,
+    HeartbeatReply,
+    ItemCodes,
+    Reply,
+    SubmitReply,
+)
 from tq.errors import ErrorCode, NotFoundError, StorageError, ValidationError
+from tq.protocol.messages import ListTasks
 from tq.protocol.records import (
     QueueDepth,
     Stats,
@@ -187,6 +197,54 @@ class BrokerService:
             if code == ErrorCode.TASK_NOT_FOUND and read_task(self.store, task_ids[i]) is not None:
                 codes[i] = ErrorCode.INVALID_STATE  # it exists but has already finished
         return codes, durable
+
+    def retry_dead(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        """Requeue dead-lettered tasks; per id 0, TASK_NOT_FOUND or INVALID_STATE."""
+        found: list[Task] = []
+        codes: list[int] = []
+        slots: list[int] = []
+        for task_id in task_ids:
+            task = None if self.machine.get(task_id) else read_task(self.store, task_id)
+            if task is None:
+                live = self.machine.get(task_id) is not None
+                codes.append(ErrorCode.INVALID_STATE if live else ErrorCode.TASK_NOT_FOUND)
+                continue
+            slots.append(len(codes))
+            codes.append(OK)
+            found.append(task)
+        reply, durable = self.run(c.RetryTasks(time.time(), tuple(found)), ItemCodes)
+        for slot, code in zip(slots, reply.codes, strict=True):
+            codes[slot] = code
+        return codes, durable
+
+    def delete(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        """Delete finished tasks (completed, cancelled, dead letter); a live task is
+        INVALID_STATE (cancel it first), an unknown one TASK_NOT_FOUND."""
+        ids: list[TaskId] = []
+        states: list[TaskState] = []
+        codes: list[int] = []
+        for task_id in task_ids:
+            if self.machine.get(task_id) is not None:
+                codes.append(ErrorCode.INVALID_STATE)
+                continue
+            state = terminal_state(self.store, task_id)
+            if state is None:
+                codes.append(ErrorCode.TASK_NOT_FOUND)
+                continue
+            ids.append(task_id)
+            states.append(state)
+            codes.append(OK)
+        _, durable = self.run(c.PurgeTasks(time.time(), tuple(ids), tuple(states)), Affected)
+        return codes, durable
+
+    def list_tasks(self, query: ListTasks) -> tuple[list[TaskInfo], bytes | None]:
+        """Filtered, cursor-paged listing (see ``tq.broker.listing``)."""
+        tasks, cursor = list_tasks(self.store, query)
+        return [task_info(t, False) for t in tasks], cursor
+
+    def ready(self) -> bool:
+        """Readiness: recovered, storage healthy (liveness is the process answering at all)."""
+        return self.failed is None
 
     # ------------------------------------------------------------------ workers
 

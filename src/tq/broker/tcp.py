@@ -14,9 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from tq.broker.convert import task_info
 from tq.broker.events import Subscription
-from tq.broker.listing import list_tasks
 from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
@@ -259,8 +257,7 @@ def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
 
 
 def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
-    tasks, cursor = list_tasks(p.service.store, req)
-    infos = [task_info(t, False) for t in tasks]
+    infos, cursor = p.service.list_tasks(req)
     p.send(encode(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor)))
 
 

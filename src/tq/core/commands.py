@@ -15,7 +15,7 @@ import msgspec
 
 from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import WorkerStats
-from tq.core.model import RetryPolicy, TaskState
+from tq.core.model import RetryPolicy, Task, TaskState
 
 
 class _Command(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
@@ -159,6 +159,14 @@ class BrokerStarted(_Command, frozen=True, tag=16):
     lease tokens move to a new epoch, so none handed out before a crash is ever reissued."""
 
 
+class RetryTasks(_Command, frozen=True, tag=17):
+    """Requeue dead-lettered tasks as fresh attempts. The machine keeps no finished task in
+    memory, so the caller reads their records from storage and the command carries them
+    (every replica then requeues exactly the same tasks)."""
+
+    tasks: tuple[Task, ...]
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -176,6 +184,7 @@ Command = (
     | ReapDeadWorkers
     | PurgeTasks
     | BrokerStarted
+    | RetryTasks
 )
 
 COMMAND_TYPES: Final = Command.__args__

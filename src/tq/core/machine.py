@@ -23,6 +23,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 
+import msgspec
+
 from tq.core import commands as c
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId
@@ -93,6 +95,7 @@ class Machine:
             c.ReapDeadWorkers: self._reap,  # type: ignore[dict-item]
             c.PurgeTasks: self._purge,  # type: ignore[dict-item]
             c.BrokerStarted: self._started,  # type: ignore[dict-item]
+            c.RetryTasks: self._retry,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -660,6 +663,32 @@ class Machine:
             del idem[key]
             fx.delete(Family.METADATA, idem_key(key))
         return Affected(promoted)
+
+    def _retry(self, cmd: c.RetryTasks, fx: Effects) -> ItemCodes:
+        """Dead letter -> pending with a fresh retry budget, at the back of its priority."""
+        now, codes = cmd.now, list[int]()
+        for stored in cmd.tasks:
+            if stored.id in self._tasks:
+                codes.append(ErrorCode.INVALID_STATE)  # already live again
+                continue
+            if stored.state is not DEAD:
+                codes.append(ErrorCode.INVALID_STATE)
+                continue
+            task = msgspec.structs.replace(
+                stored, attempts=0, error=None, error_type=None, worker_id=None,
+                lease_expires_at=None, completed_at=None, started_at=None, progress=0,
+                progress_message=None, scheduled_at=None,
+            )  # fmt: skip
+            self._tasks[task.id] = task
+            self._bump(task.queue, DEAD, 1)
+            self._set(task, PENDING, now)
+            self._enqueue(task)
+            fx.delete(Family.DEAD_LETTER, task.id)
+            fx.put_task(Family.PENDING, task)
+            fx.event(task)
+            self.meta.counters.retried += 1
+            codes.append(OK)
+        return ItemCodes(codes)
 
     def _purge(self, cmd: c.PurgeTasks, fx: Effects) -> Affected:
         if len(cmd.task_ids) != len(cmd.states):

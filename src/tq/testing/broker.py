@@ -40,6 +40,9 @@ class BrokerProcess:
         self.log_path = Path(log_file) if log_file else self.data_dir.with_suffix(".broker.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"
+        #: Every port the broker listens on, from its ready file: port (TCP), and when
+        #: enabled rest_port, grpc_port, metrics_port.
+        self.ports: dict[str, int] = {}
 
     @property
     def url(self) -> str:
@@ -53,7 +56,15 @@ class BrokerProcess:
         ready = Path(ready_name)
         ready.unlink()
         argv = [sys.executable, "-m", "tq"]
-        for key, value in self.settings.items():
+        # Management front doors listen on ephemeral ports unless a test asks otherwise, so
+        # parallel tests never fight over 8080/50051/9420.
+        settings = {
+            "api.rest_port": 0,
+            "api.grpc_port": 0,
+            "monitoring.prometheus_port": 0,
+            **self.settings,
+        }
+        for key, value in settings.items():
             argv += ["--set", f"{key}={value}"]
         argv += [
             "broker",
@@ -71,6 +82,7 @@ class BrokerProcess:
                 info = json.loads(ready.read_text())
                 ready.unlink()
                 self.port = int(info["port"])
+                self.ports = {k: int(v) for k, v in info.items() if k.endswith("port")}
                 return self
             if self.proc.poll() is not None:
                 raise TqError(f"broker exited with {self.proc.returncode}: {self.log_tail()}")
