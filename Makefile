@@ -12,7 +12,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	scripts/install-test-deps
+	scripts/install-test-deps prometheus
 	touch $(STAMP)
 
 # A broker (data in ./.tq-data, port 7420) plus one worker of the example handlers
