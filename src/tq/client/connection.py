@@ -58,9 +58,8 @@ class ConnectionLostError(UnavailableError):
     """The connection closed while a request was outstanding: its outcome is unknown."""
 
 
-def _validate(msg: Request) -> None:
-    """Decode ``msg`` as the broker will: a constraint it breaks is named with its field path."""
-    frame = encode(msg)
+def _validate(frame: bytes) -> None:
+    """Decode ``frame`` as the broker will: a constraint it breaks is named with its path."""
     try:
         decode_payload(frame[LENGTH_PREFIX_SIZE], memoryview(frame)[LENGTH_PREFIX_SIZE + 1 :])
     except FrameError as e:
@@ -182,8 +181,9 @@ class Connection(asyncio.Protocol):
             raise self._lost_error()
         rid = self._proto.next_request_id()
         msg = build(rid)
-        _validate(msg)
-        frame = self._proto.send(msg)
+        frame = encode(msg)  # encoded once: validated here, then sent as is
+        _validate(frame)
+        self._proto.send(msg, frame)
         fut: asyncio.Future[Reply] = self._loop.create_future()
         self._pending[rid] = fut
         self._write(frame)

@@ -232,8 +232,9 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         self.state = ConnectionState.HELLO_SENT
         return frame
 
-    def send(self, msg: Request) -> bytes:
+    def send(self, msg: Request, frame: bytes | None = None) -> bytes:
         """The frame for ``msg``, whose request id is now outstanding until its reply.
+        ``frame``: ``encode(msg)`` if the caller already has it (saves a second encode).
 
         Raises ProtocolError (nothing recorded, connection still usable) if HELLO was not sent,
         the id is 0 or already outstanding, or the frame exceeds the server's limit.
@@ -245,7 +246,8 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         rid = msg.request_id
         if rid == CONNECTION_REQUEST_ID or rid in self._outstanding:
             raise ProtocolError(f"request id {rid} is reserved or already outstanding")
-        frame = encode(msg)
+        if frame is None:
+            frame = encode(msg)
         if frame_size(frame) > self.peer_max_frame_size:
             raise ProtocolError(
                 f"{msg.type_code.name} frame of {frame_size(frame)} bytes exceeds the server's "
