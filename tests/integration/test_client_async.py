@@ -107,6 +107,28 @@ async def test_a_thousand_concurrent_submits_pipeline_over_one_connection(
 
 
 @aio
+async def test_submit_nowait_pipelines_submits_and_resolves_each_to_its_durable_id(
+    broker: BrokerProcess, queue: str
+) -> None:
+    async with AsyncClient(broker.url) as client:
+        with pytest.raises(UnavailableError, match="connect"):
+            client.submit_nowait(client.spec("t", queue=queue))  # not connected yet
+        await client.connect()
+        futures = [
+            client.submit_nowait(client.spec("t", b"%d" % i, queue=queue)) for i in range(500)
+        ]
+        ids = await asyncio.gather(*futures)
+        assert len(set(ids)) == 500
+        infos = await client.status_many(ids)
+        assert [info.payload for info in infos if info is not None] == [None] * 500
+        refused = client.submit_nowait(
+            client.spec("t", queue=queue, depends_on=[str(uuid.uuid4())])
+        )
+        with pytest.raises(ConflictError):
+            await refused
+
+
+@aio
 async def test_broker_refusals_raise_the_error_of_their_code(
     broker: BrokerProcess, queue: str
 ) -> None:

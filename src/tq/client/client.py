@@ -24,6 +24,7 @@ from tq.core.model import TaskState
 from tq.errors import (
     ErrorCode,
     NotFoundError,
+    ProtocolError,
     TaskFailedError,
     TqError,
     UnavailableError,
@@ -53,6 +54,7 @@ from tq.protocol import (
     WorkersReply,
 )
 from tq.protocol.records import DEFAULT_QUEUE
+from tq.protocol.registry import Reply
 
 #: States a task leaves again; any other state an until_terminal event carries ends a wait,
 #: so a newer broker's new terminal state cannot hang us.
@@ -162,6 +164,36 @@ class AsyncClient(WorkerCalls):
         # batching and gathering of submit_many, the path of every pipelined single submit.
         reply = await self._submit_run((spec,), spec.idempotency_key is not None)
         return format_task_id(reply.ids[0])
+
+    def submit_nowait(self, spec: TaskSpec) -> asyncio.Future[str]:
+        """The pipelining fast path: send one task now and return a future of its id, set
+        once the broker has made it durable. No per-call timeout and no resend: a lost
+        connection fails the future. Needs an open connection (``await connect()``)::
+
+            spec = client.spec("resize", payload)
+            ids = await asyncio.gather(*(client.submit_nowait(spec) for _ in range(10_000)))
+        """
+        sent = self._session.current().request_nowait(
+            lambda rid: SubmitTask(request_id=rid, tasks=[spec])
+        )
+        out: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def settle(f: asyncio.Future[Reply]) -> None:
+            if out.done():
+                return
+            if f.cancelled():
+                out.cancel()
+            elif (err := f.exception()) is not None:
+                out.set_exception(err)
+            else:
+                reply = f.result()
+                if isinstance(reply, SubmitReply):
+                    out.set_result(format_task_id(reply.ids[0]))
+                else:
+                    out.set_exception(ProtocolError(f"expected SUBMIT_REPLY, got {reply!r}"))
+
+        sent.add_done_callback(settle)
+        return out
 
     async def submit_many(self, specs: Sequence[TaskSpec]) -> list[str]:
         """Submit many tasks in one SUBMIT_TASK (all or nothing), or in several frames when

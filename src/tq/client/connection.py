@@ -176,6 +176,11 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
         return reply
 
+    def request_nowait(self, build: Callable[[int], Request]) -> asyncio.Future[Reply]:
+        """Send now; the future gets the reply (a NACK as its TqError). No per-request timer:
+        the pipelining fast path. The future fails when the connection is lost."""
+        return self._send(build)[1]
+
     def _send(self, build: Callable[[int], Request]) -> tuple[int, asyncio.Future[Reply]]:
         if not self._open:
             raise self._lost_error()

@@ -129,6 +129,16 @@ class Session:
                     raise
                 retried = True
 
+    def current(self) -> Connection:
+        """The open connection, without dialling: UnavailableError if there is none."""
+        conn = self._conn
+        if conn is None or not conn.is_open or self._dirty:
+            raise UnavailableError(
+                f"not connected to {self.address.url}: await connect() first",
+                ErrorCode.SHUTTING_DOWN,
+            )
+        return conn
+
     async def connection(self, deadline: float) -> Connection:
         """The open connection, dialled (and subscriptions re-sent) if there is none."""
         conn = self._conn
