@@ -43,7 +43,8 @@ async def start_front_doors(service: BrokerService, settings: Settings) -> list[
         try:
             cls = getattr(importlib.import_module(module), cls_name)
         except ModuleNotFoundError as e:
-            if e.name != module:
+            missing = e.name or ""
+            if not (module == missing or module.startswith(missing + ".")):
                 raise  # a dependency of the front door is missing: that is an install error
             log.warning("api.unavailable module=%s (not in this build)", module)
             continue
