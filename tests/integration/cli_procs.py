@@ -33,6 +33,9 @@ def child_env(url: str | None = None, **extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     if url is not None:
         env["TQ_BROKER_URL"] = url
+    # A broker's management front doors take free ports, so tests running side by side
+    # never fight over the fixed defaults (8080, 50051, 9420).
+    env.update(TQ_API__REST_PORT="0", TQ_API__GRPC_PORT="0", TQ_MONITORING__PROMETHEUS_PORT="0")
     env.update(extra)
     return env
 

@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "client": {"protocol", "core", "errors", "config"},
     "worker": {"client", "protocol", "core", "errors", "config"},
     "broker": {"storage", "protocol", "core", "errors", "config"},
+    "api": {"broker", "storage", "protocol", "core", "errors", "config"},
     "testing": {"errors"},
     "cli": {"broker", "worker", "client", "storage", "protocol", "core", "errors", "config"},
 }

@@ -1,0 +1,1 @@
+"""Management front doors over ``tq.broker.service``: REST + WebSocket, gRPC, metrics."""

@@ -1,0 +1,1 @@
+"""Code generated from proto/tq/v1/tq.proto by scripts/gen-proto: do not edit."""

@@ -1,0 +1,180 @@
+"""Translation between the gRPC messages of ``tq.v1`` and tq's records, in both directions.
+
+Pure functions: no I/O, no clock. Input from a client is validated here with the same
+``msgspec`` constraints as the TCP protocol, and a bad value becomes a ``ValidationError``
+that names the field (``tasks[2].priority``), never a protobuf or msgspec exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import msgspec
+
+from tq.api._pb import tq_pb2 as pb
+from tq.core.effects import TaskEvent
+from tq.core.ids import TaskId, format_task_id, parse_task_id
+from tq.core.model import TaskState
+from tq.errors import ValidationError
+from tq.protocol.messages import ListTasks
+from tq.protocol.records import QueueDepth, Stats, TaskInfo, TaskSpec, WorkerInfo
+
+STATE_TO_PB: Final[dict[str, pb.TaskState]] = {
+    TaskState.PENDING.value: pb.TASK_STATE_PENDING,
+    TaskState.SCHEDULED.value: pb.TASK_STATE_SCHEDULED,
+    TaskState.IN_PROGRESS.value: pb.TASK_STATE_IN_PROGRESS,
+    TaskState.COMPLETED.value: pb.TASK_STATE_COMPLETED,
+    TaskState.FAILED.value: pb.TASK_STATE_FAILED,
+    TaskState.DEAD_LETTER.value: pb.TASK_STATE_DEAD_LETTER,
+    TaskState.CANCELLED.value: pb.TASK_STATE_CANCELLED,
+}
+STATE_FROM_PB: Final[dict[int, TaskState]] = {v: TaskState(k) for k, v in STATE_TO_PB.items()}
+#: Priority range of each tier (core.model.PriorityTier).
+TIER_RANGE: Final[dict[int, tuple[int, int]]] = {
+    pb.PRIORITY_TIER_LOW: (0, 99),
+    pb.PRIORITY_TIER_NORMAL: (100, 199),
+    pb.PRIORITY_TIER_HIGH: (200, 255),
+}
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1000
+_SPEC_OPTIONAL: Final = (
+    "queue", "priority", "delay", "scheduled_at", "max_retries", "timeout",
+    "idempotency_key", "expires_at",
+)  # fmt: skip
+_FILTER_OPTIONAL: Final = (
+    "queue", "task_type", "priority_min", "priority_max", "created_after", "created_before",
+)  # fmt: skip
+
+
+def parse_id(text: str, field: str = "id") -> TaskId:
+    if not text:
+        raise ValidationError(f"{field} is required (a task id as a UUID string)")
+    try:
+        return parse_task_id(text)
+    except ValidationError:
+        raise ValidationError(f"{field} {text!r} is not a UUID") from None
+
+
+def parse_ids(texts: Iterable[str], field: str = "ids") -> list[TaskId]:
+    return [parse_id(t, f"{field}[{i}]") for i, t in enumerate(texts)]
+
+
+def _convert(fields: Mapping[str, Any], cls: type[Any], where: str) -> Any:
+    try:
+        return msgspec.convert(fields, cls)
+    except msgspec.ValidationError as e:
+        # msgspec names the path as `$.field`; report it under the request's field name.
+        raise ValidationError(str(e).replace("$.", f"{where}.").replace("$", where)) from None
+
+
+def spec_from_pb(spec: pb.TaskSpec, where: str = "task") -> TaskSpec:
+    if spec.HasField("delay") and spec.HasField("scheduled_at"):
+        raise ValidationError(f"{where}: give delay or scheduled_at, not both")
+    fields: dict[str, Any] = {
+        "task_type": spec.task_type,
+        "payload": spec.payload,
+        "depends_on": parse_ids(spec.depends_on, f"{where}.depends_on"),
+    }
+    for name in _SPEC_OPTIONAL:
+        if spec.HasField(name):
+            fields[name] = getattr(spec, name)
+    if spec.HasField("id"):
+        fields["id"] = parse_id(spec.id, f"{where}.id")
+    if spec.HasField("retry"):
+        r = spec.retry
+        fields["retry"] = {
+            "base": r.base, "factor": r.factor, "max_delay": r.max_delay, "jitter": r.jitter,
+        }  # fmt: skip
+    if spec.tags:
+        fields["tags"] = dict(spec.tags)
+    result: TaskSpec = _convert(fields, TaskSpec, where)
+    return result
+
+
+def list_query(f: pb.TaskFilter, cursor: bytes = b"", limit: int = 0) -> ListTasks:
+    """A validated listing query (``filter.*`` names the bad field)."""
+    if limit > MAX_LIMIT:
+        raise ValidationError(f"limit {limit} is above {MAX_LIMIT}")
+    fields: dict[str, Any] = {"request_id": 0, "limit": limit or DEFAULT_LIMIT}
+    for name in _FILTER_OPTIONAL:
+        if f.HasField(name):
+            fields[name] = getattr(f, name)
+    if f.state:
+        state = STATE_FROM_PB.get(f.state)
+        if state is None:
+            raise ValidationError(f"filter.state {f.state} is not a known TaskState")
+        fields["state"] = state.value
+    if f.priority_tier:
+        tier = TIER_RANGE.get(f.priority_tier)
+        if tier is None:
+            raise ValidationError(f"filter.priority_tier {f.priority_tier} is not a known tier")
+        fields["priority_min"] = max(tier[0], fields.get("priority_min", 0))
+        fields["priority_max"] = min(tier[1], fields.get("priority_max", 255))
+    if cursor:
+        fields["cursor"] = cursor
+    query: ListTasks = _convert(fields, ListTasks, "filter")
+    return query
+
+
+def task_to_pb(t: TaskInfo) -> pb.Task:
+    return pb.Task(
+        id=format_task_id(t.id), task_type=t.task_type, queue=t.queue, payload=t.payload,
+        priority=t.priority, state=STATE_TO_PB.get(t.state, pb.TASK_STATE_UNSPECIFIED),
+        created_at=t.created_at, updated_at=t.updated_at, scheduled_at=t.scheduled_at,
+        attempts=t.attempts, max_retries=t.max_retries, timeout=t.timeout,
+        depends_on=[format_task_id(d) for d in t.depends_on], result=t.result, error=t.error,
+        error_type=t.error_type, worker_id=t.worker_id, lease_expires_at=t.lease_expires_at,
+        progress=t.progress, progress_message=t.progress_message, tags=t.tags,
+        idempotency_key=t.idempotency_key, expires_at=t.expires_at, started_at=t.started_at,
+        completed_at=t.completed_at,
+    )  # fmt: skip
+
+
+def event_to_pb(ev: TaskEvent) -> pb.TaskEvent:
+    return pb.TaskEvent(
+        id=format_task_id(ev.task_id), state=STATE_TO_PB[ev.state.value], queue=ev.queue,
+        task_type=ev.task_type, at=ev.at, attempts=ev.attempts, result=ev.result,
+        error=ev.error, error_type=ev.error_type, worker_id=ev.worker_id,
+        progress=ev.progress, progress_message=ev.progress_message,
+    )  # fmt: skip
+
+
+def info_event_to_pb(t: TaskInfo) -> pb.TaskEvent:
+    """The event that reports a task's current state (for a watch of a finished task)."""
+    return pb.TaskEvent(
+        id=format_task_id(t.id), state=STATE_TO_PB.get(t.state, pb.TASK_STATE_UNSPECIFIED),
+        queue=t.queue, task_type=t.task_type, at=t.updated_at, attempts=t.attempts,
+        result=t.result, error=t.error, error_type=t.error_type, worker_id=t.worker_id,
+    )  # fmt: skip
+
+
+def queues_to_pb(queues: Mapping[str, QueueDepth]) -> list[pb.QueueDepth]:
+    return [_queue(name, q) for name, q in sorted(queues.items())]
+
+
+def _queue(name: str, q: QueueDepth) -> pb.QueueDepth:
+    return pb.QueueDepth(
+        name=name, high=q.high, normal=q.normal, low=q.low, scheduled=q.scheduled,
+        in_progress=q.in_progress,
+    )  # fmt: skip
+
+
+def stats_to_pb(s: Stats, at: float) -> pb.Stats:
+    return pb.Stats(
+        pending=s.pending, scheduled=s.scheduled, in_progress=s.in_progress, failed=s.failed,
+        dead_letter=s.dead_letter, workers=s.workers, queues=queues_to_pb(s.queues),
+        totals=s.totals, uptime=s.uptime, node_id=s.node_id, at=at,
+    )  # fmt: skip
+
+
+def workers_to_pb(workers: Sequence[WorkerInfo]) -> list[pb.Worker]:
+    return [_worker(w) for w in workers]
+
+
+def _worker(w: WorkerInfo) -> pb.Worker:
+    return pb.Worker(
+        id=w.id, name=w.name, queues=w.queues, concurrency=w.concurrency, hostname=w.hostname,
+        pid=w.pid, registered_at=w.registered_at, last_heartbeat=w.last_heartbeat,
+        cpu_percent=w.cpu_percent, memory_rss=w.memory_rss, running=w.running, alive=w.alive,
+    )  # fmt: skip
