@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from tq.broker.convert import new_task, task_info
 from tq.broker.events import EventHub
+from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
 from tq.broker.waiters import ClaimWaiters
 from tq.config import Settings, SyncMode
@@ -103,6 +104,10 @@ class BrokerService:
         self._unsynced: set[Durable] = set()  # written batches whose fsync is pending
         self.failed: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
+        #: Set by the metrics front door; None: nothing is measured beyond plain counters.
+        self.instruments: Instruments | None = None
+        self.tcp_connections = 0  # open (admitted) TCP connections, for metrics
+        self.tcp_refused = 0  # connections refused at the limit
 
     # ------------------------------------------------------------------ the apply/commit engine
 
@@ -288,14 +293,18 @@ class BrokerService:
         failed = [i for i, o in enumerate(outcomes) if not o.ok]
         codes = [OK] * len(outcomes)
         durable = self._batch_future()
+        ins = self.instruments
         if done:
             items = tuple(
                 c.CompletedItem(outcomes[i].task_id, outcomes[i].lease_token, outcomes[i].result)
                 for i in done
             )
+            attempts = None if ins is None else self._live(outcomes, done)
             reply, durable = self.run(c.CompleteTasks(now, items), ItemCodes)
             for i, code in zip(done, reply.codes, strict=True):
                 codes[i] = code
+            if ins is not None and attempts is not None:
+                ins.finished("completed", now, attempts, reply.codes)
         if failed:
             fitems = tuple(
                 c.FailedItem(
@@ -304,10 +313,19 @@ class BrokerService:
                 )
                 for o in (outcomes[i] for i in failed)
             )  # fmt: skip
+            fattempts = None if ins is None else self._live(outcomes, failed)
             freply, durable = self.run(c.FailTasks(now, fitems, self.default_retry), ItemCodes)
             for i, code in zip(failed, freply.codes, strict=True):
                 codes[i] = code
+            if ins is not None and fattempts is not None:
+                ins.finished("failed", now, fattempts, freply.codes)
         return codes, durable
+
+    def _live(self, outcomes: Sequence[TaskOutcome], picked: list[int]) -> list[Task | None]:
+        """The tasks the picked outcomes are about, fetched before the command forgets them
+        (their ``started_at`` survives the command: metrics read it afterwards)."""
+        get = self.machine.get
+        return [get(outcomes[i].task_id) for i in picked]
 
     def heartbeat(
         self, worker_id: WorkerId, cpu: float, rss: int, running: Sequence[TaskId]

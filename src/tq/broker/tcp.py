@@ -80,6 +80,7 @@ class BrokerProtocol(asyncio.Protocol):
         self.out: list[bytes] = []
         self.last_active = time.monotonic()
         self.peer = "?"
+        self.admitted = False
 
     # ------------------------------------------------------------------ transport events
 
@@ -94,12 +95,18 @@ class BrokerProtocol(asyncio.Protocol):
             )
             self.transport.write(nack_frame(None, err))
             self.transport.close()
+            self.service.tcp_refused += 1
             log.warning("connection.refused peer=%s reason=limit", self.peer)
             return
         self.conns.open.add(self)
+        self.admitted = True
+        self.service.tcp_connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conns.open.discard(self)
+        if self.admitted:
+            self.admitted = False
+            self.service.tcp_connections -= 1
         self.service.waiters.drop(self)
         self.service.events.remove_sink(self)
         self.transport = None
@@ -205,8 +212,14 @@ def _ping(p: BrokerProtocol, req: m.Ping) -> None:
 
 def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
     reply, durable = p.service.submit(req.tasks)
-    rid = req.request_id
-    p.after(durable, lambda: SubmitReply(request_id=rid, ids=reply.ids, created=reply.created), rid)
+    rid, ins, received = req.request_id, p.service.instruments, p.last_active
+
+    def make() -> SubmitReply:
+        if ins is not None:  # latency from the read that carried the request until durable
+            ins.submit_latency.observe(time.monotonic() - received)
+        return SubmitReply(request_id=rid, ids=reply.ids, created=reply.created)
+
+    p.after(durable, make, rid)
 
 
 def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
@@ -219,6 +232,10 @@ def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
     p.service.claim(
         WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p
     )
+    if (ins := p.service.instruments) is not None:
+        # From the read that carried it to its answer (or to parking it: a long poll's wait
+        # for work is the queue's emptiness, not the broker's latency).
+        ins.claim_latency.observe(time.monotonic() - p.last_active)
 
 
 def _wire(t: ClaimedTask) -> WireClaimed:

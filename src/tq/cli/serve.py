@@ -2,7 +2,8 @@
 
 Their flags become configuration overrides, so they are validated like every other setting and
 ``tq config`` can show what a flag would do. This is where logging is configured: text for
-people, or JSON (one object per line: ts, level, logger, msg) for log collectors.
+people, or JSON for log collectors (one object per line: ts, level, logger, msg, and the
+event name and key=value fields of our event-style messages).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,16 +31,58 @@ __all__ = ["broker_cmd", "configure_logging", "dev_cmd", "worker_cmd"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: A %-conversion of a log template ("%%" included, to be skipped).
+_CONVERSION = re.compile(r"%(?:%|[-#0 +]*\d*(?:\.\d+)?[a-zA-Z])")
+_FIELD = re.compile(r"(\w+)=(\S+)")
+_EVENT = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+")
+
+
+def event_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The ``key=%x`` and ``key=literal`` pairs of an event-style template, with the raw
+    argument values (a count stays a number); {} when the template does not line up."""
+    template, args = record.msg, record.args or ()
+    if not isinstance(template, str) or not isinstance(args, tuple):
+        return {}
+    conversions = [m for m in _CONVERSION.finditer(template) if m.group() != "%%"]
+    if len(conversions) != len(args):
+        return {}
+    value_at = {m.start(): arg for m, arg in zip(conversions, args, strict=True)}
+    fields: dict[str, Any] = {}
+    for pair in _FIELD.finditer(template):
+        key, start = pair.group(1), pair.start(2)
+        if start in value_at:
+            fields[key] = _plain(value_at[start])
+        elif "%" not in pair.group(2):
+            fields[key] = pair.group(2)
+    return fields
+
+
+def _plain(value: object) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # NaN is not JSON
+    return str(value)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; an exception travels as one escaped string, not many lines."""
+    """One JSON object per line: ts, level, logger, msg, the event name and its fields (from
+    ``"lease.expired count=%d"``: event "lease.expired", count 3); an exception travels as
+    one escaped string, not many lines."""
 
     def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": msg,
         }
+        event = msg.split(" ", 1)[0]
+        if _EVENT.fullmatch(event):
+            entry["event"] = event
+        for key, value in event_fields(record).items():
+            entry.setdefault(key, value)  # a field never hides ts, level, logger or msg
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -1,0 +1,393 @@
+"""Prometheus metrics on ``monitoring.prometheus_port``: ``GET /metrics`` in the broker's loop.
+
+Theory of operation: nothing here runs per task. Counters the broker keeps anyway (the state
+machine's lifetime totals, live counts, queue depths, group-commit counters) are read when
+Prometheus scrapes, by one custom collector; the few histograms (``tq.broker.instruments``)
+are fed once per request or per batch. The registry is private (no global state), and a tiny
+HTTP/1.1 server on asyncio streams serves it: no thread, no framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import NamedTuple
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector, CollectorRegistry
+
+import tq
+from tq.broker.instruments import Histogram, Instruments
+from tq.broker.service import BrokerService
+from tq.config import Settings
+from tq.core.layout import Family
+from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
+from tq.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Machine counter -> ``tq_tasks_total{outcome}``.
+OUTCOMES = {
+    "submitted": "submitted",
+    "claimed": "claimed",
+    "completed": "completed",
+    "failed_attempts": "failed",
+    "retried": "retried",
+    "dead_lettered": "dead_lettered",
+    "cancelled": "cancelled",
+    "purged": "purged",
+}
+MAX_QUEUES_REMEMBERED = 10_000
+TIERS = tuple(tier.name.lower() for tier in PriorityTier)  # low, normal, high: as queue_depths()
+
+
+class BrokerCollector(Collector):
+    """Every tq_* metric, read from the service when Prometheus scrapes."""
+
+    def __init__(self, service: BrokerService, instruments: Instruments) -> None:
+        self.service = service
+        self.instruments = instruments
+        self._queues_seen = {DEFAULT_QUEUE}
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names are fixed by this module; registering must not scrape
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._broker()
+        yield from self._tasks()
+        yield from self._queues()
+        yield from self._workers_and_connections()
+        yield from self._histograms()
+        yield from self._storage()
+
+    def _broker(self) -> Iterable[Metric]:
+        s = self.service
+        yield InfoMetricFamily(
+            "tq_broker", "This broker.", value={"node_id": s.node_id, "version": tq.__version__}
+        )
+        yield GaugeMetricFamily(
+            "tq_broker_start_time_seconds", "When the broker started (Unix time).", s.started
+        )
+        yield GaugeMetricFamily(
+            "tq_broker_ready", "1 while the broker accepts changes (storage healthy).", s.ready()
+        )
+
+    def _tasks(self) -> Iterable[Metric]:
+        m = self.service.machine
+        totals = m.meta.counters
+        tasks = CounterMetricFamily(
+            "tq_tasks",
+            "Task lifecycle events since the data directory was created, by outcome "
+            "(failed counts failed attempts, lost leases included).",
+            labels=["outcome"],
+        )
+        for field, outcome in OUTCOMES.items():
+            tasks.add_metric([outcome], getattr(totals, field))
+        yield tasks
+        yield CounterMetricFamily(
+            "tq_leases_expired", "Leases that ran out (the task went back to the queue).",
+            totals.leases_expired,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "tq_retries", "Failed attempts scheduled to run again.", totals.retried
+        )
+        yield CounterMetricFamily(
+            "tq_dead_letters", "Tasks moved to the dead-letter queue.", totals.dead_lettered
+        )
+        counts = m.counts()
+        for name, state, doc in (
+            ("pending", TaskState.PENDING, "Tasks ready to run, waiting for a worker."),
+            ("in_progress", TaskState.IN_PROGRESS, "Tasks a worker holds under a lease."),
+            ("scheduled", TaskState.SCHEDULED, "Tasks delayed or waiting on dependencies."),
+            ("retry_waiting", TaskState.FAILED, "Failed attempts waiting for their retry."),
+        ):
+            yield GaugeMetricFamily(f"tq_tasks_{name}", doc, counts[state])
+        yield GaugeMetricFamily(
+            "tq_tasks_dead_letter",
+            "Tasks in the dead-letter queue (a storage estimate).",
+            self.service.store.approximate_count(Family.DEAD_LETTER),
+        )
+
+    def _queues(self) -> Iterable[Metric]:
+        m = self.service.machine
+        depth = GaugeMetricFamily(
+            "tq_broker_queue_depth",
+            "Pending tasks per queue and priority tier.",
+            labels=["queue", "tier"],
+        )
+        depths = m.queue_depths()
+        # A queue that empties stays, at 0: a vanished series reads as "no data", not empty.
+        if len(self._queues_seen) < MAX_QUEUES_REMEMBERED:
+            self._queues_seen.update(depths)
+        for queue in sorted(self._queues_seen | depths.keys()):
+            for tier, n in zip(TIERS, depths.get(queue, (0, 0, 0)), strict=True):
+                depth.add_metric([queue, tier], n)
+        yield depth
+        live = GaugeMetricFamily(
+            "tq_broker_queue_tasks", "Live tasks per queue and state.", labels=["queue", "state"]
+        )
+        for queue, by_state in m.queue_counts().items():
+            for state, n in by_state.items():
+                live.add_metric([queue, state.value], n)
+        yield live
+
+    def _workers_and_connections(self) -> Iterable[Metric]:
+        s = self.service
+        workers = s.machine.workers()
+        alive_since = time.time() - s.dead_after
+        yield GaugeMetricFamily(
+            "tq_workers_connected",
+            "Registered workers whose heartbeats are current.",
+            sum(1 for w in workers if w.last_heartbeat >= alive_since),
+        )
+        yield GaugeMetricFamily(
+            "tq_workers_registered", "Registered workers, dead or alive.", len(workers)
+        )
+        yield GaugeMetricFamily(
+            "tq_claim_waiters", "Claims parked in a long poll, waiting for work.", len(s.waiters)
+        )
+        conns = GaugeMetricFamily("tq_connections", "Open client connections.", labels=["door"])
+        conns.add_metric(["tcp"], s.tcp_connections)
+        yield conns
+        refused = CounterMetricFamily(
+            "tq_connections_refused", "Connections refused at the limit.", labels=["door"]
+        )
+        refused.add_metric(["tcp"], s.tcp_refused)
+        yield refused
+
+    def _histograms(self) -> Iterable[Metric]:
+        ins = self.instruments
+        yield _histogram(
+            "tq_submit_latency_seconds",
+            "TCP submit requests: from the read carrying the request until it was durable.",
+            ins.submit_latency,
+        )
+        yield _histogram(
+            "tq_claim_latency_seconds",
+            "TCP claim requests: from the read carrying the request until answered (or "
+            "parked for a long poll).",
+            ins.claim_latency,
+        )
+        processing = HistogramMetricFamily(
+            "tq_task_processing_duration_seconds",
+            "From claim to reported outcome, per attempt.",
+            labels=["outcome"],
+        )
+        for outcome, hist in ins.processing.items():
+            processing.add_metric([outcome], hist.cumulative(), hist.sum)
+        yield processing
+        yield _histogram(
+            "tq_group_commit_batch_size",
+            "Storage mutations made durable by one WAL fsync.",
+            ins.commit_batch,
+        )
+        yield _histogram(
+            "tq_group_commit_fsync_duration_seconds",
+            "Duration of one WAL fsync.",
+            ins.fsync_latency,
+        )
+
+    def _storage(self) -> Iterable[Metric]:
+        gc = self.service.commit
+        yield CounterMetricFamily(
+            "tq_group_commit_writes", "Write batches (one per event-loop turn with changes).",
+            gc.writes,
+        )  # fmt: skip
+        yield CounterMetricFamily("tq_group_commit_fsyncs", "WAL fsyncs completed.", gc.syncs)
+        yield CounterMetricFamily(
+            "tq_group_commit_mutations", "Storage mutations written.", gc.mutations
+        )
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=hist.cumulative(), sum_value=hist.sum)
+
+
+def build_registry(service: BrokerService, instruments: Instruments) -> CollectorRegistry:
+    """A private registry: the tq collector plus process, platform and GC metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(service, instruments))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+# ---------------------------------------------------------------------------------- HTTP
+
+#: A scrape request's head is a few hundred bytes; anything near this is not Prometheus.
+MAX_HEAD = 16 * 1024
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT = 60.0  # Prometheus keeps connections alive between scrapes (15 s by default)
+WRITE_TIMEOUT = 10.0
+INDEX = b"tq broker metrics: GET /metrics\n"
+
+
+class Request(NamedTuple):
+    method: str
+    path: str
+    keep_alive: bool
+    has_body: bool
+    accept: str
+
+
+def parse_head(head: bytes) -> Request | None:
+    """The request line and headers we care about; None when malformed."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        return None
+    if not version.startswith("HTTP/1.") or not target.startswith("/"):
+        return None
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            return None
+        headers[name.strip().lower()] = value.strip()
+    connection = headers.get("connection", "").lower()
+    keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+    has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
+    return Request(method, target.split("?", 1)[0], keep_alive, has_body, headers.get("accept", ""))
+
+
+def response(
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    *,
+    keep_alive: bool = False,
+    head_only: bool = False,
+    extra: str = "",
+) -> bytes:
+    head = (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n{extra}\r\n"
+    )
+    return head.encode("latin-1") + (b"" if head_only else body)
+
+
+class MetricsServer:
+    """The ``metrics`` front door (see ``tq.broker.fronts``)."""
+
+    name = "metrics"
+
+    def __init__(self, service: BrokerService, settings: Settings) -> None:
+        mon = settings.monitoring
+        self.service = service
+        self.host = mon.prometheus_host
+        self.port = mon.prometheus_port
+        self.instruments = Instruments()
+        self.registry = build_registry(service, self.instruments)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        try:
+            self._server = await asyncio.start_server(
+                self._connection, self.host, self.port, limit=MAX_HEAD
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {self.host}:{self.port}: "
+                f"{os.strerror(exc.errno).lower() if exc.errno else exc} "
+                "(set monitoring.prometheus_port; 0 picks a free port)"
+            ) from exc
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.service.instruments = self.instruments
+        self.service.commit.on_sync = self.instruments.on_sync
+        return self.port
+
+    async def stop(self) -> None:
+        if self.service.instruments is self.instruments:
+            self.service.instruments = None
+            self.service.commit.on_sync = None
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._server.wait_closed()
+        self._server = None
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition (text format, or OpenMetrics when asked for) and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    def answer(self, req: Request) -> tuple[bytes, bool]:
+        """The response to one request, and whether the connection stays open."""
+        keep = req.keep_alive and not req.has_body
+        head_only = req.method == "HEAD"
+        if req.method not in ("GET", "HEAD"):
+            body = f"method {req.method} not allowed: use GET\n".encode()
+            extra = "Allow: GET, HEAD\r\n"
+            return response(HTTPStatus.METHOD_NOT_ALLOWED, body, extra=extra), False
+        if req.path == "/metrics":
+            try:
+                body, content_type = self.render(req.accept)
+            except Exception as exc:  # a broken collector must cost the scrape, not the broker
+                log.exception("metrics.scrape_failed error=%s", exc)
+                body = f"collecting metrics failed: {type(exc).__name__}: {exc}\n".encode()
+                return response(HTTPStatus.INTERNAL_SERVER_ERROR, body), False
+            return response(HTTPStatus.OK, body, content_type, keep_alive=keep,
+                            head_only=head_only), keep  # fmt: skip
+        if req.path == "/":
+            return response(HTTPStatus.OK, INDEX, keep_alive=keep, head_only=head_only), keep
+        body = f"no such path: {req.path} (metrics are at /metrics)\n".encode()
+        return response(HTTPStatus.NOT_FOUND, body, keep_alive=keep, head_only=head_only), keep
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= MAX_CONNECTIONS:
+            writer.close()
+            return
+        self._writers.add(writer)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the scraper went away or went quiet: nothing to tell anyone
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.LimitOverrunError:
+                status, body = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, b"request too large\n"
+                writer.write(response(status, body))
+                return
+            req = parse_head(head)
+            if req is None:
+                writer.write(response(HTTPStatus.BAD_REQUEST, b"malformed HTTP request\n"))
+                return
+            out, keep = self.answer(req)
+            writer.write(out)
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await writer.drain()
+            if not keep:
+                return
