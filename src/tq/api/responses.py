@@ -1,0 +1,190 @@
+"""JSON shapes the HTTP API answers with (REST responses, error bodies) and their mapping
+from the service's records: ids as canonical UUID text, times as unix seconds, bytes as
+``<name>`` (text, when valid UTF-8) plus ``<name>_base64`` (always, exact).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tq.core.ids import format_task_id
+from tq.core.model import TaskState
+from tq.errors import ErrorCode
+from tq.protocol.records import Stats, TaskInfo, WorkerInfo
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+def text_and_base64(data: bytes | None) -> tuple[str | None, str | None]:
+    """Bytes as (UTF-8 text or None, base64): text for people, base64 for exactness."""
+    if data is None:
+        return None, None
+    try:
+        text: str | None = data.decode()
+    except UnicodeDecodeError:
+        text = None
+    return text, base64.b64encode(data).decode()
+
+
+def task_id_text(task_id: bytes) -> str:
+    return format_task_id(task_id)
+
+
+class ErrorBody(_Out):
+    code: int = Field(description="stable tq error code (tq.errors.ErrorCode)")
+    name: str = Field(description="the code's name, e.g. TASK_NOT_FOUND")
+    message: str
+
+    @classmethod
+    def of(cls, code: ErrorCode, message: str | None = None) -> ErrorBody:
+        return cls(code=int(code), name=code.name, message=message or code.description)
+
+
+class ErrorResponse(_Out):
+    error: ErrorBody
+
+
+class Submitted(_Out):
+    id: str
+    created: bool = Field(description="false: an idempotency-key duplicate of an existing task")
+
+
+class SubmittedBatch(_Out):
+    tasks: list[Submitted]
+
+
+class TaskOut(_Out):
+    id: str
+    task_type: str
+    queue: str
+    state: TaskState
+    priority: int
+    created_at: float
+    updated_at: float
+    scheduled_at: float | None = None
+    attempts: int
+    max_retries: int
+    timeout: float | None = None
+    depends_on: list[str] = []
+    payload: str | None = Field(None, description="with include_payload, if valid UTF-8")
+    payload_base64: str | None = Field(None, description="with include_payload")
+    result: str | None = Field(None, description="the result if it is valid UTF-8")
+    result_base64: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    progress: int = 0
+    progress_message: str | None = None
+    tags: dict[str, str] = {}
+    idempotency_key: str | None = None
+    expires_at: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+
+    @classmethod
+    def of(cls, t: TaskInfo) -> TaskOut:
+        payload, payload_b64 = text_and_base64(t.payload)
+        result, result_b64 = text_and_base64(t.result)
+        return cls(
+            id=task_id_text(t.id), task_type=t.task_type, queue=t.queue,
+            state=TaskState(t.state), priority=t.priority, created_at=t.created_at,
+            updated_at=t.updated_at, scheduled_at=t.scheduled_at, attempts=t.attempts,
+            max_retries=t.max_retries, timeout=t.timeout,
+            depends_on=[task_id_text(d) for d in t.depends_on], payload=payload,
+            payload_base64=payload_b64, result=result, result_base64=result_b64,
+            error=t.error, error_type=t.error_type, worker_id=t.worker_id,
+            lease_expires_at=t.lease_expires_at, progress=t.progress,
+            progress_message=t.progress_message, tags=t.tags,
+            idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+            started_at=t.started_at, completed_at=t.completed_at,
+        )  # fmt: skip
+
+
+class TaskPage(_Out):
+    tasks: list[TaskOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null: done")
+
+
+class BulkItem(_Out):
+    id: str
+    ok: bool
+    error: ErrorBody | None = None
+
+
+class BulkOut(_Out):
+    results: list[BulkItem]
+    succeeded: int
+    failed: int
+    truncated: bool = Field(description="the filter may match more tasks: repeat the call")
+
+
+class QueueDepthOut(_Out):
+    high: int = 0
+    normal: int = 0
+    low: int = 0
+    scheduled: int = 0
+    in_progress: int = 0
+
+
+class StatsOut(_Out):
+    pending: int
+    scheduled: int
+    in_progress: int
+    failed: int
+    dead_letter: int
+    workers: int
+    queues: dict[str, QueueDepthOut]
+    totals: dict[str, int]
+    uptime: float
+    node_id: str
+
+    @classmethod
+    def of(cls, s: Stats) -> StatsOut:
+        queues = {n: QueueDepthOut(**_fields(q)) for n, q in s.queues.items()}
+        return cls(**{**_fields(s), "queues": queues})
+
+
+class QueueOut(QueueDepthOut):
+    name: str
+    pending: int = Field(description="high + normal + low")
+
+
+class QueuesOut(_Out):
+    queues: list[QueueOut]
+
+
+class WorkerOut(_Out):
+    id: str
+    name: str
+    queues: list[str]
+    concurrency: int
+    hostname: str
+    pid: int
+    registered_at: float
+    last_heartbeat: float
+    cpu_percent: float
+    memory_rss: int
+    running: int
+    alive: bool
+
+    @classmethod
+    def of(cls, w: WorkerInfo) -> WorkerOut:
+        return cls(**_fields(w))
+
+
+class WorkersOut(_Out):
+    workers: list[WorkerOut]
+
+
+class Status(_Out):
+    status: str
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    return {f: getattr(record, f) for f in record.__struct_fields__}

@@ -1,0 +1,259 @@
+"""WebSocket /ws: live task events and periodic stats for the dashboard and for clients.
+
+Client -> server, JSON: ``{"op": "subscribe" | "unsubscribe", "task_ids": [...], "queues":
+[...], "all": bool}`` (a socket's interest is the union of what it subscribed; unsubscribe
+with no fields drops all of it), ``{"op": "stats", "interval": s}`` (0 or null stops),
+``{"op": "ping"}``. Server -> client: ``{"type": "task", ...}`` per event (published after
+durability; subscribing to an already finished task pushes its final state at once),
+``{"type": "stats", ...}``, ``{"type": "subscribed" | "unsubscribed", ...}``, ``{"type":
+"pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the socket stays open).
+
+Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
+socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
+messages wait, the socket is closed with code 1013 (try again later) and a reason: the client
+lost events and must resynchronise (e.g. GET /v1/tasks), rather than miss them silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import msgspec
+import pydantic
+from fastapi import WebSocket, WebSocketDisconnect
+
+from tq.api.responses import ErrorBody, StatsOut, task_id_text, text_and_base64
+from tq.api.schemas import CONTROL, StatsOp, SubscribeOp, describe_errors
+from tq.broker.events import Subscription
+from tq.broker.service import BrokerService
+from tq.core.effects import TaskEvent
+from tq.core.ids import TaskId
+from tq.core.model import TaskState
+from tq.errors import ErrorCode, NotFoundError, TqError, ValidationError
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 65_536  #: messages waiting per socket before it is closed as too slow
+MAX_TASK_IDS = 10_000  #: followed per socket
+MAX_QUEUES = 1000
+CLOSE_TIMEOUT_S = 2.0
+MIN_STATS_INTERVAL_S = 0.1
+SLOW_CONSUMER: Final = 1013  # "try again later"
+_SUB = 1  # one hub subscription per socket, replaced as its interest changes
+_STATS: Final = object()  # queued marker: render fresh stats when it is this one's turn
+_encode = msgspec.json.Encoder().encode
+
+
+def endpoint(service: BrokerService, max_buffered: int) -> Callable[[WebSocket], Awaitable[None]]:
+    async def ws_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await Session(service, websocket, max_buffered).run()
+
+    return ws_endpoint
+
+
+class Session:
+    def __init__(self, service: BrokerService, websocket: WebSocket, max_buffered: int) -> None:
+        self.service = service
+        self.ws = websocket
+        self.max_buffered = max_buffered
+        self.out: deque[object] = deque()
+        self.wake = asyncio.Event()
+        self.overflow = False
+        self.last: TaskEvent | None = None
+        self.task_ids: set[TaskId] = set()
+        self.queues: set[str] = set()
+        self.all = False
+        self.ticker: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.stats_queued = False
+        self.loop = asyncio.get_running_loop()
+
+    # ------------------------------------------------------------------ the hub's side (sync)
+
+    def push_event(self, subscription_id: int, event: TaskEvent) -> None:
+        # The hub delivers an event once per matching index (id, queue, all): keep one.
+        if event is not self.last:
+            self.last = event
+            self.send(event)
+
+    def send(self, item: object) -> None:
+        if self.overflow:
+            return
+        if len(self.out) >= self.max_buffered:
+            self.overflow = True
+            self.out.clear()
+            # Not unsubscribed here (we may be inside the hub's publish loop), but at once.
+            self.loop.call_soon(self._drop)
+        else:
+            self.out.append(item)
+            self.wake.set()
+
+    def _drop(self) -> None:
+        self.service.events.remove_sink(self)
+        if self.writer is not None:
+            self.writer.cancel()  # it may wait on a full transport: nothing half-written
+
+    # ------------------------------------------------------------------ the socket's side
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        writer = self.writer = asyncio.create_task(self._write())
+        try:
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if self.overflow:
+                await self._close_slow()
+        finally:
+            self.service.events.remove_sink(self)
+            tasks = [t for t in (reader, writer, self.ticker) if t is not None]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text") or message.get("bytes") or b""
+            try:
+                self._control(raw)
+            except pydantic.ValidationError as e:
+                self._error(ErrorCode.INVALID_ARGUMENT, describe_errors(e.errors()))
+            except TqError as e:
+                self._error(e.code, e.message)
+            except Exception as e:  # a bug costs this one message, not the socket
+                log.exception("ws.control_crashed client=%s", self.ws.client)
+                self._error(ErrorCode.INTERNAL, f"internal error: {type(e).__name__}")
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.out:
+                    await self.ws.send_text(self._render(self.out.popleft()))
+        except (WebSocketDisconnect, RuntimeError, OSError) as e:
+            # The peer went away mid-send (the reader sees that too), or closed first.
+            log.debug("ws.send_failed error=%r", e)
+
+    async def _close_slow(self) -> None:
+        reason = f"slow consumer: more than {self.max_buffered} messages waiting; resubscribe"
+        log.warning("ws.slow_consumer client=%s", self.ws.client)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(SLOW_CONSUMER, reason)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError, OSError):
+            # It reads nothing, so even the close frame cannot go out: uvicorn closes the
+            # transport once its buffer drains or the peer goes away.
+            pass
+
+    # ------------------------------------------------------------------ control messages
+
+    def _control(self, raw: str | bytes) -> None:
+        op = CONTROL.validate_json(raw)
+        if isinstance(op, SubscribeOp):
+            self._subscribe(op)
+        elif isinstance(op, StatsOp):
+            self._stats(op.interval or 0.0)
+        else:
+            self.send({"type": "pong"})
+
+    def _subscribe(self, op: SubscribeOp) -> None:
+        ids = [TaskId(i.bytes) for i in op.task_ids]
+        if op.op == "subscribe" and (
+            len(self.task_ids.union(ids)) > MAX_TASK_IDS
+            or len(self.queues.union(op.queues)) > MAX_QUEUES
+        ):
+            raise ValidationError(
+                f"a socket follows at most {MAX_TASK_IDS} task ids and {MAX_QUEUES} queues; "
+                "unsubscribe some first"
+            )
+        if op.op == "unsubscribe":
+            if not (ids or op.queues or op.all):
+                self.task_ids.clear()
+                self.queues.clear()
+                self.all = False
+            self.task_ids.difference_update(ids)
+            self.queues.difference_update(op.queues)
+            self.all = self.all and not op.all
+        else:
+            self.task_ids.update(ids)
+            self.queues.update(op.queues)
+            self.all = self.all or op.all
+        hub = self.service.events
+        hub.remove(self, _SUB)
+        if self.task_ids or self.queues or self.all:
+            hub.add(Subscription(self, _SUB, self.task_ids, self.queues, self.all, False))
+        unknown = []
+        finished = []
+        if op.op == "subscribe":
+            for task_id in ids:
+                try:
+                    finished += self.service.check_subscription([task_id])
+                except NotFoundError:
+                    unknown.append(task_id_text(task_id))
+        self.send({
+            "type": f"{op.op}d", "task_ids": sorted(map(task_id_text, self.task_ids)),
+            "queues": sorted(self.queues), "all": self.all, "unknown_task_ids": unknown,
+        })  # fmt: skip
+        for info in finished:  # already final: no event will come, so say it now
+            self.send(
+                TaskEvent(
+                    task_id=TaskId(info.id), state=TaskState(info.state), queue=info.queue,
+                    task_type=info.task_type, at=info.updated_at, attempts=info.attempts,
+                    result=info.result, error=info.error, error_type=info.error_type,
+                )
+            )  # fmt: skip
+
+    def _stats(self, interval: float) -> None:
+        if self.ticker is not None:
+            self.ticker.cancel()
+            self.ticker = None
+        if interval > 0:
+            self.ticker = asyncio.create_task(self._tick(max(interval, MIN_STATS_INTERVAL_S)))
+
+    async def _tick(self, interval: float) -> None:
+        while True:
+            if not self.stats_queued:
+                self.stats_queued = True
+                self.send(_STATS)
+            await asyncio.sleep(interval)
+
+    def _error(self, code: ErrorCode, message: str) -> None:
+        self.send({"type": "error", "error": ErrorBody.of(code, message).model_dump()})
+
+    # ------------------------------------------------------------------ rendering
+
+    def _render(self, item: object) -> str:
+        if isinstance(item, TaskEvent):
+            msg = event_message(item)
+        elif item is _STATS:
+            self.stats_queued = False
+            msg = {
+                "type": "stats",
+                "at": time.time(),
+                **StatsOut.of(self.service.stats()).model_dump(),
+            }
+        else:
+            assert isinstance(item, dict)
+            msg = item
+        return _encode(msg).decode()
+
+
+def event_message(ev: TaskEvent) -> dict[str, Any]:
+    """A task event as JSON: fields that are None are left out."""
+    result, result_b64 = text_and_base64(ev.result)
+    msg: dict[str, Any] = {
+        "type": "task", "task_id": task_id_text(ev.task_id), "state": ev.state.value,
+        "queue": ev.queue, "task_type": ev.task_type, "at": ev.at, "attempts": ev.attempts,
+        "result": result, "result_base64": result_b64, "error": ev.error,
+        "error_type": ev.error_type, "worker_id": ev.worker_id, "progress": ev.progress,
+        "progress_message": ev.progress_message,
+    }  # fmt: skip
+    return {k: v for k, v in msg.items() if v is not None}
