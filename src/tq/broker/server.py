@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -72,6 +73,9 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         port = server.sockets[0].getsockname()[1]
         log.info("broker.listening host=%s port=%d node=%s", b.host, port, service.node_id)
         fronts = await start_front_doors(service, settings)
+        # Everything loaded so far (modules, FastAPI's and grpc's objects, the recovered
+        # state) lives for the process: keep it out of every later garbage collection.
+        gc.freeze()
         ports = {"port": port, **{f.name + "_port": f.port for f in fronts}}
         if ready_file is not None:
             _write_ready(ready_file, b.host, ports)
