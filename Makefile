@@ -29,7 +29,8 @@ check: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/core_bench.py
+	$(BIN)/python benchmarks/foundation_bench.py
+	$(BIN)/tq bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -26,7 +26,18 @@ ALLOWED: dict[str, set[str]] = {
     "broker": {"storage", "protocol", "core", "errors", "config"},
     "api": {"broker", "storage", "protocol", "core", "errors", "config"},
     "testing": {"errors"},
-    "cli": {"broker", "worker", "client", "storage", "protocol", "core", "errors", "config"},
+    "bench": {"client", "testing", "core", "errors"},
+    "cli": {
+        "bench",
+        "broker",
+        "worker",
+        "client",
+        "storage",
+        "protocol",
+        "core",
+        "errors",
+        "config",
+    },
 }
 #: Modules of the pure layers may not import I/O, clocks or logging.
 PURE = {"core", "protocol"}

@@ -16,7 +16,7 @@ import click
 import yaml
 from rich.table import Table
 
-from tq.cli import admin, serve, submit
+from tq.cli import admin, bench, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -136,6 +136,7 @@ for _command in (
     serve.broker_cmd,
     serve.worker_cmd,
     serve.dev_cmd,
+    bench.bench_cmd,
 ):
     cli.add_command(_command)
 
