@@ -92,12 +92,14 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 @contextmanager
 def worker(
-    url: str, module: str, name: str, log: Path, *, cwd: Path = REPO
+    url: str, module: str, name: str, log: Path, *, cwd: Path = REPO, queues: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``tq worker MODULE`` child, yielded once the broker lists it as alive."""
+    """A ``tq worker MODULE`` child (of ``queues``, comma-separated, if given), yielded once
+    the broker lists it as alive."""
+    extra = ["--queues", queues] if queues else []
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tq", "--url", url, "worker", module, "--name", name],
+            [sys.executable, "-m", "tq", "--url", url, "worker", module, "--name", name, *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=child_env(),
