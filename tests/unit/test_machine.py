@@ -394,3 +394,17 @@ def test_a_dead_lettered_task_can_be_retried_with_a_fresh_budget(h: Harness) -> 
     assert [x.id for x in again] == [t.id]
     assert again[0].attempts == 1
     assert h.codes(c.RetryTasks(4.0, (dead,))) == [ErrorCode.INVALID_STATE]  # live again
+
+
+def test_a_task_depending_on_a_batch_mate_that_was_dead_lettered_is_dead_lettered_too(
+    h: Harness,
+) -> None:
+    dead = new_id()
+    a = spec(depends_on=(dead,), idempotency_key="k1")
+    b = spec(depends_on=(a.id,))
+    r = h.submit(a, b, known={dead: TaskState.DEAD_LETTER})
+    assert r.created == [True, True]
+    assert h.state(a.id) is TaskState.DEAD_LETTER
+    assert h.state(b.id) is TaskState.DEAD_LETTER
+    errors = {e.task_id: e.error or "" for e in h.fx.events}
+    assert a.id.hex() in errors[b.id]

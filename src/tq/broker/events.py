@@ -82,19 +82,35 @@ class EventHub:
         if not (self._by_task or self._by_queue or self._all):
             return
         for ev in events:
-            for sub in self._by_task.get(ev.task_id, ()):
+            # A subscription matching an event several ways (its id, its queue, all) gets it
+            # once; the set is built only when more than one index could match.
+            by_task = self._by_task.get(ev.task_id, ())
+            by_queue = self._by_queue.get(ev.queue, ())
+            if (bool(by_task) + bool(by_queue) + bool(self._all)) > 1:
+                seen: set[int] = set()
+                for sub in (*by_task, *by_queue, *self._all):
+                    if id(sub) not in seen:
+                        seen.add(id(sub))
+                        sub.sink.push_event(sub.subscription_id, ev)
+                self._end_one_shots(ev)
+                continue
+            for sub in by_task:
                 sub.sink.push_event(sub.subscription_id, ev)
-            if ev.state.is_terminal and ev.task_id in self._by_task:
-                for sub in list(self._by_task[ev.task_id]):
-                    if sub.until_terminal:
-                        sub.task_ids.discard(ev.task_id)
-                        self._discard(self._by_task, ev.task_id, sub)
-                        if not sub.task_ids and not sub.queues and not sub.all:
-                            self.remove(sub.sink, sub.subscription_id)
-            for sub in self._by_queue.get(ev.queue, ()):
+            self._end_one_shots(ev)
+            for sub in by_queue:
                 sub.sink.push_event(sub.subscription_id, ev)
             for sub in self._all:
                 sub.sink.push_event(sub.subscription_id, ev)
+
+    def _end_one_shots(self, ev: TaskEvent) -> None:
+        """A terminal event ends the ``until_terminal`` interest in its task."""
+        if ev.state.is_terminal and ev.task_id in self._by_task:
+            for sub in list(self._by_task[ev.task_id]):
+                if sub.until_terminal:
+                    sub.task_ids.discard(ev.task_id)
+                    self._discard(self._by_task, ev.task_id, sub)
+                    if not sub.task_ids and not sub.queues and not sub.all:
+                        self.remove(sub.sink, sub.subscription_id)
 
     def has_sink(self, sink: Sink) -> bool:
         return bool(self._by_sink.get(id(sink)))

@@ -106,6 +106,11 @@ async def _shutdown(
     service: BrokerService, server: asyncio.Server, conns: Connections, timeout: float
 ) -> None:
     server.close()
+    # Stop reading requests too: one applied after the drain below would be made durable
+    # but its reply lost with the connection.
+    for conn in list(conns.open):
+        if conn.transport is not None:
+            conn.transport.pause_reading()
     service.waiters.cancel_all()
     with contextlib.suppress(TqError, TimeoutError):
         async with asyncio.timeout(timeout):

@@ -182,9 +182,14 @@ class BrokerService:
             refs = (*t.depends_on, t.id) if s.id is not None else t.depends_on
             for ref in refs:
                 if ref not in known and self.machine.get(ref) is None:
-                    stored = read_task(self.store, ref)
-                    if stored is not None:
-                        known[ref] = stored.state
+                    # A task that ended in this loop turn is not in storage yet (or only its
+                    # older record is): its state in the unwritten batch wins.
+                    state = self._pending_state(ref)
+                    if state is None:
+                        stored = read_task(self.store, ref)
+                        state = None if stored is None else stored.state
+                    if state is not None:
+                        known[ref] = state
         cmd = c.SubmitTasks(now, tasks, b.backpressure_threshold, b.idempotency_window_s, known)
         return self.run(cmd, SubmitReply)
 

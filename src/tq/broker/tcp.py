@@ -293,17 +293,28 @@ def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
     if sub.task_ids or sub.queues or sub.all:
         p.service.events.add(sub)
     p.send(encode(Ack(request_id=req.request_id)))
-    for info in finished:
-        p.send(
-            encode(
-                TaskEvent(
-                    subscription_id=req.request_id, task_id=info.id, state=info.state,
-                    queue=info.queue, task_type=info.task_type, at=info.updated_at,
-                    attempts=info.attempts, result=info.result, error=info.error,
-                    error_type=info.error_type,
-                )
+    if not finished:
+        return
+    frames = [
+        encode(
+            TaskEvent(
+                subscription_id=req.request_id, task_id=info.id, state=info.state,
+                queue=info.queue, task_type=info.task_type, at=info.updated_at,
+                attempts=info.attempts, result=info.result, error=info.error,
+                error_type=info.error_type,
             )
-        )  # fmt: skip
+        )
+        for info in finished
+    ]  # fmt: skip
+
+    def push(err: TqError | None) -> None:
+        # A finished task read from storage may sit in a batch whose fsync is still running:
+        # its outcome goes out only once that is durable, like every other event.
+        if err is None:
+            for frame in frames:
+                p.send(frame)
+
+    p.service.commit.when_durable(push)
 
 
 def _unsubscribe(p: BrokerProtocol, req: m.Unsubscribe) -> None:

@@ -232,6 +232,10 @@ class Session:
         if sub.closed:  # unsubscribed while the SUBSCRIBE was in flight
             conn.unsubscribe(sid)
             return
+        if not conn.is_open:
+            # Acknowledged, then the connection died in the same read: binding to it would
+            # leave the subscription on a dead connection that no reconnect re-sends.
+            raise ConnectionLostError(f"connection to {self.address.url} closed while subscribing")
         sub.conn, sub.sid = conn, sid
 
     async def _rebind(self, conn: Connection, deadline: float) -> None:

@@ -298,18 +298,21 @@ class Machine:
             )
         ids: list[TaskId] = []
         created: list[bool] = []
+        ended: dict[TaskId, TaskState] = {}  # tasks of this batch that ended while admitted
         for i, t in enumerate(cmd.tasks):
             if i in dup_of:
                 ids.append(dup_of[i])
                 created.append(False)
                 continue
-            self._admit(t, cmd, fx)
+            self._admit(t, cmd, ended, fx)
             ids.append(t.id)
             created.append(True)
         self.meta.counters.submitted += len(batch)
         return SubmitReply(ids, created)
 
-    def _admit(self, t: c.NewTask, cmd: c.SubmitTasks, fx: Effects) -> None:
+    def _admit(
+        self, t: c.NewTask, cmd: c.SubmitTasks, ended: dict[TaskId, TaskState], fx: Effects
+    ) -> None:
         now = cmd.now
         task = Task(
             t.id, t.task_type, t.queue, t.payload, t.priority, PENDING, now, now,
@@ -324,13 +327,16 @@ class Machine:
             fx.put(Family.METADATA, idem_key(t.idempotency_key), encode(rec))
         waiting: dict[TaskId, None] = {}
         if t.depends_on:
-            failed_dep = next(
-                (d for d in t.depends_on if d not in self._tasks and cmd.known[d] is not COMPLETED),
-                None,
-            )
+            # A dependency that is not live ended before: known from storage, or earlier in
+            # this very batch (a task admitted straight into dead letter).
+            finished = {
+                d: ended.get(d) or cmd.known[d] for d in t.depends_on if d not in self._tasks
+            }
+            failed_dep = next((d for d, st in finished.items() if st is not COMPLETED), None)
             if failed_dep is not None:
                 task.state = DEAD
-                task.error = f"dependency {failed_dep.hex()} ended {cmd.known[failed_dep].value}"
+                task.error = f"dependency {failed_dep.hex()} ended {finished[failed_dep].value}"
+                ended[t.id] = DEAD
                 self._bump(task.queue, DEAD, 1)
                 self._finish(task, now, fx)
                 return

@@ -1,0 +1,40 @@
+"""The broker's event hub: who gets which event, once."""
+
+from __future__ import annotations
+
+from tq.broker.events import EventHub, Subscription
+from tq.core.effects import TaskEvent
+from tq.core.ids import TaskId, make_task_id
+from tq.core.model import TaskState
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.got: list[tuple[int, TaskId, TaskState]] = []
+
+    def push_event(self, subscription_id: int, event: TaskEvent) -> None:
+        self.got.append((subscription_id, event.task_id, event.state))
+
+
+def ev(task_id: TaskId, state: TaskState, queue: str = "q") -> TaskEvent:
+    return TaskEvent(task_id, state, queue, "t", 1.0, 1)
+
+
+def test_a_subscription_matching_an_event_several_ways_gets_it_once() -> None:
+    hub, sink = EventHub(), Sink()
+    a = make_task_id(1, 1)
+    hub.add(Subscription(sink, 7, [a], ["q"], True, False))
+    hub.publish([ev(a, TaskState.PENDING), ev(make_task_id(1, 2), TaskState.PENDING)])
+    assert sink.got == [(7, a, TaskState.PENDING), (7, make_task_id(1, 2), TaskState.PENDING)]
+
+
+def test_a_one_shot_subscription_ends_with_its_tasks_terminal_event() -> None:
+    hub, sink, other = EventHub(), Sink(), Sink()
+    a = make_task_id(1, 1)
+    hub.add(Subscription(sink, 1, [a], [], False, True))
+    hub.add(Subscription(other, 2, [], ["q"], False, False))
+    hub.publish([ev(a, TaskState.COMPLETED)])
+    hub.publish([ev(a, TaskState.COMPLETED)])  # a duplicate later: nobody waits on it now
+    assert sink.got == [(1, a, TaskState.COMPLETED)]
+    assert other.got == [(2, a, TaskState.COMPLETED)] * 2
+    assert not hub.has_sink(sink)
