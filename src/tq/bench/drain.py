@@ -111,6 +111,7 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
         "completed": completed,
         "lost": max(0, n - completed),
         "timed_out": seen.timed_out,
+        "workers_died": seen.workers_died,
         "pending_after": after.pending,
         "in_progress_after": after.in_progress,
         "dead_lettered": after.totals.get("dead_lettered", 0)

@@ -40,14 +40,7 @@ async def start_front_doors(service: BrokerService, settings: Settings) -> list[
     for enabled, module, cls_name in _FRONTS:
         if not enabled(settings):
             continue
-        try:
-            cls = getattr(importlib.import_module(module), cls_name)
-        except ModuleNotFoundError as e:
-            missing = e.name or ""
-            if not (module == missing or module.startswith(missing + ".")):
-                raise  # a dependency of the front door is missing: that is an install error
-            log.warning("api.unavailable module=%s (not in this build)", module)
-            continue
+        cls = getattr(importlib.import_module(module), cls_name)
         front: FrontDoor = cls(service, settings)
         front.port = await front.start()
         log.info("api.listening name=%s port=%d", front.name, front.port)

@@ -127,7 +127,7 @@ class BrokerService:
         return self._batch
 
     def _flush(self) -> None:
-        if self.waiters and self.machine.counts()[TaskState.PENDING]:
+        if self.waiters and self.machine.count(TaskState.PENDING):
             self.waiters.serve(self._claim_for_waiter)
         fut, self._batch = self._batch, None
         fx, self._fx = self._fx, Effects()

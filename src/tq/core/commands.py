@@ -9,8 +9,6 @@ exactly these bytes. Fields are only ever appended, with defaults.
 
 from __future__ import annotations
 
-from typing import Final
-
 import msgspec
 
 from tq.core.ids import TaskId, WorkerId
@@ -186,8 +184,6 @@ Command = (
     | BrokerStarted
     | RetryTasks
 )
-
-COMMAND_TYPES: Final = Command.__args__
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Command])

@@ -48,8 +48,3 @@ def parse_task_id(text: str | bytes) -> TaskId:
         return TaskId(uuid.UUID(text).bytes)
     except (ValueError, AttributeError, TypeError):
         raise ValidationError(f"task id {text!r} is not a UUID") from None
-
-
-def task_id_time_ms(task_id: bytes) -> int:
-    """The embedded timestamp of a UUIDv7 id (meaningless for client-chosen v4 ids)."""
-    return int.from_bytes(task_id[:6], "big")

@@ -110,6 +110,10 @@ class Machine:
         """A live task (the object itself: read it, never mutate it)."""
         return self._tasks.get(task_id)
 
+    def count(self, state: TaskState) -> int:
+        """Live tasks in ``state`` (no copy: cheap enough to ask every loop turn)."""
+        return self._counts[state]
+
     def counts(self) -> dict[TaskState, int]:
         """Live tasks per state (terminal states are always 0: they are not kept)."""
         return dict(self._counts)
@@ -145,15 +149,6 @@ class Machine:
     def next_timer_at(self) -> float | None:
         """When the earliest scheduled or failed task becomes due (may be stale-early)."""
         return self._timers[0][0] if self._timers else None
-
-    def next_lease_expiry(self) -> float | None:
-        expiries = [
-            t.lease_expires_at
-            for held in self._held.values()
-            for i in held
-            if (t := self._tasks[i]).lease_expires_at is not None
-        ]
-        return min(expiries) if expiries else None
 
     # ------------------------------------------------------------------ recovery
 
