@@ -21,6 +21,7 @@ from tq.errors import (
     UnavailableError,
     ValidationError,
 )
+from tq.version import __version__
 
 if TYPE_CHECKING:
     from tq.client import (
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     )
     from tq.worker import Reject, Retry, Worker, current_task
 
-__version__ = "0.1.0"
 
 #: Loaded on first use (PEP 562): the client pulls in asyncio and sockets, which ``import
 #: tq.protocol`` or ``tq.core`` (pure layers, imported through this package) must not.

@@ -90,7 +90,6 @@ def test_subscribing_to_all_gets_every_event_after_durability(port: int) -> None
             ack = await recv(ws)
             assert ack == {
                 "type": "subscribed", "task_ids": [], "queues": [], "all": True,
-                "unknown_task_ids": [],
             }  # fmt: skip
             task_id = await asyncio.to_thread(submit, port, queue="everything")
             event, _ = await recv_until(ws, lambda m: m.get("task_id") == task_id)
@@ -124,16 +123,20 @@ def test_a_queue_subscription_sees_only_its_queue(port: int) -> None:
     run(scenario())
 
 
-def test_a_task_subscription_follows_one_task_and_reports_unknown_ids(port: int) -> None:
+def test_a_task_subscription_follows_one_task_and_refuses_unknown_ids(port: int) -> None:
     async def scenario() -> None:
         task_id = await asyncio.to_thread(submit, port, delay=3600)
         await asyncio.to_thread(submit, port)  # an unrelated task
         unknown = str(uuid.uuid4())
         async with open_ws(port) as ws:
             await send(ws, op="subscribe", task_ids=[task_id, unknown])
+            refused = await recv(ws)
+            assert refused["type"] == "error"
+            assert refused["error"]["code"] == 3000
+            assert unknown in refused["error"]["message"]
+            await send(ws, op="subscribe", task_ids=[task_id])
             ack = await recv(ws)
-            assert sorted(ack["task_ids"]) == sorted([task_id, unknown])
-            assert ack["unknown_task_ids"] == [unknown]
+            assert ack["task_ids"] == [task_id]  # the refused op changed nothing
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                 assert (await http.post(f"/v1/tasks/{task_id}/cancel")).status_code == 200
             events = await no_events_pending(ws)

@@ -13,7 +13,7 @@ import pytest
 
 from tq.api.http import error_response
 from tq.api.responses import StatsOut, TaskOut, text_and_base64
-from tq.api.rest import _decode_cursor, _list_request
+from tq.api.rest import _decode_cursor, task_filter
 from tq.api.schemas import (
     CONTROL,
     BulkIn,
@@ -28,7 +28,7 @@ from tq.api.schemas import (
 from tq.api.ws import event_message
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
-from tq.core.model import TaskState
+from tq.core.model import PriorityTier, TaskState
 from tq.errors import ErrorCode, ValidationError
 from tq.protocol.records import QueueDepth, Stats, TaskInfo
 
@@ -139,25 +139,27 @@ def test_stats_keep_every_queue_depth() -> None:
 @pytest.mark.parametrize(
     ("filters", "bounds"),
     [
-        ({}, (None, None)),
-        ({"priority": "high"}, (200, None)),
+        ({}, (0, 255)),
+        ({"priority": "high"}, (200, 255)),
         ({"priority": "normal"}, (100, 199)),
-        ({"priority": "low"}, (None, 99)),
+        ({"priority": "low"}, (0, 99)),
         ({"priority": "high", "priority_max": 220}, (200, 220)),
         ({"priority_min": 50, "priority": "normal"}, (100, 199)),
     ],
 )
 def test_a_tier_intersects_the_priority_range(
-    filters: dict[str, Any], bounds: tuple[int | None, int | None]
+    filters: dict[str, Any], bounds: tuple[int, int]
 ) -> None:
-    req = _list_request(TaskFilter.model_validate(filters), None, 10)
-    assert req is not None
-    assert (req.priority_min, req.priority_max) == bounds
-    assert Tier.HIGH.bounds == (200, 255)
+    f = task_filter(TaskFilter.model_validate(filters))
+    assert (f.priority_min, f.priority_max) == bounds
 
 
-def test_an_empty_priority_range_needs_no_scan() -> None:
-    assert _list_request(TaskFilter(priority=Tier.LOW, priority_min=100), None, 10) is None
+def test_an_empty_priority_range_matches_nothing() -> None:
+    assert task_filter(TaskFilter(priority=Tier.LOW, priority_min=100)).empty
+
+
+def test_every_tier_name_is_a_core_priority_tier() -> None:
+    assert [t.value for t in Tier] == [t.label for t in sorted(PriorityTier, key=int)]
 
 
 def test_cursors_round_trip_and_junk_is_refused() -> None:

@@ -12,8 +12,13 @@ class Sink:
     def __init__(self) -> None:
         self.got: list[tuple[int, TaskId, TaskState]] = []
 
+        self.ended: list[int] = []
+
     def push_event(self, subscription_id: int, event: TaskEvent) -> None:
         self.got.append((subscription_id, event.task_id, event.state))
+
+    def watch_ended(self, subscription_id: int) -> None:
+        self.ended.append(subscription_id)
 
 
 def ev(task_id: TaskId, state: TaskState, queue: str = "q") -> TaskEvent:
@@ -38,3 +43,48 @@ def test_a_one_shot_subscription_ends_with_its_tasks_terminal_event() -> None:
     assert sink.got == [(1, a, TaskState.COMPLETED)]
     assert other.got == [(2, a, TaskState.COMPLETED)] * 2
     assert not hub.has_sink(sink)
+
+
+def test_a_one_shot_subscription_gets_only_terminal_events_of_its_ids() -> None:
+    hub, sink = EventHub(), Sink()
+    a, b = make_task_id(1, 1), make_task_id(1, 2)
+    hub.add(Subscription(sink, 1, [a, b], [], False, True))
+    hub.publish([ev(a, TaskState.PENDING), ev(a, TaskState.IN_PROGRESS), ev(a, TaskState.FAILED)])
+    assert sink.got == []
+    hub.publish([ev(a, TaskState.COMPLETED)])
+    assert sink.got == [(1, a, TaskState.COMPLETED)]
+    assert sink.ended == []  # b is still followed
+    hub.publish([ev(b, TaskState.CANCELLED)])
+    assert sink.got[-1] == (1, b, TaskState.CANCELLED)
+    assert sink.ended == [1]
+    assert not hub.has_sink(sink)
+
+
+def test_a_one_shot_subscription_that_also_follows_a_queue_gets_its_events() -> None:
+    hub, sink = EventHub(), Sink()
+    a = make_task_id(1, 1)
+    hub.add(Subscription(sink, 1, [a], ["q"], False, True))
+    hub.publish([ev(a, TaskState.PENDING)])
+    assert sink.got == [(1, a, TaskState.PENDING)]
+
+
+def test_adding_under_a_name_in_use_replaces_that_subscription() -> None:
+    hub, sink = EventHub(), Sink()
+    a, b = make_task_id(1, 1), make_task_id(1, 2)
+    hub.add(Subscription(sink, 1, [a], [], False, False))
+    hub.add(Subscription(sink, 1, [b], [], False, False))
+    hub.publish([ev(a, TaskState.PENDING), ev(b, TaskState.PENDING)])
+    assert sink.got == [(1, b, TaskState.PENDING)]
+    assert len(hub) == 1
+
+
+def test_late_final_events_go_to_their_subscription_only_and_end_a_one_shot() -> None:
+    hub, sink, other = EventHub(), Sink(), Sink()
+    a = make_task_id(1, 1)
+    hub.add(Subscription(sink, 1, [a], [], False, True))
+    hub.add(Subscription(other, 1, [a], [], False, False))
+    hub.push_to(sink, 1, [ev(a, TaskState.COMPLETED)])
+    assert sink.got == [(1, a, TaskState.COMPLETED)] and sink.ended == [1]
+    assert other.got == []
+    hub.push_to(sink, 1, [ev(a, TaskState.COMPLETED)])  # gone: nothing more
+    assert sink.got == [(1, a, TaskState.COMPLETED)]

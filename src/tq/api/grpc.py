@@ -1,7 +1,7 @@
 """The gRPC front door (``grpc.aio``): ``tq.v1.TaskQueue`` (``grpc_service``), the standard
 health service and server reflection, served in the broker's own event loop.
 
-Started by ``tq.broker.fronts`` when ``api.grpc_enabled``; binds ``api.grpc_host:grpc_port``
+Started by ``tq.broker.server`` when ``api.grpc_enabled``; binds ``api.grpc_host:grpc_port``
 (port 0: any free port). The schema is ``proto/tq/v1/tq.proto``, compiled into ``_pb``.
 """
 
@@ -51,7 +51,7 @@ class _Health(health.aio.HealthServicer):
 
 
 class GrpcServer:
-    """Built and started by ``tq.broker.fronts``; listens on api.grpc_host:grpc_port."""
+    """Built and started by ``tq.broker.server``; listens on api.grpc_host:grpc_port."""
 
     name = "grpc"
 

@@ -13,12 +13,21 @@ from typing import Any, Final
 import msgspec
 
 from tq.api._pb import tq_pb2 as pb
+from tq.broker.requests import ListQuery, TaskFilter
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId, format_task_id, parse_task_id
-from tq.core.model import TaskState
+from tq.core.model import PriorityTier, TaskState
 from tq.errors import ValidationError
-from tq.protocol.messages import ListTasks
-from tq.protocol.records import QueueDepth, Stats, TaskInfo, TaskSpec, WorkerInfo
+from tq.protocol.records import (
+    Name,
+    Priority,
+    QueueDepth,
+    Stats,
+    TaskInfo,
+    TaskSpec,
+    Timestamp,
+    WorkerInfo,
+)
 
 STATE_TO_PB: Final[dict[str, pb.TaskState]] = {
     TaskState.PENDING.value: pb.TASK_STATE_PENDING,
@@ -30,11 +39,10 @@ STATE_TO_PB: Final[dict[str, pb.TaskState]] = {
     TaskState.CANCELLED.value: pb.TASK_STATE_CANCELLED,
 }
 STATE_FROM_PB: Final[dict[int, TaskState]] = {v: TaskState(k) for k, v in STATE_TO_PB.items()}
-#: Priority range of each tier (core.model.PriorityTier).
-TIER_RANGE: Final[dict[int, tuple[int, int]]] = {
-    pb.PRIORITY_TIER_LOW: (0, 99),
-    pb.PRIORITY_TIER_NORMAL: (100, 199),
-    pb.PRIORITY_TIER_HIGH: (200, 255),
+TIER_FROM_PB: Final[dict[int, PriorityTier]] = {
+    pb.PRIORITY_TIER_LOW: PriorityTier.LOW,
+    pb.PRIORITY_TIER_NORMAL: PriorityTier.NORMAL,
+    pb.PRIORITY_TIER_HIGH: PriorityTier.HIGH,
 }
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
@@ -92,29 +100,45 @@ def spec_from_pb(spec: pb.TaskSpec, where: str = "task") -> TaskSpec:
     return result
 
 
-def list_query(f: pb.TaskFilter, cursor: bytes = b"", limit: int = 0) -> ListTasks:
-    """A validated listing query (``filter.*`` names the bad field)."""
-    if limit > MAX_LIMIT:
-        raise ValidationError(f"limit {limit} is above {MAX_LIMIT}")
-    fields: dict[str, Any] = {"request_id": 0, "limit": limit or DEFAULT_LIMIT}
-    for name in _FILTER_OPTIONAL:
-        if f.HasField(name):
-            fields[name] = getattr(f, name)
+class _FilterIn(msgspec.Struct, kw_only=True, frozen=True):
+    """A filter's fields with the TCP protocol's constraints, so errors name the field."""
+
+    queue: Name | None = None
+    task_type: Name | None = None
+    priority_min: Priority | None = None
+    priority_max: Priority | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+
+
+def task_filter(f: pb.TaskFilter) -> TaskFilter:
+    """The service's filter of a gRPC one (``filter.*`` names a bad field)."""
+    fields = {name: getattr(f, name) for name in _FILTER_OPTIONAL if f.HasField(name)}
+    checked: _FilterIn = _convert(fields, _FilterIn, "filter")
+    state = None
     if f.state:
         state = STATE_FROM_PB.get(f.state)
         if state is None:
             raise ValidationError(f"filter.state {f.state} is not a known TaskState")
-        fields["state"] = state.value
+    tier = None
     if f.priority_tier:
-        tier = TIER_RANGE.get(f.priority_tier)
+        tier = TIER_FROM_PB.get(f.priority_tier)
         if tier is None:
             raise ValidationError(f"filter.priority_tier {f.priority_tier} is not a known tier")
-        fields["priority_min"] = max(tier[0], fields.get("priority_min", 0))
-        fields["priority_max"] = min(tier[1], fields.get("priority_max", 255))
-    if cursor:
-        fields["cursor"] = cursor
-    query: ListTasks = _convert(fields, ListTasks, "filter")
-    return query
+    return TaskFilter.build(
+        state=state, queue=checked.queue, task_type=checked.task_type, tier=tier,
+        priority_min=checked.priority_min, priority_max=checked.priority_max,
+        created_after=checked.created_after, created_before=checked.created_before,
+    )  # fmt: skip
+
+
+def list_query(f: pb.TaskFilter, cursor: bytes = b"", limit: int = 0) -> ListQuery:
+    """A validated listing query."""
+    if limit > MAX_LIMIT:
+        raise ValidationError(f"limit {limit} is above {MAX_LIMIT}")
+    if len(cursor) > 64:
+        raise ValidationError("cursor is not a next_cursor value")
+    return ListQuery(task_filter(f), cursor or None, limit or DEFAULT_LIMIT)
 
 
 def task_to_pb(t: TaskInfo) -> pb.Task:
@@ -137,15 +161,6 @@ def event_to_pb(ev: TaskEvent) -> pb.TaskEvent:
         task_type=ev.task_type, at=ev.at, attempts=ev.attempts, result=ev.result,
         error=ev.error, error_type=ev.error_type, worker_id=ev.worker_id,
         progress=ev.progress, progress_message=ev.progress_message,
-    )  # fmt: skip
-
-
-def info_event_to_pb(t: TaskInfo) -> pb.TaskEvent:
-    """The event that reports a task's current state (for a watch of a finished task)."""
-    return pb.TaskEvent(
-        id=format_task_id(t.id), state=STATE_TO_PB.get(t.state, pb.TASK_STATE_UNSPECIFIED),
-        queue=t.queue, task_type=t.task_type, at=t.updated_at, attempts=t.attempts,
-        result=t.result, error=t.error, error_type=t.error_type, worker_id=t.worker_id,
     )  # fmt: skip
 
 

@@ -18,11 +18,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Final, TypeVar
 
 from tq.api._pb import tq_pb2 as pb
-from tq.api.grpc_convert import event_to_pb, info_event_to_pb, parse_ids, stats_to_pb
-from tq.broker.events import Subscription
+from tq.api.grpc_convert import event_to_pb, parse_ids, stats_to_pb
+from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
-from tq.core.ids import TaskId
 from tq.errors import ErrorCode, QueueFullError, UnavailableError, ValidationError
 from tq.protocol.records import NAME_MAX_LEN
 
@@ -48,6 +47,7 @@ class WatchSink:
         self.events: deque[TaskEvent] = deque()
         self.overflowed = False
         self.closed = False
+        self.ended = False  # an until_terminal watch saw every task finish
         self._wake = asyncio.Event()
 
     def push_event(self, subscription_id: int, event: TaskEvent) -> None:
@@ -57,6 +57,10 @@ class WatchSink:
             self.overflowed = True
         else:
             self.events.append(event)
+        self._wake.set()
+
+    def watch_ended(self, subscription_id: int) -> None:
+        self.ended = True
         self._wake.set()
 
     def close(self) -> None:
@@ -104,22 +108,14 @@ class Watches:
             raise ValidationError("watch what? give ids, queues or all")
         if self.closing.is_set():
             raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
-        # Finished tasks are reported at once; NotFoundError for an unknown id.
-        finished = self.service.check_subscription(ids)
-        done = {f.id for f in finished}
-        only_ids = bool(ids) and not queues and not req.all
-        ends = req.until_terminal and only_ids
-        remaining: set[TaskId] = {i for i in ids if i not in done} if ends else set(ids)
         sink = WatchSink()
-        sub = Subscription(sink, _SUB_ID, remaining, queues, req.all, ends)
-        if sub.task_ids or sub.queues or sub.all:
-            self.service.events.add(sub)
+        # NotFoundError for an unknown id; finished tasks' final events come through the sink.
+        watch = Watch(tuple(ids), tuple(queues), req.all, req.until_terminal)
+        self.service.watch(sink, _SUB_ID, watch)
         self.sinks.add(sink)
         try:
             await live()
-            if finished:
-                await send(pb.TaskEvents(events=[info_event_to_pb(f) for f in finished]))
-            while not (ends and not remaining):
+            while True:
                 batch = await sink.take()
                 if sink.closed:
                     raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
@@ -131,10 +127,10 @@ class Watches:
                     )
                 for chunk in chunks(batch):
                     await send(pb.TaskEvents(events=[event_to_pb(ev) for ev in chunk]))
-                if ends:
-                    remaining.difference_update(e.task_id for e in batch if e.state.is_terminal)
+                if sink.ended and not sink.events:
+                    return
         finally:
-            self.service.events.remove(sink, _SUB_ID)
+            self.service.unwatch(sink, _SUB_ID)
             self.sinks.discard(sink)
 
     async def stats(self, req: pb.WatchStatsRequest, send: Send[pb.Stats]) -> None:

@@ -24,13 +24,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq import __version__
 from tq.api import rest, ws
 from tq.api.responses import ErrorBody, ErrorResponse
 from tq.api.schemas import describe_errors
 from tq.broker.service import BrokerService
 from tq.config import Settings
 from tq.errors import ErrorCode, TqError
+from tq.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ def create_app(service: BrokerService, settings: Settings, *, ws_buffer: int) ->
     app.add_exception_handler(TqError, _on_tq_error)
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(HTTPException, _on_http_error)
-    app.include_router(rest.router)
+    if settings.api.rest_enabled:
+        app.include_router(rest.router)
     if settings.api.websocket_enabled:
         app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer))
     app.add_middleware(Guard, max_body=settings.api.max_request_body_bytes)
@@ -205,7 +206,7 @@ class _Server(uvicorn.Server):
 
 
 class HttpServer:
-    """Front door (see ``tq.broker.fronts``): ``start`` binds and returns the port in use."""
+    """Front door (see ``tq.broker.server``): ``start`` binds and returns the port in use."""
 
     name = "rest"
 

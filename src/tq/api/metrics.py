@@ -31,13 +31,13 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-import tq
 from tq.broker.instruments import Histogram, Instruments
 from tq.broker.service import BrokerService
 from tq.config import Settings
 from tq.core.layout import Family
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
 from tq.errors import ConfigError
+from tq.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ OUTCOMES = {
     "purged": "purged",
 }
 MAX_QUEUES_REMEMBERED = 10_000
-TIERS = tuple(tier.name.lower() for tier in PriorityTier)  # low, normal, high: as queue_depths()
+TIERS = tuple(tier.label for tier in PriorityTier)  # low, normal, high: as queue_depths()
 
 
 class BrokerCollector(Collector):
@@ -78,7 +78,7 @@ class BrokerCollector(Collector):
     def _broker(self) -> Iterable[Metric]:
         s = self.service
         yield InfoMetricFamily(
-            "tq_broker", "This broker.", value={"node_id": s.node_id, "version": tq.__version__}
+            "tq_broker", "This broker.", value={"node_id": s.node_id, "version": __version__}
         )
         yield GaugeMetricFamily(
             "tq_broker_start_time_seconds", "When the broker started (Unix time).", s.started
@@ -162,12 +162,14 @@ class BrokerCollector(Collector):
             "tq_claim_waiters", "Claims parked in a long poll, waiting for work.", len(s.waiters)
         )
         conns = GaugeMetricFamily("tq_connections", "Open client connections.", labels=["door"])
-        conns.add_metric(["tcp"], s.tcp_connections)
+        for door, n in sorted({"tcp": 0, **s.connections}.items()):
+            conns.add_metric([door], n)
         yield conns
         refused = CounterMetricFamily(
             "tq_connections_refused", "Connections refused at the limit.", labels=["door"]
         )
-        refused.add_metric(["tcp"], s.tcp_refused)
+        for door, n in sorted({"tcp": 0, **s.refused}.items()):
+            refused.add_metric([door], n)
         yield refused
 
     def _histograms(self) -> Iterable[Metric]:
@@ -288,7 +290,7 @@ def response(
 
 
 class MetricsServer:
-    """The ``metrics`` front door (see ``tq.broker.fronts``)."""
+    """The ``metrics`` front door (started by ``tq.broker.server``)."""
 
     name = "metrics"
 
@@ -314,14 +316,12 @@ class MetricsServer:
                 "(set monitoring.prometheus_port; 0 picks a free port)"
             ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
-        self.service.instruments = self.instruments
-        self.service.commit.on_sync = self.instruments.on_sync
+        self.service.instrument(self.instruments)
         return self.port
 
     async def stop(self) -> None:
         if self.service.instruments is self.instruments:
-            self.service.instruments = None
-            self.service.commit.on_sync = None
+            self.service.instrument(None)
         if self._server is None:
             return
         self._server.close()

@@ -2,16 +2,14 @@
 
 Every route runs on the broker's event loop (all are ``async def``: FastAPI would run a plain
 ``def`` in a thread, and the service is not thread-safe). Mutations answer only once their
-batch is durable. Bulk operations by filter page through ``list_tasks``, yielding to the loop
-between pages, so a large bulk call never stalls the TCP path for long.
+batch is durable. The rules (bulk paging, per-task wording, filters) are the service's; this
+module only maps JSON and HTTP statuses to and from its types.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -35,15 +33,12 @@ from tq.api.responses import (
     task_id_text,
 )
 from tq.api.schemas import BulkAction, BulkIn, TaskBatch, TaskFilter, TaskQuery, TaskSubmit
-from tq.broker.service import BrokerService, Durable
+from tq.broker import requests as rq
+from tq.broker.service import BrokerService
 from tq.core.ids import TaskId
-from tq.errors import ErrorCode, NotFoundError, UnavailableError, ValidationError, error_for_code
-from tq.protocol.messages import ListTasks
+from tq.core.model import PriorityTier
+from tq.errors import ErrorCode, NotFoundError, UnavailableError, ValidationError
 from tq.protocol.records import TaskInfo
-
-DURABLE_TIMEOUT_S = 30.0
-CHUNK = 1000  #: ids per service call in a bulk operation
-MAX_PAGES = 100  #: listing pages a bulk-by-filter call scans before answering truncated
 
 _WHY = {
     400: "malformed request (e.g. body not valid JSON)",
@@ -72,18 +67,6 @@ router = APIRouter()
 _SUBMIT = errors(400, 409, 413, 503, 504)
 
 
-async def durable(fut: Durable) -> None:
-    """Wait for a batch to be durable; shielded, as that future is shared by the batch."""
-    try:
-        async with asyncio.timeout(DURABLE_TIMEOUT_S):
-            await asyncio.shield(fut)
-    except TimeoutError:
-        raise UnavailableError(
-            f"not confirmed durable within {DURABLE_TIMEOUT_S:g} s (it may still be applied)",
-            ErrorCode.TIMEOUT,
-        ) from None
-
-
 def _tid(task_id: UUID) -> TaskId:
     return TaskId(task_id.bytes)
 
@@ -92,7 +75,7 @@ def _tid(task_id: UUID) -> TaskId:
 async def submit_task(body: TaskSubmit, response: Response, service: Service) -> Submitted:
     """Submit one task. 201: created; 200: an idempotency-key duplicate (its existing id)."""
     reply, fut = service.submit([body.spec()])
-    await durable(fut)
+    await service.confirmed(fut)
     if not reply.created[0]:
         response.status_code = 200
     return Submitted(id=task_id_text(reply.ids[0]), created=reply.created[0])
@@ -102,7 +85,7 @@ async def submit_task(body: TaskSubmit, response: Response, service: Service) ->
 async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
     """Submit up to 1000 tasks as one command: one bad task refuses the whole batch."""
     reply, fut = service.submit([t.spec() for t in body.tasks])
-    await durable(fut)
+    await service.confirmed(fut)
     return SubmittedBatch(
         tasks=[
             Submitted(id=task_id_text(i), created=c)
@@ -116,6 +99,12 @@ async def get_task(task_id: UUID, service: Service, include_payload: bool = Fals
     return TaskOut.of(_info(service, _tid(task_id), include_payload))
 
 
+def _info_of(info: TaskInfo | None) -> TaskInfo:
+    if info is None:  # purged between the change and this read: rare, but not a crash
+        raise NotFoundError("the task is gone (deleted or purged by retention)")
+    return info
+
+
 def _info(service: BrokerService, task_id: TaskId, include_payload: bool = False) -> TaskInfo:
     info = service.status([task_id], include_payload)[0]
     if info is None:
@@ -127,26 +116,19 @@ def _info(service: BrokerService, task_id: TaskId, include_payload: bool = False
 async def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> TaskPage:
     """Tasks in id (= creation) order. A page may hold fewer than ``limit`` tasks while
     ``next_cursor`` is set (the scan per call is bounded): follow it until it is null."""
-    req = _list_request(query, _decode_cursor(query.cursor), query.limit)
-    if req is None:
-        return TaskPage(tasks=[], next_cursor=None)
+    req = rq.ListQuery(task_filter(query), _decode_cursor(query.cursor), query.limit)
     infos, cursor = service.list_tasks(req)
     next_cursor = None if cursor is None else base64.urlsafe_b64encode(cursor).decode()
     return TaskPage(tasks=[TaskOut.of(i) for i in infos], next_cursor=next_cursor)
 
 
-def _list_request(f: TaskFilter | TaskQuery, cursor: bytes | None, limit: int) -> ListTasks | None:
-    """The service query of a filter; None when it can match nothing (empty priority range)."""
-    low, high = f.priority.bounds if f.priority is not None else (0, 255)
-    low = max(low, f.priority_min if f.priority_min is not None else 0)
-    high = min(high, f.priority_max if f.priority_max is not None else 255)
-    if low > high:
-        return None
-    return ListTasks(
-        request_id=0, state=f.state, queue=f.queue, task_type=f.task_type,
-        priority_min=low or None, priority_max=None if high == 255 else high,
+def task_filter(f: TaskFilter | TaskQuery) -> rq.TaskFilter:
+    """The service's filter of a JSON one (a tier intersects priority_min/max)."""
+    return rq.TaskFilter.build(
+        state=f.state, queue=f.queue, task_type=f.task_type,
+        tier=None if f.priority is None else PriorityTier[f.priority.name],
+        priority_min=f.priority_min, priority_max=f.priority_max,
         created_after=f.created_after, created_before=f.created_before,
-        cursor=cursor, limit=limit,
     )  # fmt: skip
 
 
@@ -162,66 +144,27 @@ def _decode_cursor(text: str | None) -> bytes | None:
     return raw
 
 
-def _raise_for(code: int, service: BrokerService, task_id: TaskId, action: str) -> None:
-    if code == 0:
-        return
-    text = task_id_text(task_id)
-    if code == ErrorCode.TASK_NOT_FOUND:
-        raise NotFoundError(f"no task with id {text}")
-    info = service.status([task_id], False)[0]
-    state = f" (it is {info.state})" if info is not None else ""
-    raise error_for_code(code, f"cannot {action} task {text}{state}: {ErrorCode(code).description}")
-
-
 # Registered before /v1/tasks/{task_id}/...: routes match in order, and "bulk" is no id.
 @router.post("/v1/tasks/bulk/{action}", responses=errors(400, 413, 503, 504))
 async def bulk(action: BulkAction, body: BulkIn, service: Service) -> BulkOut:
     """Cancel, retry (from dead letter) or delete by ids or by filter; a result per id."""
+    act = rq.Action(action.value)
     if body.ids is not None:
-        ids, truncated = list(dict.fromkeys(_tid(i) for i in body.ids)), False
+        result = await service.act(act, [_tid(i) for i in body.ids])
     else:
         assert body.filter is not None
-        ids, truncated = await _resolve(service, body.filter, body.limit)
-    op: Callable[[Sequence[TaskId]], tuple[list[int], Durable]] = {
-        BulkAction.CANCEL: service.cancel,
-        BulkAction.RETRY: service.retry_dead,
-        BulkAction.DELETE: service.delete,
-    }[action]
-    codes: list[int] = []
-    futs: list[Durable] = []
-    for start in range(0, len(ids), CHUNK):
-        if start:
-            await asyncio.sleep(0)  # let the TCP path in between chunks
-        chunk_codes, fut = op(ids[start : start + CHUNK])
-        codes += chunk_codes
-        futs.append(fut)
-    for fut in dict.fromkeys(futs):
-        await durable(fut)
-    results = [
-        BulkItem(id=task_id_text(i), ok=c == 0, error=ErrorBody.of(ErrorCode(c)) if c else None)
-        for i, c in zip(ids, codes, strict=True)
-    ]
-    ok = sum(r.ok for r in results)
-    return BulkOut(results=results, succeeded=ok, failed=len(results) - ok, truncated=truncated)
-
-
-async def _resolve(service: BrokerService, f: TaskFilter, limit: int) -> tuple[list[TaskId], bool]:
-    """Ids matching ``f``, at most ``limit``; True if more may match."""
-    ids: list[TaskId] = []
-    cursor: bytes | None = None
-    for page in range(MAX_PAGES):
-        if page:
-            await asyncio.sleep(0)
-        req = _list_request(f, cursor, min(1000, limit - len(ids)))
-        if req is None:
-            return [], False
-        infos, cursor = service.list_tasks(req)
-        ids += [TaskId(i.id) for i in infos]
-        if cursor is None:
-            return ids, False
-        if len(ids) >= limit:
-            return ids, True
-    return ids, True
+        result = await service.act_on_filter(act, task_filter(body.filter), body.limit)
+    items = [
+        BulkItem(
+            id=task_id_text(r.task_id), ok=r.ok,
+            error=None if r.ok else ErrorBody.of(ErrorCode(r.code), r.message),
+        )
+        for r in result.results
+    ]  # fmt: skip
+    return BulkOut(
+        results=items, succeeded=result.applied, failed=len(items) - result.applied,
+        truncated=result.truncated,
+    )  # fmt: skip
 
 
 _ONE = errors(404, 409, 503, 504)
@@ -230,30 +173,19 @@ _ONE = errors(404, 409, 503, 504)
 @router.post("/v1/tasks/{task_id}/cancel", responses=_ONE)
 async def cancel_task(task_id: UUID, service: Service) -> TaskOut:
     """Cancel a pending, scheduled, running or failed task (409 once it has finished)."""
-    tid = _tid(task_id)
-    codes, fut = service.cancel([tid])
-    _raise_for(codes[0], service, tid, "cancel")
-    await durable(fut)
-    return TaskOut.of(_info(service, tid))
+    return TaskOut.of(_info_of(await service.act_one(rq.Action.CANCEL, _tid(task_id))))
 
 
 @router.post("/v1/tasks/{task_id}/retry", responses=_ONE)
 async def retry_task(task_id: UUID, service: Service) -> TaskOut:
     """Requeue a dead-lettered task (409 if it is not in dead letter)."""
-    tid = _tid(task_id)
-    codes, fut = service.retry_dead([tid])
-    _raise_for(codes[0], service, tid, "retry")
-    await durable(fut)
-    return TaskOut.of(_info(service, tid))
+    return TaskOut.of(_info_of(await service.act_one(rq.Action.RETRY, _tid(task_id))))
 
 
 @router.delete("/v1/tasks/{task_id}", status_code=204, response_class=Response, responses=_ONE)
 async def delete_task(task_id: UUID, service: Service) -> Response:
     """Delete a finished task (completed, cancelled, dead letter); 409 if it is live."""
-    tid = _tid(task_id)
-    codes, fut = service.delete([tid])
-    _raise_for(codes[0], service, tid, "delete")
-    await durable(fut)
+    await service.act_one(rq.Action.DELETE, _tid(task_id))
     return Response(status_code=204)
 
 

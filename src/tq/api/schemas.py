@@ -27,12 +27,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from tq.broker.requests import MAX_BULK
 from tq.core.ids import TaskId
 from tq.core.model import TaskState
 from tq.protocol.records import NAME_MAX_LEN, RetrySpec, TaskSpec
 
 MAX_BATCH = 1000  #: tasks per POST /v1/tasks/batch
-MAX_BULK = 10_000  #: ids per bulk operation
 _MAX_INT = 2**31 - 1
 _MAX_SECONDS = 1e10  # ~300 years: far beyond any real delay, far below float trouble
 _MAX_INSTANT = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last ISO 8601 second
@@ -82,15 +82,11 @@ Instant = Annotated[
 
 
 class Tier(StrEnum):
-    """Priority tiers: low 0-99, normal 100-199, high 200-255."""
+    """Priority tiers by name; their ranges are ``tq.core.model.PriorityTier``'s."""
 
     LOW = "low"
     NORMAL = "normal"
     HIGH = "high"
-
-    @property
-    def bounds(self) -> tuple[int, int]:
-        return {Tier.LOW: (0, 99), Tier.NORMAL: (100, 199), Tier.HIGH: (200, 255)}[self]
 
 
 class _In(BaseModel):

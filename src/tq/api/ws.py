@@ -4,9 +4,10 @@ Client -> server, JSON: ``{"op": "subscribe" | "unsubscribe", "task_ids": [...],
 [...], "all": bool}`` (a socket's interest is the union of what it subscribed; unsubscribe
 with no fields drops all of it), ``{"op": "stats", "interval": s}`` (0 or null stops),
 ``{"op": "ping"}``. Server -> client: ``{"type": "task", ...}`` per event (published after
-durability; subscribing to an already finished task pushes its final state at once),
-``{"type": "stats", ...}``, ``{"type": "subscribed" | "unsubscribed", ...}``, ``{"type":
-"pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the socket stays open).
+durability; subscribing to an already finished task pushes its final state once, after the
+``subscribed`` answer), ``{"type": "stats", ...}``, ``{"type": "subscribed" | "unsubscribed",
+...}``, ``{"type": "pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the
+socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND).
 
 Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
 socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
@@ -29,12 +30,11 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from tq.api.responses import ErrorBody, StatsOut, task_id_text, text_and_base64
 from tq.api.schemas import CONTROL, StatsOp, SubscribeOp, describe_errors
-from tq.broker.events import Subscription
+from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
-from tq.core.model import TaskState
-from tq.errors import ErrorCode, NotFoundError, TqError, ValidationError
+from tq.errors import ErrorCode, TqError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ class Session:
         self.out: deque[object] = deque()
         self.wake = asyncio.Event()
         self.overflow = False
-        self.last: TaskEvent | None = None
         self.task_ids: set[TaskId] = set()
         self.queues: set[str] = set()
         self.all = False
@@ -77,10 +76,10 @@ class Session:
     # ------------------------------------------------------------------ the hub's side (sync)
 
     def push_event(self, subscription_id: int, event: TaskEvent) -> None:
-        # The hub delivers an event once per matching index (id, queue, all): keep one.
-        if event is not self.last:
-            self.last = event
-            self.send(event)
+        self.send(event)
+
+    def watch_ended(self, subscription_id: int) -> None:
+        """Never: a socket's subscription is not one-shot."""
 
     def send(self, item: object) -> None:
         if self.overflow:
@@ -95,7 +94,7 @@ class Session:
             self.wake.set()
 
     def _drop(self) -> None:
-        self.service.events.remove_sink(self)
+        self.service.detach(self)
         if self.writer is not None:
             self.writer.cancel()  # it may wait on a full transport: nothing half-written
 
@@ -109,7 +108,7 @@ class Session:
             if self.overflow:
                 await self._close_slow()
         finally:
-            self.service.events.remove_sink(self)
+            self.service.detach(self)
             tasks = [t for t in (reader, writer, self.ticker) if t is not None]
             for t in tasks:
                 t.cancel()
@@ -166,50 +165,29 @@ class Session:
 
     def _subscribe(self, op: SubscribeOp) -> None:
         ids = [TaskId(i.bytes) for i in op.task_ids]
-        if op.op == "subscribe" and (
-            len(self.task_ids.union(ids)) > MAX_TASK_IDS
-            or len(self.queues.union(op.queues)) > MAX_QUEUES
-        ):
-            raise ValidationError(
-                f"a socket follows at most {MAX_TASK_IDS} task ids and {MAX_QUEUES} queues; "
-                "unsubscribe some first"
-            )
-        if op.op == "unsubscribe":
-            if not (ids or op.queues or op.all):
-                self.task_ids.clear()
-                self.queues.clear()
-                self.all = False
-            self.task_ids.difference_update(ids)
-            self.queues.difference_update(op.queues)
-            self.all = self.all and not op.all
-        else:
-            self.task_ids.update(ids)
-            self.queues.update(op.queues)
-            self.all = self.all or op.all
-        hub = self.service.events
-        hub.remove(self, _SUB)
-        if self.task_ids or self.queues or self.all:
-            hub.add(Subscription(self, _SUB, self.task_ids, self.queues, self.all, False))
-        unknown = []
-        finished = []
         if op.op == "subscribe":
-            for task_id in ids:
-                try:
-                    finished += self.service.check_subscription([task_id])
-                except NotFoundError:
-                    unknown.append(task_id_text(task_id))
+            task_ids = self.task_ids.union(ids)
+            queues = self.queues.union(op.queues)
+            everything = self.all or op.all
+            if len(task_ids) > MAX_TASK_IDS or len(queues) > MAX_QUEUES:
+                raise ValidationError(
+                    f"a socket follows at most {MAX_TASK_IDS} task ids and {MAX_QUEUES} "
+                    "queues; unsubscribe some first"
+                )
+        elif ids or op.queues or op.all:
+            task_ids = self.task_ids.difference(ids)
+            queues = self.queues.difference(op.queues)
+            everything = self.all and not op.all
+        else:  # unsubscribe with no fields: drop everything
+            task_ids, queues, everything = set(), set(), False
+        # The socket's interest is one subscription, replaced as it changes; an unknown task
+        # id refuses the whole op (NotFoundError) and changes nothing.
+        self.service.watch(self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
+        self.task_ids, self.queues, self.all = task_ids, queues, everything
         self.send({
             "type": f"{op.op}d", "task_ids": sorted(map(task_id_text, self.task_ids)),
-            "queues": sorted(self.queues), "all": self.all, "unknown_task_ids": unknown,
+            "queues": sorted(self.queues), "all": self.all,
         })  # fmt: skip
-        for info in finished:  # already final: no event will come, so say it now
-            self.send(
-                TaskEvent(
-                    task_id=TaskId(info.id), state=TaskState(info.state), queue=info.queue,
-                    task_type=info.task_type, at=info.updated_at, attempts=info.attempts,
-                    result=info.result, error=info.error, error_type=info.error_type,
-                )
-            )  # fmt: skip
 
     def _stats(self, interval: float) -> None:
         if self.ticker is not None:

@@ -1,6 +1,7 @@
-"""The broker process: service (the use-case API), TCP front door, background jobs."""
+"""The broker process: ``service`` (the use-case API every door calls), the TCP door, the
+background jobs, and ``server``, the composition root that wires them with the management
+doors of ``tq.api``.
 
-from tq.broker.server import run_broker, serve
-from tq.broker.service import BrokerService
-
-__all__ = ["BrokerService", "run_broker", "serve"]
+This package namespace imports nothing: ``tq.api`` imports ``tq.broker.service`` while
+``tq.broker.server`` imports ``tq.api``, so each module is imported by its full name.
+"""

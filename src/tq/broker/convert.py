@@ -7,6 +7,7 @@ from typing import Protocol
 
 from tq.config import BrokerSettings
 from tq.core import commands as c
+from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.model import NO_TAGS, RetryPolicy, Task
 from tq.errors import ErrorCode, ValidationError
@@ -80,3 +81,12 @@ def task_info(t: Task, include_payload: bool) -> TaskInfo:
         started_at=t.started_at,
         error_type=t.error_type,
     )
+
+
+def finished_event(t: Task) -> TaskEvent:
+    """The event a task's final state would have published (for a late subscriber)."""
+    return TaskEvent(
+        task_id=t.id, state=t.state, queue=t.queue, task_type=t.task_type, at=t.updated_at,
+        attempts=t.attempts, result=t.result, error=t.error, worker_id=t.worker_id,
+        error_type=t.error_type,
+    )  # fmt: skip

@@ -1,8 +1,11 @@
 """Task event subscriptions: by task id (e.g. a client waiting for a result), by queue, or all.
 
-Events are published only after the batch that caused them is durable, so a client never
-sees a result the broker could still lose. A one-shot (``until_terminal``) subscription for a
-task ends with that task's terminal event.
+Rules: events are published only after the batch that caused them is durable, so nobody
+sees a state the broker could still lose. A subscription matching an event several ways (its
+id, its queue, all) gets it once. With ``until_terminal`` a subscription gets, for each of its
+task ids, only that task's terminal event, after which the id is forgotten; when nothing is
+left to follow, the subscription ends and its sink hears ``watch_ended``. A subscription is
+named by its sink and an id the sink chose; adding one under a name in use replaces it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from tq.core.ids import TaskId
 
 
 class Sink(Protocol):
+    """Where a subscription's events go (a connection, a WebSocket, a gRPC stream).
+
+    Called on the loop thread from the publish path: it must only buffer, never block."""
+
     def push_event(self, subscription_id: int, event: TaskEvent) -> None: ...
+
+    def watch_ended(self, subscription_id: int) -> None:
+        """Every id of an ``until_terminal`` subscription had its terminal event."""
 
 
 class Subscription:
@@ -37,6 +47,10 @@ class Subscription:
         self.all = all_tasks
         self.until_terminal = until_terminal
 
+    @property
+    def exhausted(self) -> bool:
+        return not (self.task_ids or self.queues or self.all)
+
 
 class EventHub:
     def __init__(self) -> None:
@@ -46,6 +60,8 @@ class EventHub:
         self._by_sink: dict[int, dict[int, Subscription]] = {}
 
     def add(self, sub: Subscription) -> None:
+        """Start ``sub``, replacing the sink's subscription of the same id if there is one."""
+        self.remove(sub.sink, sub.subscription_id)
         for task_id in sub.task_ids:
             self._by_task.setdefault(task_id, []).append(sub)
         for q in sub.queues:
@@ -54,10 +70,16 @@ class EventHub:
             self._all.append(sub)
         self._by_sink.setdefault(id(sub.sink), {})[sub.subscription_id] = sub
 
+    def get(self, sink: Sink, subscription_id: int) -> Subscription | None:
+        return self._by_sink.get(id(sink), {}).get(subscription_id)
+
     def remove(self, sink: Sink, subscription_id: int) -> None:
-        sub = self._by_sink.get(id(sink), {}).pop(subscription_id, None)
+        subs = self._by_sink.get(id(sink))
+        sub = None if subs is None else subs.pop(subscription_id, None)
         if sub is None:
             return
+        if not subs:
+            del self._by_sink[id(sink)]
         for task_id in sub.task_ids:
             self._discard(self._by_task, task_id, sub)
         for q in sub.queues:
@@ -68,7 +90,6 @@ class EventHub:
     def remove_sink(self, sink: Sink) -> None:
         for subscription_id in list(self._by_sink.get(id(sink), {})):
             self.remove(sink, subscription_id)
-        self._by_sink.pop(id(sink), None)
 
     @staticmethod
     def _discard(index: dict[Any, list[Subscription]], key: Any, sub: Subscription) -> None:
@@ -78,39 +99,58 @@ class EventHub:
             if not subs:
                 del index[key]
 
-    def publish(self, events: Iterable[TaskEvent], _owner: object = None) -> None:
+    def publish(self, events: Iterable[TaskEvent]) -> None:
         if not (self._by_task or self._by_queue or self._all):
             return
         for ev in events:
-            # A subscription matching an event several ways (its id, its queue, all) gets it
-            # once; the set is built only when more than one index could match.
-            by_task = self._by_task.get(ev.task_id, ())
+            by_task = self._by_task.get(ev.task_id)
             by_queue = self._by_queue.get(ev.queue, ())
-            if (bool(by_task) + bool(by_queue) + bool(self._all)) > 1:
+            terminal = ev.state.is_terminal
+            if (by_task is not None) + bool(by_queue) + bool(self._all) > 1:
+                # Several indexes may name one subscription: the set is built only then.
                 seen: set[int] = set()
-                for sub in (*by_task, *by_queue, *self._all):
+                for sub in (*by_queue, *self._all):
                     if id(sub) not in seen:
                         seen.add(id(sub))
                         sub.sink.push_event(sub.subscription_id, ev)
-                self._end_one_shots(ev)
-                continue
-            for sub in by_task:
-                sub.sink.push_event(sub.subscription_id, ev)
-            self._end_one_shots(ev)
-            for sub in by_queue:
-                sub.sink.push_event(sub.subscription_id, ev)
-            for sub in self._all:
-                sub.sink.push_event(sub.subscription_id, ev)
+                for sub in by_task or ():
+                    if id(sub) not in seen and (terminal or not sub.until_terminal):
+                        sub.sink.push_event(sub.subscription_id, ev)
+            else:
+                if by_task is not None:
+                    for sub in by_task:
+                        if terminal or not sub.until_terminal:
+                            sub.sink.push_event(sub.subscription_id, ev)
+                for sub in by_queue:
+                    sub.sink.push_event(sub.subscription_id, ev)
+                for sub in self._all:
+                    sub.sink.push_event(sub.subscription_id, ev)
+            if terminal and by_task is not None:
+                self._end_one_shots(ev.task_id)
 
-    def _end_one_shots(self, ev: TaskEvent) -> None:
+    def push_to(self, sink: Sink, subscription_id: int, events: Iterable[TaskEvent]) -> None:
+        """Deliver ``events`` (final states of tasks that had already finished when the
+        subscription started) to that subscription alone, by its rules, if it still exists."""
+        for ev in events:
+            sub = self.get(sink, subscription_id)
+            if sub is None or ev.task_id not in sub.task_ids:
+                continue
+            if ev.state.is_terminal or not sub.until_terminal:
+                sink.push_event(subscription_id, ev)
+            if ev.state.is_terminal and sub.until_terminal:
+                self._forget(sub, ev.task_id)
+
+    def _end_one_shots(self, task_id: TaskId) -> None:
         """A terminal event ends the ``until_terminal`` interest in its task."""
-        if ev.state.is_terminal and ev.task_id in self._by_task:
-            for sub in list(self._by_task[ev.task_id]):
-                if sub.until_terminal:
-                    sub.task_ids.discard(ev.task_id)
-                    self._discard(self._by_task, ev.task_id, sub)
-                    if not sub.task_ids and not sub.queues and not sub.all:
-                        self.remove(sub.sink, sub.subscription_id)
+        for sub in [s for s in self._by_task.get(task_id, ()) if s.until_terminal]:
+            self._forget(sub, task_id)
+
+    def _forget(self, sub: Subscription, task_id: TaskId) -> None:
+        sub.task_ids.discard(task_id)
+        self._discard(self._by_task, task_id, sub)
+        if sub.exhausted:
+            self.remove(sub.sink, sub.subscription_id)
+            sub.sink.watch_ended(sub.subscription_id)
 
     def has_sink(self, sink: Sink) -> bool:
         return bool(self._by_sink.get(id(sink)))

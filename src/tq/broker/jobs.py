@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from tq.broker.service import BrokerService
-from tq.broker.tcp import Connections
 from tq.core import commands as c
 from tq.core.layout import Family
 from tq.core.replies import Affected
@@ -43,15 +43,16 @@ async def scheduler(service: BrokerService) -> None:
             service.run(c.PromoteDue(time.time()), Affected)
 
 
-async def maintenance(service: BrokerService, conns: Connections) -> None:
-    """Reap workers that missed their heartbeats; close idle connections."""
+async def maintenance(service: BrokerService, close_idle: Callable[[float], None]) -> None:
+    """Reap workers that missed their heartbeats; close idle connections (``close_idle`` is
+    the TCP door's sweep, given the idle timeout)."""
     b = service.settings.broker
     while True:
         await asyncio.sleep(b.maintenance_interval_s)
         reply, _ = service.run(c.ReapDeadWorkers(time.time(), service.dead_after), Affected)
         if reply.task_ids:
             log.warning("worker.dead requeued=%d", len(reply.task_ids))
-        conns.close_idle(b.idle_timeout_s)
+        close_idle(b.idle_timeout_s)
 
 
 async def retention(service: BrokerService) -> None:

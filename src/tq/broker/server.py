@@ -1,4 +1,7 @@
-"""The broker process: the composition root (store, recovery, service, TCP, background jobs).
+"""The broker process: the composition root. It alone wires the parts together: store,
+recovery, service, the TCP door, the management doors of ``tq.api`` (REST + WebSocket, gRPC,
+Prometheus; each imported only when enabled, so a broker without one pays nothing for it) and
+the background jobs.
 
 Start: open the data dir, rebuild the state machine, apply ``BrokerStarted`` and
 ``ExpireLeases`` (tasks whose lease is gone return to pending), listen, then write the ready
@@ -17,10 +20,10 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Protocol
 
 import uvloop
 
-from tq.broker.fronts import start_front_doors
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.service import BrokerService
 from tq.broker.tcp import BrokerProtocol, Connections
@@ -33,6 +36,51 @@ from tq.storage.rocksdb import RocksTuning
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
+
+
+class FrontDoor(Protocol):
+    """A management door: ``start`` binds and returns the port in use; ``stop`` closes."""
+
+    name: str
+    port: int
+
+    async def start(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+def management_doors(service: BrokerService, settings: Settings) -> list[FrontDoor]:
+    """The enabled management doors, in start order (imported here, only when enabled)."""
+    doors: list[FrontDoor] = []
+    if settings.monitoring.prometheus_enabled:
+        from tq.api.metrics import MetricsServer  # noqa: PLC0415 - only when enabled
+
+        doors.append(MetricsServer(service, settings))
+    if settings.api.http_enabled:
+        from tq.api.http import HttpServer  # noqa: PLC0415 - only when enabled
+
+        doors.append(HttpServer(service, settings))
+    if settings.api.grpc_enabled:
+        from tq.api.grpc import GrpcServer  # noqa: PLC0415 - only when enabled
+
+        doors.append(GrpcServer(service, settings))
+    return doors
+
+
+async def start_doors(doors: list[FrontDoor]) -> list[FrontDoor]:
+    """Start each door; on a failure stop those already started and raise."""
+    started: list[FrontDoor] = []
+    try:
+        for door in doors:
+            door.port = await door.start()
+            log.info("api.listening name=%s port=%d", door.name, door.port)
+            started.append(door)
+    except BaseException:
+        for door in reversed(started):
+            with contextlib.suppress(Exception):
+                await door.stop()
+        raise
+    return started
 
 
 def run_broker(settings: Settings, *, ready_file: Path | None = None) -> int:
@@ -72,7 +120,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         )
         port = server.sockets[0].getsockname()[1]
         log.info("broker.listening host=%s port=%d node=%s", b.host, port, service.node_id)
-        fronts = await start_front_doors(service, settings)
+        fronts = await start_doors(management_doors(service, settings))
         # Everything loaded so far (modules, FastAPI's and grpc's objects, the recovered
         # state) lives for the process: keep it out of every later garbage collection.
         gc.freeze()
@@ -83,7 +131,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             jobs = [
                 tg.create_task(lease_monitor(service)),
                 tg.create_task(scheduler(service)),
-                tg.create_task(maintenance(service, conns)),
+                tg.create_task(maintenance(service, conns.close_idle)),
                 tg.create_task(retention(service)),
             ]
             if p.sync_mode is SyncMode.RELAXED:
@@ -111,7 +159,7 @@ async def _shutdown(
     for conn in list(conns.open):
         if conn.transport is not None:
             conn.transport.pause_reading()
-    service.waiters.cancel_all()
+    service.cancel_waiters()
     with contextlib.suppress(TqError, TimeoutError):
         async with asyncio.timeout(timeout):
             await service.drain()
@@ -121,7 +169,7 @@ async def _shutdown(
         async with asyncio.timeout(5):
             await server.wait_closed()
     with contextlib.suppress(StorageError):
-        await service.commit.close()
+        await service.close()
 
 
 def _write_ready(path: Path, host: str, ports: dict[str, int]) -> None:

@@ -1,4 +1,4 @@
-"""The broker's use-case API: what every front door (TCP now; REST, WebSocket, gRPC later) calls.
+"""The broker's use-case API: what every front door (TCP, REST, WebSocket, gRPC) calls.
 
 Theory of operation: a call turns its request into a core command (adding the time, new ids
 and random draws), applies it to the state machine at once, and gets back the reply plus a
@@ -8,6 +8,11 @@ batch: at the end of the turn ``_flush`` serves waiting long-poll claims, writes
 resolves and the batch's task events are published to subscribers. Submits, results and
 everything a client waits on are answered only after that future; claims are answered at
 once (a crash before durability only means the task is handed out again: at-least-once).
+
+Doors hold no rules: they translate their transport into this module's calls and the request
+types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
+durability gating of events, bulk actions and their wording, listing filters, connection
+bookkeeping — lives here once.
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from tq.broker.convert import new_task, task_info
-from tq.broker.events import EventHub
+from tq.broker import actions
+from tq.broker.convert import finished_event, new_task, task_info
+from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
+from tq.broker.requests import Action, BulkResult, ListQuery, TaskFilter, Watch
 from tq.broker.waiters import ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
-from tq.core.effects import Effects
-from tq.core.ids import TaskId, WorkerId, make_task_id
+from tq.core.effects import Effects, TaskEvent
+from tq.core.ids import TaskId, WorkerId, format_task_id, make_task_id
 from tq.core.layout import Family, WorkerStats
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, Task, TaskState
@@ -41,8 +48,7 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
-from tq.errors import ErrorCode, NotFoundError, StorageError, ValidationError
-from tq.protocol.messages import ListTasks
+from tq.errors import ErrorCode, NotFoundError, StorageError, UnavailableError, ValidationError
 from tq.protocol.records import (
     QueueDepth,
     Stats,
@@ -59,6 +65,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Reply)
 Durable = asyncio.Future[None]
 OK = 0
+#: How long a door waits for a change to be confirmed durable before answering TIMEOUT.
+DURABLE_TIMEOUT_S = 30.0
 
 
 class IdSource:
@@ -106,8 +114,9 @@ class BrokerService:
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         #: Set by the metrics front door; None: nothing is measured beyond plain counters.
         self.instruments: Instruments | None = None
-        self.tcp_connections = 0  # open (admitted) TCP connections, for metrics
-        self.tcp_refused = 0  # connections refused at the limit
+        #: Per door ("tcp", ...): open connections, and connections refused at a limit.
+        self.connections: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the apply/commit engine
 
@@ -147,7 +156,7 @@ class BrokerService:
                 return
             fut.set_result(None)
             if fx.events:
-                self.events.publish(fx.events, self)
+                self.events.publish(fx.events)
 
         self.commit.when_durable(durable)
 
@@ -173,7 +182,23 @@ class BrokerService:
 
     # ------------------------------------------------------------------ tasks
 
-    def submit(self, specs: Sequence[TaskSpec]) -> tuple[SubmitReply, Durable]:
+    async def confirmed(self, durable: Durable) -> None:
+        """Wait until ``durable`` resolves (shielded: the batch's future is shared), for at
+        most ``DURABLE_TIMEOUT_S``; then TIMEOUT, as the change may still be applied."""
+        try:
+            async with asyncio.timeout(DURABLE_TIMEOUT_S):
+                await asyncio.shield(durable)
+        except TimeoutError:
+            raise UnavailableError(
+                f"not confirmed durable within {DURABLE_TIMEOUT_S:g} s (it may still be applied)",
+                ErrorCode.TIMEOUT,
+            ) from None
+
+    def submit(
+        self, specs: Sequence[TaskSpec], *, received: float | None = None
+    ) -> tuple[SubmitReply, Durable]:
+        """Submit tasks, all or nothing. ``received``: ``time.monotonic()`` when the request
+        arrived, for the submit-latency metric (measured until durable)."""
         now = time.time()
         b = self.settings.broker
         tasks = tuple(new_task(s, now, self.ids, b) for s in specs)
@@ -191,7 +216,11 @@ class BrokerService:
                     if state is not None:
                         known[ref] = state
         cmd = c.SubmitTasks(now, tasks, b.backpressure_threshold, b.idempotency_window_s, known)
-        return self.run(cmd, SubmitReply)
+        reply, durable = self.run(cmd, SubmitReply)
+        if received is not None and (ins := self.instruments) is not None:
+            hist = ins.submit_latency
+            durable.add_done_callback(lambda _: hist.observe(time.monotonic() - received))
+        return reply, durable
 
     def status(self, task_ids: Sequence[TaskId], include_payload: bool) -> list[TaskInfo | None]:
         out: list[TaskInfo | None] = []
@@ -247,10 +276,26 @@ class BrokerService:
         _, durable = self.run(c.PurgeTasks(time.time(), tuple(ids), tuple(states)), Affected)
         return codes, durable
 
-    def list_tasks(self, query: ListTasks) -> tuple[list[TaskInfo], bytes | None]:
+    def list_tasks(self, query: ListQuery) -> tuple[list[TaskInfo], bytes | None]:
         """Filtered, cursor-paged listing (see ``tq.broker.listing``)."""
         tasks, cursor = list_tasks(self.store, query)
         return [task_info(t, False) for t in tasks], cursor
+
+    # ------------------------------------------------------------------ management actions
+
+    async def act(self, action: Action, task_ids: Sequence[TaskId]) -> BulkResult:
+        """Cancel, retry or delete each task; per-task answers, once durable."""
+        return await actions.apply(self, action, task_ids)
+
+    async def act_on_filter(self, action: Action, f: TaskFilter, limit: int) -> BulkResult:
+        """Cancel, retry or delete the first ``limit`` tasks ``f`` selects."""
+        return await actions.apply_filter(self, action, f, limit)
+
+    async def act_one(self, action: Action, task_id: TaskId) -> TaskInfo | None:
+        """Cancel, retry or delete one task; raises its worded error. The task as it is now
+        (None once deleted)."""
+        await actions.apply_one(self, action, task_id)
+        return self.status([task_id], False)[0]
 
     def ready(self) -> bool:
         """Readiness: recovered, storage healthy (liveness is the process answering at all)."""
@@ -266,18 +311,26 @@ class BrokerService:
         wait: float,
         respond: Callable[[list[ClaimedTask]], None],
         owner: object = None,
+        *,
+        received: float | None = None,
     ) -> None:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
-        the end of a later turn serves (or its deadline answers with no tasks)."""
+        the end of a later turn serves (or its deadline answers with no tasks). ``owner``: the
+        connection, whose parked claims ``detach`` drops; ``received``: as for ``submit``."""
+        self._validate_queues(queues)
         max_tasks = min(max_tasks, self.settings.broker.max_claim_batch)
         reply, _ = self.run(
             c.ClaimTasks(time.time(), worker_id, tuple(queues), max_tasks, self.lease), ClaimReply
         )
         if reply.tasks or wait <= 0:
             respond(reply.tasks)
-            return
-        wait = min(wait, self.settings.broker.max_long_poll_s)
-        self.waiters.park(worker_id, tuple(queues), max_tasks, wait, respond, owner)
+        else:
+            wait = min(wait, self.settings.broker.max_long_poll_s)
+            self.waiters.park(worker_id, tuple(queues), max_tasks, wait, respond, owner)
+        if received is not None and (ins := self.instruments) is not None:
+            # Until answered, or parked: a long poll's wait for work is the queue's emptiness,
+            # not the broker's latency.
+            ins.claim_latency.observe(time.monotonic() - received)
 
     def _claim_for_waiter(
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int
@@ -356,7 +409,7 @@ class BrokerService:
         hostname: str,
         pid: int,
     ) -> Durable:
-        self.validate_queues(queues)
+        self._validate_queues(queues)
         cmd = c.RegisterWorker(
             time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid
         )
@@ -419,18 +472,88 @@ class BrokerService:
             node_id=self.node_id,
         )
 
-    def check_subscription(self, task_ids: Sequence[TaskId]) -> list[TaskInfo]:
-        """For a wait: ids already finished (pushed at once); NotFoundError for unknown ids."""
-        finished: list[TaskInfo] = []
-        for task_id in task_ids:
-            if self.machine.get(task_id) is not None or self._pending_state(task_id):
-                continue
-            task = read_task(self.store, task_id)
-            if task is None:
-                raise NotFoundError(f"no task with id {task_id.hex()}")
-            finished.append(task_info(task, False))
-        return finished
-
-    def validate_queues(self, queues: Sequence[str]) -> None:
+    def _validate_queues(self, queues: Sequence[str]) -> None:
         if not queues:
             raise ValidationError("queues must name at least one queue")
+
+    # ------------------------------------------------------------------ events and connections
+
+    def watch(self, sink: Sink, subscription_id: int, watch: Watch) -> None:
+        """Follow ``watch`` under ``(sink, subscription_id)``, replacing what that id followed.
+
+        An unknown task id is a NotFoundError and changes nothing. A task id that has already
+        finished gets its final event once the batch holding that state is durable (every
+        event waits for durability: none may show a state the broker could still lose); with
+        ``until_terminal`` that event ends the interest in the id."""
+        ids = list(dict.fromkeys(watch.task_ids))
+        old = self.events.get(sink, subscription_id)
+        fresh = ids if old is None else [i for i in ids if i not in old.task_ids]
+        finished = self._finished_events(fresh)
+        if not watch.anything:
+            self.events.remove(sink, subscription_id)  # following nothing: nothing to keep
+            return
+        sub = Subscription(
+            sink, subscription_id, ids, watch.queues, watch.all, watch.until_terminal
+        )
+        self.events.add(sub)
+        if finished:
+            loop = asyncio.get_running_loop()
+
+            def push(err: StorageError | None) -> None:
+                if err is None:
+                    self.events.push_to(sink, subscription_id, finished)
+
+            # Via the loop even when nothing is left to sync: a door answers the subscribe
+            # request first, and its events must follow that answer.
+            def later(err: StorageError | None) -> None:
+                loop.call_soon(push, err)
+
+            self.commit.when_durable(later)
+
+    def _finished_events(self, task_ids: Sequence[TaskId]) -> list[TaskEvent]:
+        """Final events of the ids that are no longer live; NotFoundError for unknown ids."""
+        out: list[TaskEvent] = []
+        for task_id in task_ids:
+            if self.machine.get(task_id) is not None or self._pending_state(task_id):
+                continue  # live, or ending in this turn: its events are still to come
+            task = read_task(self.store, task_id)
+            if task is None:
+                raise NotFoundError(f"no task with id {format_task_id(task_id)}")
+            out.append(finished_event(task))
+        return out
+
+    def unwatch(self, sink: Sink, subscription_id: int) -> None:
+        """End a subscription (unknown ids are ignored: the request is idempotent)."""
+        self.events.remove(sink, subscription_id)
+
+    def detach(self, owner: Sink) -> None:
+        """A connection went away: drop its subscriptions and its parked claims."""
+        self.waiters.drop(owner)
+        self.events.remove_sink(owner)
+
+    def is_waiting(self, owner: Sink) -> bool:
+        """Whether ``owner`` waits on the broker (a subscription or a parked claim), so its
+        silence is the broker's, not its own (the idle sweep spares it)."""
+        return self.events.has_sink(owner) or self.waiters.has_owner(owner)
+
+    def instrument(self, instruments: Instruments | None) -> None:
+        """Install the metrics door's histograms (None removes them)."""
+        self.instruments = instruments
+        self.commit.on_sync = None if instruments is None else instruments.on_sync
+
+    def cancel_waiters(self) -> None:
+        """Answer every parked claim with no tasks (at shutdown)."""
+        self.waiters.cancel_all()
+
+    async def close(self) -> None:
+        """Make everything applied durable and stop the fsync thread (after ``drain``)."""
+        await self.commit.close()
+
+    def connection_opened(self, door: str) -> None:
+        self.connections[door] = self.connections.get(door, 0) + 1
+
+    def connection_closed(self, door: str) -> None:
+        self.connections[door] = self.connections.get(door, 0) - 1
+
+    def connection_refused(self, door: str) -> None:
+        self.refused[door] = self.refused.get(door, 0) + 1

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from tq.broker.events import Subscription
+from tq.broker.requests import ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
@@ -43,6 +43,7 @@ from tq.protocol import messages as m
 from tq.protocol.records import ClaimedTask as WireClaimed
 
 log = logging.getLogger(__name__)
+DOOR = "tcp"  #: this door's name in the service's connection counters
 
 
 class Connections:
@@ -95,24 +96,23 @@ class BrokerProtocol(asyncio.Protocol):
             )
             self.transport.write(nack_frame(None, err))
             self.transport.close()
-            self.service.tcp_refused += 1
+            self.service.connection_refused(DOOR)
             log.warning("connection.refused peer=%s reason=limit", self.peer)
             return
         self.conns.open.add(self)
         self.admitted = True
-        self.service.tcp_connections += 1
+        self.service.connection_opened(DOOR)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conns.open.discard(self)
         if self.admitted:
             self.admitted = False
-            self.service.tcp_connections -= 1
-        self.service.waiters.drop(self)
-        self.service.events.remove_sink(self)
+            self.service.connection_closed(DOOR)
+        self.service.detach(self)
         self.transport = None
 
     def waiting_on_broker(self) -> bool:
-        return self.service.events.has_sink(self) or self.service.waiters.has_owner(self)
+        return self.service.is_waiting(self)
 
     def pause_writing(self) -> None:
         # The peer reads slower than we answer: stop reading its requests until it catches up.
@@ -185,6 +185,9 @@ class BrokerProtocol(asyncio.Protocol):
             )
         )  # fmt: skip
 
+    def watch_ended(self, subscription_id: int) -> None:
+        """A one-shot subscription is over; the client knows from the terminal events."""
+
     # ------------------------------------------------------------------ requests
 
     def dispatch(self, req: Any) -> None:
@@ -211,31 +214,22 @@ def _ping(p: BrokerProtocol, req: m.Ping) -> None:
 
 
 def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
-    reply, durable = p.service.submit(req.tasks)
-    rid, ins, received = req.request_id, p.service.instruments, p.last_active
-
-    def make() -> SubmitReply:
-        if ins is not None:  # latency from the read that carried the request until durable
-            ins.submit_latency.observe(time.monotonic() - received)
-        return SubmitReply(request_id=rid, ids=reply.ids, created=reply.created)
-
-    p.after(durable, make, rid)
+    # Latency is measured from the read that carried the request.
+    reply, durable = p.service.submit(req.tasks, received=p.last_active)
+    rid = req.request_id
+    p.after(durable, lambda: SubmitReply(request_id=rid, ids=reply.ids, created=reply.created), rid)
 
 
 def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
     rid = req.request_id
-    p.service.validate_queues(req.queues)
 
     def respond(tasks: list[ClaimedTask]) -> None:
         p.send(encode(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks])))
 
     p.service.claim(
-        WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p
-    )
-    if (ins := p.service.instruments) is not None:
-        # From the read that carried it to its answer (or to parking it: a long poll's wait
-        # for work is the queue's emptiness, not the broker's latency).
-        ins.claim_latency.observe(time.monotonic() - p.last_active)
+        WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
+        received=p.last_active,
+    )  # fmt: skip
 
 
 def _wire(t: ClaimedTask) -> WireClaimed:
@@ -274,7 +268,12 @@ def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
 
 
 def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
-    infos, cursor = p.service.list_tasks(req)
+    f = TaskFilter.build(
+        state=req.state, queue=req.queue, task_type=req.task_type,
+        priority_min=req.priority_min, priority_max=req.priority_max,
+        created_after=req.created_after, created_before=req.created_before,
+    )  # fmt: skip
+    infos, cursor = p.service.list_tasks(ListQuery(f, req.cursor, req.limit))
     p.send(encode(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor)))
 
 
@@ -283,42 +282,14 @@ def _stats(p: BrokerProtocol, req: m.GetStats) -> None:
 
 
 def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
-    ids = [TaskId(i) for i in req.task_ids]
-    finished = p.service.check_subscription(ids) if req.until_terminal else []
-    done = {f.id for f in finished}
-    sub = Subscription(
-        p, req.request_id, [i for i in ids if i not in done], req.queues, req.all,
-        req.until_terminal,
-    )  # fmt: skip
-    if sub.task_ids or sub.queues or sub.all:
-        p.service.events.add(sub)
+    ids = tuple(TaskId(i) for i in req.task_ids)
+    watch = Watch(ids, tuple(req.queues), req.all, req.until_terminal)
+    p.service.watch(p, req.request_id, watch)
     p.send(encode(Ack(request_id=req.request_id)))
-    if not finished:
-        return
-    frames = [
-        encode(
-            TaskEvent(
-                subscription_id=req.request_id, task_id=info.id, state=info.state,
-                queue=info.queue, task_type=info.task_type, at=info.updated_at,
-                attempts=info.attempts, result=info.result, error=info.error,
-                error_type=info.error_type,
-            )
-        )
-        for info in finished
-    ]  # fmt: skip
-
-    def push(err: TqError | None) -> None:
-        # A finished task read from storage may sit in a batch whose fsync is still running:
-        # its outcome goes out only once that is durable, like every other event.
-        if err is None:
-            for frame in frames:
-                p.send(frame)
-
-    p.service.commit.when_durable(push)
 
 
 def _unsubscribe(p: BrokerProtocol, req: m.Unsubscribe) -> None:
-    p.service.events.remove(p, req.subscription_id)
+    p.service.unwatch(p, req.subscription_id)
     p.send(encode(Ack(request_id=req.request_id)))
 
 

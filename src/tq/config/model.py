@@ -298,8 +298,9 @@ class ApiSettings(_Section):
 
     @property
     def http_enabled(self) -> bool:
-        """Whether the HTTP server runs at all (it carries REST, WebSocket and dashboard)."""
-        return self.rest_enabled or self.websocket_enabled or self.dashboard_enabled
+        """Whether the HTTP server runs at all (it carries REST and WebSocket; the dashboard,
+        once built, too)."""
+        return self.rest_enabled or self.websocket_enabled
 
 
 class AuthSettings(_Section):

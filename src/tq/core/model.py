@@ -64,6 +64,8 @@ TRANSITIONS: Final[dict[TaskState, frozenset[TaskState]]] = {
 
 
 class PriorityTier(IntEnum):
+    """The three priority tiers of SPEC §1; the one place their ranges are written."""
+
     LOW = 0  # 0-99
     NORMAL = 1  # 100-199
     HIGH = 2  # 200-255
@@ -75,6 +77,23 @@ class PriorityTier(IntEnum):
         if priority >= 100:
             return cls.NORMAL
         return cls.LOW
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """The inclusive priority range of this tier."""
+        return _TIER_BOUNDS[self]
+
+    @property
+    def label(self) -> str:
+        """The tier's name as interfaces show it: ``low``, ``normal``, ``high``."""
+        return self.name.lower()
+
+
+_TIER_BOUNDS: Final = {
+    PriorityTier.LOW: (0, 99),
+    PriorityTier.NORMAL: (100, 199),
+    PriorityTier.HIGH: (200, 255),
+}
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, array_like=True):
