@@ -45,6 +45,11 @@ class RawConn:
             await self._read_until(lambda: any(pred(e) for e in self.events))
         return next(e for e in self.events if pred(e))
 
+    async def more_events(self, seen: int, timeout: float = 10.0) -> None:
+        """Read until more than ``seen`` events have arrived."""
+        async with asyncio.timeout(timeout):
+            await self._read_until(lambda: len(self.events) > seen)
+
     async def _read_until(self, cond: Any) -> None:
         while not cond():
             data = await self.reader.read(65536)

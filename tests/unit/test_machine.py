@@ -8,7 +8,7 @@ import pytest
 
 from tq.core import commands as c
 from tq.core.effects import Effects
-from tq.core.ids import TaskId, WorkerId, make_task_id
+from tq.core.ids import TaskId, WorkerId, format_task_id, make_task_id
 from tq.core.layout import Family
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
@@ -163,8 +163,8 @@ def test_a_dependency_that_ends_badly_fails_its_dependants_transitively(
     assert h.state(b.id) is TaskState.DEAD_LETTER
     assert h.state(d.id) is TaskState.DEAD_LETTER
     errors = {e.task_id: e.error or "" for e in h.fx.events}
-    assert a.id.hex() in errors[b.id]
-    assert b.id.hex() in errors[d.id]
+    assert format_task_id(a.id) in errors[b.id]
+    assert format_task_id(b.id) in errors[d.id]
 
 
 def test_dependencies_found_finished_in_storage_are_honoured(h: Harness) -> None:
@@ -407,4 +407,4 @@ def test_a_task_depending_on_a_batch_mate_that_was_dead_lettered_is_dead_lettere
     assert h.state(a.id) is TaskState.DEAD_LETTER
     assert h.state(b.id) is TaskState.DEAD_LETTER
     errors = {e.task_id: e.error or "" for e in h.fx.events}
-    assert a.id.hex() in errors[b.id]
+    assert format_task_id(a.id) in errors[b.id]

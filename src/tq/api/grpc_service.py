@@ -53,12 +53,16 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 async def _abort(context: Ctx, err: TqError) -> NoReturn:
-    """End the call with ``err``'s status and code (raises, as ``context.abort`` does)."""
+    """End the call with ``err``'s status and code (raises, as ``context.abort`` does). The
+    details are the message alone, as every door words it; the code travels as the status
+    and in the ``tq-error-code`` trailer."""
     if context.done():
         raise asyncio.CancelledError  # the client left: nobody to tell
     status = err.code.grpc_status
     code = grpc.StatusCode[status] if status != "OK" else grpc.StatusCode.FAILED_PRECONDITION
-    await context.abort(code, str(err), trailing_metadata=((ERROR_CODE_KEY, str(int(err.code))),))
+    await context.abort(
+        code, err.message, trailing_metadata=((ERROR_CODE_KEY, str(int(err.code))),)
+    )
 
 
 async def _guard(context: Ctx, method: str, call: Awaitable[T]) -> T:

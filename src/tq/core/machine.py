@@ -27,7 +27,7 @@ import msgspec
 
 from tq.core import commands as c
 from tq.core.effects import Effects
-from tq.core.ids import TaskId, WorkerId
+from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.layout import (
     FAMILY_OF_STATE,
     MACHINE_KEY,
@@ -218,7 +218,7 @@ class Machine:
         for task, dep, st in failed:  # cannot happen unless storage was edited: repair it
             if task.id in m._tasks and task.state is SCHEDULED:
                 m._waiting.pop(task.id, None)
-                task.error = f"dependency {dep.hex()} ended {st.value}"
+                task.error = f"dependency {format_task_id(dep)} ended {st.value}"
                 task.completed_at = now
                 m._set(task, DEAD, now)
                 m._finish(task, now, fx, old=Family.PENDING)
@@ -277,12 +277,13 @@ class Machine:
             _validate_new(t)
             if t.id in tasks or t.id in batch or t.id in known:
                 raise ConflictError(
-                    f"task id {t.id.hex()} already exists", ErrorCode.TASK_ALREADY_EXISTS
+                    f"tasks[{i}].id: a task with id {format_task_id(t.id)} already exists",
+                    ErrorCode.TASK_ALREADY_EXISTS,
                 )
             for dep in t.depends_on:
                 if dep not in tasks and dep not in batch and dep not in known:
                     raise ConflictError(
-                        f"task {t.id.hex()} depends on unknown task {dep.hex()}",
+                        f"tasks[{i}].depends_on: no task with id {format_task_id(dep)}",
                         ErrorCode.DEPENDENCY_NOT_FOUND,
                     )
             batch[t.id] = None
@@ -330,7 +331,9 @@ class Machine:
             failed_dep = next((d for d, st in finished.items() if st is not COMPLETED), None)
             if failed_dep is not None:
                 task.state = DEAD
-                task.error = f"dependency {failed_dep.hex()} ended {finished[failed_dep].value}"
+                task.error = (
+                    f"dependency {format_task_id(failed_dep)} ended {finished[failed_dep].value}"
+                )
                 ended[t.id] = DEAD
                 self._bump(task.queue, DEAD, 1)
                 self._finish(task, now, fx)
@@ -505,7 +508,7 @@ class Machine:
         task = self._leased(cmd.task_id, cmd.lease_token)
         if isinstance(task, int):
             raise ConflictError(
-                f"task {cmd.task_id.hex()} is not running under lease {cmd.lease_token}",
+                f"task {format_task_id(cmd.task_id)} is not running under lease {cmd.lease_token}",
                 ErrorCode(task),
             )
         task.progress = cmd.percent
@@ -768,7 +771,7 @@ class Machine:
                             fx.event(d)
                 else:
                     del self._waiting[dep_id]
-                    d.error = f"dependency {t.id.hex()} ended {t.state.value}"
+                    d.error = f"dependency {format_task_id(t.id)} ended {t.state.value}"
                     d.completed_at = now
                     self._set(d, DEAD, now)
                     self.meta.counters.dead_lettered += 1

@@ -16,7 +16,7 @@ from typing import Final
 
 import msgspec
 
-from tq.core.ids import TaskId, WorkerId
+from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.errors import ConflictError
 
 PRIORITY_MIN: Final = 0
@@ -156,7 +156,7 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     def transition(self, to: TaskState, now: float) -> None:
         if to not in TRANSITIONS[self.state]:
             raise ConflictError(
-                f"task {self.id.hex()} cannot go from {self.state.value} to {to.value}"
+                f"task {format_task_id(self.id)} cannot go from {self.state.value} to {to.value}"
             )
         self.state = to
         self.updated_at = now
