@@ -161,14 +161,34 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             "tq_claim_waiters", "Claims parked in a long poll, waiting for work.", len(s.waiters)
         )
-        conns = GaugeMetricFamily("tq_connections", "Open client connections.", labels=["door"])
+        conns = GaugeMetricFamily(
+            "tq_connections", "Established client connections (handshake done).", labels=["door"]
+        )
         conns.add_metric(["tcp"], s.tcp_connections)
         yield conns
+        handshaking = GaugeMetricFamily(
+            "tq_connections_handshaking",
+            "Accepted connections still before their handshake (HELLO).",
+            labels=["door"],
+        )
+        handshaking.add_metric(["tcp"], s.tcp_handshaking)
+        yield handshaking
         refused = CounterMetricFamily(
-            "tq_connections_refused", "Connections refused at the limit.", labels=["door"]
+            "tq_connections_refused",
+            "Handshakes refused at the connection limit (broker.max_connections).",
+            labels=["door"],
         )
         refused.add_metric(["tcp"], s.tcp_refused)
         yield refused
+        dropped = CounterMetricFamily(
+            "tq_connections_dropped_in_handshake",
+            "Connections closed before their HELLO: timeout (broker.handshake_timeout_s) or "
+            "evicted (broker.max_handshaking full when a newer one arrived).",
+            labels=["door", "reason"],
+        )
+        dropped.add_metric(["tcp", "timeout"], s.tcp_handshake_timeouts)
+        dropped.add_metric(["tcp", "evicted"], s.tcp_handshake_evicted)
+        yield dropped
 
     def _histograms(self) -> Iterable[Metric]:
         ins = self.instruments

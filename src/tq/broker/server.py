@@ -66,7 +66,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         service.on_fatal = lambda e: stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        conns = Connections()
+        conns = Connections(service)
         server = await loop.create_server(
             lambda: BrokerProtocol(service, conns), b.host, b.port, backlog=1024
         )

@@ -106,8 +106,12 @@ class BrokerService:
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         #: Set by the metrics front door; None: nothing is measured beyond plain counters.
         self.instruments: Instruments | None = None
-        self.tcp_connections = 0  # open (admitted) TCP connections, for metrics
-        self.tcp_refused = 0  # connections refused at the limit
+        # TCP connection counters for metrics, kept by tcp.Connections.
+        self.tcp_connections = 0  # established (HELLO accepted) connections
+        self.tcp_handshaking = 0  # accepted connections still before their HELLO
+        self.tcp_refused = 0  # HELLOs refused at broker.max_connections
+        self.tcp_handshake_timeouts = 0  # closed at broker.handshake_timeout_s
+        self.tcp_handshake_evicted = 0  # closed to make room at broker.max_handshaking
 
     # ------------------------------------------------------------------ the apply/commit engine
 
