@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import struct
 import time
@@ -18,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.rawconn import RawConn, read_nack_then_eof
+from tq.broker.limits import RESERVED_FDS
 from tq.client import AsyncClient
 from tq.errors import ErrorCode
 from tq.protocol import Ack, GetStats, Hello, MessageType, Ping, Subscribe, encode
@@ -264,3 +266,29 @@ def test_connections_count_against_max_connections_only_once_their_hello_is_comp
 
     with BrokerProcess(tmp_path / "d", settings={**METRICS, "broker.max_connections": 3}) as b:
         asyncio.run(main(b))
+
+
+@pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="reads /proc/<pid>/limits")
+def test_the_broker_raises_its_soft_open_files_limit_to_fit_its_slots(tmp_path: Path) -> None:
+    settings = {"broker.max_connections": 500, "broker.max_handshaking": 300}
+    needed = 500 + 300 + RESERVED_FDS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the hard RLIMIT_NOFILE {hard} is below the {needed} this test raises to")
+    low = len(os.listdir("/proc/self/fd")) + 64  # enough to spawn the broker
+    if low >= needed:
+        pytest.skip(f"this process already holds {low - 64} descriptors")
+    # The broker inherits a low soft limit from its parent, as under a default `ulimit -n`.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        b = BrokerProcess(tmp_path / "d", settings=settings).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        assert b.proc is not None
+        limits = Path(f"/proc/{b.proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert int(line.split()[3]) == needed, line
+        assert f"broker.nofile raised soft={low} to={needed}" in b.log_tail(200)
+    finally:
+        b.stop()

@@ -22,6 +22,7 @@ import uvloop
 
 from tq.broker.fronts import start_front_doors
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
+from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
 from tq.broker.tcp import BrokerProtocol, Connections
 from tq.config import Settings, SyncMode
@@ -44,6 +45,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     p, b = settings.persistence, settings.broker
     t0 = time.perf_counter()
+    raise_nofile_limit(nofile_needed(b))  # before RocksDB opens its files
     tuning = RocksTuning(
         write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),
         block_cache_mb=max(1, p.block_cache_size_bytes // _MB),
