@@ -32,6 +32,8 @@ def test_broker_defaults_are_the_spec_numbers() -> None:
     broker = Settings().broker
     assert (broker.host, broker.port, broker.node_id) == ("127.0.0.1", 7420, "node-1")
     assert broker.max_connections == 1000
+    assert broker.max_handshaking == 1000
+    assert broker.handshake_timeout_s == 5.0
     assert broker.idle_timeout_s == 30.0
     assert broker.max_frame_size_bytes == 16 * MiB
     assert broker.max_payload_size_bytes == 10 * MiB

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from tq.core.ids import TaskId
 from tq.errors import ErrorCode, ProtocolError, TqError
 from tq.protocol import (
     CONNECTION_REQUEST_ID,
+    MAX_HELLO_FRAME_SIZE,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     Ack,
@@ -151,6 +153,33 @@ def test_an_oversized_frame_gets_a_frame_too_large_nack_and_closes() -> None:
     )
     with pytest.raises(ProtocolError):
         srv.receive_data(encode(Ping(request_id=5)))
+
+
+def test_a_first_frame_above_the_hello_limit_is_refused_from_its_length_prefix_alone() -> None:
+    srv = server()
+    assert srv.receive_data(b"\x00\x01") == []  # the prefix may arrive in pieces
+    error = server_error(srv, (MAX_HELLO_FRAME_SIZE + 1).to_bytes(4, "big")[2:])
+    assert error.code is ErrorCode.FRAME_TOO_LARGE
+    assert str(MAX_HELLO_FRAME_SIZE) in error.message
+    assert srv.state is ConnectionState.CLOSED
+
+
+def test_a_hello_of_exactly_the_hello_limit_is_accepted() -> None:
+    fields: dict[str, object] = {"request_id": 1, "versions": [1], "pad": b"x" * 300}
+    # An unknown key (ignored by the receiver) fills the frame up to N == the limit.
+    overhead = 1 + len(msgspec.msgpack.encode(fields)) - 300
+    fields["pad"] = b"x" * (MAX_HELLO_FRAME_SIZE - overhead)
+    payload = msgspec.msgpack.encode(fields)
+    frame = (1 + len(payload)).to_bytes(4, "big") + bytes([MessageType.HELLO]) + payload
+    assert int.from_bytes(frame[:4], "big") == MAX_HELLO_FRAME_SIZE
+    assert server().receive_data(frame) == [Hello(request_id=1, versions=[1])]
+
+
+def test_requests_behind_hello_may_be_as_large_as_the_server_frame_limit() -> None:
+    srv = server()
+    big = SubmitTask(request_id=2, tasks=[TaskSpec(task_type="t", payload=b"x" * 200_000)])
+    msgs = srv.receive_data(encode_many([Hello(request_id=1, versions=[1]), big]))
+    assert msgs == [Hello(request_id=1, versions=[1]), big]
 
 
 def test_valid_requests_before_a_bad_frame_are_still_handed_over() -> None:

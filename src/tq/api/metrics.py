@@ -32,7 +32,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from tq.broker.instruments import Histogram, Instruments
-from tq.broker.service import BrokerService
+from tq.broker.service import BrokerService, DoorStats
 from tq.config import Settings
 from tq.core.layout import Family
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
@@ -161,16 +161,36 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             "tq_claim_waiters", "Claims parked in a long poll, waiting for work.", len(s.waiters)
         )
-        conns = GaugeMetricFamily("tq_connections", "Open client connections.", labels=["door"])
-        for door, n in sorted({"tcp": 0, **s.connections}.items()):
-            conns.add_metric([door], n)
-        yield conns
-        refused = CounterMetricFamily(
-            "tq_connections_refused", "Connections refused at the limit.", labels=["door"]
+        doors = {"tcp": DoorStats(), **s.doors}
+        conns = GaugeMetricFamily(
+            "tq_connections", "Established client connections (handshake done).", labels=["door"]
         )
-        for door, n in sorted({"tcp": 0, **s.refused}.items()):
-            refused.add_metric([door], n)
+        handshaking = GaugeMetricFamily(
+            "tq_connections_handshaking",
+            "Accepted connections still before their handshake (HELLO).",
+            labels=["door"],
+        )
+        refused = CounterMetricFamily(
+            "tq_connections_refused",
+            "Handshakes refused at the connection limit (broker.max_connections).",
+            labels=["door"],
+        )
+        dropped = CounterMetricFamily(
+            "tq_connections_dropped_in_handshake",
+            "Connections closed before their HELLO: timeout (broker.handshake_timeout_s) or "
+            "evicted (broker.max_handshaking full when a newer one arrived).",
+            labels=["door", "reason"],
+        )
+        for door, stats in sorted(doors.items()):
+            conns.add_metric([door], stats.established)
+            handshaking.add_metric([door], stats.handshaking)
+            refused.add_metric([door], stats.refused)
+            for reason in sorted({"timeout", "evicted", *stats.dropped}):
+                dropped.add_metric([door, reason], stats.dropped.get(reason, 0))
+        yield conns
+        yield handshaking
         yield refused
+        yield dropped
 
     def _histograms(self) -> Iterable[Metric]:
         ins = self.instruments

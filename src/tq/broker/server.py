@@ -25,6 +25,7 @@ from typing import Protocol
 import uvloop
 
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
+from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
 from tq.broker.tcp import BrokerProtocol, Connections
 from tq.config import Settings, SyncMode
@@ -92,6 +93,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     p, b = settings.persistence, settings.broker
     t0 = time.perf_counter()
+    raise_nofile_limit(nofile_needed(b))  # before RocksDB opens its files
     tuning = RocksTuning(
         write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),
         block_cache_mb=max(1, p.block_cache_size_bytes // _MB),
@@ -114,7 +116,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         service.on_fatal = lambda e: stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        conns = Connections()
+        conns = Connections(service)
         server = await loop.create_server(
             lambda: BrokerProtocol(service, conns), b.host, b.port, backlog=1024
         )

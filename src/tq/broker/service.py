@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tq.broker import actions
@@ -87,6 +88,20 @@ class IdSource:
         return make_task_id(ms, rand)
 
 
+@dataclass
+class DoorStats:
+    """One door's connection counters: kept by the door, read by the metrics door."""
+
+    established: int = 0  #: open connections past their handshake
+    handshaking: int = 0  #: accepted connections still before their handshake
+    refused: int = 0  #: handshakes refused at the connection limit
+    #: Connections closed before their handshake completed, by reason (timeout, evicted).
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
 class BrokerService:
     def __init__(
         self, settings: Settings, store: Store, machine: Machine, *, node_id: str | None = None
@@ -114,9 +129,8 @@ class BrokerService:
         self.on_fatal: Callable[[BaseException], None] = lambda e: None
         #: Set by the metrics front door; None: nothing is measured beyond plain counters.
         self.instruments: Instruments | None = None
-        #: Per door ("tcp", ...): open connections, and connections refused at a limit.
-        self.connections: dict[str, int] = {}
-        self.refused: dict[str, int] = {}
+        #: Connection counters of each door ("tcp", ...), kept by the door, read by metrics.
+        self.doors: dict[str, DoorStats] = {}
 
     # ------------------------------------------------------------------ the apply/commit engine
 
@@ -531,11 +545,6 @@ class BrokerService:
         self.waiters.drop(owner)
         self.events.remove_sink(owner)
 
-    def is_waiting(self, owner: Sink) -> bool:
-        """Whether ``owner`` waits on the broker (a subscription or a parked claim), so its
-        silence is the broker's, not its own (the idle sweep spares it)."""
-        return self.events.has_sink(owner) or self.waiters.has_owner(owner)
-
     def instrument(self, instruments: Instruments | None) -> None:
         """Install the metrics door's histograms (None removes them)."""
         self.instruments = instruments
@@ -549,11 +558,6 @@ class BrokerService:
         """Make everything applied durable and stop the fsync thread (after ``drain``)."""
         await self.commit.close()
 
-    def connection_opened(self, door: str) -> None:
-        self.connections[door] = self.connections.get(door, 0) + 1
-
-    def connection_closed(self, door: str) -> None:
-        self.connections[door] = self.connections.get(door, 0) - 1
-
-    def connection_refused(self, door: str) -> None:
-        self.refused[door] = self.refused.get(door, 0) + 1
+    def door_stats(self, door: str) -> DoorStats:
+        """The connection counters of ``door`` (made on first use)."""
+        return self.doors.setdefault(door, DoorStats())

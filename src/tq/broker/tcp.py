@@ -2,8 +2,8 @@
 
 Every read is parsed whole (all complete frames), each request goes straight to the service,
 and replies are gathered per connection and written once per loop turn. A protocol error
-gets a NACK, then the connection closes; no client input can raise out of here. The first
-connection over the limit is refused with NACK TOO_MANY_CONNECTIONS.
+gets a NACK, then the connection closes; no client input can raise out of here. Slots,
+the handshake deadline and the idle timeout are ``Connections``' rules (see its docstring).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from tq.protocol import (
     TaskEvent,
     WorkersReply,
     encode,
-    nack_frame,
 )
 from tq.protocol import messages as m
 from tq.protocol.records import ClaimedTask as WireClaimed
@@ -46,19 +45,114 @@ log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
 
 
-class Connections:
-    """The live connections, for the limit, idle sweeps and shutdown."""
+#: After its closing NACK a connection gets this long to take its pending output; then it is
+#: reset, so a peer that reads nothing cannot keep a closed connection's socket and buffers.
+CLOSE_GRACE_S = 5.0
 
-    def __init__(self) -> None:
+
+class Connections:
+    """The live connections: their slots, the handshake deadline, idle sweeps and shutdown.
+
+    A connection is *handshaking* from accept until its HELLO frame is decoded, then
+    *established*. ``max_connections`` counts established ones only, checked when HELLO
+    arrives. At most ``max_handshaking`` handshake at once, apart: a newcomer beyond them
+    closes the oldest (a real client sends HELLO at once, a trickler does not), so sockets
+    that never finish HELLO can neither take an established slot nor keep out new ones. Each
+    must finish within ``handshake_timeout_s`` (a timer per connection, cancelled by HELLO:
+    nothing per request). Idle means no complete frame for ``idle_timeout_s`` (the sweep).
+    """
+
+    def __init__(self, service: BrokerService) -> None:
+        b = service.settings.broker
+        self.service = service
+        self.stats = service.door_stats(DOOR)
+        self.max_connections = b.max_connections
+        self.max_handshaking = b.max_handshaking
+        self.handshake_timeout = b.handshake_timeout_s
+        #: Every connection not yet closing, handshaking or established.
         self.open: set[BrokerProtocol] = set()
+        #: Handshaking connections, oldest first (a dict keeps insertion order), with their
+        #: deadline timers.
+        self.handshaking: dict[BrokerProtocol, asyncio.TimerHandle] = {}
+        self.established = 0
+
+    def accepted(self, conn: BrokerProtocol) -> None:
+        """Start ``conn``'s handshake, first closing the oldest handshake if all are taken."""
+        if len(self.handshaking) >= self.max_handshaking:
+            oldest = next(iter(self.handshaking))
+            self.stats.drop("evicted")
+            log.debug("connection.evicted peer=%s reason=handshaking_full", oldest.peer)
+            oldest.abort_with(
+                UnavailableError(
+                    f"no HELLO yet while {self.max_handshaking} connections were in their "
+                    "handshake (broker.max_handshaking): closed to make room for a newer one",
+                    ErrorCode.TOO_MANY_CONNECTIONS,
+                )
+            )
+        loop = asyncio.get_running_loop()
+        self.handshaking[conn] = loop.call_later(self.handshake_timeout, self._expired, conn)
+        self.open.add(conn)
+        self.stats.handshaking = len(self.handshaking)
+
+    def _expired(self, conn: BrokerProtocol) -> None:
+        if conn in self.handshaking:
+            self.stats.drop("timeout")
+            log.debug("connection.handshake_timeout peer=%s", conn.peer)
+            conn.abort_with(
+                UnavailableError(
+                    f"no complete HELLO within {self.handshake_timeout:g} s of connecting "
+                    "(broker.handshake_timeout_s)",
+                    ErrorCode.TIMEOUT,
+                )
+            )
+
+    def admit(self, conn: BrokerProtocol) -> bool:
+        """HELLO arrived: ``conn`` takes an established slot, or (all taken) is refused and
+        closed. False when refused."""
+        if (timer := self.handshaking.pop(conn, None)) is not None:
+            timer.cancel()
+        self.stats.handshaking = len(self.handshaking)
+        if self.established >= self.max_connections:
+            self.stats.refused += 1
+            log.warning("connection.refused peer=%s reason=limit", conn.peer)
+            conn.abort_with(
+                UnavailableError(
+                    f"connection limit of {self.max_connections} reached (broker.max_connections)",
+                    ErrorCode.TOO_MANY_CONNECTIONS,
+                ),
+                conn.conn.hello.request_id if conn.conn.hello is not None else None,
+            )
+            return False
+        conn.admitted = True
+        self.established += 1
+        self.stats.established = self.established
+        return True
+
+    def release(self, conn: BrokerProtocol) -> None:
+        """``conn`` is closing or closed: free its slot (idempotent)."""
+        self.open.discard(conn)
+        if (timer := self.handshaking.pop(conn, None)) is not None:
+            timer.cancel()
+            self.stats.handshaking = len(self.handshaking)
+        if conn.admitted:
+            conn.admitted = False
+            self.established -= 1
+            self.stats.established = self.established
 
     def close_idle(self, idle_timeout: float) -> None:
-        """Close connections silent for ``idle_timeout``, unless they wait on the broker (a
-        subscription or a parked claim): silence is then the broker's, not theirs."""
+        """Close connections that sent no complete frame for ``idle_timeout``. Waiting on the
+        broker (a subscription, a parked claim) does not count: the peer must still PING, or
+        a silent socket could hold its slot for ever."""
         now = time.monotonic()
         for conn in list(self.open):
-            if now - conn.last_active > idle_timeout and not conn.waiting_on_broker():
-                conn.abort_with(UnavailableError(f"idle for more than {idle_timeout:g} s"))
+            if now - conn.last_active > idle_timeout:
+                conn.abort_with(
+                    UnavailableError(
+                        f"idle: no complete frame for more than {idle_timeout:g} s "
+                        "(broker.idle_timeout_s)",
+                        ErrorCode.TIMEOUT,
+                    )
+                )
 
     def close_all(self, why: TqError) -> None:
         for conn in list(self.open):
@@ -79,9 +173,11 @@ class BrokerProtocol(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
+        #: When the last complete frame arrived (accept until then): the idle timer.
         self.last_active = time.monotonic()
         self.peer = "?"
-        self.admitted = False
+        self.admitted = False  # holds an established slot
+        self._reset: asyncio.TimerHandle | None = None  # the close grace's end
 
     # ------------------------------------------------------------------ transport events
 
@@ -89,30 +185,14 @@ class BrokerProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         self.peer = str(transport.get_extra_info("peername"))
-        limit = self.service.settings.broker.max_connections
-        if len(self.conns.open) >= limit:
-            err = UnavailableError(
-                f"connection limit of {limit} reached", ErrorCode.TOO_MANY_CONNECTIONS
-            )
-            self.transport.write(nack_frame(None, err))
-            self.transport.close()
-            self.service.connection_refused(DOOR)
-            log.warning("connection.refused peer=%s reason=limit", self.peer)
-            return
-        self.conns.open.add(self)
-        self.admitted = True
-        self.service.connection_opened(DOOR)
+        self.conns.accepted(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.conns.open.discard(self)
-        if self.admitted:
-            self.admitted = False
-            self.service.connection_closed(DOOR)
+        self.conns.release(self)
+        if self._reset is not None:
+            self._reset.cancel()
         self.service.detach(self)
         self.transport = None
-
-    def waiting_on_broker(self) -> bool:
-        return self.service.is_waiting(self)
 
     def pause_writing(self) -> None:
         # The peer reads slower than we answer: stop reading its requests until it catches up.
@@ -124,17 +204,26 @@ class BrokerProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = time.monotonic()
         try:
             requests = self.conn.receive_data(data)
         except FrameError as e:
-            for req in e.messages:
-                self.dispatch(req)
+            if self._frames_arrived(e.messages):
+                for req in e.messages:
+                    self.dispatch(req)
             log.warning("connection.protocol_error peer=%s error=%s", self.peer, e)
             self.abort_with(e)
             return
-        for req in requests:
-            self.dispatch(req)
+        if self._frames_arrived(requests):
+            for req in requests:
+                self.dispatch(req)
+
+    def _frames_arrived(self, requests: list[Any]) -> bool:
+        """Complete frames (never a partial one) reset the idle timer, and the first, HELLO,
+        asks for an established slot. False: refused, the connection is closing."""
+        if not requests:
+            return True
+        self.last_active = time.monotonic()
+        return self.admitted or self.conns.admit(self)
 
     # ------------------------------------------------------------------ output
 
@@ -150,14 +239,19 @@ class BrokerProtocol(asyncio.Protocol):
             self.transport.write(b"".join(self.out))
         self.out.clear()
 
-    def abort_with(self, error: TqError) -> None:
-        """NACK ``error`` for the whole connection (after what was queued) and close it."""
+    def abort_with(self, error: TqError, request_id: int | None = None) -> None:
+        """NACK ``error`` (for ``request_id``, else the whole connection) after what was
+        queued, and close; reset the connection if the peer has not taken it all within
+        CLOSE_GRACE_S."""
         if self.transport is None:
             return
-        self.out.append(self.conn.nack(error))
-        self._flush()
-        self.transport.close()
-        self.conns.open.discard(self)
+        if not self.transport.is_closing():
+            self.out.append(self.conn.nack(error, request_id))
+            self._flush()
+            self.transport.close()
+            loop = asyncio.get_running_loop()
+            self._reset = loop.call_later(CLOSE_GRACE_S, self.transport.abort)
+        self.conns.release(self)
 
     def after(self, durable: Durable, make: Callable[[], Any], request_id: int) -> None:
         """Send ``make()`` once ``durable`` resolves (a NACK if the batch could not be made

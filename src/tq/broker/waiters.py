@@ -83,9 +83,6 @@ class ClaimWaiters:
             w.respond(tasks)
         self._waiting = still
 
-    def has_owner(self, owner: object) -> bool:
-        return any(w.owner is owner and not w.done for w in self._waiting)
-
     def drop(self, owner: object) -> None:
         """Forget the waiters of a closed connection (their claims were never made)."""
         for w in self._waiting:

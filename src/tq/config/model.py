@@ -85,9 +85,17 @@ class BrokerSettings(_Section):
     node_id: Name = "node-1"
     """This broker's name in logs, metrics and (unless raft.node_id is set) the cluster."""
     max_connections: Count = 1000
-    """Concurrent connections; more are refused with TOO_MANY_CONNECTIONS."""
+    """Established connections (HELLO done); a HELLO beyond them gets TOO_MANY_CONNECTIONS."""
+    max_handshaking: Count = 1000
+    """Connections accepted but still before their HELLO, counted apart from max_connections;
+    a newcomer beyond them closes the oldest (each costs one file descriptor and at most a
+    64 KiB partial HELLO)."""
+    handshake_timeout_s: Seconds = 5.0
+    """A connection whose HELLO frame is not complete this long after accept gets NACK TIMEOUT
+    and is closed."""
     idle_timeout_s: Seconds = 30.0
-    """A connection silent for this long is closed (workers keep alive with heartbeats)."""
+    """A connection that sent no complete frame for this long is closed with NACK TIMEOUT
+    (clients keep alive with PING, workers with heartbeats; partial frames do not count)."""
     max_frame_size_bytes: Bytes = 16 * MiB
     """Largest protocol frame; a bigger one is NACKed and the connection closed."""
     max_payload_size_bytes: Bytes = 10 * MiB

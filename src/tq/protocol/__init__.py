@@ -17,6 +17,7 @@ from tq.protocol.codec import (
 from tq.protocol.connection import (
     CONNECTION_REQUEST_ID,
     IDLE_TIMEOUT,
+    MAX_HELLO_FRAME_SIZE,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     ClientConnection,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "IDLE_TIMEOUT",
     "LENGTH_PREFIX_SIZE",
+    "MAX_HELLO_FRAME_SIZE",
     "MESSAGE_CODES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",

@@ -1,7 +1,8 @@
 """Per-connection protocol state for both ends, sans I/O: bytes in, messages out, frames out.
 
-Rules: the client's first message is HELLO; the server answers WELCOME with the highest
-version both speak, or NACK UNSUPPORTED_VERSION (anything else first: HANDSHAKE_REQUIRED).
+Rules: the client's first message is HELLO, in a frame of at most ``MAX_HELLO_FRAME_SIZE``;
+the server answers WELCOME with the highest version both speak, or NACK UNSUPPORTED_VERSION
+(anything else first: HANDSHAKE_REQUIRED).
 A client may pipeline requests right behind HELLO. Every request has a distinct non-zero
 ``request_id`` while outstanding; each reply echoes it, and a NACK with request id 0 concerns
 the whole connection. Any ``FrameError`` moves a connection to CLOSED: answer it with a NACK
@@ -17,6 +18,7 @@ from typing import Final, Generic, Literal, TypeVar
 from tq.errors import ErrorCode, ProtocolError, TqError
 from tq.protocol.codec import (
     DEFAULT_MAX_FRAME_SIZE,
+    LENGTH_PREFIX_SIZE,
     Buffer,
     FrameDecoder,
     FrameError,
@@ -37,6 +39,9 @@ PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (PROTOCOL_VERSION,)
 #: The broker closes a connection that sent no complete frame for this long.
 IDLE_TIMEOUT: Final = 30.0
+#: Largest N of the first frame (HELLO, a few hundred bytes): a peer that has not shaken
+#: hands cannot make the broker buffer a max_frame_size frame.
+MAX_HELLO_FRAME_SIZE: Final = 64 * 1024
 #: Request id 0 is never used by a request: a NACK carrying it concerns the whole connection.
 CONNECTION_REQUEST_ID: Final = 0
 _MAX_REQUEST_ID: Final = 2**64 - 1
@@ -132,6 +137,26 @@ class ServerConnection(_Endpoint[Request]):
         self.versions = tuple(versions)
         self.hello: Hello | None = None
         self.version: int | None = None
+        self._head = bytearray()  # the first frame's length prefix, as it arrives
+
+    def receive_data(self, data: Buffer) -> list[Request]:
+        if self.state is ConnectionState.NEW and len(self._head) < LENGTH_PREFIX_SIZE:
+            self._check_hello_length(data)
+        return super().receive_data(data)
+
+    def _check_hello_length(self, data: Buffer) -> None:
+        """Refuse a first frame above MAX_HELLO_FRAME_SIZE from its length prefix alone."""
+        self._head += memoryview(data)[: LENGTH_PREFIX_SIZE - len(self._head)]
+        if len(self._head) < LENGTH_PREFIX_SIZE:
+            return
+        n = int.from_bytes(self._head, "big")
+        if n > MAX_HELLO_FRAME_SIZE:
+            self.state = ConnectionState.CLOSED
+            raise FrameError(
+                f"first frame of {n} bytes exceeds the limit of {MAX_HELLO_FRAME_SIZE} "
+                "before the handshake (HELLO must come first and is small)",
+                ErrorCode.FRAME_TOO_LARGE,
+            )
 
     def _check(self, msg: Message) -> Request:
         if not isinstance(msg, REQUEST_CLASSES):
