@@ -55,6 +55,11 @@ def write(tmp_path: Path, text: str | bytes) -> Path:
             "TQ_BROKER__LEASE_DURATION_S: input should be greater than 0",
         ),
         ({"TQ_BROKER__IDLE_TIMEOUT_S": "nan"}, "broker.idle_timeout_s = 'nan'"),
+        (
+            {"TQ_BROKER__MAX_CLAIM_BATCH": "1001"},
+            "broker.max_claim_batch = '1001' from environment variable "
+            "TQ_BROKER__MAX_CLAIM_BATCH: input should be less than or equal to 1000",
+        ),
         ({"TQ_BROKER__RETRY_BACKOFF_MAX_S": "inf"}, "broker.retry_backoff_max_s = 'inf'"),
         (
             {"TQ_API__GRPC_ENABLED": "maybe"},

@@ -52,8 +52,8 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "broker.max_payload_size_bytes": st.integers(1, 10 * MiB),
     "broker.retry_backoff_base_s": positive(0.0, 300.0),
     "broker.retry_backoff_max_s": positive(300.0, 1e6),
-    "broker.default_claim_batch": st.integers(1, 1000),
-    "broker.max_claim_batch": st.integers(1000, 10**6),
+    "broker.default_claim_batch": st.integers(1, 10),
+    "broker.max_claim_batch": st.integers(10, 1000),
     "api.cors_origins": st.lists(
         st.one_of(st.just("*"), st.builds("https://{}".format, hosts)), unique=True, max_size=3
     ).map(tuple),

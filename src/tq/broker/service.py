@@ -262,22 +262,24 @@ class BrokerService:
         self,
         worker_id: WorkerId,
         queues: Sequence[str],
-        max_tasks: int,
+        max_tasks: int | None,
         wait: float,
         respond: Callable[[list[ClaimedTask]], None],
         owner: object = None,
     ) -> None:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
-        the end of a later turn serves (or its deadline answers with no tasks)."""
-        max_tasks = min(max_tasks, self.settings.broker.max_claim_batch)
+        the end of a later turn serves (or its deadline answers with no tasks). ``max_tasks``
+        None: the configured default batch."""
+        b = self.settings.broker
+        n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
         reply, _ = self.run(
-            c.ClaimTasks(time.time(), worker_id, tuple(queues), max_tasks, self.lease), ClaimReply
+            c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease), ClaimReply
         )
         if reply.tasks or wait <= 0:
             respond(reply.tasks)
             return
-        wait = min(wait, self.settings.broker.max_long_poll_s)
-        self.waiters.park(worker_id, tuple(queues), max_tasks, wait, respond, owner)
+        wait = min(wait, b.max_long_poll_s)
+        self.waiters.park(worker_id, tuple(queues), n, wait, respond, owner)
 
     def _claim_for_waiter(
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int

@@ -108,8 +108,9 @@ class BrokerSettings(_Section):
     """How often dead workers are detected and gauges refreshed."""
     default_claim_batch: Count = 10
     """Tasks handed out per claim when the worker does not ask for a number."""
-    max_claim_batch: Count = 1000
-    """Upper bound on tasks handed out by one claim."""
+    # The wire protocol caps CLAIM_TASK's max_tasks at 1000: a higher bound would never apply.
+    max_claim_batch: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """Upper bound on tasks handed out by one claim (at most 1000, the protocol's own cap)."""
     max_long_poll_s: Annotated[float, Field(ge=0)] = 30.0
     """Longest a claim may wait for work (long poll); 0 disables waiting."""
     default_max_retries: Annotated[int, Field(ge=0)] = 3
