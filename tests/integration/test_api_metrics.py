@@ -47,6 +47,7 @@ REQUIRED = (
 METRICS_ONLY = {
     "monitoring.prometheus_enabled": True,
     "api.rest_enabled": False,
+    "api.websocket_enabled": False,
     "api.grpc_enabled": False,
 }
 

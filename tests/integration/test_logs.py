@@ -42,7 +42,8 @@ def test_broker_and_worker_write_one_json_object_per_stderr_line(tmp_path: Path)
     broker_log, worker_log = tmp_path / "broker.err", tmp_path / "worker.err"
     argv = [sys.executable, "-m", "tq", "--set", "monitoring.prometheus_enabled=true"]
     argv += ["--set", "monitoring.prometheus_port=0"]
-    argv += ["--set", "api.rest_enabled=false", "--set", "api.grpc_enabled=false"]
+    argv += ["--set", "api.rest_enabled=false", "--set", "api.websocket_enabled=false"]
+    argv += ["--set", "api.grpc_enabled=false"]
     argv += ["broker", "--port", "0", "--data-dir", str(tmp_path / "d")]
     argv += ["--ready-file", str(ready), "--log-format", "json", "--log-level", "DEBUG"]
     with broker_log.open("wb") as err:

@@ -29,9 +29,10 @@ class FrontDoor(Protocol):
 
 #: (enabled?, module, class) for each front door, in start order.
 _FRONTS: tuple[tuple[Callable[[Settings], bool], str, str], ...] = (
-    (lambda s: s.monitoring.prometheus_enabled, "tq.api.metrics", "MetricsServer"),
-    (lambda s: s.api.rest_enabled, "tq.api.http", "HttpServer"),
-    (lambda s: s.api.grpc_enabled, "tq.api.grpc", "GrpcServer"),
+    (lambda settings: settings.monitoring.prometheus_enabled, "tq.api.metrics", "MetricsServer"),
+    # One HTTP server carries REST and WebSocket: it runs if either is enabled.
+    (lambda settings: settings.api.http_enabled, "tq.api.http", "HttpServer"),
+    (lambda settings: settings.api.grpc_enabled, "tq.api.grpc", "GrpcServer"),
 )
 
 
