@@ -55,7 +55,7 @@ def api_schema(broker: BrokerProcess) -> Any:
 # breaks on pytest 9: it sets Function._nodeid.)
 def _cases() -> list[tuple[str, str, GenerationMode]]:
     out = []
-    for route in rest.router.routes:
+    for route in [*rest.router.routes, *rest.health.routes]:
         if not isinstance(route, APIRoute):
             continue
         d = route.dependant

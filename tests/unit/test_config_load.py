@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from tq.config import CONFIG_ENV, LogLevel, Pool, RaftMember, Settings, SyncMode, load
+from tq.config import (
+    CONFIG_ENV,
+    LogLevel,
+    Pool,
+    RaftMember,
+    RaftSettings,
+    Settings,
+    SyncMode,
+    load,
+)
+from tq.config.sources import parse_text
+from tq.errors import ConfigError
 
 WriteConfig = Callable[[str], Path]
 
@@ -85,19 +96,20 @@ def test_env_text_becomes_ints_floats_and_booleans() -> None:
             "TQ_BROKER__MAX_CONNECTIONS": "250",
             "TQ_BROKER__RETRY_JITTER": "0.25",
             "TQ_BROKER__LEASE_DURATION_S": "45",
-            "TQ_RAFT__MANAGE_LOCAL_ETCD": "yes",
             "TQ_API__GRPC_ENABLED": "false",
             "TQ_API__REST_ENABLED": "0",
-            "TQ_AUTH__ENABLED": "TRUE",
+            "TQ_API__WEBSOCKET_ENABLED": "No",
+            "TQ_MONITORING__PROMETHEUS_ENABLED": "OFF",
         }
     )
     assert settings.broker.max_connections == 250
     assert settings.broker.retry_jitter == 0.25
     assert settings.broker.lease_duration_s == 45.0
-    assert settings.raft.manage_local_etcd is True
     assert settings.api.grpc_enabled is False
     assert settings.api.rest_enabled is False
-    assert settings.auth.enabled is True
+    assert settings.api.websocket_enabled is False
+    assert settings.monitoring.prometheus_enabled is False
+    assert load(env={"TQ_API__GRPC_ENABLED": "TRUE"}).api.grpc_enabled is True
 
 
 def test_env_lists_are_comma_separated_with_blanks_dropped() -> None:
@@ -114,19 +126,24 @@ def test_an_empty_env_list_is_the_empty_list() -> None:
     assert load(env={"TQ_API__CORS_ORIGINS": ""}).api.cors_origins == ()
 
 
+# raft is not built yet, so load() refuses members (test_config_unbuilt); the model's
+# parsing of them is kept for when it is.
+
+
 def test_raft_members_can_be_written_as_id_equals_address() -> None:
-    settings = load(env={"TQ_RAFT__MEMBERS": "node-1=10.0.0.1:7420,node-2=10.0.0.2:7420"})
-    assert settings.raft.members == (
+    text = "node-1=10.0.0.1:7420,node-2=10.0.0.2:7420"  # as in TQ_RAFT__MEMBERS
+    raft = RaftSettings.model_validate({"members": parse_text("raft", "members", text)})
+    assert raft.members == (
         RaftMember(node_id="node-1", address="10.0.0.1:7420"),
         RaftMember(node_id="node-2", address="10.0.0.2:7420"),
     )
 
 
-def test_raft_members_can_be_mappings_in_yaml(write_config: WriteConfig) -> None:
-    path = write_config(
-        "raft:\n  members:\n    - {node_id: a, address: 'h1:7420'}\n    - b=h2:7420\n"
+def test_raft_members_can_be_mappings_or_text() -> None:
+    raft = RaftSettings.model_validate(
+        {"members": [{"node_id": "a", "address": "h1:7420"}, "b=h2:7420"]}
     )
-    assert [m.node_id for m in load(path, env={}).raft.members] == ["a", "b"]
+    assert [m.node_id for m in raft.members] == ["a", "b"]
 
 
 def test_an_empty_env_value_sets_a_nullable_key_to_null(write_config: WriteConfig) -> None:
@@ -178,7 +195,9 @@ def test_typed_overrides_are_taken_as_they_are() -> None:
     assert settings.persistence.data_dir == Path("/var/lib/tq")
 
 
-def test_a_complete_cluster_node_configuration_loads(write_config: WriteConfig) -> None:
+def test_a_cluster_node_configuration_is_refused_key_by_key_until_clustering_is_built(
+    write_config: WriteConfig,
+) -> None:
     path = write_config(
         """
 broker:
@@ -199,9 +218,10 @@ auth:
   rate_limit_burst: 1000
 """
     )
-    settings = load(path, env={})
-    assert settings.node_id == "node-2"
-    assert settings.advertise_address == "10.0.0.2:7420"
-    assert len(settings.raft.members) == 3
-    assert settings.auth.tls_enabled
-    assert settings.auth.rate_limit_per_key == 500.0
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    message = caught.value.message
+    assert message.startswith("invalid configuration (11 problems):")
+    assert message.count("not available yet") == 11  # each raft and auth key; broker.* is fine
+    assert "raft.members = ['node-1=10.0.0.1:7420', 'node-2=10.0.0.2:7420', " in message
+    assert f"auth.require_client_cert = true from config file {path} line 15" in message

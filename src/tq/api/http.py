@@ -176,6 +176,7 @@ def create_app(service: BrokerService, settings: Settings, *, ws_buffer: int) ->
     app.add_exception_handler(TqError, _on_tq_error)
     app.add_exception_handler(RequestValidationError, _on_invalid)
     app.add_exception_handler(HTTPException, _on_http_error)
+    app.include_router(rest.health)
     if settings.api.rest_enabled:
         app.include_router(rest.router)
     if settings.api.websocket_enabled:

@@ -64,6 +64,8 @@ async def _service(request: Request) -> BrokerService:
 
 Service = Annotated[BrokerService, Depends(_service)]
 router = APIRouter()
+#: /healthz and /readyz: served whenever the HTTP server runs, REST enabled or not.
+health = APIRouter()
 _SUBMIT = errors(400, 409, 413, 503, 504)
 
 
@@ -215,13 +217,13 @@ async def queues(service: Service) -> QueuesOut:
     return QueuesOut(queues=out)
 
 
-@router.get("/healthz", responses=errors())
+@health.get("/healthz", responses=errors())
 async def healthz() -> Status:
     """Liveness: the broker's loop answers."""
     return Status(status="ok")
 
 
-@router.get("/readyz", responses=errors(503))
+@health.get("/readyz", responses=errors(503))
 async def readyz(request: Request, service: Service) -> Status:
     """Readiness: storage healthy and not stopping (503 otherwise)."""
     if request.app.state.stopping:

@@ -321,7 +321,7 @@ class BrokerService:
         self,
         worker_id: WorkerId,
         queues: Sequence[str],
-        max_tasks: int,
+        max_tasks: int | None,
         wait: float,
         respond: Callable[[list[ClaimedTask]], None],
         owner: object = None,
@@ -329,18 +329,20 @@ class BrokerService:
         received: float | None = None,
     ) -> None:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
-        the end of a later turn serves (or its deadline answers with no tasks). ``owner``: the
-        connection, whose parked claims ``detach`` drops; ``received``: as for ``submit``."""
+        the end of a later turn serves (or its deadline answers with no tasks). ``max_tasks``
+        None: the configured default batch. ``owner``: the connection, whose parked claims
+        ``detach`` drops; ``received``: as for ``submit``."""
         self._validate_queues(queues)
-        max_tasks = min(max_tasks, self.settings.broker.max_claim_batch)
+        b = self.settings.broker
+        n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
         reply, _ = self.run(
-            c.ClaimTasks(time.time(), worker_id, tuple(queues), max_tasks, self.lease), ClaimReply
+            c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease), ClaimReply
         )
         if reply.tasks or wait <= 0:
             respond(reply.tasks)
         else:
-            wait = min(wait, self.settings.broker.max_long_poll_s)
-            self.waiters.park(worker_id, tuple(queues), max_tasks, wait, respond, owner)
+            wait = min(wait, b.max_long_poll_s)
+            self.waiters.park(worker_id, tuple(queues), n, wait, respond, owner)
         if received is not None and (ins := self.instruments) is not None:
             # Until answered, or parked: a long poll's wait for work is the queue's emptiness,
             # not the broker's latency.

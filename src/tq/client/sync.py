@@ -266,7 +266,11 @@ class Client:
         )  # fmt: skip
 
     def claim(
-        self, worker_id: str, queues: Sequence[str], max_tasks: int = 10, wait: float = 0.0
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        max_tasks: int | None = None,
+        wait: float = 0.0,
     ) -> list[ClaimedTask]:
         return self._runner.run(self._async.claim(worker_id, queues, max_tasks, wait))
 

@@ -55,10 +55,15 @@ class WorkerCalls:
         )  # fmt: skip
 
     async def claim(
-        self, worker_id: str, queues: Sequence[str], max_tasks: int = 10, wait: float = 0.0
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        max_tasks: int | None = None,
+        wait: float = 0.0,
     ) -> list[ClaimedTask]:
-        """Claim up to ``max_tasks``; with ``wait`` > 0 the broker holds the request that long
-        for a task to arrive (keep it under 30 s: the broker's idle timeout)."""
+        """Claim up to ``max_tasks`` (None: the broker's ``default_claim_batch``); with ``wait``
+        > 0 the broker holds the request that long for a task to arrive (keep it under 30 s:
+        the broker's idle timeout)."""
         wait_ms = max(int(wait * 1000), 0)
         reply = await self._session.call(
             lambda rid: ClaimTask(

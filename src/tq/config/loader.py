@@ -1,5 +1,6 @@
 """``load()``: layer defaults < YAML file < environment < overrides, validate once, and translate
-every pydantic error into one ``ConfigError`` naming key, value, origin and reason.
+every pydantic error into one ``ConfigError`` naming key, value, origin and reason. A value for
+a setting that is not built yet (``unbuilt``) is refused first, before any rule it would break.
 
 pydantic-settings' own sources are not used: they ignore unknown ``TQ_*`` variables and cannot
 say which source a bad value came from, and those two things are what this module is for.
@@ -26,6 +27,7 @@ from tq.config.sources import (
     read_file,
     read_overrides,
 )
+from tq.config.unbuilt import default_of, unbuilt_reason
 from tq.errors import ConfigError
 
 _DEFAULT_ORIGIN = "the default"
@@ -62,11 +64,24 @@ def load(
         merged.update(layer)  # later sources win, whole values (lists are replaced, not merged)
     data: dict[str, dict[str, object]] = {}
     for (section, key), provided in merged.items():
+        if (why := unbuilt_reason(section, key, provided.value)) is not None:
+            # Reported as not built, and left out: a rule it breaks (a TLS key without its
+            # certificate) would only distract from the one thing to do, removing it.
+            default = _show(default_of(section, key))
+            problems.append(
+                f"{_setting(f'{section}.{key}', provided.value, merged)}: not available yet "
+                f"\N{EM DASH} {why}; leave it at its default {default}"
+            )
+            continue
         data.setdefault(section, {})[key] = provided.value
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise ConfigError(_summary([_describe(err, merged) for err in exc.errors()])) from exc
+        problems += [_describe(err, merged) for err in exc.errors()]
+        raise ConfigError(_summary(problems)) from exc
+    if problems:
+        raise ConfigError(_summary(problems))
+    return settings
 
 
 def dump(settings: Settings) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 Rules: durations are float seconds named ``*_s`` (one exception, ``relaxed_sync_interval_ms``,
 because that knob is tuned in milliseconds), sizes are ints named ``*_bytes``. Single-field rules
 live in the types of ``fields``; rules tying fields together raise ``conflict()`` so the loader
-names both keys. ``config.example.yml`` must list every field (a test walks them).
+names both keys. ``config.example.yml`` must list every field (a test walks them). Fields
+listed in ``unbuilt`` describe features not built yet: ``load()`` refuses them unless at their
+default, and that default is always the "off" value.
 """
 
 from __future__ import annotations
@@ -114,8 +116,9 @@ class BrokerSettings(_Section):
     """How often dead workers are detected and gauges refreshed."""
     default_claim_batch: Count = 10
     """Tasks handed out per claim when the worker does not ask for a number."""
-    max_claim_batch: Count = 1000
-    """Upper bound on tasks handed out by one claim."""
+    # The wire protocol caps CLAIM_TASK's max_tasks at 1000: a higher bound would never apply.
+    max_claim_batch: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """Upper bound on tasks handed out by one claim (at most 1000, the protocol's own cap)."""
     max_long_poll_s: Annotated[float, Field(ge=0)] = 30.0
     """Longest a claim may wait for work (long poll); 0 disables waiting."""
     default_max_retries: Annotated[int, Field(ge=0)] = 3
@@ -131,9 +134,10 @@ class BrokerSettings(_Section):
     scheduler_interval_s: Seconds = 0.5
     """How often delayed (ETA) and cron tasks are checked for being due."""
     priority_aging_interval_s: Seconds = 60.0
-    """How often waiting tasks gain priority_aging_step (escalation, so low tiers never starve)."""
-    priority_aging_step: Annotated[int, Field(ge=0, le=255)] = 10
-    """Priority gained per aging interval, capped at 255; 0 disables aging."""
+    """How often waiting tasks gain priority_aging_step (escalation, so low tiers never starve).
+    Not built yet (``unbuilt``)."""
+    priority_aging_step: Annotated[int, Field(ge=0, le=255)] = 0
+    """Priority gained per aging interval, capped at 255; 0 disables aging. Not built yet."""
     idempotency_window_s: Seconds = 86_400.0
     """How long an idempotency key maps a duplicate submit to the existing task."""
     shutdown_timeout_s: Seconds = 30.0
@@ -224,6 +228,9 @@ class RaftMember(_Section):
 
 
 class RaftSettings(_Section):
+    """Clustering through etcd. Not built yet: ``load()`` refuses every key unless at its default
+    (``unbuilt``); the rules below are kept for when it is."""
+
     enabled: bool = False
     """Replicate through etcd (3 or 5 nodes). Off: single node, the local RocksDB WAL is the log."""
     etcd_endpoints: tuple[Annotated[str, url(("http", "https"))], ...] = ()
@@ -289,8 +296,8 @@ class ApiSettings(_Section):
     """Port of the HTTP server."""
     websocket_enabled: bool = True
     """Serve live task events and stats over WebSocket on the HTTP server."""
-    dashboard_enabled: bool = True
-    """Serve the web dashboard on the HTTP server."""
+    dashboard_enabled: bool = False
+    """Serve the web dashboard on the HTTP server. Not built yet (``unbuilt``)."""
     grpc_enabled: bool = True
     """Serve the gRPC API."""
     grpc_host: Host = "127.0.0.1"
@@ -312,6 +319,9 @@ class ApiSettings(_Section):
 
 
 class AuthSettings(_Section):
+    """API keys, TLS and rate limits. Not built yet: ``load()`` refuses every key unless at its
+    default (``unbuilt``); the rules below are kept for when it is."""
+
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""
     api_keys_file: FilePath | None = None
@@ -395,7 +405,8 @@ class WorkerSettings(_Section):
     """Tasks claimed ahead of need, waiting beyond the ``concurrency`` running ones (a worker
     holds at most concurrency + prefetch); they are leased while they wait: keep it small."""
     heartbeat_interval_s: Seconds = 15.0
-    """Heartbeat interval unless the broker announces its own."""
+    """Longest gap between heartbeats; shorter if the broker announces a shorter interval (a
+    worker never beats slower than its broker expects)."""
     shutdown_timeout_s: Seconds = 60.0
     """On shutdown: time to finish in-flight tasks before the rest are handed back."""
     default_timeout_s: Seconds | None = None

@@ -145,7 +145,8 @@ class ClaimTask(_Correlated, kw_only=True, frozen=True):
     type_code = _T.CLAIM_TASK
     worker_id: Name
     queues: Annotated[list[Name], Meta(min_length=1)]
-    max_tasks: Annotated[int, Meta(ge=1, le=1000)] = 10
+    #: Omitted (or nil): the broker's default claim batch (broker.default_claim_batch, 10).
+    max_tasks: Annotated[int, Meta(ge=1, le=1000)] | None = None
     wait_ms: Count = 0
 
 
