@@ -41,7 +41,7 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
-from tq.errors import ErrorCode, NotFoundError, StorageError, ValidationError
+from tq.errors import ErrorCode, NotFoundError, StorageError, TqError, ValidationError
 from tq.protocol.messages import ListTasks
 from tq.protocol.records import (
     QueueDepth,
@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Reply)
 Durable = asyncio.Future[None]
 OK = 0
+
+
+def _log_failure(e: BaseException) -> None:
+    log.critical("storage.failed error=%s", e)
 
 
 class IdSource:
@@ -102,8 +106,12 @@ class BrokerService:
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsynced: set[Durable] = set()  # written batches whose fsync is pending
+        #: Set while storage refuses writes (why, for refusals and readiness); see
+        #: ``tq.broker.storage_guard``, which hears of a failure through ``on_storage_failure``
+        #: (called once per outage) and clears this when writes resume.
         self.failed: BaseException | None = None
-        self.on_fatal: Callable[[BaseException], None] = lambda e: None
+        self.on_storage_failure: Callable[[BaseException], None] = _log_failure
+        self.storage_failures = 0  # outages (storage failures that stopped writes), for metrics
         #: Set by the metrics front door; None: nothing is measured beyond plain counters.
         self.instruments: Instruments | None = None
         self.tcp_connections = 0  # open (admitted) TCP connections, for metrics
@@ -114,7 +122,7 @@ class BrokerService:
     def apply(self, cmd: c.Command) -> tuple[Reply, Durable]:
         """Apply one command now; the future resolves when its batch is durable."""
         if self.failed is not None:
-            raise StorageError(f"broker storage failed; refusing changes: {self.failed}")
+            raise StorageError(f"writes refused: {self.failed}")
         reply = self.machine.apply(cmd, self._fx)
         return reply, self._batch_future()
 
@@ -127,6 +135,11 @@ class BrokerService:
         return self._batch
 
     def _flush(self) -> None:
+        if self.failed is not None:  # storage failed during this turn: nothing more is written
+            fut, self._batch, self._fx = self._batch, None, Effects()
+            assert fut is not None
+            self._fail(self.failed, fut)
+            return
         if self.waiters and self.machine.count(TaskState.PENDING):
             self.waiters.serve(self._claim_for_waiter)
         fut, self._batch = self._batch, None
@@ -152,17 +165,18 @@ class BrokerService:
         self.commit.when_durable(durable)
 
     def _fail(self, e: BaseException, fut: Durable) -> None:
-        log.critical("storage.failed error=%s", e)
-        self.failed = e
         if not fut.done():
-            fut.set_exception(StorageError(f"storage failed: {e}"))
+            why = e.message if isinstance(e, TqError) else str(e)
+            fut.set_exception(StorageError(f"not made durable, retry later: {why}"))
             fut.exception()
-        self.on_fatal(e)
+        if self.failed is None:
+            self.failed = e
+            self.on_storage_failure(e)
 
     async def drain(self) -> None:
-        """Wait until everything applied so far is durable (used at shutdown)."""
+        """Wait until every batch applied so far is settled: durable, or failed."""
         if self._batch is not None:
-            await asyncio.shield(self._batch)
+            await asyncio.gather(asyncio.shield(self._batch), return_exceptions=True)
         if self._unsynced:
             await asyncio.gather(*self._unsynced, return_exceptions=True)
 
