@@ -120,7 +120,11 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.TASK_FAILED: _CodeInfo(200, "OK", "the task ended in dead_letter"),
     ErrorCode.TASK_CANCELLED: _CodeInfo(200, "OK", "the task was cancelled"),
     ErrorCode.CONFIG_ERROR: _CodeInfo(500, "INTERNAL", "invalid configuration"),
-    ErrorCode.STORAGE_ERROR: _CodeInfo(500, "INTERNAL", "storage failure"),
+    # Retryable: the broker refuses writes while its storage fails (e.g. a full disk) and
+    # resumes by itself, so it is an availability error, not a fault of the request.
+    ErrorCode.STORAGE_ERROR: _CodeInfo(
+        503, "UNAVAILABLE", "storage unavailable (e.g. disk full): retry later"
+    ),
     ErrorCode.INTERNAL: _CodeInfo(500, "INTERNAL", "internal broker error"),
 }
 

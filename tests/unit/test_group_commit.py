@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 
 from tq.core.layout import Family
 from tq.errors import StorageError
-from tq.storage import MemoryStore, open_store
+from tq.storage import MemoryBacking, MemoryStore, open_store
 from tq.storage.commit import GroupCommit
 
 
@@ -106,3 +107,101 @@ def test_relaxed_mode_acknowledges_at_once_and_syncs_in_the_background() -> None
 
     asyncio.run(main())
     assert store.synced_upto[0] == 1
+
+
+class FlakyStore(MemoryStore):
+    """Writes and fsyncs fail while ``broken``; an fsync waits for ``gate`` when one is set."""
+
+    def __init__(self, backing: MemoryBacking | None = None) -> None:
+        super().__init__(backing)
+        self.broken = False
+        self.gate: threading.Event | None = None
+        self.at_gate = threading.Event()
+
+    def write(self, mutations, *, sync: bool = False):  # type: ignore[no-untyped-def]
+        if self.broken:
+            raise StorageError("no space left")
+        super().write(mutations, sync=sync)
+
+    def sync_wal(self) -> None:
+        if self.gate is not None:
+            self.at_gate.set()
+            self.gate.wait(10)
+        if self.broken:
+            raise StorageError("no space left")
+        super().sync_wal()
+
+
+def test_a_failed_write_refuses_later_writes_until_rebound_to_another_store() -> None:
+    first = FlakyStore()
+    gc = GroupCommit(first)
+
+    async def main() -> None:
+        async with asyncio.timeout(10):
+            gc.write([(Family.PENDING, b"a", b"1")])
+            await gc.durable()
+            first.broken = True
+            with pytest.raises(StorageError, match="no space left"):
+                gc.write([(Family.PENDING, b"b", b"2")])
+            first.broken = False  # a store that failed stays failed (as RocksDB does) ...
+            with pytest.raises(StorageError, match="failed earlier"):
+                gc.write([(Family.PENDING, b"b", b"2")])
+            first.close()
+            second = MemoryStore(first.backing)  # ... until the data is reopened
+            gc.rebind(second)
+            gc.write([(Family.PENDING, b"c", b"3")])
+            await gc.durable()
+            assert second.get(Family.PENDING, b"c") == b"3"
+            assert (gc.writes, gc.syncs, gc.mutations) == (2, 2, 2)  # counted across stores
+            await gc.close()
+
+    asyncio.run(main())
+
+
+def test_idle_waits_for_the_running_fsync_and_rebind_refuses_to_race_it() -> None:
+    store = FlakyStore()
+    store.gate = gate = threading.Event()
+    gc = GroupCommit(store)
+
+    async def main() -> None:
+        async with asyncio.timeout(10):
+            gc.write([(Family.PENDING, b"a", b"1")])
+            durable = asyncio.ensure_future(gc.durable())
+            idle = asyncio.ensure_future(gc.idle())
+            assert await asyncio.to_thread(store.at_gate.wait, 5)  # the fsync is running
+            await asyncio.sleep(0)  # let idle() run up to its wait
+            assert not idle.done() and not durable.done()
+            with pytest.raises(StorageError, match="while an fsync is running"):
+                gc.rebind(MemoryStore())
+            gate.set()
+            await asyncio.gather(durable, idle)
+            await gc.idle()  # nothing running: returns at once
+            await gc.close()
+
+    asyncio.run(main())
+
+
+def test_a_durability_question_asked_after_a_failure_is_answered_by_the_rebind() -> None:
+    first = FlakyStore()
+    gc = GroupCommit(first)
+    heard: list[StorageError | None] = []
+
+    async def main() -> None:
+        async with asyncio.timeout(10):
+            first.broken = True
+            with pytest.raises(StorageError):
+                gc.write([(Family.PENDING, b"a", b"1")])
+            gc.when_durable(heard.append)  # e.g. the outcome of a finished task, to push
+            assert heard == []  # not "failed": what was read may well be on disk
+            first.close()
+            second = FlakyStore(first.backing)
+            gc.rebind(second)
+            assert heard == [None]
+            second.broken = True  # a second outage, ended by a stop this time
+            with pytest.raises(StorageError):
+                gc.write([(Family.PENDING, b"b", b"2")])
+            gc.when_durable(heard.append)
+            await gc.close()
+            assert len(heard) == 2 and isinstance(heard[1], StorageError)
+
+    asyncio.run(main())

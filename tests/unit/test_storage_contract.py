@@ -29,8 +29,12 @@ class StoreKit:
         self.backing = MemoryBacking()
         self.opened: list[Store] = []
 
-    def open(self) -> Store:
-        store: Store = open_store(self.path) if self.kind == "rocks" else MemoryStore(self.backing)
+    def open(self, *, read_only: bool = False) -> Store:
+        store: Store = (
+            open_store(self.path, read_only=read_only)
+            if self.kind == "rocks"
+            else MemoryStore(self.backing, read_only=read_only)
+        )
         self.opened.append(store)
         return store
 
@@ -231,6 +235,30 @@ def test_a_store_cannot_be_opened_twice_at_once(kit: StoreKit) -> None:
         kit.open()
     first.close()
     kit.open().close()
+
+
+def test_a_read_only_store_reads_what_is_stored_and_refuses_every_write(kit: StoreKit) -> None:
+    with kit.open() as first:
+        first.write([(P, k(i), b"v") for i in range(5)] + [(C, b"c", b"done")], sync=True)
+    reader = kit.open(read_only=True)
+    assert reader.get(C, b"c") == b"done"
+    assert [key for key, _ in reader.iterate(P)] == [k(i) for i in range(5)]
+    with pytest.raises(StorageError):
+        reader.write([(P, b"x", b"1")])
+    with pytest.raises(StorageError):
+        reader.sync_wal()
+    assert reader.get(P, b"x") is None
+
+
+def test_a_read_only_store_takes_no_lock_beside_a_writer(kit: StoreKit) -> None:
+    writer = kit.open()
+    writer.write([(P, b"a", b"1")], sync=True)
+    reader = kit.open(read_only=True)  # beside the writer: what a broker on a full disk does
+    assert reader.get(P, b"a") == b"1"
+    writer.close()
+    again = kit.open()  # the reader does not hold the data dir either
+    reader.close()
+    assert again.get(P, b"a") == b"1"
 
 
 def test_a_context_manager_closes_the_store(kit: StoreKit) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -124,3 +126,55 @@ def test_writes_racing_a_wal_sync_thread_all_land(tmp_path: Path) -> None:
         assert errors == []
         store.sync_wal()
         assert sum(1 for _ in store.iterate(P)) == 3000
+
+
+def test_a_read_only_open_needs_an_existing_store_and_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match=r"no store at .*missing \(and read_only=True\)"):
+        open_store(tmp_path / "missing", read_only=True)
+    assert not (tmp_path / "missing").exists()
+
+
+#: Writes until the WAL passes a file-size limit (EFBIG: how a write fails without a full
+#: disk or root), keeps the error, closes, and reopens the same dir in the same process.
+FAILED_WRITE_CHILD = """
+import resource, signal, sys
+from tq.core.layout import Family
+from tq.errors import StorageError
+from tq.storage import open_store
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of dying
+store = open_store(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))
+kept = None
+try:
+    for i in range(100_000):
+        store.write([(Family.PENDING, i.to_bytes(8, "big"), b"x" * 1000)])
+except StorageError as e:
+    kept = e  # an error held on to, as a broker holds the one that started an outage
+assert kept is not None, "no write failed"
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+try:
+    store.close()
+except StorageError:
+    pass  # expected: RocksDB repeats the write's error at close
+again = open_store(sys.argv[1])  # fails on the dir lock if anything still pins the DB
+print(sum(1 for _ in again.iterate(Family.PENDING)), "|", kept.message)
+again.close()
+"""
+
+
+def test_an_error_from_a_failed_write_does_not_keep_the_closed_store_locked(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FAILED_WRITE_CHILD, str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    count, message = done.stdout.strip().split(" | ")
+    assert int(count) > 0  # what was written before the failure is still there
+    assert "File too large" in message

@@ -234,6 +234,18 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily(
             "tq_group_commit_mutations", "Storage mutations written.", gc.mutations
         )
+        s = self.service
+        yield CounterMetricFamily(
+            "tq_storage_failures",
+            "Storage outages: a write or fsync failed (or the broker started on a full disk), "
+            "and writes were refused until storage worked again.",
+            s.storage_failures,
+        )
+        yield GaugeMetricFamily(
+            "tq_storage_writes_accepted",
+            "1 while storage accepts writes; 0 during an outage (reads are still served).",
+            s.failed is None,
+        )
 
 
 def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:

@@ -47,7 +47,7 @@ _WHY = {
     413: "request body or task payload above its limit",
     422: "a parameter or field has a bad value (the message names it)",
     500: "internal or storage error",
-    503: "not ready, queue full or shutting down",
+    503: "not ready, queue full, storage unavailable (retry later) or shutting down",
     504: "durability not confirmed in time",
 }
 

@@ -3,6 +3,9 @@ idle connections, retention and compaction (and the relaxed-mode fsync timer).
 
 Time-driven state changes are commands like any other (``ExpireLeases``, ``PromoteDue``,
 ``ReapDeadWorkers``, ``PurgeTasks``), so a replica applying the log does exactly the same.
+While storage refuses writes (``tq.broker.storage_guard``) each job skips its turn: the resume
+expires leases and refreshes worker clocks itself, and nothing else is late by more than one
+interval after it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from tq.broker.service import BrokerService
 from tq.core import commands as c
 from tq.core.layout import Family
 from tq.core.replies import Affected
+from tq.errors import StorageError
 from tq.storage.retention import find_expired
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,8 @@ async def lease_monitor(service: BrokerService) -> None:
     interval = service.settings.broker.lease_check_interval_s
     while True:
         await asyncio.sleep(interval)
+        if not service.ready():
+            continue
         reply, _ = service.run(c.ExpireLeases(time.time()), Affected)
         if reply.task_ids:
             log.warning("lease.expired count=%d", len(reply.task_ids))
@@ -37,9 +43,12 @@ async def scheduler(service: BrokerService) -> None:
     while True:
         due = service.machine.next_timer_at()
         now = time.time()
-        await asyncio.sleep(interval if due is None else min(interval, max(0.0, due - now)))
+        wait = interval  # also while writes are refused: a past timer stays due, do not spin
+        if due is not None and service.ready():
+            wait = min(interval, max(0.0, due - now))
+        await asyncio.sleep(wait)
         due = service.machine.next_timer_at()
-        if due is not None and due <= time.time():
+        if due is not None and due <= time.time() and service.ready():
             service.run(c.PromoteDue(time.time()), Affected)
 
 
@@ -49,9 +58,10 @@ async def maintenance(service: BrokerService, close_idle: Callable[[float], None
     b = service.settings.broker
     while True:
         await asyncio.sleep(b.maintenance_interval_s)
-        reply, _ = service.run(c.ReapDeadWorkers(time.time(), service.dead_after), Affected)
-        if reply.task_ids:
-            log.warning("worker.dead requeued=%d", len(reply.task_ids))
+        if service.ready():
+            reply, _ = service.run(c.ReapDeadWorkers(time.time(), service.dead_after), Affected)
+            if reply.task_ids:
+                log.warning("worker.dead requeued=%d", len(reply.task_ids))
         close_idle(b.idle_timeout_s)
 
 
@@ -60,8 +70,13 @@ async def retention(service: BrokerService) -> None:
     p = service.settings.persistence
     while True:
         await asyncio.sleep(p.compaction_interval_s)
-        await purge_once(service, time.time() - p.retention_s)
-        await asyncio.to_thread(service.store.compact, None)
+        if not service.ready():
+            continue
+        try:
+            await purge_once(service, time.time() - p.retention_s)
+            await asyncio.to_thread(service.store.compact, None)
+        except StorageError as e:  # an outage began meanwhile (the guard reports it): next turn
+            log.warning("retention.failed error=%s", e)
 
 
 async def purge_once(service: BrokerService, cutoff: float) -> int:

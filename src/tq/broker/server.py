@@ -3,10 +3,12 @@ recovery, service, the TCP door, the management doors of ``tq.api`` (REST + WebS
 Prometheus; each imported only when enabled, so a broker without one pays nothing for it) and
 the background jobs.
 
-Start: open the data dir, rebuild the state machine, apply ``BrokerStarted`` and
-``ExpireLeases`` (tasks whose lease is gone return to pending), listen, then write the ready
-file. Stop on SIGTERM/SIGINT: stop accepting, answer parked claims, make everything applied
-durable, send the last replies, close connections, close the store cleanly.
+Start: open the data dir (read-only on a full disk: reads are served, writes wait for
+space), rebuild the state machine, make ``BrokerStarted`` and ``ExpireLeases`` durable (tasks
+whose lease is gone return to pending), listen, then write the ready file. A storage failure
+later is an outage of writes, not of the broker (``tq.broker.storage_guard``). Stop on
+SIGTERM/SIGINT: stop accepting, answer parked claims, make everything applied durable, send
+the last replies, close connections, close the store cleanly.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import uvloop
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
+from tq.broker.storage_guard import StorageGuard
 from tq.broker.tcp import BrokerProtocol, Connections
 from tq.config import Settings, SyncMode
-from tq.core import commands as c
 from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
-from tq.storage import open_store
 from tq.storage.recovery import recover
+from tq.storage.reopen import RocksOpener, open_at_start
 from tq.storage.rocksdb import RocksTuning
 
 log = logging.getLogger(__name__)
@@ -99,21 +101,19 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         block_cache_mb=max(1, p.block_cache_size_bytes // _MB),
         max_background_jobs=p.max_background_jobs,
     )
-    store = open_store(p.data_dir, tuning=tuning)
+    opener = RocksOpener(p.data_dir, tuning)
+    opened = open_at_start(opener)
+    service: BrokerService | None = None
     try:
-        rec = recover(store, time.time())
-        if rec.repairs.mutations:
-            store.write(rec.repairs.mutations, sync=True)
-        service = BrokerService(settings, store, rec.machine)
-        now = time.time()
-        service.apply(c.BrokerStarted(now))
-        service.apply(c.ExpireLeases(now))
+        rec = recover(opened.store, time.time())
+        service = BrokerService(settings, opened.store, rec.machine)
+        guard = StorageGuard(service, opener)
+        await guard.start(rec.repairs, opened.read_only_because)
         log.info(
             "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
             p.data_dir, rec.tasks, time.perf_counter() - t0,
         )  # fmt: skip
         stop = asyncio.Event()
-        service.on_fatal = lambda e: stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         conns = Connections(service)
@@ -135,6 +135,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
                 tg.create_task(scheduler(service)),
                 tg.create_task(maintenance(service, conns.close_idle)),
                 tg.create_task(retention(service)),
+                tg.create_task(guard.run()),
             ]
             if p.sync_mode is SyncMode.RELAXED:
                 jobs.append(tg.create_task(relaxed_sync(service)))
@@ -148,7 +149,10 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         await _shutdown(service, server, conns, b.shutdown_timeout_s)
         return 1 if service.failed is not None else 0
     finally:
-        store.close()
+        try:  # the guard may have swapped stores during an outage: close the current one
+            (opened.store if service is None else service.store).close()
+        except StorageError as e:
+            log.error("broker.close_failed error=%s", e)
         log.info("broker.stopped")
 
 

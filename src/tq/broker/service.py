@@ -49,7 +49,14 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
-from tq.errors import ErrorCode, NotFoundError, StorageError, UnavailableError, ValidationError
+from tq.errors import (
+    ErrorCode,
+    NotFoundError,
+    StorageError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+)
 from tq.protocol.records import (
     QueueDepth,
     Stats,
@@ -68,6 +75,10 @@ Durable = asyncio.Future[None]
 OK = 0
 #: How long a door waits for a change to be confirmed durable before answering TIMEOUT.
 DURABLE_TIMEOUT_S = 30.0
+
+
+def _log_failure(e: BaseException) -> None:
+    log.critical("storage.failed error=%s", e)
 
 
 class IdSource:
@@ -125,8 +136,12 @@ class BrokerService:
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unsynced: set[Durable] = set()  # written batches whose fsync is pending
+        #: Set while storage refuses writes (why, for refusals and readiness); see
+        #: ``tq.broker.storage_guard``, which hears of a failure through ``on_storage_failure``
+        #: (called once per outage) and clears this when writes resume.
         self.failed: BaseException | None = None
-        self.on_fatal: Callable[[BaseException], None] = lambda e: None
+        self.on_storage_failure: Callable[[BaseException], None] = _log_failure
+        self.storage_failures = 0  # outages (storage failures that stopped writes), for metrics
         #: Set by the metrics front door; None: nothing is measured beyond plain counters.
         self.instruments: Instruments | None = None
         #: Connection counters of each door ("tcp", ...), kept by the door, read by metrics.
@@ -137,7 +152,7 @@ class BrokerService:
     def apply(self, cmd: c.Command) -> tuple[Reply, Durable]:
         """Apply one command now; the future resolves when its batch is durable."""
         if self.failed is not None:
-            raise StorageError(f"broker storage failed; refusing changes: {self.failed}")
+            raise StorageError(f"writes refused: {self.failed}")
         reply = self.machine.apply(cmd, self._fx)
         return reply, self._batch_future()
 
@@ -150,6 +165,11 @@ class BrokerService:
         return self._batch
 
     def _flush(self) -> None:
+        if self.failed is not None:  # storage failed during this turn: nothing more is written
+            fut, self._batch, self._fx = self._batch, None, Effects()
+            assert fut is not None
+            self._fail(self.failed, fut)
+            return
         if self.waiters and self.machine.count(TaskState.PENDING):
             self.waiters.serve(self._claim_for_waiter)
         fut, self._batch = self._batch, None
@@ -175,17 +195,18 @@ class BrokerService:
         self.commit.when_durable(durable)
 
     def _fail(self, e: BaseException, fut: Durable) -> None:
-        log.critical("storage.failed error=%s", e)
-        self.failed = e
         if not fut.done():
-            fut.set_exception(StorageError(f"storage failed: {e}"))
+            why = e.message if isinstance(e, TqError) else str(e)
+            fut.set_exception(StorageError(f"not made durable, retry later: {why}"))
             fut.exception()
-        self.on_fatal(e)
+        if self.failed is None:
+            self.failed = e
+            self.on_storage_failure(e)
 
     async def drain(self) -> None:
-        """Wait until everything applied so far is durable (used at shutdown)."""
+        """Wait until every batch applied so far is settled: durable, or failed."""
         if self._batch is not None:
-            await asyncio.shield(self._batch)
+            await asyncio.gather(asyncio.shield(self._batch), return_exceptions=True)
         if self._unsynced:
             await asyncio.gather(*self._unsynced, return_exceptions=True)
 
@@ -513,18 +534,38 @@ class BrokerService:
         )
         self.events.add(sub)
         if finished:
-            loop = asyncio.get_running_loop()
+            self._push_when_durable(sink, subscription_id, [e.task_id for e in finished])
 
-            def push(err: StorageError | None) -> None:
-                if err is None:
-                    self.events.push_to(sink, subscription_id, finished)
+    def _push_when_durable(self, sink: Sink, subscription_id: int, ids: list[TaskId]) -> None:
+        """Push the final events of ``ids`` to the subscription once their states are durable.
 
-            # Via the loop even when nothing is left to sync: a door answers the subscribe
-            # request first, and its events must follow that answer.
-            def later(err: StorageError | None) -> None:
-                loop.call_soon(push, err)
+        If that fsync fails, storage is rebuilt from what the disk kept: ask again (the answer
+        then waits for the reopen) and push what the ids are by then — still finished, or live
+        again, in which case their own events will follow."""
+        loop = asyncio.get_running_loop()
 
-            self.commit.when_durable(later)
+        def push(err: StorageError | None) -> None:
+            sub = self.events.get(sink, subscription_id)
+            if sub is None:
+                return  # unsubscribed, or the connection went away
+            wanted = [i for i in ids if i in sub.task_ids]
+            if err is not None:
+                self._push_when_durable(sink, subscription_id, wanted)
+                return
+            events = []
+            for task_id in wanted:
+                if self.machine.get(task_id) is None and not self._pending_state(task_id):
+                    task = read_task(self.store, task_id)
+                    if task is not None and task.state.is_terminal:
+                        events.append(finished_event(task))
+            self.events.push_to(sink, subscription_id, events)
+
+        # Via the loop even when nothing is left to sync: a door answers the subscribe
+        # request first, and its events must follow that answer.
+        def later(err: StorageError | None) -> None:
+            loop.call_soon(push, err)
+
+        self.commit.when_durable(later)
 
     def _finished_events(self, task_ids: Sequence[TaskId]) -> list[TaskEvent]:
         """Final events of the ids that are no longer live; NotFoundError for unknown ids."""

@@ -25,6 +25,9 @@ Contract (both implementations):
   Any call on a closed store raises ``StorageError``; ``close()`` itself is idempotent.
 - Thread-safety: calls may come from several threads (the broker syncs the WAL in a thread
   while the event loop writes), except ``close()``, which must not race other calls.
+- Opened with ``read_only=True`` (both implementations), a store sees what was stored when it
+  opened, takes no lock (it may sit beside the writer: a broker on a full disk serves reads
+  from one), and every ``write`` and ``sync_wal`` raises ``StorageError``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ can lose the last interval (a process crash loses nothing: writes are in the OS)
 
 Metrics read the counters (``writes``, ``syncs``, ``mutations``) at scrape time; ``on_sync``,
 when set, hears once per fsync how many mutations it made durable and how long it took.
+
+After a failed write or fsync every later write is refused, until the broker has waited for
+``idle()`` (no fsync left running) and ``rebind()``-ed this object to the data dir reopened:
+the counters carry on over the new store (Prometheus counters never go down).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class GroupCommit:
         self.mutations = 0
         self._synced_upto = 0  # ``mutations`` when the latest fsync started
         self._in_flight = 0  # mutations the running fsync covers
+        self._idle: list[asyncio.Future[None]] = []  # waiting for the running fsync to end
+        self._held: list[Callback] = []  # asked after a failure: answered by rebind or close
         #: Called on the loop after each fsync: (mutations it made durable, its seconds);
         #: it must not raise (it runs before the waiters are told).
         self.on_sync: Callable[[int, float], None] | None = None
@@ -61,15 +67,24 @@ class GroupCommit:
         """Apply one batch atomically; visible at once, durable after ``durable()``."""
         if self._failed is not None:
             raise StorageError(f"storage failed earlier; refusing writes: {self._failed}")
-        self._store.write(mutations)
+        try:
+            self._store.write(mutations)
+        except StorageError as e:
+            self._failed = e
+            raise
         self._dirty = True
         self.writes += 1
         self.mutations += len(mutations)
 
     def when_durable(self, callback: Callback) -> None:
-        """Call ``callback`` on the loop once every write made so far is durable."""
+        """Call ``callback`` on the loop once every write made so far is durable.
+
+        After a failure, the answer waits for ``rebind``: a caller that read something (a
+        finished task, to push its outcome) learns it is durable once the store is reopened,
+        which holds exactly what the disk kept; ``close`` fails the callbacks still waiting.
+        """
         if self._failed is not None:
-            callback(StorageError(f"storage failed earlier: {self._failed}"))
+            self._held.append(callback)
         elif self.relaxed:
             callback(None)
         elif self._dirty:
@@ -132,6 +147,7 @@ class GroupCommit:
             waiting, self._next = self._next, []
             for cb in (*done, *waiting):
                 cb(err)
+            self._now_idle()
             return
         self.syncs += 1
         if self.on_sync is not None:
@@ -140,24 +156,68 @@ class GroupCommit:
             cb(None)
         if self._next:
             self._start_sync()
+        else:
+            self._now_idle()
+
+    def _now_idle(self) -> None:
+        if not self._syncing:
+            waiting, self._idle = self._idle, []
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def idle(self) -> None:
+        """Return once no fsync is running, so the store can be swapped and closed (a close
+        must not race a call)."""
+        while self._syncing:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle.append(fut)
+            await fut
+
+    def rebind(self, store: Store) -> None:
+        """Carry on over ``store`` (the data dir reopened after a failure): writes are accepted
+        again and the counters keep counting. Only while ``idle()``: no fsync may be running."""
+        if self._syncing:
+            raise StorageError("cannot rebind group commit while an fsync is running")
+        self._store = store
+        self._failed = None
+        self._dirty = False
+        self._covered, self._next = [], []
+        self._synced_upto = self.mutations
+        held, self._held = self._held, []
+        for callback in held:
+            self.when_durable(callback)
 
     async def run_relaxed_sync(self, interval: float) -> None:
         """Relaxed mode's background job: fsync every ``interval`` seconds while dirty."""
         while True:
             await asyncio.sleep(interval)
-            if self._dirty and not self._syncing:
+            if self._dirty and not self._syncing and self._failed is None:
                 covered, self._synced_upto = self.mutations - self._synced_upto, self.mutations
                 # Cleared before the fsync: a write landing while it runs stays dirty and is
                 # covered by the next interval's fsync.
                 self._dirty = False
                 t0 = time.perf_counter()
-                await asyncio.to_thread(self._store.sync_wal)
+                self._syncing = True  # for idle(): the store must not close under this fsync
+                try:
+                    await asyncio.to_thread(self._store.sync_wal)
+                except StorageError as e:
+                    # Nothing waits on a relaxed fsync: the next write is refused instead, and
+                    # that is how the broker learns of the failure.
+                    self._failed = e
+                    continue
+                finally:
+                    self._syncing = False
+                    self._now_idle()
                 self.syncs += 1
                 if self.on_sync is not None:
                     self.on_sync(covered, time.perf_counter() - t0)
 
     async def close(self) -> None:
         """Make everything durable, then stop the fsync thread."""
+        held, self._held = self._held, []
+        for callback in held:
+            callback(StorageError(f"storage failed and the broker is stopping: {self._failed}"))
         if self._failed is None:
             if self.relaxed and self._dirty:
                 await asyncio.to_thread(self._store.sync_wal)

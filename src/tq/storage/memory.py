@@ -3,6 +3,8 @@
 Data lives in a ``MemoryBacking`` (a dict and a sorted key list per family) that outlives the
 store, so a test can "restart" by opening a new store on the same backing, and can simulate a
 crash (``simulate_crash``), optionally a power loss that drops every write not yet synced.
+One read-write store at a time holds a backing (RocksDB's lock); read-only stores, like
+RocksDB's, take no lock and may sit beside it.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ class MemoryBacking:
 class MemoryStore:
     """An in-memory Store with the same contract as RocksStore (``sync_wal`` is free)."""
 
-    def __init__(self, backing: MemoryBacking | None = None) -> None:
+    def __init__(self, backing: MemoryBacking | None = None, *, read_only: bool = False) -> None:
         self._backing = backing if backing is not None else MemoryBacking()
-        with self._backing.lock:
-            if self._backing.in_use:
-                raise StorageError("memory store backing is already open in another store")
-            self._backing.in_use = True
+        self.read_only = read_only
+        if not read_only:
+            with self._backing.lock:
+                if self._backing.in_use:
+                    raise StorageError("memory store backing is already open in another store")
+                self._backing.in_use = True
         self._closed = False
 
     @property
@@ -63,6 +67,7 @@ class MemoryStore:
         return self._backing
 
     def write(self, mutations: Iterable[Mutation], *, sync: bool = False) -> None:
+        self._check_writable("write batch")
         batch = list(mutations)
         for mutation in batch:  # validate all first: a bad batch must change nothing
             _check(mutation)
@@ -75,6 +80,7 @@ class MemoryStore:
                 b.unsynced.clear()
 
     def sync_wal(self) -> None:
+        self._check_writable("sync WAL")
         with self._backing.lock:
             self._check_open("sync WAL")
             self._backing.unsynced.clear()
@@ -150,6 +156,7 @@ class MemoryStore:
         b = self._backing
         with b.lock:
             self._check_open("simulate_crash")
+            self._check_writable("simulate_crash")
             if power_loss:
                 for family, key, previous in reversed(b.unsynced):
                     b.apply(family, key, previous)
@@ -161,8 +168,9 @@ class MemoryStore:
         with self._backing.lock:
             if not self._closed:
                 self._closed = True
-                self._backing.in_use = False
-                self._backing.unsynced.clear()  # a clean close leaves everything durable
+                if not self.read_only:
+                    self._backing.in_use = False
+                    self._backing.unsynced.clear()  # a clean close leaves everything durable
 
     def __enter__(self) -> Self:
         return self
@@ -176,7 +184,12 @@ class MemoryStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"MemoryStore({'closed' if self._closed else 'open'})"
+        mode = ", read-only" if self.read_only else ""
+        return f"MemoryStore({'closed' if self._closed else 'open'}{mode})"
+
+    def _check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise StorageError(f"{action} on memory store: opened read-only")
 
     def _check_open(self, action: str, family: Family | None = None) -> None:
         if self._closed or (family is not None and not 0 <= family < _NFAMILIES):

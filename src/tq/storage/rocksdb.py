@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self, cast
 
 from rocksdict import (
+    AccessType,
     BlockBasedOptions,
     BottommostLevelCompaction,
     Cache,
@@ -121,19 +122,37 @@ class _Cursor:
 
 
 class RocksStore:
-    """The production Store (see ``tq.storage.base`` for the contract)."""
+    """The production Store (see ``tq.storage.base`` for the contract).
+
+    ``read_only=True`` opens an existing store without writing anything to its directory
+    (RocksDB replays the WAL into memory): what a broker on a full disk can still serve reads
+    from. Every write to it raises ``StorageError``.
+
+    No error raised here keeps a native handle alive: RocksDB lets go of the data dir (and its
+    lock) only when the last reference to the DB, a column family or an iterator is gone, and a
+    retained exception's frames would otherwise keep one (so a reopen after a failed write would
+    find the dir locked by this very process).
+    """
 
     def __init__(
-        self, path: StrPath, *, create: bool = True, tuning: RocksTuning | None = None
+        self,
+        path: StrPath,
+        *,
+        create: bool = True,
+        tuning: RocksTuning | None = None,
+        read_only: bool = False,
     ) -> None:
         self._path = os.fspath(path)
         self._closed = False
-        if not create and not os.path.exists(os.path.join(self._path, "CURRENT")):
+        self.read_only = read_only
+        if (read_only or not create) and not os.path.exists(os.path.join(self._path, "CURRENT")):
             # Checked here because RocksDB makes the directory before it finds nothing there.
-            raise StorageError(f"no store at {self._path} (and create=False)")
+            why = "read_only=True" if read_only else "create=False"
+            raise StorageError(f"no store at {self._path} (and {why})")
         try:
-            db_opts, family_opts = _options(tuning or RocksTuning(), create)
-            self._db = Rdict(self._path, db_opts, column_families=family_opts)
+            db_opts, family_opts = _options(tuning or RocksTuning(), create and not read_only)
+            access = AccessType.read_only() if read_only else AccessType.read_write()
+            self._db = Rdict(self._path, db_opts, column_families=family_opts, access_type=access)
             # Looked up once: a handle lookup per call costs more than the put it serves.
             self._handles = tuple(self._db.get_column_family_handle(f.cf_name) for f in Family)
             self._families = tuple(self._db.get_column_family(f.cf_name) for f in Family)
@@ -151,6 +170,16 @@ class RocksStore:
     def write(self, mutations: Iterable[Mutation], *, sync: bool = False) -> None:
         if self._closed:  # an empty batch would otherwise succeed silently
             raise self._error("write batch", None, None)
+        batch = self._batch(mutations)
+        try:
+            if batch.len():
+                self._db.write(batch, self._sync if sync else self._nosync)
+            elif sync:
+                self._db.flush_wal(True)
+        except Exception as exc:
+            raise self._error("write batch", None, exc) from exc
+
+    def _batch(self, mutations: Iterable[Mutation]) -> WriteBatch:
         batch = WriteBatch(raw_mode=True)
         handles = self._handles
         family: Family | None = None
@@ -161,14 +190,9 @@ class RocksStore:
                 else:
                     batch.put(key, value, handles[family])
         except Exception as exc:
+            del handles  # the error's frames must not pin the DB (see the class docstring)
             raise self._error("build write batch", family, exc) from exc
-        try:
-            if batch.len():
-                self._db.write(batch, self._sync if sync else self._nosync)
-            elif sync:
-                self._db.flush_wal(True)
-        except Exception as exc:
-            raise self._error("write batch", None, exc) from exc
+        return batch
 
     def sync_wal(self) -> None:
         try:
@@ -197,6 +221,7 @@ class RocksStore:
         reverse: bool = False,
     ) -> Iterator[tuple[bytes, bytes]]:
         seek, upper = scan_bounds(prefix, start, reverse)
+        it: RdictIter | None = None
         try:
             read_opts = ReadOptions()
             if upper is not None:
@@ -210,6 +235,7 @@ class RocksStore:
             else:
                 it.seek(seek)
         except Exception as exc:
+            it = None  # the error's frames must not pin the DB (see the class docstring)
             raise self._error("iterate", family, exc) from exc
         cursor = _Cursor(it, read_opts, upper)
         self._cursors.add(cursor)
@@ -238,6 +264,7 @@ class RocksStore:
                     else:
                         it.next()
                 except Exception as exc:
+                    del it  # the error's frames must not pin the DB (see the class docstring)
                     raise self._error("iterate", family, exc) from exc
                 del it  # hold no native reference while suspended at the yield
                 if lower is not None and not key.startswith(lower):
@@ -283,12 +310,18 @@ class RocksStore:
         for cursor in list(self._cursors):
             cursor.release()
         families, self._families, self._handles = self._families, (), ()
+        db = self._db
+        del self._db  # later calls fail as "closed"; nothing here pins the DB any more
+        failure: Exception | None = None
         try:
             for family in families:
                 family.close()
-            self._db.close()
-        except Exception as exc:
-            raise StorageError(f"close of store at {self._path} failed: {exc}") from exc
+            db.close()  # raises after a write failed (RocksDB keeps that error), yet lets go
+        except Exception as exc:  # noqa: BLE001 - raised below, once nothing pins the DB
+            failure = exc
+        del db, families  # before raising: the error's frames must not pin the DB
+        if failure is not None:
+            raise StorageError(f"close of store at {self._path} failed: {failure}") from failure
 
     def __enter__(self) -> Self:
         return self
@@ -302,7 +335,8 @@ class RocksStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RocksStore({self._path!r}{', closed' if self._closed else ''})"
+        mode = ", read-only" if self.read_only else ""
+        return f"RocksStore({self._path!r}{mode}{', closed' if self._closed else ''})"
 
     def _error(self, action: str, family: Family | None, exc: Exception | None) -> StorageError:
         where = f"store at {self._path}"
@@ -321,7 +355,11 @@ def _open_message(path: str, exc: Exception) -> str:
 
 
 def open_store(
-    path: StrPath, *, create: bool = True, tuning: RocksTuning | None = None
+    path: StrPath,
+    *,
+    create: bool = True,
+    tuning: RocksTuning | None = None,
+    read_only: bool = False,
 ) -> RocksStore:
-    """Open (creating unless ``create=False``) the RocksDB store in the directory ``path``."""
-    return RocksStore(path, create=create, tuning=tuning)
+    """Open (creating unless ``create=False`` or ``read_only``) the RocksDB store in ``path``."""
+    return RocksStore(path, create=create, tuning=tuning, read_only=read_only)
