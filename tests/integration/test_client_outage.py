@@ -28,6 +28,7 @@ from tq.client import AsyncClient, Client, TaskOutcome, set_default_client
 from tq.errors import AuthError, ErrorCode, UnavailableError
 from tq.protocol import Hello, ServerConnection, nack_frame
 from tq.testing import BrokerProcess
+from tq.worker.retrying import is_fatal
 
 OUTAGE_S = 15.0
 QUEUE = "outage"
@@ -331,3 +332,15 @@ async def test_a_wait_that_ends_during_an_outage_stops_its_dialling(tmp_path: Pa
 
 def assert_at_most(attempts: list[float], n: int) -> None:
     assert len(attempts) <= n, attempts
+
+
+@aio(30)
+async def test_a_worker_call_past_its_deadline_fails_as_transient_so_the_worker_retries() -> None:
+    # The worker keeps reconnecting forever by retrying each call that fails this way.
+    async with AsyncClient(
+        f"tq://127.0.0.1:{free_port()}", request_timeout=1.0, client_kind="worker"
+    ) as client:
+        with pytest.raises(UnavailableError) as info:
+            await client.heartbeat("w", cpu_percent=0.0, memory_rss=0, running=[])
+    assert_timed_out(info.value, 1)
+    assert not is_fatal(info.value)

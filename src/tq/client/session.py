@@ -189,6 +189,9 @@ class Session:
                 self.address.url, self.name, self.backoff.failures, pause, e.message,
             )  # fmt: skip
             raise
+        if self.closed:  # closed while this attempt was under way: do not leak it
+            conn.close()
+            raise UnavailableError("the client is closed")
         if self.backoff.failures:
             log.info(
                 "connection.restored url=%s client=%s attempts=%d",
