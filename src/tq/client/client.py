@@ -91,7 +91,9 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
 
 
 class AsyncClient(WorkerCalls):
-    """Connects lazily on the first call and reconnects by itself; ``async with`` closes it."""
+    """Connects lazily on the first call and reconnects by itself: a lost or refused
+    connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
+    until the deadline of the call that needs it. ``async with`` closes it."""
 
     spec = staticmethod(task_spec)
 
