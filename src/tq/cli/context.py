@@ -179,14 +179,20 @@ def _network_cause(exc: BaseException) -> OSError | None:
 
 
 @contextmanager
-def connect(ctx: CliContext) -> Iterator[Client]:
-    """A connected sync client; a refused or lost connection becomes one clear error line."""
+def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
+    """A connected sync client; a refused or lost connection becomes one clear error line.
+
+    One connection attempt: a command line should fail at once, not retry for seconds. With
+    ``reconnect`` (a command that waits), a connection lost later is redialled until the
+    command's own deadline, as any client's would be.
+    """
     # Imported late: `tq config` and `tq broker` should not pay for (or need) the client.
     from tq.client import Client  # noqa: PLC0415
 
     try:
-        # One connection attempt: a command line should fail at once, not retry for seconds.
-        with Client(ctx.url, reconnect=False) as client:
+        with Client(ctx.url, reconnect=reconnect) as client:
+            if reconnect:
+                client.connect(retry=False)
             yield client
     except (OSError, UnavailableError) as exc:
         cause = _network_cause(exc)

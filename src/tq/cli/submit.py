@@ -1,5 +1,6 @@
 """``tq submit``: one task, or ``--count`` copies in batches behind a progress bar, and with
-``--wait`` the result the broker pushes back (a task that did not complete exits with 1).
+``--wait`` the result the broker pushes back (a task that did not complete exits with 1);
+the wait rides out broker outages until ``--timeout-wait`` (none by default).
 
 PAYLOAD is text sent as UTF-8 bytes (JSON, usually), ``@file`` for a file's bytes, or ``-``
 for stdin.
@@ -113,7 +114,9 @@ def submit_cmd(
         "idempotency_key": idempotency_key,
     }
     data = read_payload(payload)
-    with connect(ctx) as client:
+    # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit
+    # gets one connection attempt.
+    with connect(ctx, reconnect=wait) as client:
         if count == 1:
             _submit_one(
                 ctx,

@@ -3,6 +3,12 @@
 Task ids are canonical UUID text at this API and 16 raw bytes on the wire. Waiting for a task
 is pushed, never polled: SUBSCRIBE with ``until_terminal``, then one QUERY_STATUS for the exact
 result. The worker-side methods are one message each; the worker owns their policy.
+
+Every call reconnects until its deadline (its ``timeout``, else ``request_timeout``; waits
+without a timeout have none). A request lost with its connection is sent again only where that
+is harmless: reads (status, list_tasks, stats, workers, ping), waits and subscriptions, and
+submits whose every task has an idempotency key. Plain submits, ``submit_nowait`` and cancels
+raise ConnectionLostError instead: their outcome is unknown.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from types import TracebackType
 from typing import Final, Literal, Self
 
 from tq.client.address import default_url
-from tq.client.session import Session, SubscriptionState
+from tq.client.pacing import Deadline
+from tq.client.resubscribe import SubscriptionState
+from tq.client.session import Session
 from tq.client.specs import batches, task_spec
 from tq.client.specs import task_ids as parse_ids
 from tq.client.subscription import Subscription
@@ -59,6 +67,8 @@ from tq.protocol.registry import Reply
 #: States a task leaves again; any other state an until_terminal event carries ends a wait,
 #: so a newer broker's new terminal state cannot hang us.
 _NOT_TERMINAL: Final = frozenset({"pending", "scheduled", "in_progress", "failed"})
+#: The least time the status read after a wait's terminal event gets, in seconds.
+_LAST_READ: Final = 1.0
 
 
 def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
@@ -81,7 +91,9 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
 
 
 class AsyncClient(WorkerCalls):
-    """Connects lazily on the first call and reconnects by itself; ``async with`` closes it."""
+    """Connects lazily on the first call and reconnects by itself: a lost or refused
+    connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
+    until the deadline of the call that needs it. ``async with`` closes it."""
 
     spec = staticmethod(task_spec)
 
@@ -115,9 +127,11 @@ class AsyncClient(WorkerCalls):
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r})"
 
-    async def connect(self) -> None:
-        """Connect now rather than on the first call (to fail fast on a wrong address)."""
-        await self._session.connection(self._session.deadline())
+    async def connect(self, timeout: float | None = None, *, retry: bool = True) -> None:
+        """Connect now rather than on the first call. A refused connection is retried with
+        backoff until ``timeout`` (default ``request_timeout``); ``retry=False`` makes one
+        attempt, so a wrong address fails at once while later losses are still redialled."""
+        await self._session.connection(self._session.deadline(timeout), once=not retry)
 
     async def close(self) -> None:
         await self._session.close()
@@ -218,12 +232,16 @@ class AsyncClient(WorkerCalls):
 
     async def status(self, task_id: str, *, include_payload: bool = False) -> TaskInfo:
         """Everything the broker knows about a task; NotFoundError if it has no such task."""
+        return await self._status(task_id, include_payload, self._session.deadline())
+
+    async def _status(self, task_id: str, include_payload: bool, deadline: Deadline) -> TaskInfo:
         tid = parse_task_id(task_id)
         reply = await self._session.call(
             lambda rid: QueryStatus(
                 request_id=rid, task_ids=[tid], include_payload=include_payload
             ),
             StatusReply,
+            deadline=deadline,
             retry=True,
         )
         info = reply.tasks[0]
@@ -309,12 +327,22 @@ class AsyncClient(WorkerCalls):
 
     async def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         """The task's TaskInfo once it is terminal (completed, dead_letter, cancelled);
-        UnavailableError with code TIMEOUT if that takes longer than ``timeout`` seconds."""
-        await self._terminal_event(task_id, timeout)
-        return await self.status(task_id)
+        UnavailableError with code TIMEOUT if that takes longer than ``timeout`` seconds
+        (None: no limit). Broker outages within the timeout are ridden out (see ``result``)."""
+        session = self._session
+        deadline = session.until(timeout)
+        await self._terminal_event(task_id, deadline)
+        if deadline.at is not None and deadline.remaining() < _LAST_READ:
+            # The task ended in time: a last round trip must not turn that into a timeout.
+            deadline = session.until(_LAST_READ)
+        return await self._status(task_id, False, deadline)
 
-    async def _terminal_event(self, task_id: str, timeout: float | None) -> TaskEvent:
-        """The task's terminal event, pushed by the broker (at once if already finished)."""
+    async def _terminal_event(self, task_id: str, deadline: Deadline) -> TaskEvent:
+        """The task's terminal event, pushed by the broker (at once if already finished).
+
+        The subscription is held until ``deadline`` whatever happens to the connection: a
+        lost one is redialled and the subscription sent again (the broker pushes the outcome
+        of a task that finished meanwhile), so only the deadline ends the wait."""
         tid = parse_task_id(task_id)
         session = self._session
         done: asyncio.Future[TaskEvent] = asyncio.get_running_loop().create_future()
@@ -328,16 +356,21 @@ class AsyncClient(WorkerCalls):
                 done.set_exception(error)
 
         sub = SubscriptionState(
-            task_ids=[tid], until_terminal=True, on_event=on_event, on_error=on_error
+            task_ids=[tid],
+            until_terminal=True,
+            on_event=on_event,
+            on_error=on_error,
+            deadline=deadline,
         )
-        step = session.request_timeout if timeout is None else min(timeout, session.request_timeout)
         try:
-            async with asyncio.timeout(timeout):
-                await session.subscribe(sub, session.deadline(step))
+            async with asyncio.timeout_at(deadline.at):
+                await session.subscribe(sub, deadline)
                 return await done
         except TimeoutError:
+            if not session.connected:
+                raise session.late_error(deadline, f"task {task_id}") from None
             raise UnavailableError(
-                f"task {task_id} did not finish within {timeout:g} s", ErrorCode.TIMEOUT
+                f"task {task_id} did not finish {deadline.describe()}", ErrorCode.TIMEOUT
             ) from None
         finally:
             session.unsubscribe(sub)
@@ -345,9 +378,12 @@ class AsyncClient(WorkerCalls):
                 done.exception()  # retrieved: an error that lost the race is not "unhandled"
 
     async def result(self, task_id: str, timeout: float | None = None) -> bytes:
-        """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled.
-        The terminal event carries the outcome, so no status round trip follows it."""
-        return task_outcome(await self._terminal_event(task_id, timeout))
+        """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled,
+        UnavailableError TIMEOUT if ``timeout`` seconds (None: no limit) pass first. The
+        wait survives broker restarts and outages until then: the client redials with
+        capped backoff and subscribes again. The terminal event carries the outcome, so no
+        status round trip follows it."""
+        return task_outcome(await self._terminal_event(task_id, self._session.until(timeout)))
 
     def subscribe(
         self,

@@ -2,7 +2,8 @@
 
 Events are pushed by the broker into a bounded buffer; a consumer slower than the broker loses
 the oldest ones (counted in ``dropped``) rather than stalling the connection every other
-request shares. The subscription survives reconnects, though events of the gap are not replayed.
+request shares. The subscription survives reconnects, though events of the gap are not replayed;
+a broker out of reach for longer than the client's ``request_timeout`` ends it with the error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
-from tq.client.session import Session, SubscriptionState
+from tq.client.resubscribe import SubscriptionState
+from tq.client.session import Session
 from tq.client.specs import task_ids as parse_ids
 from tq.errors import TqError, ValidationError
 from tq.protocol import TaskEvent

@@ -143,8 +143,8 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
 
-    def connect(self) -> None:
-        self._runner.run(self._async.connect())
+    def connect(self, timeout: float | None = None, *, retry: bool = True) -> None:
+        self._runner.run(self._async.connect(timeout, retry=retry))
 
     def close(self) -> None:
         if not self._runner.loop.is_closed():

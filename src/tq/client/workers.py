@@ -2,6 +2,9 @@
 
 The worker (``tq.worker``) decides when to heartbeat, how long to long-poll and what to retry;
 these methods only speak the messages. Task ids stay raw 16 bytes here, as claims carry them.
+Each reconnects until its deadline; one lost with its connection is sent again when harmless
+(register, heartbeat, progress, release, deregister), never when it holds a lease (claim,
+report: ConnectionLostError, and the worker decides).
 """
 
 from __future__ import annotations
