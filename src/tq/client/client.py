@@ -202,7 +202,7 @@ class AsyncClient(WorkerCalls):
             return []
         session = self._session
         conn = await session.connection(session.deadline())
-        runs = batches(specs, conn.max_frame_size)
+        runs = batches(specs, conn.max_frame_size, conn.reply_frame_size)
         # With every task keyed, a retry after a lost connection returns the same tasks.
         retry = all(spec.idempotency_key is not None for spec in specs)
         replies = await asyncio.gather(*(self._submit_run(run, retry) for run in runs))
@@ -346,8 +346,12 @@ class AsyncClient(WorkerCalls):
 
     async def result(self, task_id: str, timeout: float | None = None) -> bytes:
         """Wait, then the result bytes; TaskFailedError if the task failed or was cancelled.
-        The terminal event carries the outcome, so no status round trip follows it."""
-        return task_outcome(await self._terminal_event(task_id, timeout))
+        The terminal event carries the outcome, so no status round trip follows it (unless
+        the event was too large for our frame limit and came without it)."""
+        event = await self._terminal_event(task_id, timeout)
+        if event.truncated:
+            return task_outcome(await self.status(task_id))
+        return task_outcome(event)
 
     def subscribe(
         self,
