@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any, TypeVar
 
 from tq.protocol import ClientConnection, FrameDecoder, Nack, TaskEvent
@@ -22,8 +23,17 @@ class RawConn:
         self.replies: dict[int, Any] = {}  # Any: tests know which reply a request gets
 
     @classmethod
-    async def open(cls, port: int, *, hello: bool = True) -> RawConn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async def open(cls, port: int, *, hello: bool = True, rcvbuf: int | None = None) -> RawConn:
+        """``rcvbuf``: a small receive buffer (set before connecting, so the window the
+        broker sees is small from the start), for tests of a client that reads slowly."""
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        else:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
         conn = cls(reader, writer)
         if hello:
             writer.write(conn.cc.hello())
