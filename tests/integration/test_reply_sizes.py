@@ -26,7 +26,7 @@ from tests.integration.rawconn import RawConn
 from tq.api._pb import tq_pb2 as pb
 from tq.api._pb.tq_pb2_grpc import TaskQueueStub
 from tq.client import AsyncClient
-from tq.core.ids import parse_task_id
+from tq.core.ids import TaskId, parse_task_id
 from tq.errors import ErrorCode
 from tq.protocol import (
     ClaimReply,
@@ -72,7 +72,7 @@ def new_queue() -> str:
     return f"q-{uuid.uuid4().hex[:10]}"
 
 
-async def complete(client: AsyncClient, queue: str, results: list[bytes]) -> list[bytes]:
+async def complete(client: AsyncClient, queue: str, results: list[bytes]) -> list[TaskId]:
     """Submit, claim and complete one task per result; their raw ids in order."""
     ids = [parse_task_id(i) for i in await client.submit_many(
         [TaskSpec(task_type="t", queue=queue) for _ in results])]  # fmt: skip

@@ -22,8 +22,7 @@ def test_a_sink_keeps_events_up_to_its_limit_then_overflows_and_drops_them_all()
         events = [event(i) for i in range(3)]
         for ev in events:
             sink.push_event(1, ev)
-        assert not sink.overflowed
-        assert list(sink.events) == events
+        assert (sink.overflowed, list(sink.events)) == (False, events)
         sink.push_event(1, event(3))
         assert sink.overflowed
         # The stream ends: what was buffered is released at once, not kept for a slow reader.
@@ -41,8 +40,7 @@ def test_a_sink_overflows_by_bytes_before_its_event_count() -> None:
         big = [event(i, b"r" * (1024 * 1024)) for i in range(3)]
         sink.push_event(1, big[0])
         sink.push_event(1, big[1])
-        assert not sink.overflowed
-        assert sink.size == 2 * event_size(big[0])
+        assert (sink.overflowed, sink.size) == (False, 2 * event_size(big[0]))
         sink.push_event(1, big[2])  # a third MiB and its overhead pass the 3 MiB bound
         assert sink.overflowed
         assert not sink.events

@@ -35,9 +35,7 @@ _ids = itertools.count(1)
 
 
 def new(payload: bytes = b"", **kw: Any) -> c.NewTask:
-    return c.NewTask(
-        make_task_id(1_700_000_000_000, next(_ids)), "t", "q", payload, 128, 3, **kw
-    )
+    return c.NewTask(make_task_id(1_700_000_000_000, next(_ids)), "t", "q", payload, 128, 3, **kw)
 
 
 def claim(m: Machine, n: int, max_bytes: int, fx: Effects | None = None) -> list[ClaimedTask]:
@@ -194,7 +192,8 @@ class Ids:
 
 
 def make(tags: dict[str, str], payload: bytes = b"", index: int = 2) -> c.NewTask:
-    return new_task(TaskSpec(task_type="t", payload=payload, tags=tags), 1.0, Ids(), SETTINGS, index)
+    spec = TaskSpec(task_type="t", payload=payload, tags=tags)
+    return new_task(spec, 1.0, Ids(), SETTINGS, index)
 
 
 @pytest.mark.parametrize(
