@@ -6,6 +6,9 @@ replies are gathered per connection and written once per loop turn. No frame abo
 client's limit is ever sent. A protocol error gets a NACK, then the connection closes; no
 client input can raise out of here. Slots, the handshake deadline and the idle timeout are
 ``Connections``' rules (see its docstring).
+
+(Over 600 lines on purpose: a connection's slots, flow control, output and request handlers
+are one lifecycle, read together when reasoning about what a client can make the broker do.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tq.protocol import (
     ListReply,
     Pong,
     RegisterReply,
+    Reply,
     ResultReply,
     ServerConnection,
     StatsReply,
@@ -275,6 +279,8 @@ class BrokerProtocol(asyncio.Protocol):
 
     def _serve(self, requests: list[Any]) -> None:
         """Dispatch ``requests`` in order while the pending output allows; keep the rest."""
+        if self.stopped:
+            return
         if self.waiting:  # earlier requests still wait: order is kept
             self.waiting.extend(requests)
             return
@@ -329,7 +335,7 @@ class BrokerProtocol(asyncio.Protocol):
         self.out.append(frame)
         self.out_bytes += len(frame)
 
-    def reply(self, msg: Any) -> None:
+    def reply(self, msg: Reply) -> None:
         """Send a reply of variable size; one above the client's frame limit becomes a NACK
         REPLY_TOO_LARGE (the rules that size replies keep this rare)."""
         frame = encode(msg)
