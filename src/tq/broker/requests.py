@@ -19,9 +19,10 @@ from tq.errors import ValidationError
 #: Most tasks a listing page holds; most ids or filter matches one bulk action takes.
 MAX_PAGE = 1000
 #: Most bytes of task records a listing page holds, by their bound (``tq.core.sizes``): a
-#: page of large results holds fewer tasks, but always at least one. The TCP door lowers it
-#: to what fits the client's frame limit.
-PAGE_BYTES = 4 * 1024 * 1024
+#: page of large results holds fewer tasks, but always at least one. Half of gRPC clients'
+#: default 4 MiB receive limit, as a protobuf Task spells ids as 36-character text; the TCP
+#: door lowers it further to what fits the client's frame limit.
+PAGE_BYTES = 2 * 1024 * 1024
 MAX_BULK = 10_000
 DEFAULT_BULK_LIMIT = 1000
 
