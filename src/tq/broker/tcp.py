@@ -461,7 +461,8 @@ def _ping(p: BrokerProtocol, req: m.Ping) -> None:
 
 def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
     n = len(req.tasks)
-    if RESERVE + RESERVE_ID * n > p.frame_limit:  # refused before it is applied
+    reserve = RESERVE + RESERVE_ID * n  # at least the SUBMIT_REPLY's size
+    if reserve > p.frame_limit:  # refused before anything is applied
         raise ValidationError(
             f"SUBMIT_TASK of {n} tasks: its SUBMIT_REPLY would exceed the client's frame limit "
             f"of {p.frame_limit} bytes; submit at most "
@@ -475,7 +476,7 @@ def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
         durable,
         lambda: SubmitReply(request_id=rid, ids=reply.ids, created=reply.created),
         rid,
-        RESERVE + RESERVE_ID * n,
+        reserve,
     )
 
 
