@@ -43,6 +43,7 @@ class ErrorCode(IntEnum):
     # 2xxx: request validation
     INVALID_ARGUMENT = 2000
     PAYLOAD_TOO_LARGE = 2001
+    REPLY_TOO_LARGE = 2002
     # 3xxx: task / worker state
     TASK_NOT_FOUND = 3000
     TASK_ALREADY_EXISTS = 3001
@@ -95,6 +96,9 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ),
     ErrorCode.INVALID_ARGUMENT: _CodeInfo(422, "INVALID_ARGUMENT", "a field has a bad value"),
     ErrorCode.PAYLOAD_TOO_LARGE: _CodeInfo(413, "INVALID_ARGUMENT", "task payload above limit"),
+    ErrorCode.REPLY_TOO_LARGE: _CodeInfo(
+        413, "RESOURCE_EXHAUSTED", "the reply would exceed the receiver's frame limit"
+    ),
     ErrorCode.TASK_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no task with that id"),
     ErrorCode.TASK_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "a task has that id"),
     ErrorCode.INVALID_STATE: _CodeInfo(
@@ -212,7 +216,10 @@ for _cls, _codes in (
             ErrorCode.HANDSHAKE_REQUIRED,
         ),
     ),
-    (ValidationError, (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE)),
+    (
+        ValidationError,
+        (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.REPLY_TOO_LARGE),
+    ),
     (NotFoundError, (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND)),
     (
         ConflictError,

@@ -5,26 +5,49 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any, TypeVar
 
-from tq.protocol import ClientConnection, FrameDecoder, Nack, TaskEvent
+from tq.protocol import DEFAULT_MAX_FRAME_SIZE, ClientConnection, FrameDecoder, Nack, TaskEvent
 from tq.protocol.registry import Request
 
 T = TypeVar("T")
 
 
 class RawConn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.cc = ClientConnection(client_name="test")
+        self.cc = ClientConnection(client_name="test", max_frame_size=max_frame_size)
         self.events: list[TaskEvent] = []
         self.replies: dict[int, Any] = {}  # Any: tests know which reply a request gets
 
     @classmethod
-    async def open(cls, port: int, *, hello: bool = True) -> RawConn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        conn = cls(reader, writer)
+    async def open(
+        cls,
+        port: int,
+        *,
+        hello: bool = True,
+        rcvbuf: int | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> RawConn:
+        """``rcvbuf``: a small receive buffer (set before connecting, so the window the
+        broker sees is small from the start), for tests of a client that reads slowly.
+        ``max_frame_size``: the limit HELLO states (and the decoder enforces)."""
+        if rcvbuf is None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        else:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+        conn = cls(reader, writer, max_frame_size)
         if hello:
             writer.write(conn.cc.hello())
             await conn._read_until(lambda: conn.cc.welcome is not None)

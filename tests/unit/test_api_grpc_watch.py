@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from tq.api.grpc_watch import MESSAGE_BYTES, MESSAGE_EVENTS, WatchSink, chunks
+from tq.api.grpc_watch import MESSAGE_BYTES, MESSAGE_EVENTS, WatchSink, chunks, event_size
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.model import TaskState
@@ -16,17 +16,35 @@ def event(n: int, result: bytes | None = None) -> TaskEvent:
     return TaskEvent(TaskId(uuid.uuid4().bytes), TaskState.PENDING, "q", "t", float(n), 0, result)
 
 
-def test_a_sink_keeps_events_up_to_its_limit_then_overflows_and_drops_the_rest() -> None:
+def test_a_sink_keeps_events_up_to_its_limit_then_overflows_and_drops_them_all() -> None:
     async def main() -> None:
         sink = WatchSink(limit=3)
-        events = [event(i) for i in range(5)]
+        events = [event(i) for i in range(3)]
         for ev in events:
             sink.push_event(1, ev)
+        assert (sink.overflowed, list(sink.events)) == (False, events)
+        sink.push_event(1, event(3))
         assert sink.overflowed
+        # The stream ends: what was buffered is released at once, not kept for a slow reader.
         async with asyncio.timeout(5):
-            assert await sink.take() == events[:3]
+            assert await sink.take() == []
         sink.push_event(1, event(9))  # after an overflow nothing more is kept
         assert not sink.events
+
+    asyncio.run(main())
+
+
+def test_a_sink_overflows_by_bytes_before_its_event_count() -> None:
+    async def main() -> None:
+        sink = WatchSink(limit=1000, limit_bytes=3 * 1024 * 1024)
+        big = [event(i, b"r" * (1024 * 1024)) for i in range(3)]
+        sink.push_event(1, big[0])
+        sink.push_event(1, big[1])
+        assert (sink.overflowed, sink.size) == (False, 2 * event_size(big[0]))
+        sink.push_event(1, big[2])  # a third MiB and its overhead pass the 3 MiB bound
+        assert sink.overflowed
+        assert not sink.events
+        assert sink.size == 0
 
     asyncio.run(main())
 

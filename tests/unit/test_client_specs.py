@@ -97,6 +97,14 @@ def test_batches_fit_the_frame_limit_and_keep_the_order() -> None:
     assert batches([], max_frame_size=100) == [[]]
 
 
+def test_batches_keep_each_submit_reply_within_the_clients_own_frame_limit() -> None:
+    specs = [task_spec("t") for _ in range(10_000)]  # tiny specs: replies outgrow requests
+    runs = batches(specs, max_frame_size=16 * 1024 * 1024, reply_frame_size=65_536)
+    assert [s for run in runs for s in run] == specs
+    assert max(len(run) for run in runs) == (65_536 - 64) // 19
+    assert len(runs) == 3
+
+
 def test_a_single_task_above_the_frame_limit_is_refused_naming_it() -> None:
     with pytest.raises(ValidationError, match=r"tasks\[1\]") as info:
         batches([task_spec("a"), task_spec("big", b"x" * 5000)], max_frame_size=4096)

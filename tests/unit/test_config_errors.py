@@ -130,8 +130,9 @@ def test_a_bad_env_value_names_key_value_variable_and_reason(
         ),
         (
             {"broker.max_frame_size_bytes": 1024},
-            "broker.max_payload_size_bytes = 10485760 from the default: must be less than "
-            "broker.max_frame_size_bytes, or a full payload cannot be sent "
+            "broker.max_payload_size_bytes = 10485760 from the default: must be at least 4 KiB "
+            "below broker.max_frame_size_bytes, or a task with a full payload and its other "
+            "fields cannot be sent "
             "(broker.max_frame_size_bytes = 1024 from override broker.max_frame_size_bytes)",
         ),
         (

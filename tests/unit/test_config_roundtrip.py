@@ -48,7 +48,7 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
     "broker.lease_duration_s": positive(31.0, 1e6),
     "broker.lease_check_interval_s": positive(0.0, 29.0),
     "broker.heartbeat_interval_s": positive(0.0, 29.0),
-    "broker.max_frame_size_bytes": st.integers(10 * MiB + 1, 2**31),
+    "broker.max_frame_size_bytes": st.integers(10 * MiB + 4096, 2**31),
     "broker.max_payload_size_bytes": st.integers(1, 10 * MiB),
     "broker.retry_backoff_base_s": positive(0.0, 300.0),
     "broker.retry_backoff_max_s": positive(300.0, 1e6),

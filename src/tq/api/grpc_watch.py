@@ -4,9 +4,10 @@ The event hub pushes into a ``WatchSink`` from the broker's publish path, so a p
 appends to a bounded buffer and never waits. The stream's own coroutine drains the buffer to
 the client at the client's pace, many events per message (measured: one message per event
 fell behind a client submitting 70k tasks/s; batched, a reader keeps up). When the client falls
-more than ``WATCH_BUFFER`` events behind, the stream ends with RESOURCE_EXHAUSTED (the client
+more than ``WATCH_BUFFER`` events or ``WATCH_BUFFER_BYTES`` of results and texts behind (an
+event may carry a result of many MiB), the stream ends with RESOURCE_EXHAUSTED (the client
 watches again and re-reads what it missed) instead of the broker waiting or buffering without
-bound.
+bound. A stream holds at most that buffer plus the batch it is sending.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from tq.protocol.records import NAME_MAX_LEN
 #: Events one stream may hold unsent before it is ended as too slow. The buffer holds
 #: references to events the broker made anyway; it must exceed the events of one big submit.
 WATCH_BUFFER: Final = 100_000
+#: The same bound in bytes (``event_size``).
+WATCH_BUFFER_BYTES: Final = 64 * 1024 * 1024
 #: Most events, and about the most result/error bytes, in one TaskEvents message.
 MESSAGE_EVENTS: Final = 1000
 MESSAGE_BYTES: Final = 1 << 20
@@ -39,11 +42,19 @@ M = TypeVar("M")
 Send = Callable[[M], Awaitable[None]]
 
 
+def event_size(ev: TaskEvent) -> int:
+    """What an event counts against the byte bounds: its result and texts, plus 100."""
+    texts = (ev.error, ev.error_type, ev.progress_message)
+    return 100 + len(ev.result or b"") + sum(len(t) for t in texts if t)
+
+
 class WatchSink:
     """The event hub's end of one stream: a bounded buffer and a wake-up."""
 
-    def __init__(self, limit: int = WATCH_BUFFER) -> None:
+    def __init__(self, limit: int = WATCH_BUFFER, limit_bytes: int = WATCH_BUFFER_BYTES) -> None:
         self.limit = limit
+        self.limit_bytes = limit_bytes
+        self.size = 0  # event_size of what is buffered
         self.events: deque[TaskEvent] = deque()
         self.overflowed = False
         self.closed = False
@@ -53,10 +64,14 @@ class WatchSink:
     def push_event(self, subscription_id: int, event: TaskEvent) -> None:
         if self.overflowed or self.closed:
             return
-        if len(self.events) >= self.limit:
+        size = event_size(event)
+        if len(self.events) >= self.limit or self.size + size > self.limit_bytes:
             self.overflowed = True
+            self.events.clear()  # dropped: the stream ends, and a slow one must not keep them
+            self.size = 0
         else:
             self.events.append(event)
+            self.size += size
         self._wake.set()
 
     def watch_ended(self, subscription_id: int) -> None:
@@ -74,6 +89,7 @@ class WatchSink:
         self._wake.clear()
         batch = list(self.events)
         self.events.clear()
+        self.size = 0
         return batch
 
 
@@ -121,9 +137,9 @@ class Watches:
                     raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
                 if sink.overflowed:
                     raise QueueFullError(
-                        f"watch stream fell more than {sink.limit} events behind; the events "
-                        "after that were dropped: read faster or watch fewer tasks, then "
-                        "watch again"
+                        f"watch stream fell more than {sink.limit} events or "
+                        f"{sink.limit_bytes} bytes behind; the events after that were dropped: "
+                        "read faster or watch fewer tasks, then watch again"
                     )
                 for chunk in chunks(batch):
                     await send(pb.TaskEvents(events=[event_to_pb(ev) for ev in chunk]))
@@ -156,7 +172,7 @@ def chunks(events: list[TaskEvent]) -> Iterator[list[TaskEvent]]:
     size = 0
     for ev in events:
         chunk.append(ev)
-        size += 100 + len(ev.result or b"") + len(ev.error or "")
+        size += event_size(ev)
         if len(chunk) >= MESSAGE_EVENTS or size >= MESSAGE_BYTES:
             yield chunk
             chunk, size = [], 0

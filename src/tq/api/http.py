@@ -164,7 +164,13 @@ async def _drain(receive: Receive) -> None:
                     return
 
 
-def create_app(service: BrokerService, settings: Settings, *, ws_buffer: int) -> FastAPI:
+def create_app(
+    service: BrokerService,
+    settings: Settings,
+    *,
+    ws_buffer: int,
+    ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
+) -> FastAPI:
     app = FastAPI(
         title="tq",
         version=__version__,
@@ -180,7 +186,7 @@ def create_app(service: BrokerService, settings: Settings, *, ws_buffer: int) ->
     if settings.api.rest_enabled:
         app.include_router(rest.router)
     if settings.api.websocket_enabled:
-        app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer))
+        app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer, ws_buffer_bytes))
     app.add_middleware(Guard, max_body=settings.api.max_request_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(
@@ -212,11 +218,18 @@ class HttpServer:
     name = "rest"
 
     def __init__(
-        self, service: BrokerService, settings: Settings, *, ws_buffer: int = ws.MAX_BUFFERED
+        self,
+        service: BrokerService,
+        settings: Settings,
+        *,
+        ws_buffer: int = ws.MAX_BUFFERED,
+        ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
     ) -> None:
         self.settings = settings
         self.port = settings.api.rest_port
-        self.app = create_app(service, settings, ws_buffer=ws_buffer)
+        self.app = create_app(
+            service, settings, ws_buffer=ws_buffer, ws_buffer_bytes=ws_buffer_bytes
+        )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
 

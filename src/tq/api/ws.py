@@ -11,7 +11,8 @@ socket stays open; a subscribe naming an unknown task id is refused whole with T
 
 Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
 socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
-messages wait, the socket is closed with code 1013 (try again later) and a reason: the client
+messages, or more than ``max_bytes`` of results and texts (events may carry results of many
+MiB), wait, the socket is closed with code 1013 (try again later) and a reason: the client
 lost events and must resynchronise (e.g. GET /v1/tasks), rather than miss them silently.
 """
 
@@ -39,6 +40,8 @@ from tq.errors import ErrorCode, TqError, ValidationError
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 65_536  #: messages waiting per socket before it is closed as too slow
+MAX_BUFFERED_BYTES = 64 * 1024 * 1024  #: their bytes (``message_size``), the same way
+MESSAGE_BYTES = 256  #: what a message counts beside its result and texts
 MAX_TASK_IDS = 10_000  #: followed per socket
 MAX_QUEUES = 1000
 CLOSE_TIMEOUT_S = 2.0
@@ -49,19 +52,38 @@ _STATS: Final = object()  # queued marker: render fresh stats when it is this on
 _encode = msgspec.json.Encoder().encode
 
 
-def endpoint(service: BrokerService, max_buffered: int) -> Callable[[WebSocket], Awaitable[None]]:
+def endpoint(
+    service: BrokerService, max_buffered: int, max_bytes: int = MAX_BUFFERED_BYTES
+) -> Callable[[WebSocket], Awaitable[None]]:
     async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        await Session(service, websocket, max_buffered).run()
+        await Session(service, websocket, max_buffered, max_bytes).run()
 
     return ws_endpoint
 
 
+def message_size(item: object) -> int:
+    """What a queued message counts against ``max_bytes``: its result and texts, the bulk of
+    a task event, plus a constant for the rest."""
+    if isinstance(item, TaskEvent):
+        texts = (item.error, item.error_type, item.progress_message)
+        return MESSAGE_BYTES + len(item.result or b"") + sum(len(t) for t in texts if t)
+    return MESSAGE_BYTES
+
+
 class Session:
-    def __init__(self, service: BrokerService, websocket: WebSocket, max_buffered: int) -> None:
+    def __init__(
+        self,
+        service: BrokerService,
+        websocket: WebSocket,
+        max_buffered: int,
+        max_bytes: int = MAX_BUFFERED_BYTES,
+    ) -> None:
         self.service = service
         self.ws = websocket
         self.max_buffered = max_buffered
+        self.max_bytes = max_bytes
+        self.out_bytes = 0
         self.out: deque[object] = deque()
         self.wake = asyncio.Event()
         self.overflow = False
@@ -84,13 +106,16 @@ class Session:
     def send(self, item: object) -> None:
         if self.overflow:
             return
-        if len(self.out) >= self.max_buffered:
+        size = message_size(item)
+        if len(self.out) >= self.max_buffered or self.out_bytes + size > self.max_bytes:
             self.overflow = True
             self.out.clear()
+            self.out_bytes = 0
             # Not unsubscribed here (we may be inside the hub's publish loop), but at once.
             self.loop.call_soon(self._drop)
         else:
             self.out.append(item)
+            self.out_bytes += size
             self.wake.set()
 
     def _drop(self) -> None:
@@ -136,13 +161,18 @@ class Session:
                 await self.wake.wait()
                 self.wake.clear()
                 while self.out:
-                    await self.ws.send_text(self._render(self.out.popleft()))
+                    item = self.out.popleft()
+                    self.out_bytes -= message_size(item)
+                    await self.ws.send_text(self._render(item))
         except (WebSocketDisconnect, RuntimeError, OSError) as e:
             # The peer went away mid-send (the reader sees that too), or closed first.
             log.debug("ws.send_failed error=%r", e)
 
     async def _close_slow(self) -> None:
-        reason = f"slow consumer: more than {self.max_buffered} messages waiting; resubscribe"
+        reason = (
+            f"slow consumer: more than {self.max_buffered} messages or {self.max_bytes} bytes "
+            "waiting; resubscribe"
+        )
         log.warning("ws.slow_consumer client=%s", self.ws.client)
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):

@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Final, Protocol
 
 from tq.config import BrokerSettings
 from tq.core import commands as c
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.model import NO_TAGS, RetryPolicy, Task
+from tq.core.sizes import tags_size
 from tq.errors import ErrorCode, ValidationError
-from tq.protocol.records import TaskInfo, TaskSpec
+from tq.protocol.records import NAME_MAX_LEN, TaskInfo, TaskSpec
+
+#: Tags per task, and the longest tag value (keys are names: 1..NAME_MAX_LEN characters).
+#: Their encoded size counts within broker.max_payload_size_bytes.
+MAX_TAGS: Final = 64
+TAG_VALUE_MAX_LEN: Final = 1024
 
 
 class IdMaker(Protocol):
     def new(self, now: float) -> TaskId: ...
 
 
-def new_task(spec: TaskSpec, now: float, ids: IdMaker, b: BrokerSettings) -> c.NewTask:
-    """A wire TaskSpec as a fully resolved NewTask (id, absolute time, defaults applied)."""
-    if len(spec.payload) > b.max_payload_size_bytes:
+def new_task(
+    spec: TaskSpec, now: float, ids: IdMaker, b: BrokerSettings, index: int = 0
+) -> c.NewTask:
+    """A wire TaskSpec as a fully resolved NewTask (id, absolute time, defaults applied).
+    ``index``: the spec's place in its request, named in errors (``tasks[3].tags``)."""
+    tags = spec.tags or NO_TAGS
+    tag_bytes = check_tags(tags, f"tasks[{index}]") if tags else 0
+    if len(spec.payload) + tag_bytes > b.max_payload_size_bytes:
+        with_tags = f" and {tag_bytes} bytes of tags" if tag_bytes else ""
         raise ValidationError(
-            f"payload of task {spec.task_type!r} is {len(spec.payload)} bytes; the limit is "
-            f"{b.max_payload_size_bytes}",
+            f"tasks[{index}].payload: {len(spec.payload)} bytes{with_tags} are above the limit of "
+            f"{b.max_payload_size_bytes} bytes (broker.max_payload_size_bytes; tags count "
+            "within it)",
             ErrorCode.PAYLOAD_TOO_LARGE,
         )
     if spec.delay is not None and spec.scheduled_at is not None:
@@ -47,10 +61,32 @@ def new_task(spec: TaskSpec, now: float, ids: IdMaker, b: BrokerSettings) -> c.N
         if retry is None
         else RetryPolicy(retry.base, retry.factor, retry.max_delay, retry.jitter),
         depends_on=tuple(dict.fromkeys(spec.depends_on)),
-        tags=spec.tags or NO_TAGS,
+        tags=tags,
         idempotency_key=spec.idempotency_key,
         expires_at=spec.expires_at,
     )
+
+
+def check_tags(tags: Mapping[str, str], where: str) -> int:
+    """Refuse tags beyond ``MAX_TAGS`` entries, keys outside 1..``NAME_MAX_LEN`` characters
+    or values above ``TAG_VALUE_MAX_LEN``; their encoded size, which counts within the
+    payload limit (so a task's record stays within a frame)."""
+    if not tags:
+        return 0
+    if len(tags) > MAX_TAGS:
+        raise ValidationError(f"{where}.tags: {len(tags)} tags; at most {MAX_TAGS}")
+    for key, value in tags.items():
+        if not 0 < len(key) <= NAME_MAX_LEN:
+            raise ValidationError(
+                f"{where}.tags: key {key[:32]!r} is {len(key)} characters; keys are "
+                f"1..{NAME_MAX_LEN}"
+            )
+        if len(value) > TAG_VALUE_MAX_LEN:
+            raise ValidationError(
+                f"{where}.tags[{key!r}]: value of {len(value)} characters; at most "
+                f"{TAG_VALUE_MAX_LEN}"
+            )
+    return tags_size(tags)
 
 
 def task_info(t: Task, include_payload: bool) -> TaskInfo:

@@ -18,6 +18,11 @@ from tq.errors import ValidationError
 
 #: Most tasks a listing page holds; most ids or filter matches one bulk action takes.
 MAX_PAGE = 1000
+#: Most bytes of task records a listing page holds, by their bound (``tq.core.sizes``): a
+#: page of large results holds fewer tasks, but always at least one. Half of gRPC clients'
+#: default 4 MiB receive limit, as a protobuf Task spells ids as 36-character text; the TCP
+#: door lowers it further to what fits the client's frame limit.
+PAGE_BYTES = 2 * 1024 * 1024
 MAX_BULK = 10_000
 DEFAULT_BULK_LIMIT = 1000
 
@@ -91,15 +96,19 @@ _EVERYTHING = TaskFilter()
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """One page of a listing: ``cursor`` is the previous page's ``next_cursor``."""
+    """One page of a listing: ``cursor`` is the previous page's ``next_cursor``. The page
+    ends at ``limit`` tasks or when the next would take its records past ``max_bytes``."""
 
     filter: TaskFilter = field(default_factory=TaskFilter)
     cursor: bytes | None = None
     limit: int = 100
+    max_bytes: int = PAGE_BYTES
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_PAGE:
             raise ValidationError(f"limit {self.limit} is outside 1..{MAX_PAGE}")
+        if self.max_bytes < 1:
+            raise ValidationError(f"max_bytes {self.max_bytes} is not positive")
         if self.cursor is not None and not 0 < len(self.cursor) <= 64:
             raise ValidationError("cursor is not a next_cursor value")
 

@@ -163,8 +163,7 @@ async def _shutdown(
     # Stop reading requests too: one applied after the drain below would be made durable
     # but its reply lost with the connection.
     for conn in list(conns.open):
-        if conn.transport is not None:
-            conn.transport.pause_reading()
+        conn.stop()
     service.cancel_waiters()
     with contextlib.suppress(TqError, TimeoutError):
         async with asyncio.timeout(timeout):

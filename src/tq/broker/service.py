@@ -32,7 +32,7 @@ from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
 from tq.broker.requests import Action, BulkResult, ListQuery, TaskFilter, Watch
-from tq.broker.waiters import ClaimWaiters
+from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
 from tq.core.effects import Effects, TaskEvent
@@ -49,6 +49,7 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
+from tq.core.sizes import info_size
 from tq.errors import (
     ErrorCode,
     NotFoundError,
@@ -111,6 +112,22 @@ class DoorStats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+def _status_too_large(
+    task_ids: Sequence[TaskId], index: int, include_payload: bool, max_bytes: int
+) -> ValidationError:
+    payloads = " with their payloads" if include_payload else ""
+    if index == 0:
+        what = f"task {format_task_id(task_ids[0])}{payloads.replace('their', 'its')} alone"
+    else:
+        what = f"the first {index + 1} of the {len(task_ids)} tasks asked for{payloads}"
+    without = ", or without include_payload" if include_payload else ""
+    return ValidationError(
+        f"{what} would take more than the {max_bytes} bytes one reply may carry (the "
+        f"client's frame limit): ask for fewer ids at a time{without}",
+        ErrorCode.REPLY_TOO_LARGE,
+    )
 
 
 class BrokerService:
@@ -236,7 +253,7 @@ class BrokerService:
         arrived, for the submit-latency metric (measured until durable)."""
         now = time.time()
         b = self.settings.broker
-        tasks = tuple(new_task(s, now, self.ids, b) for s in specs)
+        tasks = tuple(new_task(s, now, self.ids, b, i) for i, s in enumerate(specs))
         known: dict[TaskId, TaskState] = {}
         for t, s in zip(tasks, specs, strict=True):
             refs = (*t.depends_on, t.id) if s.id is not None else t.depends_on
@@ -257,10 +274,20 @@ class BrokerService:
             durable.add_done_callback(lambda _: hist.observe(time.monotonic() - received))
         return reply, durable
 
-    def status(self, task_ids: Sequence[TaskId], include_payload: bool) -> list[TaskInfo | None]:
+    def status(
+        self, task_ids: Sequence[TaskId], include_payload: bool, max_bytes: int | None = None
+    ) -> list[TaskInfo | None]:
+        """The tasks by id (None: no such task). ``max_bytes``: the most their records may
+        take (``sizes.info_size``); a lookup beyond it is refused whole with REPLY_TOO_LARGE
+        as soon as the budget is passed, before the records after it are read."""
         out: list[TaskInfo | None] = []
-        for task_id in task_ids:
+        room = max_bytes
+        for i, task_id in enumerate(task_ids):
             task = self.machine.get(task_id) or read_task(self.store, task_id)
+            if task is not None and room is not None:
+                room -= info_size(task, include_payload)
+                if room < 0:
+                    raise _status_too_large(task_ids, i, include_payload, max_bytes or 0)
             out.append(None if task is None else task_info(task, include_payload))
         return out
 
@@ -348,31 +375,36 @@ class BrokerService:
         owner: object = None,
         *,
         received: float | None = None,
+        budget: Budget | None = None,
     ) -> None:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
         the end of a later turn serves (or its deadline answers with no tasks). ``max_tasks``
         None: the configured default batch. ``owner``: the connection, whose parked claims
-        ``detach`` drops; ``received``: as for ``submit``."""
+        ``detach`` drops; ``received``: as for ``submit``. ``budget()``: the bytes the reply
+        may carry now (``sizes.claimed_size`` of its tasks; 0: nothing now, as while the
+        connection does not take its replies); None: no byte budget."""
         self._validate_queues(queues)
         b = self.settings.broker
         n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
-        reply, _ = self.run(
-            c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease), ClaimReply
-        )
-        if reply.tasks or wait <= 0:
-            respond(reply.tasks)
+        room = 0 if budget is None else budget()
+        tasks: list[ClaimedTask] = []
+        if budget is None or room > 0:
+            cmd = c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease, room)
+            tasks = self.run(cmd, ClaimReply)[0].tasks
+        if tasks or wait <= 0:
+            respond(tasks)
         else:
             wait = min(wait, b.max_long_poll_s)
-            self.waiters.park(worker_id, tuple(queues), n, wait, respond, owner)
+            self.waiters.park(worker_id, tuple(queues), n, wait, respond, owner, budget)
         if received is not None and (ins := self.instruments) is not None:
             # Until answered, or parked: a long poll's wait for work is the queue's emptiness,
             # not the broker's latency.
             ins.claim_latency.observe(time.monotonic() - received)
 
     def _claim_for_waiter(
-        self, worker_id: WorkerId, queues: tuple[str, ...], n: int
+        self, worker_id: WorkerId, queues: tuple[str, ...], n: int, max_bytes: int
     ) -> list[ClaimedTask]:
-        cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease)
+        cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease, max_bytes)
         reply = self.machine.apply(cmd, self._fx)
         assert isinstance(reply, ClaimReply)
         return reply.tasks

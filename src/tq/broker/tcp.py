@@ -1,9 +1,14 @@
 """The TCP front door: an asyncio Protocol per connection over the sans-I/O ServerConnection.
 
-Every read is parsed whole (all complete frames), each request goes straight to the service,
-and replies are gathered per connection and written once per loop turn. A protocol error
-gets a NACK, then the connection closes; no client input can raise out of here. Slots,
-the handshake deadline and the idle timeout are ``Connections``' rules (see its docstring).
+Every read is parsed whole (all complete frames); requests go to the service in order while
+the connection's pending output is under its high-water mark (see ``BrokerProtocol``), and
+replies are gathered per connection and written once per loop turn. No frame above the
+client's limit is ever sent. A protocol error gets a NACK, then the connection closes; no
+client input can raise out of here. Slots, the handshake deadline and the idle timeout are
+``Connections``' rules (see its docstring).
+
+(Over 600 lines on purpose: a connection's slots, flow control, output and request handlers
+are one lifecycle, read together when reasoning about what a client can make the broker do.)
 """
 
 from __future__ import annotations
@@ -11,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from tq.broker.requests import ListQuery, TaskFilter, Watch
+from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
-from tq.errors import ErrorCode, TqError, UnavailableError
+from tq.errors import ErrorCode, QueueFullError, TqError, UnavailableError, ValidationError
 from tq.protocol import (
+    LENGTH_PREFIX_SIZE,
     Ack,
     CancelReply,
     ClaimReply,
@@ -29,6 +36,7 @@ from tq.protocol import (
     ListReply,
     Pong,
     RegisterReply,
+    Reply,
     ResultReply,
     ServerConnection,
     StatsReply,
@@ -48,6 +56,17 @@ DOOR = "tcp"  #: this door's name in the service's connection counters
 #: After its closing NACK a connection gets this long to take its pending output; then it is
 #: reset, so a peer that reads nothing cannot keep a closed connection's socket and buffers.
 CLOSE_GRACE_S = 5.0
+#: The transport's write-buffer limits: above WRITE_HIGH unsent bytes it pauses us
+#: (``pause_writing``), below WRITE_LOW it resumes. Small: the kernel's socket buffer is
+#: under it already, so only a peer that is not reading gets this far.
+WRITE_HIGH = 64 * 1024
+WRITE_LOW = 16 * 1024
+#: What a reply frame holds beside its records (request id, cursor, map and array headers).
+REPLY_OVERHEAD = 1024
+#: Bytes reserved for a reply that waits for durability, plus per item of the request: about
+#: its real size, so many pipelined submits count against the high-water mark too.
+RESERVE = 64
+RESERVE_ID = 19  # a task id (bin 8) and a bool or a small code
 
 
 class Connections:
@@ -160,6 +179,20 @@ class Connections:
 
 
 class BrokerProtocol(asyncio.Protocol):
+    """One connection. Flow control bounds the memory a client can make the broker hold.
+
+    Pending output is what the peer has not taken yet: bytes in the transport's buffer
+    (``WRITE_HIGH`` at most before it pauses us), frames queued for this loop turn
+    (``out_bytes``) and replies waiting for durability (``reserved``, an estimate per request
+    taken when it is dispatched and given back when its reply is queued). A request is
+    dispatched only while the transport is not paused and ``out_bytes + reserved`` is under
+    ``broker.output_high_water_bytes``; the rest of a read waits parsed in ``waiting``, in
+    order, and reading stops. Serving and reading resume once the transport resumes and
+    ``out_bytes + reserved`` is at most a quarter of the mark. The cost per request is a
+    comparison; per loop turn, one look at the transport's buffer. Pushed events cannot wait:
+    past the mark plus two frames the connection is closed as a slow consumer.
+    """
+
     def __init__(self, service: BrokerService, conns: Connections) -> None:
         b = service.settings.broker
         self.service = service
@@ -177,13 +210,28 @@ class BrokerProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.peer = "?"
         self.admitted = False  # holds an established slot
+        self.closed = False  # closing or closed: nothing more is sent or served
         self._reset: asyncio.TimerHandle | None = None  # the close grace's end
+        #: The largest frame sent: the broker's own limit, then the lower one HELLO states.
+        self.frame_limit = b.max_frame_size_bytes
+        # Flow control (see the class docstring).
+        self.high = b.output_high_water_bytes
+        self.low = self.high // 4
+        self.slow_limit = self.high + 2 * b.max_frame_size_bytes
+        self.out_bytes = 0
+        self.reserved = 0
+        self.buffered = 0  # the transport's buffer after the last write
+        self.write_paused = False
+        self.reading = True
+        self.stopped = False  # shutting down: waiting requests are never served
+        self.waiting: deque[Any] = deque()
 
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.peer = str(transport.get_extra_info("peername"))
         self.conns.accepted(self)
 
@@ -193,29 +241,31 @@ class BrokerProtocol(asyncio.Protocol):
             self._reset.cancel()
         self.service.detach(self)
         self.transport = None
+        self.closed = True
+        self.waiting.clear()
 
     def pause_writing(self) -> None:
-        # The peer reads slower than we answer: stop reading its requests until it catches up.
-        if self.transport is not None:
-            self.transport.pause_reading()
+        # The peer reads slower than we answer: serve and read nothing until it catches up.
+        self.write_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.transport is not None:
-            self.transport.resume_reading()
+            self.buffered = self.transport.get_write_buffer_size()
+        self._resume()
 
     def data_received(self, data: bytes) -> None:
         try:
             requests = self.conn.receive_data(data)
         except FrameError as e:
             if self._frames_arrived(e.messages):
-                for req in e.messages:
-                    self.dispatch(req)
+                self._serve(e.messages)
             log.warning("connection.protocol_error peer=%s error=%s", self.peer, e)
             self.abort_with(e)
             return
         if self._frames_arrived(requests):
-            for req in requests:
-                self.dispatch(req)
+            self._serve(requests)
 
     def _frames_arrived(self, requests: list[Any]) -> bool:
         """Complete frames (never a partial one) reset the idle timer, and the first, HELLO,
@@ -225,26 +275,98 @@ class BrokerProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         return self.admitted or self.conns.admit(self)
 
+    # ------------------------------------------------------------------ flow control
+
+    def _serve(self, requests: list[Any]) -> None:
+        """Dispatch ``requests`` in order while the pending output allows; keep the rest."""
+        if self.stopped:
+            return
+        if self.waiting:  # earlier requests still wait: order is kept
+            self.waiting.extend(requests)
+            return
+        for i, req in enumerate(requests):
+            if self.write_paused or self.out_bytes + self.reserved >= self.high:
+                self.waiting.extend(requests[i:])
+                self._pause_reading()
+                return
+            self.dispatch(req)
+
+    def _resume(self) -> None:
+        """Once the output is low again, serve waiting requests, then read again."""
+        if self.closed or self.stopped or self.write_paused:
+            return
+        if self.out_bytes + self.reserved > self.low:
+            return  # it falls further: the flush after each reply comes back here
+        waiting = self.waiting
+        while waiting:
+            if self.write_paused or self.out_bytes + self.reserved >= self.high:
+                return
+            self.dispatch(waiting.popleft())
+        if not self.reading and self.transport is not None:
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self.reading and self.transport is not None:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def stop(self) -> None:
+        """Shutting down: read nothing more and drop the requests still waiting (never
+        applied: their connection closes before they could be answered)."""
+        self.stopped = True
+        self.waiting.clear()
+        self._pause_reading()
+
+    def claim_budget(self) -> int:
+        """Bytes a claim's reply may carry now: what fits the client's frame limit, or 0
+        while the pending output is over the mark (a parked claim then waits)."""
+        if self.closed or self.write_paused or self.out_bytes + self.reserved >= self.high:
+            return 0
+        return self.frame_limit - REPLY_OVERHEAD
+
     # ------------------------------------------------------------------ output
 
     def send(self, frame: bytes) -> None:
-        if self.transport is None:
+        if self.closed:
             return
         if not self.out:
             asyncio.get_running_loop().call_soon(self._flush)
         self.out.append(frame)
+        self.out_bytes += len(frame)
+
+    def reply(self, msg: Reply) -> None:
+        """Send a reply of variable size; one above the client's frame limit becomes a NACK
+        REPLY_TOO_LARGE (the rules that size replies keep this rare)."""
+        frame = encode(msg)
+        if len(frame) - LENGTH_PREFIX_SIZE > self.frame_limit:
+            err = ValidationError(
+                f"the {msg.type_code.name} of {len(frame) - LENGTH_PREFIX_SIZE} bytes would "
+                f"exceed the client's frame limit of {self.frame_limit} bytes (the lower of "
+                "HELLO's max_frame_size and the broker's): ask for less at a time",
+                ErrorCode.REPLY_TOO_LARGE,
+            )
+            frame = self.conn.nack(err, msg.request_id)
+        self.send(frame)
 
     def _flush(self) -> None:
-        if self.transport is not None and self.out:
-            self.transport.write(b"".join(self.out))
+        t = self.transport
+        if t is not None and self.out:
+            t.write(b"".join(self.out))
+            self.buffered = t.get_write_buffer_size()
         self.out.clear()
+        self.out_bytes = 0
+        if self.waiting or not self.reading:
+            self._resume()
 
     def abort_with(self, error: TqError, request_id: int | None = None) -> None:
         """NACK ``error`` (for ``request_id``, else the whole connection) after what was
         queued, and close; reset the connection if the peer has not taken it all within
-        CLOSE_GRACE_S."""
+        CLOSE_GRACE_S. Requests still waiting are dropped, never applied."""
+        self.waiting.clear()
         if self.transport is None:
             return
+        self.closed = True
         if not self.transport.is_closing():
             self.out.append(self.conn.nack(error, request_id))
             self._flush()
@@ -253,31 +375,60 @@ class BrokerProtocol(asyncio.Protocol):
             self._reset = loop.call_later(CLOSE_GRACE_S, self.transport.abort)
         self.conns.release(self)
 
-    def after(self, durable: Durable, make: Callable[[], Any], request_id: int) -> None:
+    def after(
+        self, durable: Durable, make: Callable[[], Any], request_id: int, reserve: int = RESERVE
+    ) -> None:
         """Send ``make()`` once ``durable`` resolves (a NACK if the batch could not be made
-        durable)."""
+        durable); ``reserve`` bytes count as pending output until then."""
+        self.reserved += reserve
 
         def done(f: Durable) -> None:
+            self.reserved -= reserve
             if f.exception() is not None:
                 err = f.exception()
                 assert isinstance(err, TqError)
                 self.send(self.conn.nack(err, request_id))
             else:
-                self.send(encode(make()))
+                self.reply(make())
 
         durable.add_done_callback(done)
 
     def push_event(self, subscription_id: int, ev: CoreEvent) -> None:
-        self.send(
-            encode(
+        """Queue an event; one above the client's frame limit goes without its texts and
+        result (``truncated``); past the slow-consumer limit the connection is closed."""
+        if self.closed:
+            return
+        frame = encode(
+            TaskEvent(
+                subscription_id=subscription_id, task_id=ev.task_id, state=ev.state.value,
+                queue=ev.queue, task_type=ev.task_type, at=ev.at, attempts=ev.attempts,
+                result=ev.result, error=ev.error, progress=ev.progress,
+                progress_message=ev.progress_message, error_type=ev.error_type,
+            )
+        )  # fmt: skip
+        if len(frame) - LENGTH_PREFIX_SIZE > self.frame_limit:
+            frame = encode(
                 TaskEvent(
                     subscription_id=subscription_id, task_id=ev.task_id, state=ev.state.value,
                     queue=ev.queue, task_type=ev.task_type, at=ev.at, attempts=ev.attempts,
-                    result=ev.result, error=ev.error, progress=ev.progress,
-                    progress_message=ev.progress_message, error_type=ev.error_type,
+                    progress=ev.progress, truncated=True,
                 )
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+        if self.out_bytes + self.reserved + self.buffered + len(frame) > self.slow_limit:
+            if self.transport is not None:  # the last sample may be stale: look again
+                self.buffered = self.transport.get_write_buffer_size()
+            pending = self.out_bytes + self.reserved + self.buffered
+            if pending + len(frame) > self.slow_limit:
+                log.warning("connection.slow_consumer peer=%s pending=%d", self.peer, pending)
+                self.abort_with(
+                    QueueFullError(
+                        f"slow consumer: {pending} bytes of replies and events not taken yet "
+                        f"(more than {self.slow_limit}: broker.output_high_water_bytes plus "
+                        "two frames); read faster or subscribe to less, then subscribe again"
+                    )
+                )
+                return
+        self.send(frame)
 
     def watch_ended(self, subscription_id: int) -> None:
         """A one-shot subscription is over; the client knows from the terminal events."""
@@ -300,6 +451,7 @@ class BrokerProtocol(asyncio.Protocol):
 
 
 def _hello(p: BrokerProtocol, req: m.Hello) -> None:
+    p.frame_limit = p.conn.peer_max_frame_size
     p.send(p.conn.welcome())
 
 
@@ -308,21 +460,35 @@ def _ping(p: BrokerProtocol, req: m.Ping) -> None:
 
 
 def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
+    n = len(req.tasks)
+    reserve = RESERVE + RESERVE_ID * n  # at least the SUBMIT_REPLY's size
+    if reserve > p.frame_limit:  # refused before anything is applied
+        raise ValidationError(
+            f"SUBMIT_TASK of {n} tasks: its SUBMIT_REPLY would exceed the client's frame limit "
+            f"of {p.frame_limit} bytes; submit at most "
+            f"{(p.frame_limit - RESERVE) // RESERVE_ID} tasks per request",
+            ErrorCode.REPLY_TOO_LARGE,
+        )
     # Latency is measured from the read that carried the request.
     reply, durable = p.service.submit(req.tasks, received=p.last_active)
     rid = req.request_id
-    p.after(durable, lambda: SubmitReply(request_id=rid, ids=reply.ids, created=reply.created), rid)
+    p.after(
+        durable,
+        lambda: SubmitReply(request_id=rid, ids=reply.ids, created=reply.created),
+        rid,
+        reserve,
+    )
 
 
 def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
     rid = req.request_id
 
     def respond(tasks: list[ClaimedTask]) -> None:
-        p.send(encode(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks])))
+        p.reply(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks]))
 
     p.service.claim(
         WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
-        received=p.last_active,
+        received=p.last_active, budget=p.claim_budget,
     )  # fmt: skip
 
 
@@ -338,7 +504,9 @@ def _wire(t: ClaimedTask) -> WireClaimed:
 def _result(p: BrokerProtocol, req: m.TaskResult) -> None:
     codes, durable = p.service.report(req.results)
     rid = req.request_id
-    p.after(durable, lambda: ResultReply(request_id=rid, codes=codes), rid)
+    p.after(
+        durable, lambda: ResultReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
+    )
 
 
 def _progress(p: BrokerProtocol, req: m.Progress) -> None:
@@ -352,13 +520,17 @@ def _release(p: BrokerProtocol, req: m.ReleaseTasks) -> None:
 
 
 def _status(p: BrokerProtocol, req: m.QueryStatus) -> None:
-    infos = p.service.status(req.task_ids, req.include_payload)
-    p.send(encode(StatusReply(request_id=req.request_id, tasks=infos)))
+    budget = p.frame_limit - REPLY_OVERHEAD
+    infos = p.service.status(req.task_ids, req.include_payload, max_bytes=budget)
+    p.reply(StatusReply(request_id=req.request_id, tasks=infos))
 
 
 def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
     codes, durable = p.service.cancel(req.task_ids)
-    p.after(durable, lambda: CancelReply(request_id=req.request_id, codes=codes), req.request_id)
+    rid = req.request_id
+    p.after(
+        durable, lambda: CancelReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
+    )
 
 
 def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
@@ -367,12 +539,13 @@ def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
         priority_min=req.priority_min, priority_max=req.priority_max,
         created_after=req.created_after, created_before=req.created_before,
     )  # fmt: skip
-    infos, cursor = p.service.list_tasks(ListQuery(f, req.cursor, req.limit))
-    p.send(encode(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor)))
+    budget = min(PAGE_BYTES, p.frame_limit - REPLY_OVERHEAD)
+    infos, cursor = p.service.list_tasks(ListQuery(f, req.cursor, req.limit, budget))
+    p.reply(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor))
 
 
 def _stats(p: BrokerProtocol, req: m.GetStats) -> None:
-    p.send(encode(StatsReply(request_id=req.request_id, stats=p.service.stats())))
+    p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats()))
 
 
 def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
@@ -388,7 +561,7 @@ def _unsubscribe(p: BrokerProtocol, req: m.Unsubscribe) -> None:
 
 
 def _workers(p: BrokerProtocol, req: m.ListWorkers) -> None:
-    p.send(encode(WorkersReply(request_id=req.request_id, workers=p.service.workers())))
+    p.reply(WorkersReply(request_id=req.request_id, workers=p.service.workers()))
 
 
 def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
@@ -406,6 +579,7 @@ def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
             heartbeat_interval=b.heartbeat_interval_s,
         ),
         req.request_id,
+        RESERVE + 4 * len(req.worker_id),
     )
 
 
@@ -423,6 +597,7 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
             unknown=gone,
         ),
         req.request_id,
+        RESERVE + RESERVE_ID * len(reply.unknown),
     )
 
 

@@ -1,7 +1,9 @@
 """Long-poll claims: workers parked until tasks arrive or their wait ends. No busy polling.
 
 A parked claim is served at the end of a later loop turn that left pending tasks (oldest
-waiter first, so workers share the work), or answered with no tasks at its deadline.
+waiter first, so workers share the work), or answered with no tasks at its deadline. A claim
+with a byte budget is served only while its budget is positive (its connection takes its
+replies), and with no more than that budget of tasks.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from tq.core.ids import WorkerId
 from tq.core.replies import ClaimedTask
 
 Respond = Callable[[list[ClaimedTask]], None]
-ClaimFn = Callable[[WorkerId, tuple[str, ...], int], list[ClaimedTask]]
+#: Bytes a claim's reply may carry now; 0: not now.
+Budget = Callable[[], int]
+#: Claim for (worker, queues, max tasks, max bytes; 0: no byte budget).
+ClaimFn = Callable[[WorkerId, tuple[str, ...], int, int], list[ClaimedTask]]
 
 
 class _Waiter:
-    __slots__ = ("done", "max_tasks", "owner", "queues", "respond", "timer", "worker_id")
+    __slots__ = ("budget", "done", "max_tasks", "owner", "queues", "respond", "timer", "worker_id")
 
     def __init__(
         self,
@@ -27,12 +32,14 @@ class _Waiter:
         max_tasks: int,
         respond: Respond,
         owner: object,
+        budget: Budget | None,
     ) -> None:
         self.worker_id = worker_id
         self.queues = queues
         self.max_tasks = max_tasks
         self.respond = respond
         self.owner = owner
+        self.budget = budget
         self.done = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -55,8 +62,9 @@ class ClaimWaiters:
         wait: float,
         respond: Respond,
         owner: object,
+        budget: Budget | None = None,
     ) -> None:
-        w = _Waiter(worker_id, queues, max_tasks, respond, owner)
+        w = _Waiter(worker_id, queues, max_tasks, respond, owner, budget)
         w.timer = asyncio.get_running_loop().call_later(wait, self._expire, w)
         self._waiting.append(w)
 
@@ -73,7 +81,11 @@ class ClaimWaiters:
             w = self._waiting.popleft()
             if w.done:
                 continue
-            tasks = claim(w.worker_id, w.queues, w.max_tasks)
+            room = 0 if w.budget is None else w.budget()
+            if w.budget is not None and room <= 0:
+                still.append(w)  # its connection is not taking its replies: not now
+                continue
+            tasks = claim(w.worker_id, w.queues, w.max_tasks, room)
             if not tasks:
                 still.append(w)
                 continue

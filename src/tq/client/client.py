@@ -216,7 +216,7 @@ class AsyncClient(WorkerCalls):
             return []
         session = self._session
         conn = await session.connection(session.deadline())
-        runs = batches(specs, conn.max_frame_size)
+        runs = batches(specs, conn.max_frame_size, conn.reply_frame_size)
         # With every task keyed, a retry after a lost connection returns the same tasks.
         retry = all(spec.idempotency_key is not None for spec in specs)
         replies = await asyncio.gather(*(self._submit_run(run, retry) for run in runs))
@@ -382,8 +382,12 @@ class AsyncClient(WorkerCalls):
         UnavailableError TIMEOUT if ``timeout`` seconds (None: no limit) pass first. The
         wait survives broker restarts and outages until then: the client redials with
         capped backoff and subscribes again. The terminal event carries the outcome, so no
-        status round trip follows it."""
-        return task_outcome(await self._terminal_event(task_id, self._session.until(timeout)))
+        status round trip follows it (unless the event was too large for our frame limit and
+        came without it)."""
+        event = await self._terminal_event(task_id, self._session.until(timeout))
+        if event.truncated:
+            return task_outcome(await self.status(task_id))
+        return task_outcome(event)
 
     def subscribe(
         self,

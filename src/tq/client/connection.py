@@ -157,6 +157,12 @@ class Connection(asyncio.Protocol):
         """The largest frame the broker accepts (from WELCOME)."""
         return self._proto.peer_max_frame_size
 
+    @property
+    def reply_frame_size(self) -> int:
+        """The largest frame the broker sends us: the lower of its limit and ours (which
+        HELLO stated)."""
+        return min(self._proto.max_frame_size, self._proto.peer_max_frame_size)
+
     async def request(self, build: Callable[[int], Request], expect: type[R], timeout: float) -> R:
         """Send ``build(request_id)`` and return its reply; a NACK is raised as its TqError."""
         try:

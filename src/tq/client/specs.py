@@ -19,6 +19,8 @@ from tq.protocol import RetrySpec, TaskSpec
 #: SUBMIT_TASK's bytes besides its specs: type byte, map header, request id, "tasks" key and
 #: array header come to under 40; the rest is margin.
 _FRAME_OVERHEAD: Final = 64
+#: SUBMIT_REPLY's bytes per task: a 16-byte id (bin 8) and a bool.
+_REPLY_PER_TASK: Final = 19
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -87,9 +89,15 @@ def task_spec(
     )
 
 
-def batches(specs: Sequence[TaskSpec], max_frame_size: int) -> list[Sequence[TaskSpec]]:
-    """Split ``specs``, in order, into runs whose SUBMIT_TASK frames fit ``max_frame_size``."""
+def batches(
+    specs: Sequence[TaskSpec], max_frame_size: int, reply_frame_size: int | None = None
+) -> list[Sequence[TaskSpec]]:
+    """Split ``specs``, in order, into runs whose SUBMIT_TASK frames fit ``max_frame_size`` and
+    whose SUBMIT_REPLY fits ``reply_frame_size`` (the broker refuses a run whose reply would
+    not: 19 bytes per task)."""
     budget = max_frame_size - _FRAME_OVERHEAD
+    most = (reply_frame_size or max_frame_size) - _FRAME_OVERHEAD
+    max_run = max(1, most // _REPLY_PER_TASK)
     out: list[Sequence[TaskSpec]] = []
     run: list[TaskSpec] = []
     size = 0
@@ -101,7 +109,7 @@ def batches(specs: Sequence[TaskSpec], max_frame_size: int) -> list[Sequence[Tas
                 f"frame limit of {max_frame_size} bytes",
                 ErrorCode.PAYLOAD_TOO_LARGE,
             )
-        if run and size + n > budget:
+        if run and (size + n > budget or len(run) >= max_run):
             out.append(run)
             run, size = [], 0
         run.append(spec)

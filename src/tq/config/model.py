@@ -78,6 +78,10 @@ _UNIONS = (Union, types.UnionType)
 
 # -- sections ---------------------------------------------------------------------------------
 
+#: Room a frame keeps beside a task's payload and tags for its other fields: a CLAIM_REPLY
+#: holding one task needs at most 2.3 KiB more (``tq.core.sizes.claimed_size``).
+RECORD_ROOM_BYTES = 4 * 1024
+
 
 class BrokerSettings(_Section):
     host: Host = "127.0.0.1"
@@ -101,7 +105,13 @@ class BrokerSettings(_Section):
     max_frame_size_bytes: Bytes = 16 * MiB
     """Largest protocol frame; a bigger one is NACKed and the connection closed."""
     max_payload_size_bytes: Bytes = 10 * MiB
-    """Largest task payload; must be below max_frame_size_bytes so a task fits in a frame."""
+    """Largest task payload, its tags included; must be at least 4 KiB below
+    max_frame_size_bytes so a task with its other fields fits in a frame."""
+    output_high_water_bytes: Annotated[int, Field(ge=64 * 1024)] = 4 * MiB
+    """A connection's pending output (replies not yet taken by the peer, queued, or waiting
+    for durability) above which the broker stops reading and serving its requests until it
+    falls below a quarter of this; pushed events beyond this plus twice max_frame_size_bytes
+    close the connection as a slow consumer."""
     backpressure_threshold: Count = 100_000
     """Pending tasks above which submits are refused with QUEUE_FULL."""
     lease_duration_s: Seconds = 30.0
@@ -161,11 +171,12 @@ class BrokerSettings(_Section):
                 "broker.lease_duration_s",
                 self.lease_duration_s,
             )
-        if self.max_payload_size_bytes >= self.max_frame_size_bytes:
+        if self.max_payload_size_bytes + RECORD_ROOM_BYTES > self.max_frame_size_bytes:
             raise conflict(
                 "broker.max_payload_size_bytes",
                 self.max_payload_size_bytes,
-                "must be less than broker.max_frame_size_bytes, or a full payload cannot be sent",
+                "must be at least 4 KiB below broker.max_frame_size_bytes, or a task with a "
+                "full payload and its other fields cannot be sent",
                 "broker.max_frame_size_bytes",
                 self.max_frame_size_bytes,
             )

@@ -49,10 +49,15 @@ class SubmitTasks(_Command, frozen=True, tag=1):
 
 
 class ClaimTasks(_Command, frozen=True, tag=2):
+    """Hand out up to ``max_tasks`` tasks whose records (``sizes.claimed_size``) fit in
+    ``max_bytes`` together (0: no byte budget). A task that does not fit stays where it is
+    and ends the claim: it waits for a claim with room, never skipped by a smaller one."""
+
     worker_id: WorkerId
     queues: tuple[str, ...]
     max_tasks: int
     lease_duration: float
+    max_bytes: int = 0
 
 
 class CompletedItem(msgspec.Struct, array_like=True, frozen=True):

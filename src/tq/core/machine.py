@@ -51,6 +51,7 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
+from tq.core.sizes import claimed_size
 from tq.errors import ConflictError, ErrorCode, QueueFullError, ValidationError
 
 PENDING, SCHEDULED, IN_PROGRESS = TaskState.PENDING, TaskState.SCHEDULED, TaskState.IN_PROGRESS
@@ -366,10 +367,17 @@ class Machine:
         token = self.meta.next_lease_token
         lease_until = now + cmd.lease_duration
         add = fx.mutations.append
+        room = cmd.max_bytes if cmd.max_bytes > 0 else -1  # -1: no byte budget
         while len(out) < cmd.max_tasks:
             task = _pop_best(queues)
             if task is None:
                 break
+            if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):
+                size = claimed_size(task)
+                if size > room:
+                    self._queues[task.queue].push(task)  # back in its place (same seq)
+                    break
+                room -= size
             self._bump(task.queue, PENDING, -1)
             if task.expires_at is not None and task.expires_at <= now:
                 task.error = "expired before it started"

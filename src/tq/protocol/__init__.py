@@ -27,6 +27,7 @@ from tq.protocol.connection import (
     negotiate_version,
 )
 from tq.protocol.messages import (
+    MIN_CLIENT_FRAME_SIZE,
     Ack,
     CancelReply,
     CancelTask,
@@ -88,6 +89,7 @@ __all__ = [
     "MAX_HELLO_FRAME_SIZE",
     "MESSAGE_CODES",
     "MESSAGE_TYPES",
+    "MIN_CLIENT_FRAME_SIZE",
     "PROTOCOL_VERSION",
     "REPLY_TO",
     "SUPPORTED_VERSIONS",

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Final, Generic, Literal, TypeVar
 
-from tq.errors import ErrorCode, ProtocolError, TqError
+from tq.errors import ErrorCode, ProtocolError, TqError, ValidationError
 from tq.protocol.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     LENGTH_PREFIX_SIZE,
@@ -25,7 +25,14 @@ from tq.protocol.codec import (
     encode,
     frame_size,
 )
-from tq.protocol.messages import Hello, MessageType, Nack, TaskEvent, Welcome
+from tq.protocol.messages import (
+    MIN_CLIENT_FRAME_SIZE,
+    Hello,
+    MessageType,
+    Nack,
+    TaskEvent,
+    Welcome,
+)
 from tq.protocol.registry import (
     REPLY_CLASSES,
     REPLY_TO,
@@ -174,6 +181,13 @@ class ServerConnection(_Endpoint[Request]):
             raise ProtocolError("HELLO sent twice on one connection")
         return msg
 
+    @property
+    def peer_max_frame_size(self) -> int:
+        """The largest frame this end may send: the lower of its own limit and the one the
+        client stated in HELLO (its own limit until then)."""
+        stated = None if self.hello is None else self.hello.max_frame_size
+        return self.max_frame_size if stated is None else min(stated, self.max_frame_size)
+
     def welcome(self) -> bytes:
         """The WELCOME frame answering the accepted HELLO."""
         if self.hello is None or self.version is None:
@@ -213,6 +227,11 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         versions: Sequence[int] = SUPPORTED_VERSIONS,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
+        if max_frame_size < MIN_CLIENT_FRAME_SIZE:
+            raise ValidationError(
+                f"max_frame_size {max_frame_size} is below {MIN_CLIENT_FRAME_SIZE}, the least a "
+                "client may state in HELLO"
+            )
         super().__init__(max_frame_size)
         self.client_name = client_name
         self.client_kind: Literal["client", "worker"] = client_kind
@@ -251,6 +270,7 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
             client_name=self.client_name,
             client_kind=self.client_kind,
             api_key=self.api_key,
+            max_frame_size=self.max_frame_size,
         )
         frame = encode(msg)
         self._outstanding[msg.request_id] = MessageType.HELLO

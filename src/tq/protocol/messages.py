@@ -12,7 +12,7 @@ Codes and field names are wire contracts: never renumber or rename, only append.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from msgspec import Meta
 
@@ -87,12 +87,20 @@ class _Correlated(WireStruct, kw_only=True, frozen=True):
 # --- connection ----------------------------------------------------------------------------
 
 
+#: The smallest frame limit a client may state in HELLO: room for any event or small reply.
+MIN_CLIENT_FRAME_SIZE: Final = 64 * 1024
+
+
 class Hello(_Correlated, kw_only=True, frozen=True):
+    """``max_frame_size``: the largest frame N the client accepts (None: the broker's own
+    limit); the broker sends nothing larger."""
+
     type_code = _T.HELLO
     versions: Annotated[list[Annotated[int, Meta(ge=0, le=0xFFFF)]], Meta(max_length=64)]
     client_name: ShortText = ""
     client_kind: Literal["client", "worker"] = "client"
     api_key: ShortText | None = None
+    max_frame_size: Annotated[int, Meta(ge=MIN_CLIENT_FRAME_SIZE, le=0xFFFFFFFF)] | None = None
 
 
 class Welcome(_Correlated, kw_only=True, frozen=True):
@@ -248,7 +256,9 @@ class Subscribe(_Correlated, kw_only=True, frozen=True):
 
 
 class TaskEvent(WireStruct, kw_only=True, frozen=True):
-    """Pushed by the broker; ``subscription_id`` is the request id of the SUBSCRIBE."""
+    """Pushed by the broker; ``subscription_id`` is the request id of the SUBSCRIBE.
+    ``truncated``: ``result``, ``error``, ``error_type`` and ``progress_message`` were left
+    out because the event would not fit the client's frame limit."""
 
     type_code: ClassVar[MessageType] = _T.TASK_EVENT
     subscription_id: RequestId
@@ -263,6 +273,7 @@ class TaskEvent(WireStruct, kw_only=True, frozen=True):
     progress: Percent | None = None
     progress_message: str | None = None
     error_type: str | None = None
+    truncated: bool = False
 
 
 class Unsubscribe(_Correlated, kw_only=True, frozen=True):
