@@ -434,8 +434,12 @@ class BrokerService:
     def deregister(self, worker_id: WorkerId) -> Durable:
         return self.apply(c.DeregisterWorker(time.time(), worker_id))[1]
 
-    def release(self, worker_id: WorkerId, task_ids: Sequence[TaskId]) -> Durable:
-        return self.apply(c.ReleaseTasks(time.time(), worker_id, tuple(task_ids)))[1]
+    def release(self, worker_id: WorkerId, leases: Sequence[tuple[TaskId, int]]) -> Durable:
+        """Hand back unstarted claims, each ``(task id, lease token)``. One the worker does not
+        hold under that token (a stale release, after its lease expired and the task was
+        claimed again) is ignored: it must not free the later attempt."""
+        items = tuple(c.ReleasedItem(task_id, token) for task_id, token in leases)
+        return self.apply(c.ReleaseTasks(time.time(), worker_id, items))[1]
 
     def progress(
         self, task_id: TaskId, lease_token: int, percent: int, message: str | None

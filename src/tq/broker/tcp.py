@@ -347,7 +347,8 @@ def _progress(p: BrokerProtocol, req: m.Progress) -> None:
 
 
 def _release(p: BrokerProtocol, req: m.ReleaseTasks) -> None:
-    durable = p.service.release(WorkerId(req.worker_id), req.task_ids)
+    leases = [(lease.task_id, lease.lease_token) for lease in req.leases]
+    durable = p.service.release(WorkerId(req.worker_id), leases)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 

@@ -24,6 +24,7 @@ from tq.protocol import (
     RegisterWorker,
     ReleaseTasks,
     ResultReply,
+    TaskLease,
     TaskOutcome,
     TaskResult,
 )
@@ -108,10 +109,12 @@ class WorkerCalls:
             retry=True,
         )  # fmt: skip
 
-    async def release(self, worker_id: str, task_ids: Sequence[bytes]) -> None:
-        ids = parse_ids(task_ids, "task_ids")
+    async def release(self, worker_id: str, claimed: Sequence[ClaimedTask]) -> None:
+        """Hand back claimed tasks that never started; each quotes its claim's lease token, so
+        a release arriving after the lease expired cannot free a later claim of the task."""
+        leases = [TaskLease(task_id=t.id, lease_token=t.lease_token) for t in claimed]
         await self._session.call(
-            lambda rid: ReleaseTasks(request_id=rid, worker_id=worker_id, task_ids=ids),
+            lambda rid: ReleaseTasks(request_id=rid, worker_id=worker_id, leases=leases),
             Ack,
             retry=True,
         )

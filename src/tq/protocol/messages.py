@@ -29,6 +29,7 @@ from tq.protocol.records import (
     Stats,
     TaskIdBytes,
     TaskInfo,
+    TaskLease,
     TaskOutcome,
     TaskSpec,
     Timestamp,
@@ -176,9 +177,11 @@ class Progress(_Correlated, kw_only=True, frozen=True):
 
 
 class ReleaseTasks(_Correlated, kw_only=True, frozen=True):
+    """Claims handed back unstarted; one whose lease is no longer current is ignored."""
+
     type_code = _T.RELEASE_TASKS
     worker_id: Name
-    task_ids: TaskIds
+    leases: list[TaskLease]
 
 
 # --- inspecting and managing tasks ---------------------------------------------------------

@@ -113,6 +113,14 @@ class TaskOutcome(WireStruct, kw_only=True, frozen=True):
     retry: bool = True
 
 
+class TaskLease(WireStruct, kw_only=True, frozen=True):
+    """One claim a worker hands back unstarted: the task and the ``lease_token`` it was
+    claimed under (a stale token, of an earlier claim of the task, releases nothing)."""
+
+    task_id: TaskIdBytes
+    lease_token: Count
+
+
 class TaskInfo(WireStruct, kw_only=True, frozen=True):
     """Everything known about one task (SPEC §1). ``payload`` is None unless asked for.
 

@@ -323,9 +323,9 @@ class Worker:
             len(self._waiting),
         )
         if self._waiting:
-            ids = [t.id for t in self._waiting]
+            unstarted = list(self._waiting)
             self._waiting.clear()
-            await self._link.release(ids)
+            await self._link.release(unstarted)
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
