@@ -49,7 +49,14 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
-from tq.errors import ErrorCode, NotFoundError, StorageError, UnavailableError, ValidationError
+from tq.errors import (
+    ConflictError,
+    ErrorCode,
+    NotFoundError,
+    StorageError,
+    UnavailableError,
+    ValidationError,
+)
 from tq.protocol.records import (
     QueueDepth,
     Stats,
@@ -393,6 +400,9 @@ class BrokerService:
                 codes[i] = code
             if ins is not None and fattempts is not None:
                 ins.finished("failed", now, fattempts, freply.codes)
+        for i, code in enumerate(codes):
+            if code == ErrorCode.TASK_NOT_FOUND and self._ended(outcomes[i].task_id) is not None:
+                codes[i] = ErrorCode.INVALID_STATE  # e.g. cancelled while it ran
         return codes, durable
 
     def _live(self, outcomes: Sequence[TaskOutcome], picked: list[int]) -> list[Task | None]:
@@ -444,7 +454,22 @@ class BrokerService:
     def progress(
         self, task_id: TaskId, lease_token: int, percent: int, message: str | None
     ) -> Durable:
-        return self.apply(c.ReportProgress(time.time(), task_id, lease_token, percent, message))[1]
+        cmd = c.ReportProgress(time.time(), task_id, lease_token, percent, message)
+        try:
+            return self.apply(cmd)[1]
+        except ConflictError as e:
+            ended = self._ended(task_id) if e.code == ErrorCode.TASK_NOT_FOUND else None
+            if ended is None:
+                raise
+            raise ConflictError(
+                f"task {format_task_id(task_id)} has already ended ({ended.value})",
+                ErrorCode.INVALID_STATE,
+            ) from None
+
+    def _ended(self, task_id: TaskId) -> TaskState | None:
+        """The final state of a task the machine no longer holds (None: never existed, or
+        purged). Tells "it has already ended" (INVALID_STATE) from "no such task"."""
+        return self._pending_state(task_id) or terminal_state(self.store, task_id)
 
     def _pending_state(self, task_id: TaskId) -> TaskState | None:
         """A state reached in the batch not yet written (rare path: only for unknown ids)."""

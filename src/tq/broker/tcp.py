@@ -2,7 +2,8 @@
 
 Every read is parsed whole (all complete frames), each request goes straight to the service,
 and replies are gathered per connection and written once per loop turn. A protocol error
-gets a NACK, then the connection closes; no client input can raise out of here. Slots,
+gets a NACK, then the connection closes; a request that only breaks its schema gets NACK
+INVALID_ARGUMENT and the connection goes on; no client input can raise out of here. Slots,
 the handshake deadline and the idle timeout are ``Connections``' rules (see its docstring).
 """
 
@@ -26,6 +27,7 @@ from tq.protocol import (
     ClaimReply,
     FrameError,
     HeartbeatReply,
+    InvalidMessage,
     ListReply,
     Pong,
     RegisterReply,
@@ -170,6 +172,8 @@ class BrokerProtocol(asyncio.Protocol):
             heartbeat_interval=b.heartbeat_interval_s,
             lease_duration=b.lease_duration_s,
             max_frame_size=b.max_frame_size_bytes,
+            idle_timeout=b.idle_timeout_s,
+            max_wait_ms=round(b.max_long_poll_s * 1000),
         )
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
@@ -303,6 +307,11 @@ def _hello(p: BrokerProtocol, req: m.Hello) -> None:
     p.send(p.conn.welcome())
 
 
+def _invalid(p: BrokerProtocol, req: InvalidMessage) -> None:
+    """A request whose payload broke its schema: a request error, the connection stays."""
+    p.send(p.conn.nack(req.error(), req.request_id))
+
+
 def _ping(p: BrokerProtocol, req: m.Ping) -> None:
     p.send(encode(Pong(request_id=req.request_id)))
 
@@ -433,6 +442,7 @@ def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
 
 
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
+    InvalidMessage: _invalid,
     m.Hello: _hello,
     m.Ping: _ping,
     m.SubmitTask: _submit,

@@ -7,8 +7,12 @@ shells that move bytes through ``ServerConnection`` and ``ClientConnection``.
 from tq.protocol.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     LENGTH_PREFIX_SIZE,
+    MAX_NESTING,
+    Decoded,
     FrameDecoder,
     FrameError,
+    InvalidMessage,
+    decode_frame_payload,
     decode_payload,
     encode,
     encode_many,
@@ -16,7 +20,6 @@ from tq.protocol.codec import (
 )
 from tq.protocol.connection import (
     CONNECTION_REQUEST_ID,
-    IDLE_TIMEOUT,
     MAX_HELLO_FRAME_SIZE,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -27,6 +30,8 @@ from tq.protocol.connection import (
     negotiate_version,
 )
 from tq.protocol.messages import (
+    IDLE_TIMEOUT,
+    MAX_WAIT_MS,
     Ack,
     CancelReply,
     CancelTask,
@@ -87,6 +92,8 @@ __all__ = [
     "IDLE_TIMEOUT",
     "LENGTH_PREFIX_SIZE",
     "MAX_HELLO_FRAME_SIZE",
+    "MAX_NESTING",
+    "MAX_WAIT_MS",
     "MESSAGE_CODES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
@@ -100,6 +107,7 @@ __all__ = [
     "ClaimedTask",
     "ClientConnection",
     "ConnectionState",
+    "Decoded",
     "DeregisterWorker",
     "FrameDecoder",
     "FrameError",
@@ -107,6 +115,7 @@ __all__ = [
     "Heartbeat",
     "HeartbeatReply",
     "Hello",
+    "InvalidMessage",
     "ListReply",
     "ListTasks",
     "ListWorkers",
@@ -142,6 +151,7 @@ __all__ = [
     "Welcome",
     "WorkerInfo",
     "WorkersReply",
+    "decode_frame_payload",
     "decode_payload",
     "encode",
     "encode_many",
