@@ -20,7 +20,7 @@ from tq.client.address import parse_url
 from tq.client.connection import Connection, ConnectionLostError, R
 from tq.core.ids import TaskId
 from tq.errors import ErrorCode, TqError, UnavailableError
-from tq.protocol import Request, Subscribe, TaskEvent
+from tq.protocol import MAX_WAIT_MS, Request, Subscribe, TaskEvent
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,13 @@ class Session:
                 if retried or not (retry and self.reconnect):
                     raise
                 retried = True
+
+    @property
+    def max_wait(self) -> float:
+        """The longest claim long poll the broker honours, in seconds: WELCOME's
+        ``max_wait_ms`` of the current connection (the protocol's default without one)."""
+        conn = self._conn
+        return MAX_WAIT_MS / 1000 if conn is None else conn.max_wait
 
     def current(self) -> Connection:
         """The open connection, without dialling: UnavailableError if there is none."""

@@ -63,9 +63,11 @@ class WorkerCalls:
         wait: float = 0.0,
     ) -> list[ClaimedTask]:
         """Claim up to ``max_tasks`` (None: the broker's ``default_claim_batch``); with ``wait``
-        > 0 the broker holds the request that long for a task to arrive (keep it under 30 s:
-        the broker's idle timeout)."""
-        wait_ms = max(int(wait * 1000), 0)
+        > 0 the broker holds the request up to that long for a task to arrive, capped at the
+        long poll it advertises (WELCOME ``max_wait_ms``): the reply may come sooner, empty.
+        The connection's keepalive PINGs meanwhile, so a long poll never idles it out."""
+        wait = max(min(wait, self._session.max_wait), 0.0)
+        wait_ms = int(wait * 1000)
         reply = await self._session.call(
             lambda rid: ClaimTask(
                 request_id=rid, worker_id=worker_id, queues=list(queues),
