@@ -129,6 +129,13 @@ class _Endpoint(Generic[_In]):
         raise NotImplementedError
 
 
+def _zero_request_id(code: MessageType) -> ProtocolError:
+    return ProtocolError(
+        f"{code.name} with request id 0: 0 is reserved for the connection, a request must "
+        "use another"
+    )
+
+
 class ServerConnection(_Endpoint[Request | InvalidMessage]):
     """The broker's side: enforces the handshake, the message direction and request ids.
 
@@ -191,19 +198,15 @@ class ServerConnection(_Endpoint[Request | InvalidMessage]):
             )
 
     def _check(self, msg: Decoded) -> Request | InvalidMessage:
-        if isinstance(msg, InvalidMessage):
-            if msg.type_code not in _REQUEST_CODES:
-                raise ProtocolError(f"a client may not send {msg.type_code.name}")
-        elif not isinstance(msg, REQUEST_CLASSES):
-            raise ProtocolError(f"a client may not send {msg.type_code.name}")
-        if msg.request_id == CONNECTION_REQUEST_ID:
-            raise ProtocolError(
-                f"{msg.type_code.name} with request id 0: 0 is reserved for the connection, "
-                "a request must use another"
-            )
-        if self.state is ConnectionState.NEW:
-            if isinstance(msg, InvalidMessage):
-                raise ProtocolError(msg.message)  # a bad HELLO: the handshake cannot go on
+        # The common case first, with the fewest checks: a valid request on an established
+        # connection costs two isinstance calls and a truth test.
+        if isinstance(msg, REQUEST_CLASSES):
+            if not msg.request_id:
+                raise _zero_request_id(msg.type_code)
+            if self.state is ConnectionState.ESTABLISHED:
+                if isinstance(msg, Hello):
+                    raise ProtocolError("HELLO sent twice on one connection")
+                return msg
             if not isinstance(msg, Hello):  # the first frame's type byte said HELLO
                 raise ProtocolError(
                     f"first message must be HELLO, got {msg.type_code.name}",
@@ -212,8 +215,22 @@ class ServerConnection(_Endpoint[Request | InvalidMessage]):
             self.version = negotiate_version(msg.versions, self.versions)
             self.hello = msg
             self.state = ConnectionState.ESTABLISHED
-        elif msg.type_code is MessageType.HELLO:
-            raise ProtocolError("HELLO sent twice on one connection")
+            return msg
+        if not isinstance(msg, InvalidMessage) or msg.type_code not in _REQUEST_CODES:
+            raise ProtocolError(f"a client may not send {msg.type_code.name}")
+        if not msg.request_id:
+            raise _zero_request_id(msg.type_code)
+        if msg.type_code is MessageType.HELLO:
+            # A bad HELLO: the handshake cannot go on (or a second HELLO, bad as well).
+            established = self.state is ConnectionState.ESTABLISHED
+            raise ProtocolError(
+                "HELLO sent twice on one connection" if established else msg.message
+            )
+        if self.state is not ConnectionState.ESTABLISHED:
+            raise ProtocolError(
+                f"first message must be HELLO, got {msg.type_code.name}",
+                ErrorCode.HANDSHAKE_REQUIRED,
+            )
         return msg
 
     def welcome(self) -> bytes:
