@@ -43,6 +43,15 @@ BAD_SUBMITS = {
     "delay and scheduled_at": pb.TaskSpec(task_type="echo", delay=1.0, scheduled_at=1.0),
     "empty queue name": pb.TaskSpec(task_type="echo", queue=""),
     "jitter above 1": pb.TaskSpec(task_type="echo", retry=pb.RetryPolicy(factor=2, jitter=2)),
+    # Doubles may carry inf and nan: the same bounds as the TCP protocol and REST refuse them.
+    "infinite delay": pb.TaskSpec(task_type="echo", delay=float("inf")),
+    "nan timeout": pb.TaskSpec(task_type="echo", timeout=float("nan")),
+    "infinite scheduled_at": pb.TaskSpec(task_type="echo", scheduled_at=float("inf")),
+    "expires_at after 9999": pb.TaskSpec(task_type="echo", expires_at=3e11),
+    "infinite backoff base": pb.TaskSpec(
+        task_type="echo", retry=pb.RetryPolicy(base=float("inf"), factor=2)
+    ),
+    "backoff factor above 1000": pb.TaskSpec(task_type="echo", retry=pb.RetryPolicy(factor=1e4)),
 }
 
 

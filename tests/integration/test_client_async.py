@@ -268,7 +268,7 @@ async def test_worker_calls_register_heartbeat_progress_and_release(
             "w-" + queue, cpu_percent=1.5, memory_rss=1000, running=[t.id for t in claimed]
         )
         assert not beat.cancelled and not beat.unknown
-        await worker.release("w-" + queue, [claimed[1].id])
+        await worker.release("w-" + queue, [claimed[1]])
         infos = await worker.status_many([first, second])
         states = {info.progress_message: info.state for info in infos if info is not None}
         assert states == {"halfway": "in_progress", None: "pending"}

@@ -174,9 +174,9 @@ class Reference:
         ):
             self._pend(t)
 
-    def release(self, worker: WorkerId, task_id: TaskId) -> bool:
-        t = self.tasks.get(task_id)
-        if t is None or t.state is not S.IN_PROGRESS or t.worker != worker:
+    def release(self, worker: WorkerId, task_id: TaskId, token: int) -> bool:
+        t = self._holds(task_id, token)
+        if t is None or t.worker != worker:
             return False
         t.attempts -= 1
         t.worker = None
@@ -301,11 +301,18 @@ class MachineVsReference(RuleBasedStateMachine):
         assert reply.codes == [0 if applied else ErrorCode.TASK_NOT_FOUND]
 
     @precondition(lambda self: any(True for _ in self.held()))
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
-        task_id, _, worker = data.draw(st.sampled_from(self.held()))
-        self.apply(c.ReleaseTasks(self.now, worker, (task_id,)))
-        assert self.ref.release(worker, task_id)
+    @rule(data=st.data(), stale=st.booleans(), other_worker=st.booleans())
+    def release(self, data: st.DataObject, stale: bool, other_worker: bool) -> None:
+        task_id, token, worker = data.draw(st.sampled_from(self.held()))
+        # A stale token: a release sent for an earlier claim of the same task.
+        token = token - 1 if stale else token
+        if other_worker:
+            worker = next(w for w in WORKERS if w != worker)
+        reply = self.apply(c.ReleaseTasks(self.now, worker, (c.ReleasedItem(task_id, token),)))
+        applied = self.ref.release(worker, task_id, token)
+        assert isinstance(reply, ItemCodes)
+        assert reply.codes == [0 if applied else ErrorCode.LEASE_MISMATCH]
+        assert applied == (not stale and not other_worker)
 
     @rule(worker=st.sampled_from(WORKERS))
     def heartbeat(self, worker: WorkerId) -> None:

@@ -22,6 +22,7 @@ from tq.errors import AuthError, ConflictError, ErrorCode, UnavailableError, Val
 from tq.protocol import (
     Ack,
     Hello,
+    InvalidMessage,
     Nack,
     Ping,
     Pong,
@@ -74,6 +75,7 @@ class ScriptedBroker:
         while data := await reader.read(1 << 16):
             self.reads += 1
             for msg in conn.receive_data(data):
+                assert not isinstance(msg, InvalidMessage), msg  # the client validates first
                 if isinstance(msg, Hello):
                     if self.refuse is not None:
                         writer.write(nack_frame(msg.request_id, AuthError("no", self.refuse)))

@@ -12,7 +12,14 @@ from tq.core.ids import TaskId, WorkerId, format_task_id, make_task_id
 from tq.core.layout import Family
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
-from tq.core.replies import Affected, ClaimReply, HeartbeatReply, ItemCodes, SubmitReply
+from tq.core.replies import (
+    Affected,
+    ClaimedTask,
+    ClaimReply,
+    HeartbeatReply,
+    ItemCodes,
+    SubmitReply,
+)
 from tq.errors import ConflictError, ErrorCode, QueueFullError, ValidationError
 
 W = WorkerId("w1")
@@ -277,13 +284,41 @@ def test_expired_leases_past_max_retries_go_to_dead_letter(h: Harness) -> None:
     assert h.state(t.id) is TaskState.DEAD_LETTER
 
 
+def released(*claimed: ClaimedTask) -> tuple[c.ReleasedItem, ...]:
+    return tuple(c.ReleasedItem(t.id, t.lease_token) for t in claimed)
+
+
 def test_released_tasks_keep_their_place_and_their_attempt(h: Harness) -> None:
     a, b = spec(), spec()
     h.submit(a, b)
-    h.claim(2)
-    assert h.codes(c.ReleaseTasks(2.0, W, (b.id, a.id))) == [0, 0]
+    first, second = h.claim(2).tasks
+    assert h.codes(c.ReleaseTasks(2.0, W, released(second, first))) == [0, 0]
     again = h.claim(2).tasks
     assert [t.id for t in again] == [a.id, b.id] and again[0].attempts == 1
+
+
+def test_a_stale_release_cannot_free_a_later_attempt_of_the_same_worker(h: Harness) -> None:
+    t = spec()
+    h.submit(t)
+    (old,) = h.claim(now=1.0).tasks
+    h.m.apply(c.ExpireLeases(31.0), h.fx)  # the lease ran out; the same worker claims again
+    (new,) = h.claim(now=32.0).tasks
+    assert new.id == old.id and new.lease_token != old.lease_token
+    assert h.codes(c.ReleaseTasks(33.0, W, released(old))) == [ErrorCode.LEASE_MISMATCH]
+    assert h.state(t.id) is TaskState.IN_PROGRESS
+    assert h.codes(c.ReleaseTasks(34.0, W, released(new))) == [0]
+    assert h.state(t.id) is TaskState.PENDING
+
+
+def test_a_release_by_another_worker_or_of_an_unknown_task_is_refused(h: Harness) -> None:
+    t = spec()
+    h.submit(t)
+    (claimed,) = h.claim().tasks
+    other = WorkerId("other")
+    assert h.codes(c.ReleaseTasks(2.0, other, released(claimed))) == [ErrorCode.LEASE_MISMATCH]
+    unknown = c.ReleasedItem(TaskId(b"\x09" * 16), 1)
+    assert h.codes(c.ReleaseTasks(2.0, W, (unknown,))) == [ErrorCode.TASK_NOT_FOUND]
+    assert h.state(t.id) is TaskState.IN_PROGRESS
 
 
 def test_heartbeats_extend_leases_and_name_tasks_the_worker_no_longer_holds(h: Harness) -> None:

@@ -30,12 +30,17 @@ from pydantic_core import ErrorDetails
 from tq.broker.requests import MAX_BULK
 from tq.core.ids import TaskId
 from tq.core.model import TaskState
-from tq.protocol.records import NAME_MAX_LEN, RetrySpec, TaskSpec
+from tq.protocol.records import (
+    MAX_BACKOFF_FACTOR,
+    MAX_INSTANT,
+    MAX_SECONDS,
+    NAME_MAX_LEN,
+    RetrySpec,
+    TaskSpec,
+)
 
 MAX_BATCH = 1000  #: tasks per POST /v1/tasks/batch
 _MAX_INT = 2**31 - 1
-_MAX_SECONDS = 1e10  # ~300 years: far beyond any real delay, far below float trouble
-_MAX_INSTANT = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last ISO 8601 second
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
@@ -70,11 +75,11 @@ def _instant(value: object) -> object:
 Text = Annotated[str, AfterValidator(_no_surrogates)]
 Name = Annotated[Text, Field(min_length=1, max_length=NAME_MAX_LEN)]
 Int = Annotated[int, Field(ge=0, le=_MAX_INT)]
-Seconds = Annotated[float, Field(ge=0, le=_MAX_SECONDS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
 Instant = Annotated[
     float,
     BeforeValidator(_instant),
-    Field(ge=0, le=_MAX_INSTANT),
+    Field(ge=0, le=MAX_INSTANT),
     WithJsonSchema(
         {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]}
     ),
@@ -98,7 +103,7 @@ class _In(BaseModel):
 
 class RetryIn(_In):
     base: Seconds = 1.0
-    factor: Annotated[float, Field(ge=1, le=1000)] = 2.0
+    factor: Annotated[float, Field(ge=1, le=MAX_BACKOFF_FACTOR)] = 2.0
     max_delay: Seconds = 300.0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
 
@@ -115,7 +120,7 @@ class TaskSubmit(_In):
     delay: Seconds | None = None
     scheduled_at: Instant | None = None
     max_retries: Int | None = None
-    timeout: Annotated[float, Field(gt=0, le=_MAX_SECONDS)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None = None
     retry: RetryIn | None = None
     depends_on: Annotated[list[UUID], Field(max_length=MAX_BATCH)] = []
     tags: Annotated[dict[Name, Text], Field(max_length=64)] | None = None

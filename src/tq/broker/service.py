@@ -51,6 +51,7 @@ from tq.core.replies import (
 )
 from tq.core.sizes import info_size
 from tq.errors import (
+    ConflictError,
     ErrorCode,
     NotFoundError,
     StorageError,
@@ -446,6 +447,9 @@ class BrokerService:
                 codes[i] = code
             if ins is not None and fattempts is not None:
                 ins.finished("failed", now, fattempts, freply.codes)
+        for i, code in enumerate(codes):
+            if code == ErrorCode.TASK_NOT_FOUND and self._ended(outcomes[i].task_id) is not None:
+                codes[i] = ErrorCode.INVALID_STATE  # e.g. cancelled while it ran
         return codes, durable
 
     def _live(self, outcomes: Sequence[TaskOutcome], picked: list[int]) -> list[Task | None]:
@@ -487,13 +491,32 @@ class BrokerService:
     def deregister(self, worker_id: WorkerId) -> Durable:
         return self.apply(c.DeregisterWorker(time.time(), worker_id))[1]
 
-    def release(self, worker_id: WorkerId, task_ids: Sequence[TaskId]) -> Durable:
-        return self.apply(c.ReleaseTasks(time.time(), worker_id, tuple(task_ids)))[1]
+    def release(self, worker_id: WorkerId, leases: Sequence[tuple[TaskId, int]]) -> Durable:
+        """Hand back unstarted claims, each ``(task id, lease token)``. One the worker does not
+        hold under that token (a stale release, after its lease expired and the task was
+        claimed again) is ignored: it must not free the later attempt."""
+        items = tuple(c.ReleasedItem(task_id, token) for task_id, token in leases)
+        return self.apply(c.ReleaseTasks(time.time(), worker_id, items))[1]
 
     def progress(
         self, task_id: TaskId, lease_token: int, percent: int, message: str | None
     ) -> Durable:
-        return self.apply(c.ReportProgress(time.time(), task_id, lease_token, percent, message))[1]
+        cmd = c.ReportProgress(time.time(), task_id, lease_token, percent, message)
+        try:
+            return self.apply(cmd)[1]
+        except ConflictError as e:
+            ended = self._ended(task_id) if e.code == ErrorCode.TASK_NOT_FOUND else None
+            if ended is None:
+                raise
+            raise ConflictError(
+                f"task {format_task_id(task_id)} has already ended ({ended.value})",
+                ErrorCode.INVALID_STATE,
+            ) from None
+
+    def _ended(self, task_id: TaskId) -> TaskState | None:
+        """The final state of a task the machine no longer holds (None: never existed, or
+        purged). Tells "it has already ended" (INVALID_STATE) from "no such task"."""
+        return self._pending_state(task_id) or terminal_state(self.store, task_id)
 
     def _pending_state(self, task_id: TaskId) -> TaskState | None:
         """A state reached in the batch not yet written (rare path: only for unknown ids)."""

@@ -3,9 +3,10 @@
 Every read is parsed whole (all complete frames); requests go to the service in order while
 the connection's pending output is under its high-water mark (see ``BrokerProtocol``), and
 replies are gathered per connection and written once per loop turn. No frame above the
-client's limit is ever sent. A protocol error gets a NACK, then the connection closes; no
-client input can raise out of here. Slots, the handshake deadline and the idle timeout are
-``Connections``' rules (see its docstring).
+client's limit is ever sent. A protocol error gets a NACK, then the connection closes; a
+request that only breaks its schema gets NACK INVALID_ARGUMENT and the connection goes on;
+no client input can raise out of here. Slots, the handshake deadline and the idle timeout
+are ``Connections``' rules (see its docstring).
 
 (Over 600 lines on purpose: a connection's slots, flow control, output and request handlers
 are one lifecycle, read together when reasoning about what a client can make the broker do.)
@@ -33,6 +34,7 @@ from tq.protocol import (
     ClaimReply,
     FrameError,
     HeartbeatReply,
+    InvalidMessage,
     ListReply,
     Pong,
     RegisterReply,
@@ -203,6 +205,8 @@ class BrokerProtocol(asyncio.Protocol):
             heartbeat_interval=b.heartbeat_interval_s,
             lease_duration=b.lease_duration_s,
             max_frame_size=b.max_frame_size_bytes,
+            idle_timeout=b.idle_timeout_s,
+            max_wait_ms=round(b.max_long_poll_s * 1000),
         )
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
@@ -455,6 +459,11 @@ def _hello(p: BrokerProtocol, req: m.Hello) -> None:
     p.send(p.conn.welcome())
 
 
+def _invalid(p: BrokerProtocol, req: InvalidMessage) -> None:
+    """A request whose payload broke its schema: a request error, the connection stays."""
+    p.send(p.conn.nack(req.error(), req.request_id))
+
+
 def _ping(p: BrokerProtocol, req: m.Ping) -> None:
     p.send(encode(Pong(request_id=req.request_id)))
 
@@ -515,7 +524,8 @@ def _progress(p: BrokerProtocol, req: m.Progress) -> None:
 
 
 def _release(p: BrokerProtocol, req: m.ReleaseTasks) -> None:
-    durable = p.service.release(WorkerId(req.worker_id), req.task_ids)
+    leases = [(lease.task_id, lease.lease_token) for lease in req.leases]
+    durable = p.service.release(WorkerId(req.worker_id), leases)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
@@ -607,6 +617,7 @@ def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
 
 
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
+    InvalidMessage: _invalid,
     m.Hello: _hello,
     m.Ping: _ping,
     m.SubmitTask: _submit,

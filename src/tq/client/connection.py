@@ -29,6 +29,7 @@ from tq.errors import (
 )
 from tq.protocol import (
     LENGTH_PREFIX_SIZE,
+    MAX_WAIT_MS,
     Ack,
     ClientConnection,
     FrameError,
@@ -47,7 +48,9 @@ from tq.protocol.registry import REPLY_CLASSES
 
 log = logging.getLogger(__name__)
 
-#: The broker drops connections silent for 30 s; a PING after 15 idle seconds keeps ours.
+#: A PING after this many idle seconds keeps a connection open: half the protocol's default
+#: idle timeout (30 s). A broker that advertises a shorter one in WELCOME gets PINGs at half
+#: of that instead.
 KEEPALIVE_INTERVAL: Final = 15.0
 
 R = TypeVar("R", bound=Reply)
@@ -142,6 +145,9 @@ class Connection(asyncio.Protocol):
         reply = await fut
         assert isinstance(reply, Welcome)  # ClientConnection checked the reply type
         self._open = True
+        # Half the broker's idle timeout: a PING then always lands well before it, even when
+        # a keepalive tick comes late on a busy loop.
+        self._keepalive_interval = min(self._keepalive_interval, reply.idle_timeout / 2)
         self._arm_keepalive(self._keepalive_interval)
 
     @property
@@ -162,6 +168,12 @@ class Connection(asyncio.Protocol):
         """The largest frame the broker sends us: the lower of its limit and ours (which
         HELLO stated)."""
         return min(self._proto.max_frame_size, self._proto.peer_max_frame_size)
+
+    @property
+    def max_wait(self) -> float:
+        """The longest claim long poll the broker honours, in seconds (from WELCOME)."""
+        welcome = self._proto.welcome
+        return (MAX_WAIT_MS if welcome is None else welcome.max_wait_ms) / 1000
 
     async def request(self, build: Callable[[int], Request], expect: type[R], timeout: float) -> R:
         """Send ``build(request_id)`` and return its reply; a NACK is raised as its TqError."""

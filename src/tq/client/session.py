@@ -23,7 +23,7 @@ from tq.client.connection import Connection, ConnectionLostError, R
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
 from tq.errors import ErrorCode, TqError, UnavailableError
-from tq.protocol import Request
+from tq.protocol import MAX_WAIT_MS, Request
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,13 @@ class Session:
                 if not (retry and self.reconnect):
                     raise
                 log.debug("request.resent url=%s", self.address.url)
+
+    @property
+    def max_wait(self) -> float:
+        """The longest claim long poll the broker honours, in seconds: WELCOME's
+        ``max_wait_ms`` of the current connection (the protocol's default without one)."""
+        conn = self._conn
+        return MAX_WAIT_MS / 1000 if conn is None else conn.max_wait
 
     def current(self) -> Connection:
         """The open connection, without dialling: UnavailableError if there is none."""

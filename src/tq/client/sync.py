@@ -291,8 +291,8 @@ class Client:
     ) -> None:
         self._runner.run(self._async.progress(task_id, lease_token, percent, message))
 
-    def release(self, worker_id: str, task_ids: Sequence[bytes]) -> None:
-        self._runner.run(self._async.release(worker_id, task_ids))
+    def release(self, worker_id: str, claimed: Sequence[ClaimedTask]) -> None:
+        self._runner.run(self._async.release(worker_id, claimed))
 
     def deregister(self, worker_id: str) -> None:
         self._runner.run(self._async.deregister(worker_id))

@@ -27,6 +27,7 @@ from tq.protocol import (
     RegisterWorker,
     ReleaseTasks,
     ResultReply,
+    TaskLease,
     TaskOutcome,
     TaskResult,
 )
@@ -65,9 +66,11 @@ class WorkerCalls:
         wait: float = 0.0,
     ) -> list[ClaimedTask]:
         """Claim up to ``max_tasks`` (None: the broker's ``default_claim_batch``); with ``wait``
-        > 0 the broker holds the request that long for a task to arrive (keep it under 30 s:
-        the broker's idle timeout)."""
-        wait_ms = max(int(wait * 1000), 0)
+        > 0 the broker holds the request up to that long for a task to arrive, capped at the
+        long poll it advertises (WELCOME ``max_wait_ms``): the reply may come sooner, empty.
+        The connection's keepalive PINGs meanwhile, so a long poll never idles it out."""
+        wait = max(min(wait, self._session.max_wait), 0.0)
+        wait_ms = int(wait * 1000)
         reply = await self._session.call(
             lambda rid: ClaimTask(
                 request_id=rid, worker_id=worker_id, queues=list(queues),
@@ -111,10 +114,12 @@ class WorkerCalls:
             retry=True,
         )  # fmt: skip
 
-    async def release(self, worker_id: str, task_ids: Sequence[bytes]) -> None:
-        ids = parse_ids(task_ids, "task_ids")
+    async def release(self, worker_id: str, claimed: Sequence[ClaimedTask]) -> None:
+        """Hand back claimed tasks that never started; each quotes its claim's lease token, so
+        a release arriving after the lease expired cannot free a later claim of the task."""
+        leases = [TaskLease(task_id=t.id, lease_token=t.lease_token) for t in claimed]
         await self._session.call(
-            lambda rid: ReleaseTasks(request_id=rid, worker_id=worker_id, task_ids=ids),
+            lambda rid: ReleaseTasks(request_id=rid, worker_id=worker_id, leases=leases),
             Ack,
             retry=True,
         )

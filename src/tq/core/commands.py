@@ -89,11 +89,21 @@ class CancelTasks(_Command, frozen=True, tag=5):
     task_ids: tuple[TaskId, ...]
 
 
+class ReleasedItem(msgspec.Struct, array_like=True, frozen=True):
+    task_id: TaskId
+    lease_token: int
+
+
 class ReleaseTasks(_Command, frozen=True, tag=6):
-    """A worker hands back tasks it claimed but never started (graceful shutdown, prefetch)."""
+    """A worker hands back tasks it claimed but never started (graceful shutdown, prefetch).
+
+    Each item quotes the lease token of its claim, as results do: a release that comes late
+    (the lease expired and the task was claimed again, maybe by the same worker) must not
+    free the later attempt. Replaced ``task_ids`` before any command log was kept.
+    """
 
     worker_id: WorkerId
-    task_ids: tuple[TaskId, ...]
+    items: tuple[ReleasedItem, ...]
 
 
 class ExtendLeases(_Command, frozen=True, tag=7):

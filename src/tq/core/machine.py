@@ -498,11 +498,11 @@ class Machine:
     def _release(self, cmd: c.ReleaseTasks, fx: Effects) -> ItemCodes:
         now, codes = cmd.now, list[int]()
         held = self._held.get(cmd.worker_id, {})
-        for task_id in cmd.task_ids:
-            task = self._tasks.get(task_id)
-            if task is None:
-                codes.append(ErrorCode.TASK_NOT_FOUND)
-            elif task_id not in held:
+        for item in cmd.items:
+            task = self._leased(item.task_id, item.lease_token)
+            if isinstance(task, int):
+                codes.append(task)
+            elif item.task_id not in held:
                 codes.append(ErrorCode.LEASE_MISMATCH)
             else:
                 task.attempts -= 1  # never started: the attempt does not count

@@ -7,13 +7,17 @@ from the 4-byte header alone, so a peer can never make the decoder buffer more t
 decodes payloads in place; only a trailing partial frame is copied into its buffer. Whatever
 the input bytes, ``feed`` raises nothing but ``FrameError`` (a ``ProtocolError``), and after
 the first one the decoder is poisoned: the stream has lost its framing and must be closed.
+One failure keeps the framing: a payload that is one well-formed MessagePack map with a
+readable ``request_id`` but breaks its message's schema (a type or a constraint) comes out as
+an ``InvalidMessage``, and the connection decides whether that is a request error.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, TypeAlias
 
 import msgspec
 
@@ -23,6 +27,11 @@ from tq.protocol.records import RequestId
 from tq.protocol.registry import MESSAGE_CODES, MESSAGE_TYPES, Message
 
 DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+#: Nesting depth (the payload map is level 1) a sender must not exceed, even under unknown
+#: keys, and every receiver decodes. tq's own messages reach 4. Deeper payloads are refused
+#: once msgspec, which skips an unknown key's value recursively, reaches Python's recursion
+#: limit: that is never before this depth, and always by 1000 levels.
+MAX_NESTING: Final = 32
 #: Bytes before N's span starts: the length prefix. N itself covers the type byte.
 LENGTH_PREFIX_SIZE: Final = 4
 _MAX_N: Final = 0xFFFFFFFF
@@ -37,8 +46,9 @@ class FrameError(ProtocolError):
     """A protocol error tied to the stream, with what the server needs to answer it.
 
     ``request_id`` is the id of the offending request when it could be read (so the NACK can
-    quote it), else None. ``messages`` are the valid messages that preceded the bad frame in
-    the same ``feed``: the caller may still serve them before sending the NACK and closing.
+    quote it), else None. ``messages`` are what preceded the bad frame in the same ``feed``
+    (messages, and on the server the ``InvalidMessage`` request errors it accepted): the
+    caller may still serve them before sending the NACK and closing.
     """
 
     def __init__(
@@ -47,12 +57,37 @@ class FrameError(ProtocolError):
         code: ErrorCode | None = None,
         *,
         request_id: int | None = None,
-        messages: list[Message] | None = None,
+        messages: list[Decoded] | None = None,
     ) -> None:
         super().__init__(message, code)
         self.request_id = request_id
-        self.messages: list[Message] = messages if messages is not None else []
+        self.messages: list[Decoded] = messages if messages is not None else []
 
+
+@dataclass(frozen=True, slots=True)
+class InvalidMessage:
+    """A frame of type ``type_code`` whose payload is a well-formed MessagePack map with a
+    readable, non-negative ``request_id``, but whose fields break the message's schema
+    (wrong type, outside a constraint, a required field missing). ``message`` names the
+    type and msgspec's field path (``invalid SUBMIT_TASK: ... - at `$.tasks[0].priority```).
+
+    Not a wire message: the framing is intact, so the decoder carries on, and the receiving
+    connection decides. The broker answers a request this way with NACK INVALID_ARGUMENT and
+    keeps the connection; anything else (a bad HELLO, a reply type from a client, a bad frame
+    from the broker) stays a protocol error.
+    """
+
+    type_code: MessageType
+    request_id: int
+    message: str
+
+    def error(self) -> ValidationError:
+        """The request error this is when the receiver treats it as one."""
+        return ValidationError(self.message)
+
+
+#: What the frame decoder yields: a message, or a well-framed one that breaks its schema.
+Decoded: TypeAlias = Message | InvalidMessage
 
 # One shared Encoder: msgspec reuses its internal state across calls.
 _encoder = msgspec.msgpack.Encoder()
@@ -107,7 +142,18 @@ def _peek_request_id(payload: Buffer) -> int | None:
 
 
 def decode_payload(code: int, payload: Buffer) -> Message:
-    """Decode one frame body; raises FrameError naming the type and the bad field path."""
+    """Decode one frame body; raises FrameError naming the type and the bad field path (a
+    payload that merely breaks the schema too: see ``decode_frame_payload`` for the split)."""
+    decoded = decode_frame_payload(code, payload)
+    if isinstance(decoded, InvalidMessage):
+        raise FrameError(decoded.message, request_id=decoded.request_id)
+    return decoded
+
+
+def decode_frame_payload(code: int, payload: Buffer) -> Decoded:
+    """Decode one frame body: the message, an ``InvalidMessage`` when only the schema is
+    broken, or FrameError (malformed MessagePack, trailing bytes, not a map, no readable
+    ``request_id``, nesting beyond the decoder's depth, an unknown type code)."""
     decoder = _decoders.get(code)
     if decoder is None:
         raise FrameError(
@@ -117,9 +163,23 @@ def decode_payload(code: int, payload: Buffer) -> Message:
         )
     try:
         return decoder.decode(payload)
+    except msgspec.ValidationError as e:
+        # The schema is broken, maybe the MessagePack too: the probe reads the whole payload
+        # again, so it only finds a request id in a well-formed map (with no trailing bytes).
+        request_id = _peek_request_id(payload)
+        message = f"invalid {MessageType(code).name}: {e}"
+        if request_id is None:
+            raise FrameError(message) from e
+        return InvalidMessage(MessageType(code), request_id, message)
+    except RecursionError as e:
+        # msgspec skips an unknown key's value recursively, under Python's recursion limit.
+        raise FrameError(
+            f"invalid {MessageType(code).name} payload: nested deeper than the decoder's "
+            "limit (see docs/protocol.md, Payload encoding)",
+            request_id=_peek_request_id(payload),
+        ) from e
     # Not just DecodeError: msgspec reports some malformed input with plain Python errors
-    # (UnicodeDecodeError for invalid UTF-8, RecursionError for deeply nested junk under an
-    # ignored key, which it skips recursively). The try holds only the decode of untrusted
+    # (UnicodeDecodeError for invalid UTF-8). The try holds only the decode of untrusted
     # bytes, so every failure here is the input's fault and must become a ProtocolError.
     except Exception as e:
         raise FrameError(
@@ -150,13 +210,13 @@ class FrameDecoder:
         """The error that poisoned this decoder, if any."""
         return self._error
 
-    def feed(self, data: Buffer) -> list[Message]:
+    def feed(self, data: Buffer) -> list[Decoded]:
         """Every message completed by ``data``, in order. Raises only FrameError."""
         if self._error is not None:
             raise FrameError(
                 f"decoder closed by an earlier error: {self._error.message}", self._error.code
             )
-        out: list[Message] = []
+        out: list[Decoded] = []
         try:
             view = memoryview(data)
             self._feed(view if view.format == "B" else view.cast("B"), out)
@@ -176,7 +236,7 @@ class FrameDecoder:
         if n == 0:
             raise FrameError("empty frame: length 0 leaves no room for the type byte")
 
-    def _feed(self, view: memoryview, out: list[Message]) -> None:
+    def _feed(self, view: memoryview, out: list[Decoded]) -> None:
         pos = self._complete_buffered(view, out) if self._buf else 0
         end = len(view)
         while end - pos >= LENGTH_PREFIX_SIZE:
@@ -185,12 +245,12 @@ class FrameDecoder:
             start = pos + LENGTH_PREFIX_SIZE
             if end - start < n:
                 break
-            out.append(decode_payload(view[start], view[start + 1 : start + n]))
+            out.append(decode_frame_payload(view[start], view[start + 1 : start + n]))
             pos = start + n
         if pos < end:
             self._buf += view[pos:]
 
-    def _complete_buffered(self, view: memoryview, out: list[Message]) -> int:
+    def _complete_buffered(self, view: memoryview, out: list[Decoded]) -> int:
         """Top up the buffered partial frame from ``view`` and decode it once complete.
 
         Takes only the bytes that frame still needs, so a large chunk arriving behind a few
@@ -214,5 +274,7 @@ class FrameDecoder:
             # resizing this one raise BufferError.
             self._buf = bytearray()
             frame = memoryview(buf)
-            out.append(decode_payload(frame[LENGTH_PREFIX_SIZE], frame[LENGTH_PREFIX_SIZE + 1 :]))
+            out.append(
+                decode_frame_payload(frame[LENGTH_PREFIX_SIZE], frame[LENGTH_PREFIX_SIZE + 1 :])
+            )
         return pos

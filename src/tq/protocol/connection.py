@@ -2,11 +2,13 @@
 
 Rules: the client's first message is HELLO, in a frame of at most ``MAX_HELLO_FRAME_SIZE``;
 the server answers WELCOME with the highest version both speak, or NACK UNSUPPORTED_VERSION
-(anything else first: HANDSHAKE_REQUIRED).
+(a first frame of any other type: HANDSHAKE_REQUIRED, from its type byte alone).
 A client may pipeline requests right behind HELLO. Every request has a distinct non-zero
 ``request_id`` while outstanding; each reply echoes it, and a NACK with request id 0 concerns
 the whole connection. Any ``FrameError`` moves a connection to CLOSED: answer it with a NACK
-(``ServerConnection.nack``) and close the socket. The asyncio shells only move bytes.
+(``ServerConnection.nack``) and close the socket. The one exception is a request whose
+payload only breaks its schema: the server hands it over as an ``InvalidMessage`` (to be
+answered NACK INVALID_ARGUMENT) and stays open. The asyncio shells only move bytes.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ from tq.protocol.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     LENGTH_PREFIX_SIZE,
     Buffer,
+    Decoded,
     FrameDecoder,
     FrameError,
+    InvalidMessage,
     encode,
     frame_size,
 )
 from tq.protocol.messages import (
+    IDLE_TIMEOUT,
+    MAX_WAIT_MS,
     MIN_CLIENT_FRAME_SIZE,
     Hello,
     MessageType,
@@ -34,26 +40,27 @@ from tq.protocol.messages import (
     Welcome,
 )
 from tq.protocol.registry import (
+    MESSAGE_TYPES,
     REPLY_CLASSES,
     REPLY_TO,
     REQUEST_CLASSES,
-    Message,
     Reply,
     Request,
 )
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS: Final[tuple[int, ...]] = (PROTOCOL_VERSION,)
-#: The broker closes a connection that sent no complete frame for this long.
-IDLE_TIMEOUT: Final = 30.0
 #: Largest N of the first frame (HELLO, a few hundred bytes): a peer that has not shaken
 #: hands cannot make the broker buffer a max_frame_size frame.
 MAX_HELLO_FRAME_SIZE: Final = 64 * 1024
 #: Request id 0 is never used by a request: a NACK carrying it concerns the whole connection.
 CONNECTION_REQUEST_ID: Final = 0
 _MAX_REQUEST_ID: Final = 2**64 - 1
+#: The bytes of the first frame the server checks before decoding it: N, then the type.
+_FIRST_HEAD: Final = LENGTH_PREFIX_SIZE + 1
+_REQUEST_CODES: Final = frozenset(cls.type_code for cls in REQUEST_CLASSES)
 
-_In = TypeVar("_In", Request, Reply | TaskEvent)
+_In = TypeVar("_In", Request | InvalidMessage, Reply | TaskEvent)
 
 
 class ConnectionState(StrEnum):
@@ -106,7 +113,7 @@ class _Endpoint(Generic[_In]):
             raise
         return self._accept(msgs)
 
-    def _accept(self, msgs: list[Message]) -> list[_In]:
+    def _accept(self, msgs: list[Decoded]) -> list[_In]:
         accepted: list[_In] = []
         for msg in msgs:
             try:
@@ -119,12 +126,23 @@ class _Endpoint(Generic[_In]):
                 ) from e
         return accepted
 
-    def _check(self, msg: Message) -> _In:
+    def _check(self, msg: Decoded) -> _In:
         raise NotImplementedError
 
 
-class ServerConnection(_Endpoint[Request]):
-    """The broker's side: enforces the handshake and the message direction."""
+def _zero_request_id(code: MessageType) -> ProtocolError:
+    return ProtocolError(
+        f"{code.name} with request id 0: 0 is reserved for the connection, a request must "
+        "use another"
+    )
+
+
+class ServerConnection(_Endpoint[Request | InvalidMessage]):
+    """The broker's side: enforces the handshake, the message direction and request ids.
+
+    ``receive_data`` returns requests, and ``InvalidMessage`` for a request (never HELLO)
+    whose payload only breaks its schema: the caller answers that NACK INVALID_ARGUMENT.
+    """
 
     def __init__(
         self,
@@ -135,6 +153,8 @@ class ServerConnection(_Endpoint[Request]):
         lease_duration: float,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         versions: Sequence[int] = SUPPORTED_VERSIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_wait_ms: int = MAX_WAIT_MS,
     ) -> None:
         super().__init__(max_frame_size)
         self.server_name = server_name
@@ -142,21 +162,24 @@ class ServerConnection(_Endpoint[Request]):
         self.heartbeat_interval = heartbeat_interval
         self.lease_duration = lease_duration
         self.versions = tuple(versions)
+        self.idle_timeout = idle_timeout
+        self.max_wait_ms = max_wait_ms
         self.hello: Hello | None = None
         self.version: int | None = None
-        self._head = bytearray()  # the first frame's length prefix, as it arrives
+        self._head = bytearray()  # the first frame's length prefix and type byte, as they arrive
 
-    def receive_data(self, data: Buffer) -> list[Request]:
-        if self.state is ConnectionState.NEW and len(self._head) < LENGTH_PREFIX_SIZE:
-            self._check_hello_length(data)
+    def receive_data(self, data: Buffer) -> list[Request | InvalidMessage]:
+        if self.state is ConnectionState.NEW and len(self._head) < _FIRST_HEAD:
+            self._check_first_frame(data)
         return super().receive_data(data)
 
-    def _check_hello_length(self, data: Buffer) -> None:
-        """Refuse a first frame above MAX_HELLO_FRAME_SIZE from its length prefix alone."""
-        self._head += memoryview(data)[: LENGTH_PREFIX_SIZE - len(self._head)]
+    def _check_first_frame(self, data: Buffer) -> None:
+        """Refuse a first frame above MAX_HELLO_FRAME_SIZE from its length prefix alone, and
+        one that is not HELLO from its type byte alone, whatever its payload would say."""
+        self._head += memoryview(data)[: _FIRST_HEAD - len(self._head)]
         if len(self._head) < LENGTH_PREFIX_SIZE:
             return
-        n = int.from_bytes(self._head, "big")
+        n = int.from_bytes(self._head[:LENGTH_PREFIX_SIZE], "big")
         if n > MAX_HELLO_FRAME_SIZE:
             self.state = ConnectionState.CLOSED
             raise FrameError(
@@ -164,12 +187,28 @@ class ServerConnection(_Endpoint[Request]):
                 "before the handshake (HELLO must come first and is small)",
                 ErrorCode.FRAME_TOO_LARGE,
             )
+        if n == 0 or len(self._head) < _FIRST_HEAD:
+            return  # an empty frame has no type byte: the decoder refuses it
+        code = self._head[LENGTH_PREFIX_SIZE]
+        if code != MessageType.HELLO:
+            self.state = ConnectionState.CLOSED
+            name = MessageType(code).name if code in MESSAGE_TYPES else "unknown"
+            raise FrameError(
+                f"the first frame must be HELLO (type 0x01), got type 0x{code:02X} ({name})",
+                ErrorCode.HANDSHAKE_REQUIRED,
+            )
 
-    def _check(self, msg: Message) -> Request:
-        if not isinstance(msg, REQUEST_CLASSES):
-            raise ProtocolError(f"a client may not send {msg.type_code.name}")
-        if self.state is ConnectionState.NEW:
-            if not isinstance(msg, Hello):
+    def _check(self, msg: Decoded) -> Request | InvalidMessage:
+        # The common case first, with the fewest checks: a valid request on an established
+        # connection costs two isinstance calls and a truth test.
+        if isinstance(msg, REQUEST_CLASSES):
+            if not msg.request_id:
+                raise _zero_request_id(msg.type_code)
+            if self.state is ConnectionState.ESTABLISHED:
+                if isinstance(msg, Hello):
+                    raise ProtocolError("HELLO sent twice on one connection")
+                return msg
+            if not isinstance(msg, Hello):  # the first frame's type byte said HELLO
                 raise ProtocolError(
                     f"first message must be HELLO, got {msg.type_code.name}",
                     ErrorCode.HANDSHAKE_REQUIRED,
@@ -177,8 +216,22 @@ class ServerConnection(_Endpoint[Request]):
             self.version = negotiate_version(msg.versions, self.versions)
             self.hello = msg
             self.state = ConnectionState.ESTABLISHED
-        elif isinstance(msg, Hello):
-            raise ProtocolError("HELLO sent twice on one connection")
+            return msg
+        if not isinstance(msg, InvalidMessage) or msg.type_code not in _REQUEST_CODES:
+            raise ProtocolError(f"a client may not send {msg.type_code.name}")
+        if not msg.request_id:
+            raise _zero_request_id(msg.type_code)
+        if msg.type_code is MessageType.HELLO:
+            # A bad HELLO: the handshake cannot go on (or a second HELLO, bad as well).
+            established = self.state is ConnectionState.ESTABLISHED
+            raise ProtocolError(
+                "HELLO sent twice on one connection" if established else msg.message
+            )
+        if self.state is not ConnectionState.ESTABLISHED:
+            raise ProtocolError(
+                f"first message must be HELLO, got {msg.type_code.name}",
+                ErrorCode.HANDSHAKE_REQUIRED,
+            )
         return msg
 
     @property
@@ -201,6 +254,8 @@ class ServerConnection(_Endpoint[Request]):
                 max_frame_size=self.max_frame_size,
                 heartbeat_interval=self.heartbeat_interval,
                 lease_duration=self.lease_duration,
+                idle_timeout=self.idle_timeout,
+                max_wait_ms=self.max_wait_ms,
             )
         )
 
@@ -302,7 +357,10 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         self._outstanding[rid] = msg.type_code
         return frame
 
-    def _check(self, msg: Message) -> Reply | TaskEvent:
+    def _check(self, msg: Decoded) -> Reply | TaskEvent:
+        if isinstance(msg, InvalidMessage):
+            # A broker that sends a frame breaking its schema is broken: no request errors here.
+            raise ProtocolError(msg.message)
         if isinstance(msg, TaskEvent):
             # Events for a subscription being cancelled may still be in flight: the shell
             # routes by subscription_id and drops what it no longer wants.

@@ -20,6 +20,7 @@ from tq.core.model import TaskState
 from tq.protocol.records import (
     ClaimedTask,
     Count,
+    CpuPercent,
     Name,
     Percent,
     PositiveSeconds,
@@ -29,6 +30,7 @@ from tq.protocol.records import (
     Stats,
     TaskIdBytes,
     TaskInfo,
+    TaskLease,
     TaskOutcome,
     TaskSpec,
     Timestamp,
@@ -74,6 +76,11 @@ class MessageType(IntEnum):
     DEREGISTER_WORKER = 0x34
 
 
+#: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
+#: omits ``idle_timeout`` / ``max_wait_ms`` means.
+IDLE_TIMEOUT: Final = 30.0
+MAX_WAIT_MS: Final = 30_000
+
 _T = MessageType
 TaskIds = list[TaskIdBytes]
 Codes = list[Annotated[int, Meta(ge=0)]]
@@ -104,6 +111,10 @@ class Hello(_Correlated, kw_only=True, frozen=True):
 
 
 class Welcome(_Correlated, kw_only=True, frozen=True):
+    """``idle_timeout``: the broker closes a connection silent (no complete frame) this long;
+    ``max_wait_ms``: the longest CLAIM_TASK ``wait_ms`` it honours. Both default to the
+    protocol's 30 s, so a WELCOME that omits them (an older broker) means exactly that."""
+
     type_code = _T.WELCOME
     version: Annotated[int, Meta(ge=0, le=0xFFFF)]
     server_name: str = ""
@@ -111,6 +122,8 @@ class Welcome(_Correlated, kw_only=True, frozen=True):
     max_frame_size: Annotated[int, Meta(ge=1, le=0xFFFFFFFF)]
     heartbeat_interval: PositiveSeconds
     lease_duration: PositiveSeconds
+    idle_timeout: PositiveSeconds = IDLE_TIMEOUT
+    max_wait_ms: Count = MAX_WAIT_MS
 
 
 class Ack(_Correlated, kw_only=True, frozen=True):
@@ -184,9 +197,11 @@ class Progress(_Correlated, kw_only=True, frozen=True):
 
 
 class ReleaseTasks(_Correlated, kw_only=True, frozen=True):
+    """Claims handed back unstarted; one whose lease is no longer current is ignored."""
+
     type_code = _T.RELEASE_TASKS
     worker_id: Name
-    task_ids: TaskIds
+    leases: list[TaskLease]
 
 
 # --- inspecting and managing tasks ---------------------------------------------------------
@@ -314,7 +329,7 @@ class RegisterReply(_Correlated, kw_only=True, frozen=True):
 class Heartbeat(_Correlated, kw_only=True, frozen=True):
     type_code = _T.HEARTBEAT
     worker_id: Name
-    cpu_percent: Annotated[float, Meta(ge=0)] = 0.0
+    cpu_percent: CpuPercent = 0.0
     memory_rss: Count = 0
     running: TaskIds = []
 

@@ -23,10 +23,22 @@ RequestId = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
 Priority = Annotated[int, Meta(ge=0, le=255)]
 Percent = Annotated[int, Meta(ge=0, le=100)]
-#: Unix seconds. ``ge=0`` also refuses NaN, which would poison every ordering comparison.
-Timestamp = Annotated[float, Meta(ge=0)]
-Seconds = Annotated[float, Meta(ge=0)]
-PositiveSeconds = Annotated[float, Meta(gt=0)]
+#: Longest duration any field may carry (~317 years): far beyond a real delay or timeout,
+#: far below float trouble (``now + MAX_SECONDS`` is still exact to the microsecond).
+MAX_SECONDS: Final = 1e10
+#: Latest instant any field may carry: 9999-12-31T23:59:59Z, the last ISO 8601 second.
+MAX_INSTANT: Final = 253_402_300_799.0
+#: Largest backoff growth factor of a RetrySpec.
+MAX_BACKOFF_FACTOR: Final = 1000.0
+#: Largest cpu_percent of a HEARTBEAT (100 per core: a machine of 10,000 cores).
+MAX_CPU_PERCENT: Final = 1e6
+#: Unix seconds. Every float has both bounds: a lower one refuses NaN (which would poison
+#: every ordering comparison), an upper one refuses +inf and values no clock will reach.
+#: REST and gRPC import these bounds too, so every door refuses the same values.
+Timestamp = Annotated[float, Meta(ge=0, le=MAX_INSTANT)]
+Seconds = Annotated[float, Meta(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
+CpuPercent = Annotated[float, Meta(ge=0, le=MAX_CPU_PERCENT)]
 #: Task types, queue and worker ids: non-empty and short, since they become index keys.
 NAME_MAX_LEN: Final = 256
 Name = Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)]
@@ -58,7 +70,7 @@ class RetrySpec(WireStruct, kw_only=True, frozen=True):
     """Backoff for one task: ``min(max_delay, base * factor ** (attempt - 1))`` ± jitter."""
 
     base: Seconds = 1.0
-    factor: Annotated[float, Meta(ge=1)] = 2.0
+    factor: Annotated[float, Meta(ge=1, le=MAX_BACKOFF_FACTOR)] = 2.0
     max_delay: Seconds = 300.0
     jitter: Annotated[float, Meta(ge=0, le=1)] = 0.1
 
@@ -111,6 +123,14 @@ class TaskOutcome(WireStruct, kw_only=True, frozen=True):
     error: str | None = None
     error_type: str | None = None
     retry: bool = True
+
+
+class TaskLease(WireStruct, kw_only=True, frozen=True):
+    """One claim a worker hands back unstarted: the task and the ``lease_token`` it was
+    claimed under (a stale token, of an earlier claim of the task, releases nothing)."""
+
+    task_id: TaskIdBytes
+    lease_token: Count
 
 
 class TaskInfo(WireStruct, kw_only=True, frozen=True):
@@ -183,7 +203,7 @@ class WorkerInfo(WireStruct, kw_only=True, frozen=True):
     pid: Count = 0
     registered_at: Timestamp
     last_heartbeat: Timestamp
-    cpu_percent: Annotated[float, Meta(ge=0)] = 0.0
+    cpu_percent: CpuPercent = 0.0
     memory_rss: Count = 0
     running: Count = 0
     alive: bool = True

@@ -16,6 +16,7 @@ from typing import Final
 
 from tq.client import AsyncClient
 from tq.errors import TqError
+from tq.protocol.records import ClaimedTask
 from tq.worker.heartbeat import Heartbeater
 from tq.worker.reporting import ProgressSender, Reporter
 from tq.worker.retrying import Backoff, best_effort, is_fatal, sleep_unless
@@ -89,10 +90,10 @@ class BrokerLink:
             return True
         return False
 
-    async def release(self, task_ids: Sequence[bytes]) -> None:
+    async def release(self, claimed: Sequence[ClaimedTask]) -> None:
         """Hand back claimed tasks that never started (their claim does not count)."""
         await best_effort(
-            lambda: self.client.release(self.worker_id, task_ids), "release", GOODBYE_TIMEOUT
+            lambda: self.client.release(self.worker_id, claimed), "release", GOODBYE_TIMEOUT
         )
 
     async def flush(self) -> None:

@@ -188,6 +188,7 @@ class Worker:
                 continue
             if self._link.needs_register and not await self._link.register(self._stop):
                 return
+            asked = asyncio.get_running_loop().time()
             try:
                 tasks = await self._link.client.claim(
                     self.worker_id,
@@ -213,6 +214,12 @@ class Worker:
                     return
                 self._slot.clear()
                 await wait_any(self._slot, self._stop)
+            else:
+                # A broker that long-polls less than CLAIM_WAIT (WELCOME max_wait_ms, maybe 0)
+                # answers an empty claim early: wait out the rest instead of spinning on it.
+                rest = CLAIM_WAIT - (asyncio.get_running_loop().time() - asked)
+                if rest > 0:
+                    await sleep_unless(self._stop, rest)
 
     def _accept(self, tasks: list[ClaimedTask]) -> None:
         for claimed in tasks:
@@ -323,9 +330,9 @@ class Worker:
             len(self._waiting),
         )
         if self._waiting:
-            ids = [t.id for t in self._waiting]
+            unstarted = list(self._waiting)
             self._waiting.clear()
-            await self._link.release(ids)
+            await self._link.release(unstarted)
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
