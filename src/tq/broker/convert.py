@@ -1,15 +1,18 @@
-"""Translation between wire records and core values, with the broker's defaults and limits."""
+"""Translation between wire records and core values, with the broker's defaults and limits,
+and the ids the broker assigns."""
 
 from __future__ import annotations
 
+import os
+import random
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
 from tq.config import BrokerSettings
 from tq.core import commands as c
 from tq.core.effects import TaskEvent
-from tq.core.ids import TaskId
+from tq.core.ids import TaskId, format_task_id, make_task_id
 from tq.core.model import NO_TAGS, RetryPolicy, Task
 from tq.core.sizes import tags_size
 from tq.errors import ErrorCode, ValidationError
@@ -126,3 +129,37 @@ def finished_event(t: Task) -> TaskEvent:
         attempts=t.attempts, result=t.result, error=t.error, worker_id=t.worker_id,
         error_type=t.error_type,
     )  # fmt: skip
+
+
+class IdSource:
+    """UUIDv7 ids, monotonic within a millisecond (keys stay in insertion order)."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random(os.urandom(16))
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, now: float) -> TaskId:
+        ms = int(now * 1000)
+        if ms <= self._last_ms:
+            ms, rand = self._last_ms, self._last_rand + 1
+        else:
+            rand = self._rng.getrandbits(73)  # top bit clear: room to count up within the ms
+        self._last_ms, self._last_rand = ms, rand
+        return make_task_id(ms, rand)
+
+
+def status_too_large(
+    task_ids: Sequence[TaskId], index: int, include_payload: bool, max_bytes: int
+) -> ValidationError:
+    payloads = " with their payloads" if include_payload else ""
+    if index == 0:
+        what = f"task {format_task_id(task_ids[0])}{payloads.replace('their', 'its')} alone"
+    else:
+        what = f"the first {index + 1} of the {len(task_ids)} tasks asked for{payloads}"
+    without = ", or without include_payload" if include_payload else ""
+    return ValidationError(
+        f"{what} would take more than the {max_bytes} bytes one reply may carry (the "
+        f"client's frame limit): ask for fewer ids at a time{without}",
+        ErrorCode.REPLY_TOO_LARGE,
+    )

@@ -13,6 +13,10 @@ Doors hold no rules: they translate their transport into this module's calls and
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
 durability gating of events, bulk actions and their wording, listing filters, connection
 bookkeeping — lives here once.
+
+(Over 600 lines on purpose: it is the whole use-case API, one method per request, read as one
+contract; the mechanisms behind it live in their own modules: ``actions``, ``listing``,
+``events``, ``waiters``, ``convert``, ``storage_guard``.)
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tq.broker import actions
-from tq.broker.convert import finished_event, new_task, task_info
+from tq.broker.convert import IdSource, finished_event, new_task, status_too_large, task_info
 from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
@@ -36,7 +40,7 @@ from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
 from tq.core.effects import Effects, TaskEvent
-from tq.core.ids import TaskId, WorkerId, format_task_id, make_task_id
+from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.layout import Family, WorkerStats
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, Task, TaskState
@@ -83,24 +87,6 @@ def _log_failure(e: BaseException) -> None:
     log.critical("storage.failed error=%s", e)
 
 
-class IdSource:
-    """UUIDv7 ids, monotonic within a millisecond (keys stay in insertion order)."""
-
-    def __init__(self) -> None:
-        self._rng = random.Random(os.urandom(16))
-        self._last_ms = -1
-        self._last_rand = 0
-
-    def new(self, now: float) -> TaskId:
-        ms = int(now * 1000)
-        if ms <= self._last_ms:
-            ms, rand = self._last_ms, self._last_rand + 1
-        else:
-            rand = self._rng.getrandbits(73)  # top bit clear: room to count up within the ms
-        self._last_ms, self._last_rand = ms, rand
-        return make_task_id(ms, rand)
-
-
 @dataclass
 class DoorStats:
     """One door's connection counters: kept by the door, read by the metrics door."""
@@ -113,22 +99,6 @@ class DoorStats:
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-
-def _status_too_large(
-    task_ids: Sequence[TaskId], index: int, include_payload: bool, max_bytes: int
-) -> ValidationError:
-    payloads = " with their payloads" if include_payload else ""
-    if index == 0:
-        what = f"task {format_task_id(task_ids[0])}{payloads.replace('their', 'its')} alone"
-    else:
-        what = f"the first {index + 1} of the {len(task_ids)} tasks asked for{payloads}"
-    without = ", or without include_payload" if include_payload else ""
-    return ValidationError(
-        f"{what} would take more than the {max_bytes} bytes one reply may carry (the "
-        f"client's frame limit): ask for fewer ids at a time{without}",
-        ErrorCode.REPLY_TOO_LARGE,
-    )
 
 
 class BrokerService:
@@ -288,7 +258,7 @@ class BrokerService:
             if task is not None and room is not None:
                 room -= info_size(task, include_payload)
                 if room < 0:
-                    raise _status_too_large(task_ids, i, include_payload, max_bytes or 0)
+                    raise status_too_large(task_ids, i, include_payload, max_bytes or 0)
             out.append(None if task is None else task_info(task, include_payload))
         return out
 
