@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import grpc
 import grpc.aio
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -228,11 +229,11 @@ def test_tags_are_limited_through_every_door(
 
 
 def test_websocket_and_grpc_streams_close_a_consumer_too_many_bytes_behind(
-    doors_broker: BrokerProcess,
+    broker: BrokerProcess,
 ) -> None:
     """About 300 events (far below the count bounds), 100 of them with 1 MiB results: only
     the 64 MiB byte bounds can end the two streams that read nothing."""
-    ports = doors_broker.ports
+    ports = broker.ports
 
     async def scenario() -> None:
         queue = new_queue()
@@ -250,7 +251,7 @@ def test_websocket_and_grpc_streams_close_a_consumer_too_many_bytes_behind(
             stub = TaskQueueStub(cast(grpc.Channel, channel))
             stream: Any = stub.WatchTasks(pb.WatchTasksRequest(queues=[queue]))
             await stream.initial_metadata()  # the subscription is in place
-            async with AsyncClient(doors_broker.url) as client:
+            async with AsyncClient(broker.url) as client:
                 for _ in range(10):
                     await complete(client, queue, [b"r" * MiB] * 10)
             with pytest.raises(grpc.aio.AioRpcError) as ended:
@@ -274,3 +275,84 @@ async def closing(ws: Any, timeout: float = 60) -> ConnectionClosed:
                 await ws.recv()
             except ConnectionClosed as e:
                 return e
+
+
+def test_a_result_above_the_payload_limit_fails_the_task_saying_why(
+    doors_broker: BrokerProcess,
+) -> None:
+    async def scenario() -> None:
+        queue = new_queue()
+        async with AsyncClient(doors_broker.url) as client:
+            task_id = await client.submit("t", queue=queue)
+            (task,) = await client.claim("w", [queue], 1)
+            huge = TaskOutcome(task_id=task.id, lease_token=task.lease_token, ok=True,
+                               result=b"r" * 5000)  # fmt: skip
+            assert await client.report([huge]) == [ErrorCode.PAYLOAD_TOO_LARGE]
+            info = await client.status(task_id)
+            assert (info.state, info.error_type, info.result) == (
+                "dead_letter", "ResultTooLarge", None,
+            )  # fmt: skip
+            assert info.error is not None and "5000 bytes" in info.error
+            assert "4096" in info.error
+
+    run(scenario)
+
+
+def test_a_task_too_large_for_a_page_is_listed_truncated_and_the_listing_goes_on(
+    broker: BrokerProcess,
+) -> None:
+    async def scenario() -> None:
+        queue = new_queue()
+        async with AsyncClient(broker.url) as client:
+            ids = await complete(client, queue, [b"s", b"L" * (100 * KiB), b"t"])
+        small = await RawConn.open(broker.port, max_frame_size=LIMIT)
+        try:
+            listed: list[tuple[bytes, bool, bytes | None]] = []
+            cursor = None
+            while True:
+                msg = ListTasks(request_id=small.rid(), queue=queue, cursor=cursor, limit=100)
+                reply = await small.call(msg)
+                assert isinstance(reply, ListReply), reply
+                listed += [(t.id, t.truncated, t.result) for t in reply.tasks]
+                if (cursor := reply.next_cursor) is None:
+                    break
+            assert listed == [(ids[0], False, b"s"), (ids[1], True, None), (ids[2], False, b"t")]
+        finally:
+            await small.close()
+        # Through REST, a record larger than a page (2 MiB) is listed the same way.
+        async with AsyncClient(broker.url) as client:
+            (big,) = await complete(client, queue, [b"B" * (3 * MiB)])
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{broker.ports['rest_port']}",
+                                     timeout=30) as http:  # fmt: skip
+            seen: dict[str, dict[str, Any]] = {}
+            rest_cursor: str | None = None
+            while True:
+                params: dict[str, Any] = {"queue": queue}
+                if rest_cursor is not None:
+                    params["cursor"] = rest_cursor
+                page = (await http.get("/v1/tasks", params=params)).json()
+                seen |= {t["id"]: t for t in page["tasks"]}
+                if (rest_cursor := page["next_cursor"]) is None:
+                    break
+            listed_big = seen[str(uuid.UUID(bytes=big))]
+            assert (listed_big["truncated"], listed_big.get("result_base64")) == (True, None)
+            assert not seen[str(uuid.UUID(bytes=ids[0]))]["truncated"]
+            whole = (await http.get(f"/v1/tasks/{listed_big['id']}")).json()
+            assert not whole["truncated"] and len(whole["result"]) == 3 * MiB
+
+    run(scenario)
+
+
+def test_depends_on_is_bounded_for_every_door(doors_broker: BrokerProcess) -> None:
+    async def scenario() -> None:
+        async with open_doors(doors_broker.ports) as doors:
+            many = [str(uuid.uuid4()) for _ in range(1001)]
+            for name in ("tcp", "rest", "grpc"):
+                refused = await doors[name].submit(
+                    {"task_type": "t", "queue": new_queue(), "depends_on": many}
+                )
+                assert isinstance(refused, Err), name
+                assert refused.code == 2000, (name, refused)
+                assert "depends_on" in refused.message, (name, refused)
+
+    run(scenario)

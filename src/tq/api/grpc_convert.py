@@ -151,7 +151,7 @@ def task_to_pb(t: TaskInfo) -> pb.Task:
         error_type=t.error_type, worker_id=t.worker_id, lease_expires_at=t.lease_expires_at,
         progress=t.progress, progress_message=t.progress_message, tags=t.tags,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at, started_at=t.started_at,
-        completed_at=t.completed_at,
+        completed_at=t.completed_at, truncated=t.truncated,
     )  # fmt: skip
 
 

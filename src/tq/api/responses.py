@@ -86,6 +86,11 @@ class TaskOut(_Out):
     expires_at: float | None = None
     started_at: float | None = None
     completed_at: float | None = None
+    truncated: bool = Field(
+        False,
+        description="in a listing: result, error, error_type, progress_message and tags were "
+        "left out, as this record alone is larger than a page may be (GET the task for them)",
+    )
 
     @classmethod
     def of(cls, t: TaskInfo) -> TaskOut:
@@ -102,7 +107,7 @@ class TaskOut(_Out):
             lease_expires_at=t.lease_expires_at, progress=t.progress,
             progress_message=t.progress_message, tags=t.tags,
             idempotency_key=t.idempotency_key, expires_at=t.expires_at,
-            started_at=t.started_at, completed_at=t.completed_at,
+            started_at=t.started_at, completed_at=t.completed_at, truncated=t.truncated,
         )  # fmt: skip
 
 

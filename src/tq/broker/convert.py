@@ -22,6 +22,8 @@ from tq.protocol.records import NAME_MAX_LEN, TaskInfo, TaskSpec
 #: Their encoded size counts within broker.max_payload_size_bytes.
 MAX_TAGS: Final = 64
 TAG_VALUE_MAX_LEN: Final = 1024
+#: Tasks one task may depend on: each is an index entry and 16 bytes of every record.
+MAX_DEPENDS_ON: Final = 1000
 
 
 class IdMaker(Protocol):
@@ -43,8 +45,13 @@ def new_task(
             "within it)",
             ErrorCode.PAYLOAD_TOO_LARGE,
         )
+    if len(spec.depends_on) > MAX_DEPENDS_ON:
+        raise ValidationError(
+            f"tasks[{index}].depends_on names {len(spec.depends_on)} tasks; at most "
+            f"{MAX_DEPENDS_ON}"
+        )
     if spec.delay is not None and spec.scheduled_at is not None:
-        raise ValidationError("give delay or scheduled_at, not both")
+        raise ValidationError(f"tasks[{index}]: give delay or scheduled_at, not both")
     scheduled_at = spec.scheduled_at
     if spec.delay is not None and spec.delay > 0:
         scheduled_at = now + spec.delay
@@ -92,7 +99,11 @@ def check_tags(tags: Mapping[str, str], where: str) -> int:
     return tags_size(tags)
 
 
-def task_info(t: Task, include_payload: bool) -> TaskInfo:
+def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> TaskInfo:
+    """``t`` as a TaskInfo; ``truncated``: without its result, error, error type, progress
+    message and tags (a record too large for the reply it goes in)."""
+    if truncated:
+        return _truncated_info(t, include_payload)
     return TaskInfo(
         id=t.id,
         task_type=t.task_type,
@@ -120,6 +131,19 @@ def task_info(t: Task, include_payload: bool) -> TaskInfo:
         started_at=t.started_at,
         error_type=t.error_type,
     )
+
+
+def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
+    return TaskInfo(
+        id=t.id, task_type=t.task_type, queue=t.queue,
+        payload=t.payload if include_payload else None, priority=t.priority,
+        state=t.state.value, created_at=t.created_at, updated_at=t.updated_at,
+        scheduled_at=t.scheduled_at, attempts=t.attempts, max_retries=t.max_retries,
+        timeout=t.timeout, depends_on=list(t.depends_on), worker_id=t.worker_id,
+        lease_expires_at=t.lease_expires_at, progress=t.progress,
+        idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+        completed_at=t.completed_at, started_at=t.started_at, truncated=True,
+    )  # fmt: skip
 
 
 def finished_event(t: Task) -> TaskEvent:

@@ -312,7 +312,10 @@ class BrokerService:
     def list_tasks(self, query: ListQuery) -> tuple[list[TaskInfo], bytes | None]:
         """Filtered, cursor-paged listing (see ``tq.broker.listing``)."""
         tasks, cursor = list_tasks(self.store, query)
-        return [task_info(t, False) for t in tasks], cursor
+        # A page always holds its first task: one too large for the page alone (a big result)
+        # is listed without its large fields rather than blocking the listing at it.
+        budget = query.max_bytes
+        return [task_info(t, False, truncated=info_size(t, False) > budget) for t in tasks], cursor
 
     # ------------------------------------------------------------------ management actions
 
@@ -392,6 +395,24 @@ class BrokerService:
         codes = [OK] * len(outcomes)
         durable = self._batch_future()
         ins = self.instruments
+        limit = self.settings.broker.max_payload_size_bytes
+        too_large = [i for i in done if len(outcomes[i].result or b"") > limit]
+        if too_large:
+            # Stored, a result above the payload limit could not be read back through a
+            # frame: the attempt fails for good instead, saying why.
+            outcomes = list(outcomes)
+            for i in too_large:
+                o = outcomes[i]
+                why = (
+                    f"result of {len(o.result or b'')} bytes is above the limit of {limit} "
+                    "bytes (broker.max_payload_size_bytes)"
+                )
+                outcomes[i] = TaskOutcome(
+                    task_id=o.task_id, lease_token=o.lease_token, ok=False, error=why,
+                    error_type="ResultTooLarge", retry=False,
+                )  # fmt: skip
+            done = [i for i in done if i not in too_large]
+            failed = sorted((*failed, *too_large))
         if done:
             items = tuple(
                 c.CompletedItem(outcomes[i].task_id, outcomes[i].lease_token, outcomes[i].result)
@@ -420,6 +441,9 @@ class BrokerService:
         for i, code in enumerate(codes):
             if code == ErrorCode.TASK_NOT_FOUND and self._ended(outcomes[i].task_id) is not None:
                 codes[i] = ErrorCode.INVALID_STATE  # e.g. cancelled while it ran
+        for i in too_large:
+            if codes[i] == OK:  # failed as asked: say the result itself was refused
+                codes[i] = ErrorCode.PAYLOAD_TOO_LARGE
         return codes, durable
 
     def _live(self, outcomes: Sequence[TaskOutcome], picked: list[int]) -> list[Task | None]:

@@ -384,9 +384,13 @@ class AsyncClient(WorkerCalls):
         capped backoff and subscribes again. The terminal event carries the outcome, so no
         status round trip follows it (unless the event was too large for our frame limit and
         came without it)."""
-        event = await self._terminal_event(task_id, self._session.until(timeout))
+        session = self._session
+        deadline = session.until(timeout)
+        event = await self._terminal_event(task_id, deadline)
         if event.truncated:
-            return task_outcome(await self.status(task_id))
+            if deadline.at is not None and deadline.remaining() < _LAST_READ:
+                deadline = session.until(_LAST_READ)  # ended in time: read it, do not fail
+            return task_outcome(await self._status(task_id, False, deadline))
         return task_outcome(event)
 
     def subscribe(

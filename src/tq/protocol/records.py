@@ -165,6 +165,9 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     completed_at: Timestamp | None = None
     started_at: Timestamp | None = None
     error_type: str | None = None
+    #: True: ``result``, ``error``, ``error_type``, ``progress_message`` and ``tags`` were left
+    #: out, because this record alone is larger than the reply it is in may carry.
+    truncated: bool = False
 
 
 class QueueDepth(WireStruct, kw_only=True, frozen=True):

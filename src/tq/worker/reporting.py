@@ -32,6 +32,13 @@ MAX_BATCH: Final = 500
 MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
 
 
+#: What a refused result means for its task, by the broker's per-item code.
+_WHY_DROPPED: dict[int, str] = {
+    ErrorCode.LEASE_MISMATCH: "lease lost, the broker re-runs it",
+    ErrorCode.PAYLOAD_TOO_LARGE: "result above the broker's limit: the task failed",
+}
+
+
 class _ReportClient(Protocol):
     async def report(self, outcomes: list[TaskOutcome]) -> list[int]: ...
 
@@ -108,7 +115,7 @@ class Reporter:
                 continue
             self.dropped += 1
             name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
-            why = "lease lost, the broker re-runs it" if code == ErrorCode.LEASE_MISMATCH else ""
+            why = _WHY_DROPPED.get(code, "")
             _log.warning(
                 "result.dropped task=%s code=%s %s", format_task_id(outcome.task_id), name, why
             )

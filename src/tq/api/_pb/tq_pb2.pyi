@@ -92,7 +92,7 @@ class TaskSpec(_message.Message):
     def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "task_type", "queue", "payload", "priority", "state", "created_at", "updated_at", "scheduled_at", "attempts", "max_retries", "timeout", "depends_on", "result", "error", "error_type", "worker_id", "lease_expires_at", "progress", "progress_message", "tags", "idempotency_key", "expires_at", "started_at", "completed_at")
+    __slots__ = ("id", "task_type", "queue", "payload", "priority", "state", "created_at", "updated_at", "scheduled_at", "attempts", "max_retries", "timeout", "depends_on", "result", "error", "error_type", "worker_id", "lease_expires_at", "progress", "progress_message", "tags", "idempotency_key", "expires_at", "started_at", "completed_at", "truncated")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,7 @@ class Task(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_type: str
     queue: str
@@ -150,7 +151,8 @@ class Task(_message.Message):
     expires_at: float
     started_at: float
     completed_at: float
-    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ...) -> None: ...
+    truncated: bool
+    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("task",)
