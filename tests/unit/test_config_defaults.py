@@ -176,3 +176,10 @@ def test_the_example_file_comments_every_key() -> None:
 def test_everything_in_all_is_importable_from_tq_config() -> None:
     missing = [name for name in tq.config.__all__ if not hasattr(tq.config, name)]
     assert missing == []
+
+
+def test_config_durations_stop_at_the_wires_bound_on_seconds() -> None:
+    from tq.config.fields import MAX_SECONDS as CONFIG_MAX
+    from tq.protocol.records import MAX_SECONDS as WIRE_MAX
+
+    assert CONFIG_MAX == WIRE_MAX

@@ -113,7 +113,10 @@ def unique(value: tuple[str, ...]) -> tuple[str, ...]:
 
 Port = Annotated[int, Field(ge=0, le=65535)]  # 0: the OS picks a free port (tests, embedding)
 FixedPort = Annotated[int, Field(ge=1, le=65535)]  # others must know it, so no ephemeral port
-Seconds = Annotated[float, Field(gt=0)]
+#: Durations stop here: the wire protocol's bound on seconds (tq.protocol.records.MAX_SECONDS,
+#: ~300 years), so whatever the broker announces in WELCOME a client can decode.
+MAX_SECONDS = 1e10
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 Count = Annotated[int, Field(ge=1)]
 Bytes = Annotated[int, Field(ge=1)]
 Name = Annotated[str, AfterValidator(_name)]

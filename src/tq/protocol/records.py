@@ -21,6 +21,8 @@ TaskIdBytes = Annotated[TaskId, Meta(min_length=TASK_ID_LEN, max_length=TASK_ID_
 #: Unsigned; MessagePack cannot carry more than 64 bits, so the upper bound is implicit.
 RequestId = Annotated[int, Meta(ge=0)]
 Count = Annotated[int, Meta(ge=0)]
+#: Retries of one task: a 32-bit signed bound, as REST's and gRPC's integers carry.
+Retries = Annotated[int, Meta(ge=0, le=2**31 - 1)]
 Priority = Annotated[int, Meta(ge=0, le=255)]
 Percent = Annotated[int, Meta(ge=0, le=100)]
 #: Longest duration any field may carry (~317 years): far beyond a real delay or timeout,
@@ -85,7 +87,7 @@ class TaskSpec(WireStruct, kw_only=True, frozen=True):
     priority: Priority = DEFAULT_PRIORITY
     delay: Seconds | None = None
     scheduled_at: Timestamp | None = None
-    max_retries: Count | None = None
+    max_retries: Retries | None = None
     timeout: PositiveSeconds | None = None
     retry: RetrySpec | None = None
     # A tuple and None, not [] and {}: a decoded empty default then allocates nothing, which
