@@ -61,9 +61,12 @@ class Disk:
     backing: MemoryBacking = field(default_factory=MemoryBacking)
     full: bool = False  # writes, fsyncs, read-write opens and the probe fail
     fail_syncs: bool = False  # fsyncs fail (writes still land, as in the OS page cache)
+    #: A failed fsync also loses the writes it should have made durable (the OS dropped them).
+    lose_unsynced: bool = False
     fail_next_writes: int = 0  # this many writes fail although the probe passes
     sync_gate: threading.Event | None = None  # when set, each fsync waits for it
     syncs_held: int = 0  # fsyncs that reached the gate
+    open_gate: threading.Event | None = None  # when set, each open (for a rebuild) waits for it
     failed_writes: int = 0
 
 
@@ -91,6 +94,12 @@ class FaultyStore(MemoryStore):
             d.syncs_held += 1
             d.sync_gate.wait(10)
         if self.broken or d.full or d.fail_syncs:
+            if d.lose_unsynced:
+                b = self.backing
+                with b.lock:
+                    for family, key, previous in reversed(b.unsynced):
+                        b.apply(family, key, previous)
+                    b.unsynced.clear()
             raise StorageError(f"sync WAL failed: {NO_SPACE}")
         super().sync_wal()
 
@@ -102,6 +111,8 @@ class FakeOpener:
         self.disk = disk
 
     def open(self, *, read_only: bool) -> Store:
+        if self.disk.open_gate is not None:
+            self.disk.open_gate.wait(10)
         if self.disk.full and not read_only:
             raise StorageError(f"cannot open store: {NO_SPACE}")
         return FaultyStore(self.disk, read_only)

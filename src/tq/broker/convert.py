@@ -13,7 +13,7 @@ from tq.config import BrokerSettings
 from tq.core import commands as c
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId, format_task_id, make_task_id
-from tq.core.model import NO_TAGS, RetryPolicy, Task
+from tq.core.model import NO_TAGS, RetryPolicy, Task, TaskState
 from tq.core.sizes import tags_size
 from tq.errors import ErrorCode, ValidationError
 from tq.protocol.records import NAME_MAX_LEN, TaskInfo, TaskSpec
@@ -146,12 +146,13 @@ def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
     )  # fmt: skip
 
 
-def finished_event(t: Task) -> TaskEvent:
-    """The event a task's final state would have published (for a late subscriber)."""
+def state_event(t: Task) -> TaskEvent:
+    """The event a task's current state published (as ``Effects.event`` made it), for whoever
+    missed it: a late subscriber of a finished task, or everyone after a failed batch."""
     return TaskEvent(
         task_id=t.id, state=t.state, queue=t.queue, task_type=t.task_type, at=t.updated_at,
-        attempts=t.attempts, result=t.result, error=t.error, worker_id=t.worker_id,
-        error_type=t.error_type,
+        attempts=t.attempts, result=t.result if t.state is TaskState.COMPLETED else None,
+        error=t.error, worker_id=t.worker_id, error_type=t.error_type,
     )  # fmt: skip
 
 

@@ -9,6 +9,12 @@ resolves and the batch's task events are published to subscribers. Submits, resu
 everything a client waits on are answered only after that future; claims are answered at
 once (a crash before durability only means the task is handed out again: at-least-once).
 
+Events show only what is durable. When a written batch's fsync fails, the disk may have kept
+it or not: its events wait until memory is rebuilt from the disk (``adopt``), which then
+publishes the states it kept; a subscription that starts while a task's latest state is not
+published is pushed the task's final state once durable, unless an event of the task reaches
+it first (``tq.broker.delivery``).
+
 Doors hold no rules: they translate their transport into this module's calls and the request
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
 durability gating of events, bulk actions and their wording, listing filters, connection
@@ -31,7 +37,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tq.broker import actions
-from tq.broker.convert import IdSource, finished_event, new_task, status_too_large, task_info
+from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
+from tq.broker.delivery import Backlog, Push, Pushes, kept_states
 from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
@@ -123,7 +130,8 @@ class BrokerService:
         self._fx = Effects()
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._unsynced: set[Durable] = set()  # written batches whose fsync is pending
+        self._backlog = Backlog()  # events of written batches not published yet
+        self._pushes = Pushes()  # final events owed to subscriptions once durable
         #: Set while storage refuses writes (why, for refusals and readiness); see
         #: ``tq.broker.storage_guard``, which hears of a failure through ``on_storage_failure``
         #: (called once per outage) and clears this when writes resume.
@@ -156,6 +164,7 @@ class BrokerService:
         if self.failed is not None:  # storage failed during this turn: nothing more is written
             fut, self._batch, self._fx = self._batch, None, Effects()
             assert fut is not None
+            self._backlog.forget()
             self._fail(self.failed, fut)
             return
         if self.waiters and self.machine.count(TaskState.PENDING):
@@ -167,20 +176,47 @@ class BrokerService:
         try:
             self.commit.write(fx.mutations)
         except StorageError as e:
+            self._backlog.forget()  # a failed write leaves nothing on disk: nothing to tell
             self._fail(e, fut)
             return
-        self._unsynced.add(fut)
+        self._backlog.write(fut, fx.events)
 
         def durable(err: StorageError | None) -> None:
-            self._unsynced.discard(fut)
             if err is not None:
+                self._backlog.not_durable(fut)
                 self._fail(err, fut)
                 return
+            events = self._backlog.durable(fut)
             fut.set_result(None)
-            if fx.events:
-                self.events.publish(fx.events)
+            self.batch_durable(events)
 
         self.commit.when_durable(durable)
+
+    def batch_durable(self, events: list[TaskEvent]) -> None:
+        """A written batch is durable: its events go out."""
+        if events:
+            if self._pushes.by_task:
+                self._pushes.supersede(events)
+            self.events.publish(events)
+
+    def batch_not_durable(self, events: list[TaskEvent]) -> None:
+        """A batch written outside ``_flush`` (the storage guard's start batch) failed its
+        fsync: its events wait for the rebuild, as those of any written batch."""
+        self._backlog.keep(events)
+
+    def adopt(self, store: Store, machine: Machine) -> None:
+        """Carry on over memory rebuilt from ``store``, the data dir reopened after a storage
+        failure (the storage guard's swap, with no fsync running). Whether the disk kept the
+        written batches whose fsync failed is known only now: the states it kept are published
+        (``delivery.kept_states``), through the hub, so every kind of subscription hears them
+        by its own rules."""
+        self.store, self.machine = store, machine
+        self.commit.rebind(store)  # pushes waiting for durability run next, after this
+        failed = self._backlog.take_failed()
+        if failed:
+            kept = kept_states(failed, lambda i: machine.get(i) or read_task(store, i))
+            log.info("events.republished tasks=%d", len(kept))
+            self.batch_durable(kept)
 
     def _fail(self, e: BaseException, fut: Durable) -> None:
         if not fut.done():
@@ -195,8 +231,8 @@ class BrokerService:
         """Wait until every batch applied so far is settled: durable, or failed."""
         if self._batch is not None:
             await asyncio.gather(asyncio.shield(self._batch), return_exceptions=True)
-        if self._unsynced:
-            await asyncio.gather(*self._unsynced, return_exceptions=True)
+        if self._backlog.written:
+            await asyncio.gather(*self._backlog.written, return_exceptions=True)
 
     def run(self, cmd: c.Command, reply_type: type[R]) -> tuple[R, Durable]:
         reply, durable = self.apply(cmd)
@@ -570,11 +606,12 @@ class BrokerService:
         An unknown task id is a NotFoundError and changes nothing. A task id that has already
         finished gets its final event once the batch holding that state is durable (every
         event waits for durability: none may show a state the broker could still lose); with
-        ``until_terminal`` that event ends the interest in the id."""
+        ``until_terminal`` that event ends the interest in the id. Each event reaches the
+        subscription once: one of a batch not yet durable comes with that batch."""
         ids = list(dict.fromkeys(watch.task_ids))
         old = self.events.get(sink, subscription_id)
         fresh = ids if old is None else [i for i in ids if i not in old.task_ids]
-        finished = self._finished_events(fresh)
+        owed = self._unsettled(fresh)
         if not watch.anything:
             self.events.remove(sink, subscription_id)  # following nothing: nothing to keep
             return
@@ -582,51 +619,69 @@ class BrokerService:
             sink, subscription_id, ids, watch.queues, watch.all, watch.until_terminal
         )
         self.events.add(sub)
-        if finished:
-            self._push_when_durable(sink, subscription_id, [e.task_id for e in finished])
+        if owed:
+            self._push_when_durable(sink, subscription_id, owed)
+
+    def _unsettled(self, task_ids: Sequence[TaskId]) -> list[TaskId]:
+        """The ids a subscription starting now is owed an answer about once durable: finished
+        tasks (their final event went out before it started), and tasks whose latest events
+        are not published yet (if their batch is lost, a task may turn out finished after
+        all, e.g. a retried dead letter). A live task whose state is durable owes nothing: its
+        events follow. NotFoundError for an unknown id."""
+        out: list[TaskId] = []
+        coming = self._coming()
+        for task_id in task_ids:
+            if task_id not in coming:
+                if self.machine.get(task_id) is not None:
+                    continue
+                if read_task(self.store, task_id) is None:
+                    raise NotFoundError(f"no task with id {format_task_id(task_id)}")
+            out.append(task_id)
+        return out
+
+    def _coming(self) -> set[TaskId]:
+        """Tasks with events applied but not published yet (the backlog and this turn's)."""
+        return self._backlog.ids(self._fx.events)
 
     def _push_when_durable(self, sink: Sink, subscription_id: int, ids: list[TaskId]) -> None:
-        """Push the final events of ``ids`` to the subscription once their states are durable.
+        """Push the final events of ``ids`` to the subscription once their states are durable,
+        unless an event of the task is published first (``delivery.Pushes``)."""
+        self._await_durable(self._pushes.add(sink, subscription_id, ids))
 
-        If that fsync fails, storage is rebuilt from what the disk kept: ask again (the answer
-        then waits for the reopen) and push what the ids are by then — still finished, or live
-        again, in which case their own events will follow."""
+    def _await_durable(self, push: Push) -> None:
         loop = asyncio.get_running_loop()
-
-        def push(err: StorageError | None) -> None:
-            sub = self.events.get(sink, subscription_id)
-            if sub is None:
-                return  # unsubscribed, or the connection went away
-            wanted = [i for i in ids if i in sub.task_ids]
-            if err is not None:
-                self._push_when_durable(sink, subscription_id, wanted)
-                return
-            events = []
-            for task_id in wanted:
-                if self.machine.get(task_id) is None and not self._pending_state(task_id):
-                    task = read_task(self.store, task_id)
-                    if task is not None and task.state.is_terminal:
-                        events.append(finished_event(task))
-            self.events.push_to(sink, subscription_id, events)
 
         # Via the loop even when nothing is left to sync: a door answers the subscribe
         # request first, and its events must follow that answer.
         def later(err: StorageError | None) -> None:
-            loop.call_soon(push, err)
+            loop.call_soon(self._deliver, push, err)
 
         self.commit.when_durable(later)
 
-    def _finished_events(self, task_ids: Sequence[TaskId]) -> list[TaskEvent]:
-        """Final events of the ids that are no longer live; NotFoundError for unknown ids."""
-        out: list[TaskEvent] = []
-        for task_id in task_ids:
-            if self.machine.get(task_id) is not None or self._pending_state(task_id):
-                continue  # live, or ending in this turn: its events are still to come
-            task = read_task(self.store, task_id)
-            if task is None:
-                raise NotFoundError(f"no task with id {format_task_id(task_id)}")
-            out.append(finished_event(task))
-        return out
+    def _deliver(self, push: Push, err: StorageError | None) -> None:
+        """What ``push`` still owes, now that every write made before it asked is durable: the
+        final state of each finished task. A task with events still to come waits for them
+        (they supersede it) or for the rebuild, if their batch fails. If the fsync failed,
+        storage is rebuilt from what the disk kept: ask again (the answer then waits for the
+        rebuild, which publishes first what the disk kept of failed batches)."""
+        sub = self.events.get(push.sink, push.subscription_id)
+        followed = [] if sub is None else [i for i in push.ids if i in sub.task_ids]
+        waiting = followed
+        events: list[TaskEvent] = []
+        if err is None and followed:
+            coming = self._coming()
+            waiting = [i for i in followed if i in coming]
+            for task_id in followed:
+                if task_id in coming or self.machine.get(task_id) is not None:
+                    continue  # its events are on their way, or it is durably live again
+                task = read_task(self.store, task_id)
+                if task is not None and task.state.is_terminal:
+                    events.append(state_event(task))
+        self._pushes.keep_only(push, waiting)
+        if waiting:
+            self._await_durable(push)
+        if events:
+            self.events.push_to(push.sink, push.subscription_id, events)
 
     def unwatch(self, sink: Sink, subscription_id: int) -> None:
         """End a subscription (unknown ids are ignored: the request is idempotent)."""

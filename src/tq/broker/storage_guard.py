@@ -7,7 +7,8 @@ waits until every batch in flight is settled and no fsync runs, then rebuilds me
 store: it opens the data dir read-only beside the failed store (so reads never pause), runs
 ``recover`` and closes the failed store off the loop (RocksDB takes about a second to let go
 of a store whose write failed). Commands applied after the last batch that reached the disk
-are forgotten: memory never holds what the disk lost. A probe (a file written and fsync'd in
+are forgotten: memory never holds what the disk lost (and what it kept of batches whose fsync
+failed is published then: ``BrokerService.adopt``). A probe (a file written and fsync'd in
 the data dir, backoff 0.5 s -> 5 s) says when writing works again; then the store is reopened
 read-write and recovered, and the start batch (repairs, ``BrokerStarted``, ``ExpireLeases``)
 is made durable *before* any other write is accepted. ``BrokerStarted`` moves lease tokens to
@@ -151,8 +152,7 @@ class StorageGuard:
         except StorageError as e:
             self._complain("reopen", e)
             return False
-        s.store, s.machine = store, rec.machine
-        s.commit.rebind(store)
+        s.adopt(store, rec.machine)  # publishes what the disk kept of failed batches
         self._repairs = rec.repairs
         self._writable = not read_only
         self._rebuilt = True
@@ -200,14 +200,17 @@ class StorageGuard:
         s.machine.apply(c.ExpireLeases(now), fx)
         s.machine.end_batch(fx)
         s.commit.write(fx.mutations)
-        if s.commit.relaxed:  # nothing waits for an fsync in relaxed mode; this batch must
-            await asyncio.to_thread(s.store.sync_wal)
-        else:
-            await s.commit.durable()
+        try:
+            if s.commit.relaxed:  # nothing waits for an fsync in relaxed mode; this batch must
+                await asyncio.to_thread(s.store.sync_wal)
+            else:
+                await s.commit.durable()
+        except StorageError:
+            s.batch_not_durable(fx.events)  # written: the disk may keep it, as any batch
+            raise
         s.failed = None
         self._outage.clear()
-        if fx.events:
-            s.events.publish(fx.events)
+        s.batch_durable(fx.events)
 
 
 def _open_and_recover(opener: Opener, read_only: bool) -> tuple[Store, Recovered]:
