@@ -159,7 +159,13 @@ class BrokerService:
             self._fail(self.failed, fut)
             return
         if self.waiters and self.machine.count(TaskState.PENDING):
-            self.waiters.serve(self._claim_for_waiter)
+            # Only queues where tasks became pending in this turn can serve a parked claim
+            # (it found its queues empty, or is held until its connection drains).
+            waited = self.waiters.queues
+            pending = TaskState.PENDING
+            ready = {e.queue for e in self._fx.events if e.state is pending and e.queue in waited}
+            if ready:
+                self.waiters.serve(ready, self.machine.pending_in, self._claim_for_waiter)
         fut, self._batch = self._batch, None
         fx, self._fx = self._fx, Effects()
         assert fut is not None
@@ -353,7 +359,8 @@ class BrokerService:
         None: the configured default batch. ``owner``: the connection, whose parked claims
         ``detach`` drops; ``received``: as for ``submit``. ``budget()``: the bytes the reply
         may carry now (``sizes.claimed_size`` of its tasks; 0: nothing now, as while the
-        connection does not take its replies); None: no byte budget."""
+        connection does not take its replies; the owner then calls ``wake_claims`` once it
+        takes them again); None: no byte budget."""
         self._validate_queues(queues)
         b = self.settings.broker
         n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
@@ -376,9 +383,13 @@ class BrokerService:
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int, max_bytes: int
     ) -> list[ClaimedTask]:
         cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease, max_bytes)
-        reply = self.machine.apply(cmd, self._fx)
-        assert isinstance(reply, ClaimReply)
-        return reply.tasks
+        return self.run(cmd, ClaimReply)[0].tasks
+
+    def wake_claims(self, owner: object) -> None:
+        """``owner`` takes its replies again: its parked claims held back meanwhile claim
+        now, or wait in line again (cheap when it holds none)."""
+        if self.failed is None:
+            self.waiters.wake(owner, self.machine.pending_in, self._claim_for_waiter)
 
     @property
     def lease(self) -> float:

@@ -224,6 +224,7 @@ class BrokerProtocol(asyncio.Protocol):
         self.idle_from = self.last_active
         self.sent = 0  # bytes handed to the transport
         self.taken = 0  # of them, taken from the transport's buffer by the last sweep
+        self.starved = False  # a claim met a budget of 0: wake parked claims once it drains
         self.peer = "?"
         self.admitted = False  # holds an established slot
         self.closed = False  # closing or closed: nothing more is sent or served
@@ -270,6 +271,8 @@ class BrokerProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.buffered = self.transport.get_write_buffer_size()
         self._resume()
+        if self.starved:
+            self._wake_claims()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -337,10 +340,18 @@ class BrokerProtocol(asyncio.Protocol):
 
     def claim_budget(self) -> int:
         """Bytes a claim's reply may carry now: what fits the client's frame limit, or 0
-        while the pending output is over the mark (a parked claim then waits)."""
+        while the pending output is over the mark (a parked claim then waits, held until
+        ``_wake_claims``)."""
         if self.closed or self.write_paused or self.out_bytes + self.reserved >= self.high:
+            self.starved = True
             return 0
         return self.frame_limit - REPLY_OVERHEAD
+
+    def _wake_claims(self) -> None:
+        """Under the mark again: the parked claims held back claim now."""
+        if not (self.closed or self.write_paused or self.out_bytes + self.reserved >= self.high):
+            self.starved = False
+            self.service.wake_claims(self)
 
     def drains(self) -> bool:
         """For the idle sweep: the broker is not reading this connection, and the peer took
@@ -386,6 +397,8 @@ class BrokerProtocol(asyncio.Protocol):
         self.out_bytes = 0
         if self.waiting or not self.reading:
             self._resume()
+        if self.starved:
+            self._wake_claims()
 
     def abort_with(self, error: TqError, request_id: int | None = None) -> None:
         """NACK ``error`` (for ``request_id``, else the whole connection) after what was
