@@ -7,7 +7,9 @@ with no fields drops all of it), ``{"op": "stats", "interval": s}`` (0 or null s
 durability; subscribing to an already finished task pushes its final state once, after the
 ``subscribed`` answer), ``{"type": "stats", ...}``, ``{"type": "subscribed" | "unsubscribed",
 ...}``, ``{"type": "pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the
-socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND).
+socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND,
+one taking the socket past the service's caps on followed ids and queues with
+INVALID_ARGUMENT).
 
 Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
 socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
