@@ -157,7 +157,13 @@ def test_bad_watches_get_their_status_and_code(stub: TaskQueueStub) -> None:
         (pb.WatchTasksRequest(ids=["nope"]), grpc.StatusCode.INVALID_ARGUMENT, 2000),
         (pb.WatchTasksRequest(queues=[""]), grpc.StatusCode.INVALID_ARGUMENT, 2000),
         (pb.WatchTasksRequest(ids=[str(uuid.uuid4())]), grpc.StatusCode.NOT_FOUND, 3000),
-    ]
+        # Past the service's caps (broker.max_watched_task_ids, broker.max_watched_queues),
+        # refused before any id is looked up.
+        (pb.WatchTasksRequest(ids=[str(uuid.uuid4()) for _ in range(10_001)]),
+         grpc.StatusCode.INVALID_ARGUMENT, 2000),
+        (pb.WatchTasksRequest(queues=[f"q{i}" for i in range(1000)], all=True),
+         grpc.StatusCode.INVALID_ARGUMENT, 2000),
+    ]  # fmt: skip
     for request, status, code in cases:
         err = stream_error(stub.WatchTasks(request, timeout=T))
         assert (err.code(), tq_code(err)) == (status, code), err.details()

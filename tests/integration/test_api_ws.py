@@ -145,6 +145,24 @@ def test_a_task_subscription_follows_one_task_and_refuses_unknown_ids(port: int)
     run(scenario())
 
 
+def test_a_socket_follows_no_more_than_the_broker_s_caps(port: int) -> None:
+    async def scenario() -> None:
+        async with open_ws(port) as ws:
+            await send(ws, op="subscribe", queues=[f"a{i}" for i in range(600)])
+            assert len((await recv(ws))["queues"]) == 600
+            # 1,200 queues in all: past broker.max_watched_queues (1,000), the service's cap.
+            await send(ws, op="subscribe", queues=[f"b{i}" for i in range(600)])
+            refused = await recv(ws)
+            assert refused["type"] == "error"
+            assert refused["error"]["code"] == 2000
+            assert "broker.max_watched_queues" in refused["error"]["message"]
+            await send(ws, op="unsubscribe", queues=["a0"])
+            after = await recv(ws)
+            assert (after["type"], len(after["queues"])) == ("unsubscribed", 599)  # unchanged
+
+    run(scenario())
+
+
 def test_subscribing_to_a_finished_task_pushes_its_final_state_at_once(port: int) -> None:
     async def scenario() -> None:
         task_id = await asyncio.to_thread(submit, port, delay=3600)

@@ -1,9 +1,10 @@
 """A client cannot grow the broker's memory (docs/protocol.md, "Memory per connection"),
 against a real broker process: a client that pipelines requests for large replies and never
 reads them keeps the broker's RSS within the documented bound while another client is served;
-its connection is released when it goes away, closed by the idle sweep when it stays, and a
-shutdown with its requests still waiting is clean. A subscriber that reads nothing is closed
-as a slow consumer.
+its connection is released when it goes away, closed by the idle sweep when it stays (but not
+while it reads slowly and pings: the time the broker does not read it is not its silence),
+and a shutdown with its requests still waiting is clean. A subscriber that reads nothing is
+closed as a slow consumer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.rawconn import RawConn
+from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tests.integration.test_broker_lockout import scrape, until_metric, value
 from tq.client import AsyncClient
 from tq.core.ids import parse_task_id
@@ -32,7 +33,9 @@ from tq.protocol import (
     FrameDecoder,
     ListTasks,
     Nack,
+    Ping,
     QueryStatus,
+    StatusReply,
     Subscribe,
     TaskEvent,
     TaskOutcome,
@@ -168,6 +171,43 @@ def test_the_idle_sweep_closes_a_connection_whose_requests_wait(tmp_path: Path) 
                     await until_metric(http, b, "tq_connections", 0, 20)  # then swept
             finally:
                 writer.transport.abort()
+
+        run(b, scenario)
+
+
+def test_a_slow_reader_that_pings_is_not_closed_as_idle_while_its_requests_wait(
+    tmp_path: Path,
+) -> None:
+    # 40 replies of 1 MiB read at about 4 MiB/s: 10 s, five idle timeouts, during which the
+    # broker reads nothing (its output is over the 64 KiB mark) and the PINGs wait unread.
+    settings = SETTINGS | {"broker.idle_timeout_s": 2.0, "broker.maintenance_interval_s": 0.5,
+                           "broker.output_high_water_bytes": 65536}  # fmt: skip
+    with BrokerProcess(tmp_path / "d", settings=settings) as b:
+
+        async def scenario() -> None:
+            async with AsyncClient(b.url) as client:
+                tid = parse_task_id(await client.submit("big", b"p" * MiB))
+            conn = await RawConn.open(b.port, rcvbuf=65536)
+            asks: list[Request] = [
+                QueryStatus(request_id=conn.rid(), task_ids=[tid], include_payload=True)
+                for _ in range(40)
+            ]
+            pipeline(conn.cc, conn.writer, asks)
+            got, pinged, t0 = 0, time.monotonic(), time.monotonic()
+            while got < len(asks):
+                data = await conn.reader.read(65536)
+                assert data, f"closed after {got} replies, {time.monotonic() - t0:.1f} s"
+                for msg in conn.cc.receive_data(data):
+                    assert not isinstance(msg, Nack), msg
+                    got += isinstance(msg, StatusReply)
+                if time.monotonic() - pinged > 0.5:  # all a client can do to keep alive
+                    conn.writer.write(conn.cc.send(Ping(request_id=conn.rid())))
+                    pinged = time.monotonic()
+                await asyncio.sleep(0.015)
+            assert time.monotonic() - t0 > 2 * 2.0  # the reads did span idle timeouts
+            # The idle clock still runs once the client falls silent.
+            nack = await read_nack_then_eof(conn.reader, timeout=10)
+            assert (nack.request_id, nack.code) == (0, ErrorCode.TIMEOUT)
 
         run(b, scenario)
 

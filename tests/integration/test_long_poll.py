@@ -1,7 +1,8 @@
 """WELCOME's idle timeout and long-poll cap (``idle_timeout``, ``max_wait_ms``): the broker
 applies what it advertises, the client keeps a long-polling connection alive with PINGs at
 half the idle timeout, and a worker against a broker that never holds a claim claims about
-once per ``CLAIM_WAIT``, not in a tight loop."""
+once per ``CLAIM_WAIT``, not in a tight loop. A parked claim held back while its connection's
+output was over the mark is served once that output drains, not at its deadline."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import tq.worker.examples
 from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tq.client import AsyncClient
 from tq.errors import ErrorCode
-from tq.protocol import ClaimTask
+from tq.protocol import ClaimReply, ClaimTask, Ping, SubmitTask, TaskSpec
 from tq.testing import BrokerProcess
 from tq.worker import Worker
 from tq.worker.worker import CLAIM_WAIT
@@ -127,6 +128,43 @@ def test_a_client_long_polling_past_the_idle_timeout_keeps_its_connection(tmp_pa
             assert await client.ping() >= 0  # the same connection (reconnect=False) still serves
         finally:
             await client.close()
+
+    with BrokerProcess(tmp_path / "d", settings=settings) as b:
+        run(lambda: main(b.port))
+
+
+def test_parked_claims_held_back_by_their_connection_s_output_are_served_once_it_drains(
+    tmp_path: Any,
+) -> None:
+    # A 64 KiB mark: the first claim's reply (a 200 KiB task) takes the connection over it.
+    # No background batch for a while (maintenance, lease checks): before the fix, only a
+    # later batch leaving pending tasks retried the held claim.
+    settings = {
+        "broker.output_high_water_bytes": 65536, "broker.maintenance_interval_s": 60,
+        "broker.lease_check_interval_s": 25, "monitoring.prometheus_enabled": False,
+        "api.rest_enabled": False, "api.grpc_enabled": False,
+    }  # fmt: skip
+
+    async def main(port: int) -> None:
+        q = queue()
+        worker = await RawConn.open(port)
+        parked = [
+            ClaimTask(request_id=worker.rid(), worker_id="w", queues=[q], max_tasks=1,
+                      wait_ms=20_000)
+            for _ in range(2)
+        ]  # fmt: skip
+        worker.writer.write(b"".join(worker.cc.send(m) for m in parked))
+        await worker.call(Ping(request_id=worker.rid()))  # answered in order: both are parked
+        producer = await RawConn.open(port)
+        specs = [TaskSpec(task_type="t", queue=q, payload=bytes([i]) * 200_000) for i in (1, 2)]
+        t0 = time.monotonic()
+        await producer.call(SubmitTask(request_id=producer.rid(), tasks=specs))  # one batch
+        async with asyncio.timeout(10):  # before the fix: the second came empty at 20 s
+            await worker._read_until(lambda: all(m.request_id in worker.replies for m in parked))
+        replies = [worker.replies[m.request_id] for m in parked]
+        assert all(isinstance(r, ClaimReply) and len(r.tasks) == 1 for r in replies)
+        assert {r.tasks[0].payload[0] for r in replies} == {1, 2}
+        assert time.monotonic() - t0 < 3
 
     with BrokerProcess(tmp_path / "d", settings=settings) as b:
         run(lambda: main(b.port))

@@ -88,3 +88,35 @@ def test_late_final_events_go_to_their_subscription_only_and_end_a_one_shot() ->
     assert other.got == []
     hub.push_to(sink, 1, [ev(a, TaskState.COMPLETED)])  # gone: nothing more
     assert sink.got == [(1, a, TaskState.COMPLETED)]
+
+
+def following(hub: EventHub, sink: Sink) -> tuple[int, int, int]:
+    f = hub.following(sink)
+    return f.subscriptions, f.task_ids, f.queues
+
+
+def test_what_a_sink_follows_is_counted_as_its_subscriptions_change() -> None:
+    hub, sink, other = EventHub(), Sink(), Sink()
+    a, b, c = make_task_id(1, 1), make_task_id(1, 2), make_task_id(1, 3)
+    hub.add(Subscription(sink, 1, [a, b], ["q1", "q2"], False, True))
+    hub.add(Subscription(sink, 2, [], [], True, False))  # all: counts as one queue
+    hub.add(Subscription(other, 1, [c], [], False, False))
+    assert following(hub, sink) == (2, 2, 3)
+    hub.add(Subscription(sink, 1, [c], ["q1"], False, True))  # replaces subscription 1
+    assert following(hub, sink) == (2, 1, 2)
+    hub.publish([ev(c, TaskState.COMPLETED)])  # the one-shot id is forgotten
+    assert following(hub, sink) == (2, 0, 2)
+    hub.remove(sink, 2)
+    assert following(hub, sink) == (1, 0, 1)
+    hub.remove_sink(sink)
+    assert following(hub, sink) == (0, 0, 0)
+    assert following(hub, other) == (1, 1, 0)
+
+
+def test_a_one_shot_subscription_that_ends_leaves_nothing_counted() -> None:
+    hub, sink = EventHub(), Sink()
+    a = make_task_id(1, 1)
+    hub.add(Subscription(sink, 1, [a], [], False, True))
+    hub.push_to(sink, 1, [ev(a, TaskState.COMPLETED)])
+    assert sink.ended == [1]
+    assert following(hub, sink) == (0, 0, 0)

@@ -7,7 +7,9 @@ with no fields drops all of it), ``{"op": "stats", "interval": s}`` (0 or null s
 durability; subscribing to an already finished task pushes its final state once, after the
 ``subscribed`` answer), ``{"type": "stats", ...}``, ``{"type": "subscribed" | "unsubscribed",
 ...}``, ``{"type": "pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the
-socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND).
+socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND,
+one taking the socket past the service's caps on followed ids and queues with
+INVALID_ARGUMENT).
 
 Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
 socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
@@ -35,15 +37,13 @@ from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
-from tq.errors import ErrorCode, TqError, ValidationError
+from tq.errors import ErrorCode, TqError
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 65_536  #: messages waiting per socket before it is closed as too slow
 MAX_BUFFERED_BYTES = 64 * 1024 * 1024  #: their bytes (``message_size``), the same way
 MESSAGE_BYTES = 256  #: what a message counts beside its result and texts
-MAX_TASK_IDS = 10_000  #: followed per socket
-MAX_QUEUES = 1000
 CLOSE_TIMEOUT_S = 2.0
 MIN_STATS_INTERVAL_S = 0.1
 SLOW_CONSUMER: Final = 1013  # "try again later"
@@ -199,11 +199,6 @@ class Session:
             task_ids = self.task_ids.union(ids)
             queues = self.queues.union(op.queues)
             everything = self.all or op.all
-            if len(task_ids) > MAX_TASK_IDS or len(queues) > MAX_QUEUES:
-                raise ValidationError(
-                    f"a socket follows at most {MAX_TASK_IDS} task ids and {MAX_QUEUES} "
-                    "queues; unsubscribe some first"
-                )
         elif ids or op.queues or op.all:
             task_ids = self.task_ids.difference(ids)
             queues = self.queues.difference(op.queues)
@@ -211,7 +206,9 @@ class Session:
         else:  # unsubscribe with no fields: drop everything
             task_ids, queues, everything = set(), set(), False
         # The socket's interest is one subscription, replaced as it changes; an unknown task
-        # id refuses the whole op (NotFoundError) and changes nothing.
+        # id (NotFoundError) or an interest beyond the service's caps (ValidationError:
+        # broker.max_watched_task_ids, broker.max_watched_queues) refuses the whole op and
+        # changes nothing.
         self.service.watch(self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
         self.task_ids, self.queues, self.all = task_ids, queues, everything
         self.send({

@@ -6,6 +6,7 @@ id, its queue, all) gets it once. With ``until_terminal`` a subscription gets, f
 task ids, only that task's terminal event, after which the id is forgotten; when nothing is
 left to follow, the subscription ends and its sink hears ``watch_ended``. A subscription is
 named by its sink and an id the sink chose; adding one under a name in use replaces it.
+What each sink follows is counted (``following``), for the service's per-subscriber caps.
 """
 
 from __future__ import annotations
@@ -51,6 +52,25 @@ class Subscription:
     def exhausted(self) -> bool:
         return not (self.task_ids or self.queues or self.all)
 
+    @property
+    def queue_count(self) -> int:
+        """Queues followed, a subscription to every task counting as one."""
+        return len(self.queues) + self.all
+
+
+class Following:
+    """What one sink follows across its subscriptions, kept as they change."""
+
+    __slots__ = ("queues", "subscriptions", "task_ids")
+
+    def __init__(self) -> None:
+        self.subscriptions = 0
+        self.task_ids = 0
+        self.queues = 0  # ``Subscription.queue_count``
+
+
+_NOTHING = Following()  # what a sink without subscriptions follows; never changed
+
 
 class EventHub:
     def __init__(self) -> None:
@@ -58,6 +78,7 @@ class EventHub:
         self._by_queue: dict[str, list[Subscription]] = {}
         self._all: list[Subscription] = []
         self._by_sink: dict[int, dict[int, Subscription]] = {}
+        self._following: dict[int, Following] = {}
 
     def add(self, sub: Subscription) -> None:
         """Start ``sub``, replacing the sink's subscription of the same id if there is one."""
@@ -69,9 +90,19 @@ class EventHub:
         if sub.all:
             self._all.append(sub)
         self._by_sink.setdefault(id(sub.sink), {})[sub.subscription_id] = sub
+        f = self._following.get(id(sub.sink))
+        if f is None:
+            f = self._following[id(sub.sink)] = Following()
+        f.subscriptions += 1
+        f.task_ids += len(sub.task_ids)
+        f.queues += sub.queue_count
 
     def get(self, sink: Sink, subscription_id: int) -> Subscription | None:
         return self._by_sink.get(id(sink), {}).get(subscription_id)
+
+    def following(self, sink: Sink) -> Following:
+        """What ``sink`` follows now (read it, never change it)."""
+        return self._following.get(id(sink), _NOTHING)
 
     def remove(self, sink: Sink, subscription_id: int) -> None:
         subs = self._by_sink.get(id(sink))
@@ -80,6 +111,12 @@ class EventHub:
             return
         if not subs:
             del self._by_sink[id(sink)]
+            del self._following[id(sink)]
+        else:
+            f = self._following[id(sink)]
+            f.subscriptions -= 1
+            f.task_ids -= len(sub.task_ids)
+            f.queues -= sub.queue_count
         for task_id in sub.task_ids:
             self._discard(self._by_task, task_id, sub)
         for q in sub.queues:
@@ -146,7 +183,9 @@ class EventHub:
             self._forget(sub, task_id)
 
     def _forget(self, sub: Subscription, task_id: TaskId) -> None:
-        sub.task_ids.discard(task_id)
+        if task_id in sub.task_ids:
+            sub.task_ids.discard(task_id)
+            self._following[id(sub.sink)].task_ids -= 1
         self._discard(self._by_task, task_id, sub)
         if sub.exhausted:
             self.remove(sub.sink, sub.subscription_id)

@@ -42,6 +42,7 @@ from tq.broker.delivery import Backlog, Push, Pushes, kept_states
 from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
+from tq.broker.quotas import Quotas, check_request_queues
 from tq.broker.requests import Action, BulkResult, ListQuery, TaskFilter, Watch
 from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
@@ -68,7 +69,6 @@ from tq.errors import (
     StorageError,
     TqError,
     UnavailableError,
-    ValidationError,
 )
 from tq.protocol.records import (
     QueueDepth,
@@ -120,6 +120,7 @@ class BrokerService:
         self.commit = GroupCommit(store, relaxed=settings.persistence.sync_mode is SyncMode.RELAXED)
         self.events = EventHub()
         self.waiters = ClaimWaiters()
+        self.quotas = Quotas.of(b)
         self.ids = IdSource()
         self.rng = random.Random(os.urandom(16))
         self.started = time.time()
@@ -168,7 +169,13 @@ class BrokerService:
             self._fail(self.failed, fut)
             return
         if self.waiters and self.machine.count(TaskState.PENDING):
-            self.waiters.serve(self._claim_for_waiter)
+            # Only queues where tasks became pending in this turn can serve a parked claim
+            # (it found its queues empty, or is held until its connection drains).
+            waited = self.waiters.queues
+            pending = TaskState.PENDING
+            ready = {e.queue for e in self._fx.events if e.state is pending and e.queue in waited}
+            if ready:
+                self.waiters.serve(ready, self.machine.pending_in, self._claim_for_waiter)
         fut, self._batch = self._batch, None
         fx, self._fx = self._fx, Effects()
         assert fut is not None
@@ -390,10 +397,12 @@ class BrokerService:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
         the end of a later turn serves (or its deadline answers with no tasks). ``max_tasks``
         None: the configured default batch. ``owner``: the connection, whose parked claims
-        ``detach`` drops; ``received``: as for ``submit``. ``budget()``: the bytes the reply
-        may carry now (``sizes.claimed_size`` of its tasks; 0: nothing now, as while the
-        connection does not take its replies); None: no byte budget."""
-        self._validate_queues(queues)
+        ``detach`` drops, and whose parked claims are capped (``quotas.may_park``: a claim
+        beyond the caps that finds nothing is answered at once); ``received``: as for ``submit``.
+        ``budget()``: the bytes the reply may carry now (``sizes.claimed_size`` of its tasks;
+        0: nothing now, as while the connection does not take its replies; the owner then
+        calls ``wake_claims`` once it takes them again); None: no byte budget."""
+        check_request_queues(queues)
         b = self.settings.broker
         n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
         room = 0 if budget is None else budget()
@@ -401,7 +410,7 @@ class BrokerService:
         if budget is None or room > 0:
             cmd = c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease, room)
             tasks = self.run(cmd, ClaimReply)[0].tasks
-        if tasks or wait <= 0:
+        if tasks or wait <= 0 or not self.quotas.may_park(self.waiters.parked(owner), queues):
             respond(tasks)
         else:
             wait = min(wait, b.max_long_poll_s)
@@ -415,9 +424,13 @@ class BrokerService:
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int, max_bytes: int
     ) -> list[ClaimedTask]:
         cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease, max_bytes)
-        reply = self.machine.apply(cmd, self._fx)
-        assert isinstance(reply, ClaimReply)
-        return reply.tasks
+        return self.run(cmd, ClaimReply)[0].tasks
+
+    def wake_claims(self, owner: object) -> None:
+        """``owner`` takes its replies again: its parked claims held back meanwhile claim
+        now, or wait in line again (cheap when it holds none)."""
+        if self.failed is None:
+            self.waiters.wake(owner, self.machine.pending_in, self._claim_for_waiter)
 
     @property
     def lease(self) -> float:
@@ -512,7 +525,7 @@ class BrokerService:
         hostname: str,
         pid: int,
     ) -> Durable:
-        self._validate_queues(queues)
+        check_request_queues(queues)
         cmd = c.RegisterWorker(
             time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid
         )
@@ -594,10 +607,6 @@ class BrokerService:
             node_id=self.node_id,
         )
 
-    def _validate_queues(self, queues: Sequence[str]) -> None:
-        if not queues:
-            raise ValidationError("queues must name at least one queue")
-
     # ------------------------------------------------------------------ events and connections
 
     def watch(self, sink: Sink, subscription_id: int, watch: Watch) -> None:
@@ -607,17 +616,22 @@ class BrokerService:
         finished gets its final event once the batch holding that state is durable (every
         event waits for durability: none may show a state the broker could still lose); with
         ``until_terminal`` that event ends the interest in the id. Each event reaches the
-        subscription once: one of a batch not yet durable comes with that batch."""
+        subscription once: one of a batch not yet durable comes with that batch. A
+        subscription that would take the sink past its caps (``quotas``: subscriptions, ids,
+        queues) is refused with ValidationError before anything is looked up, and changes
+        nothing."""
         ids = list(dict.fromkeys(watch.task_ids))
+        queues = tuple(dict.fromkeys(watch.queues))  # a queue named twice is followed once
         old = self.events.get(sink, subscription_id)
+        if watch.anything:  # within the subscriber's caps, checked before any lookup
+            following = self.events.following(sink)
+            self.quotas.check_watch(following, old, len(ids), len(queues) + watch.all)
         fresh = ids if old is None else [i for i in ids if i not in old.task_ids]
         owed = self._unsettled(fresh)
         if not watch.anything:
             self.events.remove(sink, subscription_id)  # following nothing: nothing to keep
             return
-        sub = Subscription(
-            sink, subscription_id, ids, watch.queues, watch.all, watch.until_terminal
-        )
+        sub = Subscription(sink, subscription_id, ids, queues, watch.all, watch.until_terminal)
         self.events.add(sub)
         if owed:
             self._push_when_durable(sink, subscription_id, owed)

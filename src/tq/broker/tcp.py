@@ -80,7 +80,8 @@ class Connections:
     closes the oldest (a real client sends HELLO at once, a trickler does not), so sockets
     that never finish HELLO can neither take an established slot nor keep out new ones. Each
     must finish within ``handshake_timeout_s`` (a timer per connection, cancelled by HELLO:
-    nothing per request). Idle means no complete frame for ``idle_timeout_s`` (the sweep).
+    nothing per request). Idle means no complete frame for ``idle_timeout_s`` (the sweep),
+    not counting time the broker spent not reading the connection (see ``close_idle``).
     """
 
     def __init__(self, service: BrokerService) -> None:
@@ -163,10 +164,16 @@ class Connections:
     def close_idle(self, idle_timeout: float) -> None:
         """Close connections that sent no complete frame for ``idle_timeout``. Waiting on the
         broker (a subscription, a parked claim) does not count: the peer must still PING, or
-        a silent socket could hold its slot for ever."""
+        a silent socket could hold its slot for ever. Time the broker does not read a
+        connection (flow control) is not the peer's silence: its frames wait unread. Such a
+        connection is spared while it takes its output (``BrokerProtocol.drains``) and its
+        clock restarts when reading resumes; one that takes nothing is closed after
+        ``idle_timeout`` like a silent one."""
         now = time.monotonic()
         for conn in list(self.open):
-            if now - conn.last_active > idle_timeout:
+            if conn.drains():
+                conn.idle_from = now
+            elif now - conn.idle_from > idle_timeout:
                 conn.abort_with(
                     UnavailableError(
                         f"idle: no complete frame for more than {idle_timeout:g} s "
@@ -210,8 +217,14 @@ class BrokerProtocol(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.out: list[bytes] = []
-        #: When the last complete frame arrived (accept until then): the idle timer.
+        #: When the last complete frame arrived (accept until then).
         self.last_active = time.monotonic()
+        #: Since when the peer has been silent as far as the idle sweep judges: the last
+        #: complete frame, the end of a pause of reading, or a sweep that saw it draining.
+        self.idle_from = self.last_active
+        self.sent = 0  # bytes handed to the transport
+        self.taken = 0  # of them, taken from the transport's buffer by the last sweep
+        self.starved = False  # a claim met a budget of 0: wake parked claims once it drains
         self.peer = "?"
         self.admitted = False  # holds an established slot
         self.closed = False  # closing or closed: nothing more is sent or served
@@ -258,6 +271,8 @@ class BrokerProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.buffered = self.transport.get_write_buffer_size()
         self._resume()
+        if self.starved:
+            self._wake_claims()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -276,7 +291,7 @@ class BrokerProtocol(asyncio.Protocol):
         asks for an established slot. False: refused, the connection is closing."""
         if not requests:
             return True
-        self.last_active = time.monotonic()
+        self.last_active = self.idle_from = time.monotonic()
         return self.admitted or self.conns.admit(self)
 
     # ------------------------------------------------------------------ flow control
@@ -308,6 +323,7 @@ class BrokerProtocol(asyncio.Protocol):
             self.dispatch(waiting.popleft())
         if not self.reading and self.transport is not None:
             self.reading = True
+            self.idle_from = time.monotonic()  # the pause was the broker's, not the peer's
             self.transport.resume_reading()
 
     def _pause_reading(self) -> None:
@@ -324,10 +340,28 @@ class BrokerProtocol(asyncio.Protocol):
 
     def claim_budget(self) -> int:
         """Bytes a claim's reply may carry now: what fits the client's frame limit, or 0
-        while the pending output is over the mark (a parked claim then waits)."""
+        while the pending output is over the mark (a parked claim then waits, held until
+        ``_wake_claims``)."""
         if self.closed or self.write_paused or self.out_bytes + self.reserved >= self.high:
+            self.starved = True
             return 0
         return self.frame_limit - REPLY_OVERHEAD
+
+    def _wake_claims(self) -> None:
+        """Under the mark again: the parked claims held back claim now."""
+        if not (self.closed or self.write_paused or self.out_bytes + self.reserved >= self.high):
+            self.starved = False
+            self.service.wake_claims(self)
+
+    def drains(self) -> bool:
+        """For the idle sweep: the broker is not reading this connection, and the peer took
+        some of its output since the last sweep or awaits replies still being made durable.
+        (Bytes the kernel accepted from the transport's buffer count as taken: a peer that
+        reads nothing fills the kernel's buffers within a sweep or two.)"""
+        t = self.transport
+        taken = self.sent - (0 if t is None else t.get_write_buffer_size())
+        moved, self.taken = taken > self.taken, taken
+        return not self.reading and (moved or self.reserved > 0)
 
     # ------------------------------------------------------------------ output
 
@@ -357,11 +391,14 @@ class BrokerProtocol(asyncio.Protocol):
         t = self.transport
         if t is not None and self.out:
             t.write(b"".join(self.out))
+            self.sent += self.out_bytes
             self.buffered = t.get_write_buffer_size()
         self.out.clear()
         self.out_bytes = 0
         if self.waiting or not self.reading:
             self._resume()
+        if self.starved:
+            self._wake_claims()
 
     def abort_with(self, error: TqError, request_id: int | None = None) -> None:
         """NACK ``error`` (for ``request_id``, else the whole connection) after what was

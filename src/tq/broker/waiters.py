@@ -1,16 +1,21 @@
 """Long-poll claims: workers parked until tasks arrive or their wait ends. No busy polling.
 
-A parked claim is served at the end of a later loop turn that left pending tasks (oldest
-waiter first, so workers share the work), or answered with no tasks at its deadline. A claim
-with a byte budget is served only while its budget is positive (its connection takes its
-replies), and with no more than that budget of tasks.
+Theory of operation: a parked claim stands in the line of each queue it names. At the end of
+a loop turn the service names the queues where tasks became pending; only their lines are
+walked, oldest claim first (so workers share the work), and a line is left as soon as its
+queue has nothing pending, so serving costs in proportion to the queues that got work and
+the claims served, never to every parked claim. A claim with a byte budget is served only
+while its budget is positive (its connection takes its replies), and with no more than that
+budget of tasks; met with a budget of 0 it is *held*: out of the lines until its owner (the
+connection) takes its output again and calls ``wake``. A claim still parked at its deadline
+is answered with no tasks. Parked claims and the queues they name are counted per owner, for
+the service's caps.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 
 from tq.core.ids import WorkerId
 from tq.core.replies import ClaimedTask
@@ -20,10 +25,14 @@ Respond = Callable[[list[ClaimedTask]], None]
 Budget = Callable[[], int]
 #: Claim for (worker, queues, max tasks, max bytes; 0: no byte budget).
 ClaimFn = Callable[[WorkerId, tuple[str, ...], int, int], list[ClaimedTask]]
+#: Pending tasks of a queue.
+PendingFn = Callable[[str], int]
 
 
 class _Waiter:
-    __slots__ = ("budget", "done", "max_tasks", "owner", "queues", "respond", "timer", "worker_id")
+    __slots__ = (
+        "budget", "done", "held", "max_tasks", "owner", "queues", "respond", "timer", "worker_id",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -41,18 +50,39 @@ class _Waiter:
         self.owner = owner
         self.budget = budget
         self.done = False
+        self.held = False  # out of the lines until its owner calls ``wake``
         self.timer: asyncio.TimerHandle | None = None
+
+    def room(self) -> int:
+        """The byte budget now: 0 when its connection takes no replies; -1 when unbudgeted."""
+        return -1 if self.budget is None else self.budget()
 
 
 class ClaimWaiters:
     def __init__(self) -> None:
-        self._waiting: deque[_Waiter] = deque()
+        #: Per queue, the claims waiting on it, oldest first (a dict: ordered, O(1) removal).
+        self._lines: dict[str, dict[_Waiter, None]] = {}
+        #: Per owner, its parked claims (held ones too), oldest first.
+        self._owners: dict[object, dict[_Waiter, None]] = {}
+        #: Per owner, the queue names its parked claims hold (a name counted per claim).
+        self._owner_queues: dict[object, int] = {}
+        self._count = 0
 
     def __bool__(self) -> bool:
-        return bool(self._waiting)
+        return self._count > 0
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return self._count
+
+    @property
+    def queues(self) -> Collection[str]:
+        """The queues some parked claim waits on (a live view)."""
+        return self._lines.keys()
+
+    def parked(self, owner: object) -> tuple[int, int]:
+        """How many claims ``owner`` has parked, and how many queue names they hold."""
+        mine = self._owners.get(owner)
+        return (0, 0) if mine is None else (len(mine), self._owner_queues[owner])
 
     def park(
         self,
@@ -66,53 +96,103 @@ class ClaimWaiters:
     ) -> None:
         w = _Waiter(worker_id, queues, max_tasks, respond, owner, budget)
         w.timer = asyncio.get_running_loop().call_later(wait, self._expire, w)
-        self._waiting.append(w)
+        self._owners.setdefault(owner, {})[w] = None
+        self._owner_queues[owner] = self._owner_queues.get(owner, 0) + len(queues)
+        self._count += 1
+        if w.room() == 0:
+            w.held = True
+        else:
+            self._line_up(w)
+
+    def _line_up(self, w: _Waiter) -> None:
+        for q in w.queues:
+            line = self._lines.get(q)
+            if line is None:
+                line = self._lines[q] = {}
+            line[w] = None
+
+    def _leave_lines(self, w: _Waiter) -> None:
+        for q in w.queues:
+            line = self._lines.get(q)
+            if line is not None:
+                line.pop(w, None)
+                if not line:
+                    del self._lines[q]
+
+    def _forget(self, w: _Waiter) -> None:
+        """``w`` is answered, expired or dropped: out of every index."""
+        w.done = True
+        if w.timer is not None:
+            w.timer.cancel()
+        if not w.held:
+            self._leave_lines(w)
+        mine = self._owners.get(w.owner)
+        if mine is not None and w in mine:
+            del mine[w]
+            self._count -= 1
+            self._owner_queues[w.owner] -= len(w.queues)
+            if not mine:
+                del self._owners[w.owner]
+                del self._owner_queues[w.owner]
 
     def _expire(self, w: _Waiter) -> None:
         if not w.done:
-            w.done = True
+            self._forget(w)
             w.respond([])
-        self._compact()
 
-    def serve(self, claim: ClaimFn) -> None:
-        """Hand pending tasks to parked claims, oldest first, until tasks or waiters run out."""
-        still: deque[_Waiter] = deque()
-        while self._waiting:
-            w = self._waiting.popleft()
-            if w.done:
+    def serve(self, ready: Iterable[str], pending: PendingFn, claim: ClaimFn) -> None:
+        """Hand the pending tasks of the ``ready`` queues to the claims waiting on them."""
+        for q in ready:
+            line = self._lines.get(q)
+            if line is None:
                 continue
-            room = 0 if w.budget is None else w.budget()
-            if w.budget is not None and room <= 0:
-                still.append(w)  # its connection is not taking its replies: not now
-                continue
-            tasks = claim(w.worker_id, w.queues, w.max_tasks, room)
-            if not tasks:
-                still.append(w)
-                continue
-            w.done = True
-            if w.timer is not None:
-                w.timer.cancel()
-            w.respond(tasks)
-        self._waiting = still
+            leaving: list[_Waiter] = []
+            for w in line:  # the line is changed only after the walk
+                if pending(q) <= 0:
+                    break
+                room = w.room()
+                if room == 0:
+                    leaving.append(w)  # its connection is not taking its replies: held
+                    continue
+                tasks = claim(w.worker_id, w.queues, w.max_tasks, max(room, 0))
+                if tasks:
+                    leaving.append(w)
+                    w.done = True  # answered now: its reply counts against the next budgets
+                    w.respond(tasks)
+            for w in leaving:
+                if w.done:
+                    self._forget(w)
+                else:
+                    self._leave_lines(w)
+                    w.held = True
+
+    def wake(self, owner: object, pending: PendingFn, claim: ClaimFn) -> None:
+        """``owner`` takes its replies again: its held claims claim now, or line up again
+        (at the back: they lost their place while their connection did not read)."""
+        mine = self._owners.get(owner)
+        if mine is None:
+            return
+        for w in [w for w in mine if w.held]:
+            room = w.room()
+            if room == 0:
+                return  # full again: the next wake goes on
+            w.held = False
+            if any(pending(q) > 0 for q in w.queues):
+                tasks = claim(w.worker_id, w.queues, w.max_tasks, max(room, 0))
+                if tasks:
+                    self._forget(w)
+                    w.respond(tasks)
+                    continue
+            self._line_up(w)
 
     def drop(self, owner: object) -> None:
-        """Forget the waiters of a closed connection (their claims were never made)."""
-        for w in self._waiting:
-            if w.owner is owner and not w.done:
-                w.done = True
-                if w.timer is not None:
-                    w.timer.cancel()
-        self._compact()
+        """Forget the claims of a closed connection (never answered: nobody would read it)."""
+        for w in list(self._owners.get(owner, ())):
+            self._forget(w)
 
     def cancel_all(self) -> None:
-        for w in self._waiting:
-            if not w.done:
-                w.done = True
-                if w.timer is not None:
-                    w.timer.cancel()
+        """Answer every parked claim with no tasks (shutdown, storage outage)."""
+        for mine in list(self._owners.values()):
+            for w in list(mine):
+                self._forget(w)
                 w.respond([])
-        self._waiting.clear()
-
-    def _compact(self) -> None:
-        if any(w.done for w in self._waiting):
-            self._waiting = deque(w for w in self._waiting if not w.done)

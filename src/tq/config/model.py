@@ -131,6 +131,20 @@ class BrokerSettings(_Section):
     """Upper bound on tasks handed out by one claim (at most 1000, the protocol's own cap)."""
     max_long_poll_s: Annotated[float, Field(ge=0)] = 30.0
     """Longest a claim may wait for work (long poll); 0 disables waiting."""
+    # Parked claims also hold at most 1000 queue names between them (``tq.broker.quotas``).
+    max_parked_claims: Annotated[int, Field(ge=1, le=1000)] = 100
+    """Long-poll claims one connection may have parked at once (1-1000; together they name
+    at most 1000 queues); a claim beyond them that finds nothing is answered at once with
+    no tasks, as without a wait."""
+    max_subscriptions: Count = 10_000
+    """Live subscriptions per subscriber (a TCP connection, a WebSocket, a gRPC watch
+    stream); a client waiting for a result holds one. A subscribe beyond is refused."""
+    max_watched_task_ids: Count = 10_000
+    """Task ids one subscriber follows across its subscriptions; a subscribe beyond is
+    refused."""
+    max_watched_queues: Count = 1000
+    """Queues one subscriber follows across its subscriptions, a subscription to every task
+    counting as one; a subscribe beyond is refused."""
     default_max_retries: Annotated[int, Field(ge=0)] = 3
     """Retries of a task that does not set max_retries, before it is dead-lettered."""
     retry_backoff_base_s: Seconds = 1.0

@@ -115,6 +115,11 @@ class Machine:
         """Live tasks in ``state`` (no copy: cheap enough to ask every loop turn)."""
         return self._counts[state]
 
+    def pending_in(self, queue: str) -> int:
+        """Pending tasks of ``queue``: what a claim could take now."""
+        q = self._queues.get(queue)
+        return 0 if q is None else q.size
+
     def counts(self) -> dict[TaskState, int]:
         """Live tasks per state (terminal states are always 0: they are not kept)."""
         return dict(self._counts)
