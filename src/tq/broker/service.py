@@ -22,7 +22,7 @@ bookkeeping — lives here once.
 
 (Over 600 lines on purpose: it is the whole use-case API, one method per request, read as one
 contract; the mechanisms behind it live in their own modules: ``actions``, ``listing``,
-``events``, ``waiters``, ``convert``, ``storage_guard``.)
+``events``, ``delivery``, ``waiters``, ``quotas``, ``convert``, ``storage_guard``.)
 """
 
 from __future__ import annotations
