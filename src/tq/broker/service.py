@@ -618,6 +618,8 @@ class BrokerService:
         all, e.g. a retried dead letter). A live task whose state is durable owes nothing: its
         events follow. NotFoundError for an unknown id."""
         out: list[TaskId] = []
+        if not task_ids:
+            return out  # queues or all: nothing owed, and no need to name what is in flight
         coming = self._coming()
         for task_id in task_ids:
             if task_id not in coming:
