@@ -1,6 +1,7 @@
 """A real broker on a disk that fills up (a tmpfs): it stays up, refuses writes with a
 retryable STORAGE_ERROR, serves reads, says it is not ready, and resumes by itself once
-space is freed; no acknowledged task is lost. Also: a broker started on a full disk.
+space is freed; no acknowledged task is lost, and no lifetime total ever goes down. Also: a
+broker started on a full disk.
 
 Mounting a tmpfs needs root; elsewhere these tests skip (the injected-fault tests in
 tests/unit/test_storage_guard.py cover the same engine without a real disk).
@@ -127,6 +128,32 @@ class Submitter:
         self._stop.set()
 
 
+class TotalsWatch:
+    """Reads the GET_STATS totals over and over, noting every one that went down (a lifetime
+    total never does: not when a batch fails, nor when memory is rebuilt from the disk)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.reads = 0
+        self.last: dict[str, int] = {}
+        self.decreases: list[str] = []
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            async with asyncio.timeout(20):
+                totals = (await self.client.stats()).totals
+            self.reads += 1
+            for key, value in totals.items():
+                if value < self.last.get(key, 0):
+                    self.decreases.append(f"{key} {self.last[key]} -> {value}")
+                self.last[key] = value
+            await asyncio.sleep(0.002)  # a sampling period, not a wait for a condition
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 async def readyz(http: httpx.AsyncClient) -> httpx.Response:
     return await http.get("/readyz")
 
@@ -169,6 +196,8 @@ def test_a_full_disk_refuses_writes_serves_reads_and_resumes_alone_losing_nothin
             ):
                 sub = Submitter(client)
                 running = asyncio.create_task(sub.run())
+                totals = TotalsWatch(client)
+                watching = asyncio.create_task(totals.run())
 
                 async def acked(n: int) -> bool:
                     return len(sub.acked) >= n
@@ -215,8 +244,12 @@ def test_a_full_disk_refuses_writes_serves_reads_and_resumes_alone_losing_nothin
                 await until("submits acknowledged again after the outage", resumed, 90)
                 assert (await readyz(http)).status_code == 200
                 sub.stop()
+                totals.stop()
                 async with asyncio.timeout(30):
-                    await running
+                    await asyncio.gather(running, watching)
+                assert totals.reads > 100 and not totals.decreases, totals.decreases
+                # Every acknowledged submit is durable, so counted.
+                assert (await client.stats()).totals["submitted"] >= len(sub.acked)
                 scraped = (await http.get(metrics)).text
                 assert "tq_storage_writes_accepted 1.0" in scraped
                 outages = next(

@@ -5,7 +5,8 @@ What holds: the batch in flight is answered STORAGE_ERROR and later writes are r
 they touch the state machine; reads keep working; memory is rebuilt from what the disk kept;
 a lease token handed out in a lost batch is refused after the resume and never issued again;
 nothing is written before the new lease epoch is durable; jobs skip their turns and survive;
-parked claims are answered; the broker resumes by itself.
+parked claims are answered; the broker resumes by itself; the lifetime totals shown never go
+down. (Events around failed batches: ``test_event_delivery``, on this rig.)
 """
 
 from __future__ import annotations
@@ -445,3 +446,56 @@ def test_group_commit_keeps_its_counters_across_the_store_swap() -> None:
             assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
     asyncio.run(main())
+
+
+def test_lifetime_totals_show_only_durable_changes_and_never_decrease_over_outages() -> None:
+    disk = Disk()
+    shown: list[int] = []
+
+    def submitted(service: BrokerService) -> int:
+        """``submitted`` as GET_STATS and Prometheus show it (they must agree)."""
+        stats = service.stats().totals["submitted"]
+        text = generate_latest(build_registry(service, Instruments())).decode()
+        (scraped,) = (
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "tq_tasks_total" and s.labels == {"outcome": "submitted"}
+        )
+        assert scraped == stats
+        shown.append(stats)
+        return stats
+
+    async def main() -> None:
+        async with broker(disk) as rig:
+            s = rig.service
+            await submit(s, 3)
+            assert submitted(s) == 3
+            disk.sync_gate = gate = threading.Event()
+            _, durable = s.submit([task_spec("t")])
+            await until("its fsync held", lambda: disk.syncs_held > 0)
+            assert submitted(s) == 3  # applied, not durable: not counted yet
+            gate.set()
+            disk.sync_gate = None
+            await durable
+            assert submitted(s) == 4
+
+            await fail_a_write(s, disk)  # applied in memory, never on disk
+            assert submitted(s) == 4
+            disk.full = False
+            await until("writes accepted again", s.ready)
+            assert submitted(s) == 4
+
+            disk.fail_syncs = True  # written, fsync failed: counted once the disk shows it kept
+            _, durable = s.submit([task_spec("t")])
+            with pytest.raises(StorageError, match="retry later"):
+                await durable
+            assert submitted(s) == 4
+            disk.fail_syncs = False
+            await until("writes accepted again", s.ready)
+            assert submitted(s) == 5
+            await submit(s)
+            assert submitted(s) == 6
+
+    asyncio.run(main())
+    assert shown == sorted(shown), shown

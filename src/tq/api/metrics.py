@@ -89,7 +89,7 @@ class BrokerCollector(Collector):
 
     def _tasks(self) -> Iterable[Metric]:
         m = self.service.machine
-        totals = m.meta.counters
+        totals = self.service.totals()  # as of the latest durable batch: they never go down
         tasks = CounterMetricFamily(
             "tq_tasks",
             "Task lifecycle events since the data directory was created, by outcome "

@@ -9,11 +9,12 @@ resolves and the batch's task events are published to subscribers. Submits, resu
 everything a client waits on are answered only after that future; claims are answered at
 once (a crash before durability only means the task is handed out again: at-least-once).
 
-Events show only what is durable. When a written batch's fsync fails, the disk may have kept
-it or not: its events wait until memory is rebuilt from the disk (``adopt``), which then
-publishes the states it kept; a subscription that starts while a task's latest state is not
-published is pushed the task's final state once durable, unless an event of the task reaches
-it first (``tq.broker.delivery``).
+Events and totals show only what is durable. When a written batch's fsync fails, the disk may
+have kept it or not: its events wait until memory is rebuilt from the disk (``adopt``), which
+then publishes the states it kept; a subscription that starts while a task's latest state is
+not published is pushed the task's final state once durable, unless an event of the task
+reaches it first (``tq.broker.delivery``). GET_STATS and metrics show the lifetime totals of
+the latest durable batch, so they never go down, not even across an outage or a crash.
 
 Doors hold no rules: they translate their transport into this module's calls and the request
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
@@ -28,6 +29,7 @@ contract; the mechanisms behind it live in their own modules: ``actions``, ``lis
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import os
 import random
@@ -49,7 +51,7 @@ from tq.config import Settings, SyncMode
 from tq.core import commands as c
 from tq.core.effects import Effects, TaskEvent
 from tq.core.ids import TaskId, WorkerId, format_task_id
-from tq.core.layout import Family, WorkerStats
+from tq.core.layout import Counters, Family, WorkerStats
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, Task, TaskState
 from tq.core.replies import (
@@ -133,6 +135,8 @@ class BrokerService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog = Backlog()  # events of written batches not published yet
         self._pushes = Pushes()  # final events owed to subscriptions once durable
+        #: The lifetime totals of the latest durable batch: what GET_STATS and metrics show.
+        self._totals = copy.copy(machine.meta.counters)
         #: Set while storage refuses writes (why, for refusals and readiness); see
         #: ``tq.broker.storage_guard``, which hears of a failure through ``on_storage_failure``
         #: (called once per outage) and clears this when writes resume.
@@ -180,6 +184,7 @@ class BrokerService:
         fx, self._fx = self._fx, Effects()
         assert fut is not None
         self.machine.end_batch(fx)
+        totals = copy.copy(self.machine.meta.counters)
         try:
             self.commit.write(fx.mutations)
         except StorageError as e:
@@ -195,12 +200,13 @@ class BrokerService:
                 return
             events = self._backlog.durable(fut)
             fut.set_result(None)
-            self.batch_durable(events)
+            self.batch_durable(events, totals)
 
         self.commit.when_durable(durable)
 
-    def batch_durable(self, events: list[TaskEvent]) -> None:
-        """A written batch is durable: its events go out."""
+    def batch_durable(self, events: list[TaskEvent], totals: Counters) -> None:
+        """A written batch is durable: its totals are the ones shown, its events go out."""
+        self._totals = totals
         if events:
             if self._pushes.by_task:
                 self._pushes.supersede(events)
@@ -216,14 +222,16 @@ class BrokerService:
         failure (the storage guard's swap, with no fsync running). Whether the disk kept the
         written batches whose fsync failed is known only now: the states it kept are published
         (``delivery.kept_states``), through the hub, so every kind of subscription hears them
-        by its own rules."""
+        by its own rules; the totals shown become the disk's (never below the last shown:
+        those were durable)."""
         self.store, self.machine = store, machine
         self.commit.rebind(store)  # pushes waiting for durability run next, after this
+        self._totals = copy.copy(machine.meta.counters)
         failed = self._backlog.take_failed()
         if failed:
             kept = kept_states(failed, lambda i: machine.get(i) or read_task(store, i))
             log.info("events.republished tasks=%d", len(kept))
-            self.batch_durable(kept)
+            self.batch_durable(kept, self._totals)
 
     def _fail(self, e: BaseException, fut: Durable) -> None:
         if not fut.done():
@@ -593,7 +601,7 @@ class BrokerService:
                 scheduled=by_state.get(TaskState.SCHEDULED, 0) + by_state.get(TaskState.FAILED, 0),
                 in_progress=by_state.get(TaskState.IN_PROGRESS, 0),
             )  # fmt: skip
-        totals = {f: getattr(m.meta.counters, f) for f in m.meta.counters.__struct_fields__}
+        totals = {f: getattr(self._totals, f) for f in Counters.__struct_fields__}
         return Stats(
             pending=counts[TaskState.PENDING],
             scheduled=counts[TaskState.SCHEDULED],
@@ -606,6 +614,11 @@ class BrokerService:
             uptime=max(0.0, time.time() - self.started),
             node_id=self.node_id,
         )
+
+    def totals(self) -> Counters:
+        """The lifetime totals as of the latest durable batch (read them, never mutate them):
+        counts of changes that may still be lost are not shown, so they never decrease."""
+        return self._totals
 
     # ------------------------------------------------------------------ events and connections
 
@@ -643,6 +656,8 @@ class BrokerService:
         all, e.g. a retried dead letter). A live task whose state is durable owes nothing: its
         events follow. NotFoundError for an unknown id."""
         out: list[TaskId] = []
+        if not task_ids:
+            return out  # queues or all: nothing owed, and no need to name what is in flight
         coming = self._coming()
         for task_id in task_ids:
             if task_id not in coming:

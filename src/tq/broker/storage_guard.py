@@ -20,6 +20,7 @@ Reopening and recovery run off the loop, the swap on it: reads never see a half-
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 
@@ -199,6 +200,7 @@ class StorageGuard:
         s.machine.apply(c.BrokerStarted(now), fx)
         s.machine.apply(c.ExpireLeases(now), fx)
         s.machine.end_batch(fx)
+        totals = copy.copy(s.machine.meta.counters)
         s.commit.write(fx.mutations)
         try:
             if s.commit.relaxed:  # nothing waits for an fsync in relaxed mode; this batch must
@@ -210,7 +212,7 @@ class StorageGuard:
             raise
         s.failed = None
         self._outage.clear()
-        s.batch_durable(fx.events)
+        s.batch_durable(fx.events, totals)
 
 
 def _open_and_recover(opener: Opener, read_only: bool) -> tuple[Store, Recovered]:
