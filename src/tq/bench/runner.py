@@ -1,9 +1,9 @@
 """Runs the scenarios of a ``BenchConfig`` and assembles the result document.
 
 Each scenario gets a fresh broker (fsync-durable, empty temp data dir) unless ``url`` names an
-existing one, runs on its own uvloop event loop under a time limit, and cannot take the
-others down: its failure is recorded under ``errors`` and the run goes on. Live progress is a
-rich bar on stderr fed from the scenario's ``Meter`` by a refresh thread.
+existing one, runs on its own event loop (``tq.eventloop``) under a time limit, and cannot take
+the others down: its failure is recorded under ``errors`` and the run goes on. Live progress is
+a rich bar on stderr fed from the scenario's ``Meter`` by a refresh thread.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import uvloop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -31,6 +30,7 @@ from tq.bench.config import BenchConfig
 from tq.bench.measure import Meter
 from tq.bench.procs import Target, broker_settings, fresh_broker
 from tq.bench.report import SCHEMA, check_targets, is_ok
+from tq.eventloop import loop_factory
 
 #: Characters of an error kept in the result (a broker's log tail can be long).
 MAX_ERROR = 2000
@@ -92,7 +92,7 @@ def run_scenario(name: str, cfg: BenchConfig, workdir: Path, meter: Meter) -> di
         except TimeoutError:
             raise TimeoutError(f"{name} did not finish within its limit of {limit:g} s") from None
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if cfg.url is not None:
             target = Target(cfg.url, None, workdir / name)
             target.workdir.mkdir(parents=True, exist_ok=True)

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-import uvloop
-
+from tq import eventloop
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
@@ -88,7 +87,7 @@ async def start_doors(doors: list[FrontDoor]) -> list[FrontDoor]:
 
 def run_broker(settings: Settings, *, ready_file: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the process exit status (0 clean, 1 storage failure)."""
-    return uvloop.run(serve(settings, ready_file=ready_file))
+    return eventloop.run(serve(settings, ready_file=ready_file))
 
 
 async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:

@@ -14,6 +14,7 @@ import sys
 import click
 
 from tq.cli.context import CliContext, emit, out_console, parse_pairs
+from tq.cli.extras import require_server
 
 _SCENARIO_HELP = (
     "Comma-separated: enqueue, drain, latency, steady, memory, restart; or all. "
@@ -66,6 +67,8 @@ def bench_cmd(
     progress: bool | None,
 ) -> None:
     """Measure tq: enqueue, drain, latency, steady rate, memory, restart."""
+    if url is None:
+        require_server("bench", "starts its own brokers (unless --url)")
     # Imported here: other commands should not pay for the bench's imports.
     from tq.bench.config import BenchConfig, parse_scenarios  # noqa: PLC0415
     from tq.bench.report import render, render_targets  # noqa: PLC0415

@@ -25,12 +25,11 @@ from tq.cli.context import (
     error_line,
     parse_pairs,
 )
+from tq.cli.extras import require_server
 from tq.config import dump, load
 from tq.core.layout import Counters
 from tq.core.model import TaskState
 from tq.errors import TaskFailedError, TqError
-from tq.storage import open_store
-from tq.storage.recovery import recover
 
 URL_ENV = "TQ_BROKER_URL"
 
@@ -91,6 +90,11 @@ def config_cmd(ctx: CliContext) -> None:
 @click.pass_obj
 def inspect_cmd(ctx: CliContext, data_dir: str | None) -> None:
     """Open the data directory (stop the broker first), rebuild the state, summarise it."""
+    require_server("inspect", "opens a broker's data dir")
+    # Imported here: RocksDB comes with the server extra, which client commands do without.
+    from tq.storage import open_store  # noqa: PLC0415
+    from tq.storage.recovery import recover  # noqa: PLC0415
+
     path = data_dir or str(ctx.settings.persistence.data_dir)
     t0 = time.perf_counter()
     with open_store(path) as store:

@@ -24,6 +24,7 @@ import click
 
 from tq.cli.context import CliContext, fail
 from tq.cli.dev import dev_cmd
+from tq.cli.extras import require_server
 from tq.config import LogFormat, LogLevel, Settings
 
 __all__ = ["broker_cmd", "configure_logging", "dev_cmd", "worker_cmd"]
@@ -146,6 +147,7 @@ def broker_cmd(
     log_format: str | None,
 ) -> None:
     """Run the broker until SIGTERM or SIGINT."""
+    require_server("broker")
     settings = ctx.reload(
         _overrides({"broker.host": host, "broker.port": port, "persistence.data_dir": data_dir})
     )
@@ -163,7 +165,7 @@ def broker_cmd(
 
 
 @click.command("worker")
-@click.argument("module", required=False)
+@click.argument("modules", nargs=-1, metavar="[MODULE]...")
 @click.option("--queues", "-Q", help="Comma-separated queues. Default: worker.queues.")
 @click.option("--concurrency", "-c", type=int, help="Tasks run at once.")
 @click.option("--pool", type=click.Choice(["asyncio", "thread", "process"]))
@@ -175,7 +177,7 @@ def broker_cmd(
 @click.pass_obj
 def worker_cmd(
     ctx: CliContext,
-    module: str | None,
+    modules: tuple[str, ...],
     queues: str | None,
     concurrency: int | None,
     pool: str | None,
@@ -186,7 +188,8 @@ def worker_cmd(
     log_level: str | None,
     log_format: str | None,
 ) -> None:
-    """Run a worker for the handlers that importing MODULE registers (worker.handlers_module)."""
+    """Run a worker of the handlers that importing each MODULE registers (several modules are
+    served together; default: worker.handlers_module)."""
     settings = ctx.reload(
         _overrides(
             {
@@ -196,12 +199,12 @@ def worker_cmd(
                 "worker.prefetch": prefetch,
                 "worker.name": name,
                 "worker.shutdown_timeout_s": shutdown_timeout,
-                "worker.handlers_module": module,
             }
         )
     )
     w = settings.worker
-    if w.handlers_module is None:
+    names = list(modules) or ([w.handlers_module] if w.handlers_module else [])
+    if not names:
         fail("name the handlers MODULE (or set worker.handlers_module)")
     _start_logging(settings, log_level, log_format)
     # Like `celery -A`: a console script's sys.path lacks the working directory, yet the
@@ -211,7 +214,7 @@ def worker_cmd(
     from tq.worker.main import run_worker  # noqa: PLC0415 - only this command needs it
 
     status = run_worker(
-        w.handlers_module,
+        names,
         url=ctx.url,
         queues=w.queues,
         concurrency=w.concurrency,

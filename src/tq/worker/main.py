@@ -1,6 +1,6 @@
-"""``run_worker``: the process entry point behind ``tq worker MODULE`` and ``tq-worker``.
+"""``run_worker``: the process entry point behind ``tq worker MODULE...`` and ``tq-worker``.
 
-Imports the handlers module, runs a ``Worker`` under uvloop and turns signals into the
+Imports the handlers modules, runs a ``Worker`` (``tq.eventloop``) and turns signals into the
 shutdown protocol: the first SIGTERM/SIGINT stops gracefully (release unstarted tasks, finish
 running ones within the shutdown timeout), the second forces an exit (pool children killed,
 nothing reported: leases expire), a third exits on the spot. Logging is the caller's (CLI's).
@@ -14,10 +14,9 @@ import os
 import signal
 from collections.abc import Sequence
 
-import uvloop
-
+from tq import eventloop
 from tq.errors import TqError
-from tq.worker.registry import import_handlers
+from tq.worker.registry import handlers_of
 from tq.worker.worker import PoolName, Worker
 
 _log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ EXIT_FORCED = 130  # 128 + SIGINT, the shell's convention for "interrupted"
 
 
 def run_worker(
-    module: str,
+    modules: str | Sequence[str],
     *,
     url: str,
     queues: Sequence[str] = ("default",),
@@ -41,15 +40,15 @@ def run_worker(
     name: str | None = None,
     default_timeout: float | None = None,
 ) -> int:
-    """Serve the handlers of ``module`` until stopped; the process exit status.
+    """Serve the handlers of ``modules`` (one name or several) until stopped; the exit status.
 
-    Raises ``ConfigError`` before starting if the module cannot be imported, holds no
-    handlers, or an option is invalid. Returns 0 after a graceful stop (or a burst run),
-    1 when the broker refused the worker for good (bad credentials, protocol), 130 when a
-    second signal forced the exit.
+    Raises ``ConfigError`` before starting if a module cannot be imported or holds no
+    handlers, two modules name the same task type, or an option is invalid. Returns 0 after
+    a graceful stop (or a burst run), 1 when the broker refused the worker for good (bad
+    credentials, protocol), 130 when a second signal forced the exit.
     """
     worker = Worker(
-        import_handlers(module),
+        handlers_of([modules] if isinstance(modules, str) else modules),
         url=url,
         queues=queues,
         concurrency=concurrency,
@@ -61,8 +60,7 @@ def run_worker(
         name=name,
         default_timeout=default_timeout,
     )
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(worker))
+    return eventloop.run(_serve(worker))
 
 
 async def _serve(worker: Worker) -> int:

@@ -138,6 +138,20 @@ def import_handlers(module_name: str) -> ModuleType:
         ) from exc
 
 
+def handlers_of(modules: Iterable[str]) -> list[TaskFunction[Any, Any] | RawHandler]:
+    """The handlers of several modules, imported in order (``tq worker A B``); a module with
+    none is refused by name: it is a typo or the wrong module, not something to serve."""
+    found: list[TaskFunction[Any, Any] | RawHandler] = []
+    for name in modules:
+        handlers = handlers_in(import_handlers(name))
+        if not handlers:
+            raise ConfigError(f"no tq handlers found in {name}")
+        found += handlers
+    if not found:
+        raise ConfigError("name at least one handlers module")
+    return found
+
+
 def _where(source: TaskFunction[Any, Any] | RawHandler) -> str:
     fn = source.fn
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
