@@ -17,7 +17,7 @@ from tq.errors import ConfigError
 from tq.worker import Reject, Worker, run_worker
 from tq.worker.context import TaskContext
 from tq.worker.pools import run_async, run_sync
-from tq.worker.registry import Registry, import_handlers
+from tq.worker.registry import Registry, handlers_of, import_handlers
 
 
 @task
@@ -127,6 +127,26 @@ def test_a_raw_handler_must_return_bytes() -> None:
 
 def test_the_public_decorators_make_what_the_registry_accepts() -> None:
     assert Registry([tq.handler("x")(lambda p: p)]).names() == ["x"]
+
+
+def test_several_modules_are_served_together(module: str) -> None:
+    registry = Registry(handlers_of([module, "tq.worker.examples"]))
+    assert registry.names() == ["a", "echo", "json", "reg_handlers.b", "sleep"]
+    assert registry.modules() == ["reg_handlers", "tq.worker.examples"]
+
+
+def test_a_module_without_handlers_is_refused_by_name(module: str) -> None:
+    with pytest.raises(ConfigError, match=r"no tq handlers found in json$"):
+        handlers_of([module, "json"])
+
+
+def test_two_modules_naming_one_task_type_are_refused(module: str, tmp_path: Path) -> None:
+    (tmp_path / "reg_clash.py").write_text("import tq\n@tq.handler('a')\ndef a(p): return p\n")
+    try:
+        with pytest.raises(ConfigError, match="two handlers for task type 'a'"):
+            Registry(handlers_of([module, "reg_clash"]))
+    finally:
+        sys.modules.pop("reg_clash", None)
 
 
 def test_run_worker_names_a_module_it_cannot_import() -> None:
