@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.tools import require_tool
 from tq.client import AsyncClient
 from tq.protocol import ClaimedTask, TaskOutcome
 from tq.testing import BrokerProcess
@@ -145,9 +145,7 @@ def test_the_metrics_move_with_the_tasks_a_worker_runs(broker: BrokerProcess) ->
 
 
 def test_promtool_accepts_the_exposition(broker: BrokerProcess) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (make test installs it: scripts/install-test-deps)")
+    promtool = require_tool("promtool")
 
     async def load_some() -> None:
         async with AsyncClient(broker.url) as client:

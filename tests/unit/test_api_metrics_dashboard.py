@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from tests.tools import require_tool
 
 from tq.api.metrics import MetricsServer
 from tq.broker.service import BrokerService
@@ -77,9 +76,7 @@ def test_every_metric_the_dashboard_queries_is_exposed() -> None:
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (make test installs it: scripts/install-test-deps)")
+    promtool = require_tool("promtool")
     rules = []
     for i, query in enumerate(exprs()):
         expr = query
