@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A CLI session against `tq dev` (a broker and a worker of tq.worker.examples);
-# set TQ_BROKER_URL for another broker.
+# A CLI session against `make run` (or `tq dev`: a broker and a worker of tq.worker.examples),
+# with `tq` on PATH (`source .venv/bin/activate`); set TQ_BROKER_URL for another broker.
 set -euo pipefail
 
 tq submit echo '{"x": 1}' --wait                         # prints {"x": 1}

@@ -1,5 +1,5 @@
-"""Call tasks from Python: with `tq dev examples.tasks` running in the repository root,
-`python examples/quickstart.py` prints 5, 49 and the remote error of the failing task."""
+"""Call tasks from Python: with `make run` (or `tq dev examples.tasks`) running, the
+repository root's `python examples/quickstart.py` prints 5, 49 and the failing task's error."""
 
 import os
 

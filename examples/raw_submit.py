@@ -1,5 +1,6 @@
-"""The form any language can use: bytes in, bytes out, by task type. With `tq dev` running
-(its worker serves tq.worker.examples), `python examples/raw_submit.py` prints the payload."""
+"""The form any language can use: bytes in, bytes out, by task type. With `make run` (or
+`tq dev`: its worker serves tq.worker.examples) running, `python examples/raw_submit.py`
+prints the payload."""
 
 import os
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -92,14 +92,21 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 
 @contextmanager
 def worker(
-    url: str, module: str, name: str, log: Path, *, cwd: Path = REPO, queues: str | None = None
+    url: str,
+    modules: str | Sequence[str],
+    name: str,
+    log: Path,
+    *,
+    cwd: Path = REPO,
+    queues: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A ``tq worker MODULE`` child (of ``queues``, comma-separated, if given), yielded once
+    """A ``tq worker MODULE...`` child (of ``queues``, comma-separated, if given), yielded once
     the broker lists it as alive."""
     extra = ["--queues", queues] if queues else []
+    served = [modules] if isinstance(modules, str) else list(modules)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tq", "--url", url, "worker", module, "--name", name, *extra],
+            [sys.executable, "-m", "tq", "--url", url, "worker", *served, "--name", name, *extra],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=child_env(),

@@ -111,7 +111,7 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
             status = stop(dev, signal.SIGINT, timeout=60)
     output = log.read_text()
     assert status == 0, output
-    assert f") at {url}" in output
+    assert f"  TCP        {url}\n" in output
     assert "submit echo" in output
     assert (tmp_path / ".tq-data").is_dir()
     # Both children are gone (tq dev reaped them): their pids, from its hint, are free.

@@ -18,27 +18,25 @@ EXAMPLES = REPO / "examples"
 SHOWN_IN_README = ("tasks.py", "quickstart.py", "raw_submit.py", "cli.sh")
 
 
-# Two brokers: a worker claims every task of its queue, and fails those it has no handler for.
+#: What `make run` serves (the Makefile's RUN_MODULES): the typed tasks and the raw handlers.
+MAKE_RUN_MODULES = ("examples.tasks", "tq.worker.examples")
+
+
 @pytest.fixture(scope="module")
-def tasks_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker and a worker of examples.tasks (what `tq dev examples.tasks` runs)."""
-    tmp = tmp_path_factory.mktemp("examples-tasks")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker and a worker of what `make run` serves."""
+    tmp = tmp_path_factory.mktemp("examples")
     with (
         BrokerProcess(tmp / "data") as broker,
-        worker(broker.url, "examples.tasks", "examples-tasks", tmp / "worker.log"),
+        worker(broker.url, MAKE_RUN_MODULES, "examples-worker", tmp / "worker.log"),
     ):
         yield broker.url
 
 
-@pytest.fixture(scope="module")
-def raw_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker and a worker of tq.worker.examples (what `tq dev` runs)."""
-    tmp = tmp_path_factory.mktemp("examples-raw")
-    with (
-        BrokerProcess(tmp / "data") as broker,
-        worker(broker.url, "tq.worker.examples", "examples-raw", tmp / "worker.log"),
-    ):
-        yield broker.url
+def test_the_makefile_serves_these_modules() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    assert f"RUN_MODULES := {' '.join(MAKE_RUN_MODULES)}\n" in makefile
+    assert "$(BIN)/tq dev $(RUN_MODULES)" in makefile
 
 
 def run(argv: list[str], url: str) -> str:
@@ -50,34 +48,32 @@ def run(argv: list[str], url: str) -> str:
     return done.stdout
 
 
-def test_quickstart_prints_the_results_and_the_remote_error(tasks_url: str) -> None:
-    out = run([sys.executable, str(EXAMPLES / "quickstart.py")], tasks_url).splitlines()
+def test_quickstart_prints_the_results_and_the_remote_error(url: str) -> None:
+    out = run([sys.executable, str(EXAMPLES / "quickstart.py")], url).splitlines()
     assert out[:2] == ["5", "49"]
     assert out[2].startswith("failed: ")
     assert "no luck" in out[2]
     assert len(out) == 3
 
 
-def test_raw_submit_gets_the_payload_echoed(raw_url: str) -> None:
-    assert run([sys.executable, str(EXAMPLES / "raw_submit.py")], raw_url) == '{"hello": "world"}\n'
+def test_raw_submit_gets_the_payload_echoed(url: str) -> None:
+    assert run([sys.executable, str(EXAMPLES / "raw_submit.py")], url) == '{"hello": "world"}\n'
 
 
-def test_the_cli_session_runs_through(raw_url: str) -> None:
-    out = run(["bash", str(EXAMPLES / "cli.sh")], raw_url)
+def test_the_cli_session_runs_through(url: str) -> None:
+    out = run(["bash", str(EXAMPLES / "cli.sh")], url)
     assert out.startswith('{"x": 1}\n')
     assert "bulk" in out
-    assert "examples-raw" in out  # tq workers
+    assert "examples-worker" in out  # tq workers
 
 
-def test_a_task_submitted_by_type_name_and_json_reaches_the_typed_function(
-    tasks_url: str,
-) -> None:
+def test_a_task_submitted_by_type_name_and_json_reaches_the_typed_function(url: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "tq", "submit", "examples.add", '{"args": [2, 3]}', "--wait"],
         capture_output=True,
         text=True,
         timeout=60,
-        env=child_env(tasks_url),
+        env=child_env(url),
         check=False,
     )
     assert (done.returncode, done.stdout) == (0, "5\n"), done.stderr

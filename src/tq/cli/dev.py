@@ -1,7 +1,7 @@
-"""``tq dev`` (what ``make run`` starts): a broker and one worker as child processes.
+"""``tq dev`` (what ``make run`` starts): a broker and its workers as child processes.
 
 The children run in their own process groups, so a terminal's Ctrl-C reaches only this process;
-it then stops them once each and in order: the worker first (it finishes or hands back its
+it then stops them once each and in order: the workers first (it finishes or hands back its
 tasks while the broker is still there), then the broker; SIGKILL after a timeout.
 """
 
@@ -21,13 +21,13 @@ from types import FrameType
 import click
 
 from tq.cli.context import CliContext, fail
-from tq.config import WorkerSettings
+from tq.cli.devbanner import RAW_EXAMPLES, Commands, dial_host, render
+from tq.cli.extras import require_server
 
 #: How long the broker may take to open its store and start listening.
 READY_TIMEOUT_S = 30.0
 #: Added to the configured shutdown timeouts before a child is killed.
 GRACE_S = 5.0
-_WILDCARDS = {"0.0.0.0", "::", ""}  # noqa: S104 - compared against, never bound
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -41,21 +41,25 @@ def _check_port_free(host: str, port: int) -> None:
         except OSError as exc:
             fail(
                 f"cannot start the broker: {host}:{port} is in use ({exc.strerror}); "
-                "stop the other broker or pick a port with --set broker.port=N"
+                "stop the other broker or pick another with --port N"
             )
 
 
-def _wait_ready(broker: subprocess.Popen[bytes], ready: Path, stop: threading.Event) -> int:
-    """The port the broker listens on, once its ready file appears."""
+def _wait_ready(
+    broker: subprocess.Popen[bytes], ready: Path, stop: threading.Event
+) -> dict[str, int]:
+    """The ports the broker listens on (TCP ``port``, ``rest_port``, ``grpc_port``,
+    ``metrics_port`` of the doors enabled), once its ready file appears."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
         if ready.exists() and ready.stat().st_size > 0:
-            return int(json.loads(ready.read_text())["port"])
+            found = json.loads(ready.read_text())
+            return {k: int(v) for k, v in found.items() if k == "port" or k.endswith("_port")}
         if broker.poll() is not None:
             fail(f"the broker exited with status {broker.returncode} before it was ready")
         stop.wait(0.05)
     if stop.is_set():
-        return 0
+        return {}
     fail(f"the broker was not ready within {READY_TIMEOUT_S:.0f} s")
 
 
@@ -71,23 +75,31 @@ def _stop(proc: subprocess.Popen[bytes], signum: int, timeout: float) -> int:
     return proc.returncode
 
 
-def _hint(url: str, data_dir: Path, module: str, pids: tuple[int, int]) -> str:
-    flag = "" if url == WorkerSettings().broker_url else f" --url {url}"
-    return (
-        f"tq dev: broker (pid {pids[0]}) at {url}, data in {data_dir}\n"
-        f"        worker (pid {pids[1]}) running {module}\n"
-        f"  try:  tq{flag} submit echo '{{\"x\": 1}}' --wait\n"
-        f"        tq{flag} stats\n"
-        "  stop: Ctrl-C"
-    )
-
-
 @click.command("dev")
-@click.argument("module", default="tq.worker.examples")
+@click.argument("modules", nargs=-1, metavar="[MODULE]...")
+@click.option("--port", type=int, help="Broker TCP port; 0 picks a free one. Default: broker.port.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Default: persistence.data_dir.")
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each serving every MODULE.",
+)
 @click.pass_obj
-def dev_cmd(ctx: CliContext, module: str) -> None:
-    """Run a broker and one worker of MODULE's handlers until Ctrl-C (or SIGTERM)."""
-    settings = ctx.settings
+def dev_cmd(
+    ctx: CliContext, modules: tuple[str, ...], port: int | None, data_dir: str | None, workers: int
+) -> None:
+    """Run a broker and workers of the MODULEs' handlers until Ctrl-C (or SIGTERM).
+
+    MODULE defaults to tq.worker.examples (echo, sleep, json); several are served together
+    (`make run` serves examples.tasks and tq.worker.examples).
+    """
+    require_server("dev")
+    served = list(modules) or [RAW_EXAMPLES]
+    flags = {"broker.port": port, "persistence.data_dir": data_dir}
+    settings = ctx.reload({k: v for k, v in flags.items() if v is not None})
     host, port = settings.broker.host, settings.broker.port
     _check_port_free(host, port)
 
@@ -104,19 +116,25 @@ def dev_cmd(ctx: CliContext, module: str) -> None:
     status = 0
     with tempfile.TemporaryDirectory(prefix="tq-dev-") as tmp:
         ready = Path(tmp) / "ready.json"
-        data_dir = settings.persistence.data_dir
+        data = str(settings.persistence.data_dir)
         try:
-            broker = subprocess.Popen(
-                [*base, "broker", "--data-dir", str(data_dir), "--ready-file", str(ready)],
-                process_group=0,
-            )
+            argv = [*base, "broker", "--port", str(port), "--data-dir", data]
+            broker = subprocess.Popen([*argv, "--ready-file", str(ready)], process_group=0)
             children.append(("broker", broker, settings.broker.shutdown_timeout_s + GRACE_S))
-            bound = _wait_ready(broker, ready, stop)
+            ports = _wait_ready(broker, ready, stop)
             if not stop.is_set():
-                url = f"tq://{'127.0.0.1' if host in _WILDCARDS else host}:{bound}"
-                worker = subprocess.Popen([*base, "--url", url, "worker", module], process_group=0)
-                children.insert(0, ("worker", worker, settings.worker.shutdown_timeout_s + GRACE_S))
-                click.echo(_hint(url, data_dir, module, (broker.pid, worker.pid)))
+                url = f"tq://{dial_host(host)}:{ports['port']}"
+                grace = settings.worker.shutdown_timeout_s + GRACE_S
+                pids = []
+                for _ in range(workers):
+                    argv = [*base, "--url", url, "worker", *served]
+                    worker = subprocess.Popen(argv, process_group=0)
+                    children.insert(0, ("worker", worker, grace))
+                    pids.append(worker.pid)
+                cwd = Path.cwd()
+                cmds = Commands.here(cwd)
+                banner = render(settings, url, ports, served, (broker.pid, pids), cwd, cmds)
+                click.echo(banner)
             while not stop.is_set():
                 exited = [(name, p) for name, p, _ in children if p.poll() is not None]
                 if exited:
@@ -126,7 +144,7 @@ def dev_cmd(ctx: CliContext, module: str) -> None:
                     break
                 stop.wait(0.2)
         finally:
-            # Worker first, then broker: each signal once, each wait bounded.
+            # Workers first, then the broker: each signal once, each wait bounded.
             for name, proc, timeout in children:
                 code = _stop(proc, received[0], timeout)
                 if code not in (0, -signal.SIGTERM, -signal.SIGINT) and status == 0:
