@@ -3,9 +3,11 @@ by uvicorn inside the broker's event loop.
 
 Rules: every error leaves as ``{"error": {"code", "name", "message"}}`` with the status of its
 ``ErrorCode`` (request validation: 422 INVALID_ARGUMENT; malformed JSON: 400 PROTOCOL_ERROR;
-unknown route or method: 404/405 UNKNOWN_MESSAGE_TYPE; body above api.max_request_body_bytes:
-413 PAYLOAD_TOO_LARGE); any other exception is logged once and answered 500 INTERNAL, never
-with a traceback. uvicorn runs with no signal handlers of its own: the broker owns SIGTERM.
+unknown route: 404 ROUTE_NOT_FOUND; a method the path does not serve: 405 METHOD_NOT_ALLOWED
+with ``Allow`` listing every method of every route of that path; a plain GET of /ws: 426
+UPGRADE_REQUIRED; body above api.max_request_body_bytes: 413 PAYLOAD_TOO_LARGE); any other
+exception is logged once and answered 500 INTERNAL, never with a traceback. uvicorn runs with
+no signal handlers of its own: the broker owns SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tq.api import rest, ws
@@ -74,13 +78,41 @@ async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     where = f"{request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        code, message = ErrorCode.UNKNOWN_MESSAGE_TYPE, f"no route for {where}"
+        code = ErrorCode.ROUTE_NOT_FOUND
+        message = f"no route for {where} (the routes are listed at /docs)"
     elif exc.status_code == 405:
-        code, message = ErrorCode.UNKNOWN_MESSAGE_TYPE, f"method not allowed: {where}"
+        allowed = headers["Allow"] = ", ".join(allowed_methods(request.app, request.scope))
+        code = ErrorCode.METHOD_NOT_ALLOWED
+        message = f"{request.url.path} does not serve {request.method}: it serves {allowed}"
     else:
         code, message = ErrorCode.PROTOCOL_ERROR, f"{where}: {exc.detail}"
-    return error_response(code, message, exc.status_code, exc.headers)
+    return error_response(code, message, exc.status_code, headers)
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: Starlette, scope: Scope) -> list[str]:
+    """Every method some route serves at this path. (Starlette's own ``Allow`` names only the
+    first route whose path matched, e.g. GET of GET and DELETE /v1/tasks/{id}.) Asked of each
+    route through ``matches`` alone, as included routers nest theirs."""
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**scope, "method": method})[0] == Match.FULL for r in app.router.routes)
+    ]
+
+
+async def _upgrade_required(request: Request) -> JSONResponse:
+    """A plain GET of /ws (a browser, curl): say what the endpoint is instead of a 404."""
+    message = (
+        f"{request.url.path} is a WebSocket endpoint: connect with a WebSocket client "
+        "(the request needs the headers Upgrade: websocket and Connection: Upgrade)"
+    )
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    return error_response(ErrorCode.UPGRADE_REQUIRED, message, headers=headers)
 
 
 class Guard:
@@ -187,6 +219,7 @@ def create_app(
         app.include_router(rest.router)
     if settings.api.websocket_enabled:
         app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer, ws_buffer_bytes))
+        app.add_api_route("/ws", _upgrade_required, methods=["GET"], include_in_schema=False)
     app.add_middleware(Guard, max_body=settings.api.max_request_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(
