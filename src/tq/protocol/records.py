@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from tq.core.ids import TASK_ID_LEN, TaskId
-from tq.core.times import MAX_INSTANT  # 9999-12-31T23:59:59Z; re-exported for the doors
+from tq.core.times import MAX_INSTANT  # 9999-12-31T23:59:59Z
 
 # --- constrained scalar types shared by records and messages -------------------------------
 
