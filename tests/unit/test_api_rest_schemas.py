@@ -234,7 +234,8 @@ def test_an_event_message_leaves_out_what_it_lacks() -> None:
     ev = TaskEvent(TaskId(uuid.UUID(int=5).bytes), TaskState.COMPLETED, "q", "t", 9.0, 1, b"\xff")
     assert event_message(ev) == {
         "type": "task", "task_id": "00000000-0000-0000-0000-000000000005",
-        "state": "completed", "queue": "q", "task_type": "t", "at": 9.0, "attempts": 1,
+        "state": "completed", "queue": "q", "task_type": "t", "at": 9.0,
+        "at_rfc3339": "1970-01-01T00:00:09.000Z", "attempts": 1,
         "result_base64": "/w==",
     }  # fmt: skip
 
