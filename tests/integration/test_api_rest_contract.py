@@ -117,7 +117,7 @@ def test_a_task_before_1970_is_as_past_as_the_epoch(http: httpx.Client) -> None:
         ("/v1/tasks", "type=echo", "(did you mean task_type?)"),
         ("/v1/tasks", "stat=failed", "(did you mean state?)"),
         ("/v1/tasks", "state=failed&state=pending", "query.state: given more than once"),
-        ("/v1/stats", "verbose=1", "GET /v1/stats takes none"),
+        ("/v1/stats", "verbose=1", "GET /v1/stats takes no query parameters"),
         (f"/v1/tasks/{uuid.UUID(int=1)}", "payload=true", "did you mean include_payload?"),
         ("/healthz", "x=1", "query.x: unknown parameter"),
     ],

@@ -14,7 +14,7 @@ import pydantic
 import pytest
 
 from tq.api.fields import CURSOR_PATTERN
-from tq.api.http import error_response
+from tq.api.http_errors import error_response
 from tq.api.responses import StatsOut, TaskOut, text_and_base64
 from tq.api.rest import _decode_cursor, task_filter
 from tq.api.schemas import (

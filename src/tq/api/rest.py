@@ -3,23 +3,18 @@
 Every route runs on the broker's event loop (all are ``async def``: FastAPI would run a plain
 ``def`` in a thread, and the service is not thread-safe). Mutations answer only once their
 batch is durable. The rules (bulk paging, per-task wording, filters) are the service's; this
-module only maps JSON and HTTP statuses to and from its types. A query parameter a route does
-not take is refused (422 naming it), as an unknown body field is: a misspelt filter would
-otherwise list everything.
+module only maps JSON and HTTP statuses to and from its types (``rest_contract`` holds what
+keeps the routes to their OpenAPI document beyond pydantic).
 """
 
 from __future__ import annotations
 
 import base64
-import difflib
 import re
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
-from starlette.convertors import Convertor, register_url_convertor
 
 from tq.api.fields import CURSOR_PATTERN
 from tq.api.responses import (
@@ -39,6 +34,7 @@ from tq.api.responses import (
     WorkersOut,
     task_id_text,
 )
+from tq.api.rest_contract import TASK_PATH, known_query, links
 from tq.api.schemas import (
     BulkAction,
     BulkIn,
@@ -76,82 +72,12 @@ async def _service(request: Request) -> BrokerService:
     return service
 
 
-#: Names a user of the CLI (or of other APIs) may try, and what this API calls them.
-_ALIASES = {"since": "created_after", "until": "created_before", "type": "task_type"}
-_QUERY_NAMES: dict[str, frozenset[str]] = {}
-
-
-async def known_query(request: Request) -> None:
-    """Refuse a query parameter the route does not take, or one given twice."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
-        return
-    known = _query_names(route)
-    seen: set[str] = set()
-    for name, value in request.query_params.multi_items():
-        if name not in known:
-            raise ValidationError(
-                f"query.{name}: unknown parameter (got {value[:60]!r}){_hint(name, known)}; "
-                f"{request.method} {route.path} takes {', '.join(sorted(known)) or 'none'}"
-            )
-        if name in seen:
-            raise ValidationError(f"query.{name}: given more than once; give it once")
-        seen.add(name)
-
-
-def _query_names(route: APIRoute) -> frozenset[str]:
-    # Cached per route id (routes are unhashable); every app's copy of a route takes the same.
-    if (cached := _QUERY_NAMES.get(route.unique_id)) is not None:
-        return cached
-    names: set[str] = set()
-    dependants = [route.dependant]
-    while dependants:
-        dependant = dependants.pop()
-        dependants.extend(dependant.dependencies)
-        for param in dependant.query_params:
-            model = param.field_info.annotation
-            if isinstance(model, type) and issubclass(model, BaseModel):  # a Query() model
-                names.update(f.alias or n for n, f in model.model_fields.items())
-            else:
-                names.add(param.alias)
-    known = _QUERY_NAMES[route.unique_id] = frozenset(names)
-    return known
-
-
-def _hint(name: str, known: frozenset[str]) -> str:
-    near = _ALIASES.get(name.lower())
-    if near not in known:
-        near = next(iter(difflib.get_close_matches(name, sorted(known), n=1)), None)
-    return f" (did you mean {near}?)" if near else ""
-
-
-class _TaskIdSegment(Convertor[str]):
-    """A path segment that may be a task id: any but "batch" and "bulk", which are routes of
-    their own, so ``GET /v1/tasks/batch`` is a 405 (POST only), not a bad task id."""
-
-    regex = "(?!(?:batch|bulk)(?:/|$))[^/]+"
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return value
-
-
-register_url_convertor("tq_task_id", _TaskIdSegment())
 Service = Annotated[BrokerService, Depends(_service)]
 router = APIRouter(dependencies=[Depends(known_query)])
 #: /healthz and /readyz: served whenever the HTTP server runs, REST enabled or not.
 health = APIRouter(dependencies=[Depends(known_query)])
 _SUBMIT = errors(400, 409, 413, 503, 504)
-_TASK = "/v1/tasks/{task_id:tq_task_id}"
-
-
-def _links(task_id: str) -> dict[str, Any]:
-    """OpenAPI links from a response holding task ids to the routes taking one (what a
-    client, or schemathesis's stateful phase, may call next)."""
-    ops = ("get_task", "cancel_task", "retry_task", "delete_task")
-    return {op: {"operationId": op, "parameters": {"task_id": task_id}} for op in ops}
+_TASK = TASK_PATH
 
 
 def _tid(task_id: UUID) -> TaskId:
@@ -164,7 +90,7 @@ def _tid(task_id: UUID) -> TaskId:
     operation_id="submit_task",
     responses={
         200: {"model": Submitted},
-        201: {"links": _links("$response.body#/id")},
+        201: {"links": links("$response.body#/id")},
         **_SUBMIT,
     },
 )
@@ -181,7 +107,7 @@ async def submit_task(body: TaskSubmit, response: Response, service: Service) ->
     "/v1/tasks/batch",
     status_code=201,
     operation_id="submit_tasks",
-    responses={201: {"links": _links("$response.body#/tasks/0/id")}, **_SUBMIT},
+    responses={201: {"links": links("$response.body#/tasks/0/id")}, **_SUBMIT},
 )
 async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
     """Submit up to 1000 tasks as one command: one bad task refuses the whole batch."""
