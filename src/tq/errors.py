@@ -40,6 +40,9 @@ class ErrorCode(IntEnum):
     UNKNOWN_MESSAGE_TYPE = 1002
     UNSUPPORTED_VERSION = 1003
     HANDSHAKE_REQUIRED = 1004
+    ROUTE_NOT_FOUND = 1005
+    METHOD_NOT_ALLOWED = 1006
+    UPGRADE_REQUIRED = 1007
     # 2xxx: request validation
     INVALID_ARGUMENT = 2000
     PAYLOAD_TOO_LARGE = 2001
@@ -94,6 +97,14 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.HANDSHAKE_REQUIRED: _CodeInfo(
         400, "FAILED_PRECONDITION", "first message must be HELLO"
     ),
+    # HTTP only: no route for the path, a method the path does not serve, a plain GET of /ws.
+    ErrorCode.ROUTE_NOT_FOUND: _CodeInfo(404, "UNIMPLEMENTED", "no HTTP route for that path"),
+    ErrorCode.METHOD_NOT_ALLOWED: _CodeInfo(
+        405, "UNIMPLEMENTED", "the HTTP route does not serve that method"
+    ),
+    ErrorCode.UPGRADE_REQUIRED: _CodeInfo(
+        426, "FAILED_PRECONDITION", "a WebSocket endpoint requested without the upgrade"
+    ),
     ErrorCode.INVALID_ARGUMENT: _CodeInfo(422, "INVALID_ARGUMENT", "a field has a bad value"),
     ErrorCode.PAYLOAD_TOO_LARGE: _CodeInfo(413, "INVALID_ARGUMENT", "task payload above limit"),
     ErrorCode.REPLY_TOO_LARGE: _CodeInfo(
@@ -107,8 +118,10 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.LEASE_MISMATCH: _CodeInfo(
         409, "FAILED_PRECONDITION", "lease expired or held by another claim"
     ),
+    # 409 as the other FAILED_PRECONDITIONs: the request is valid, the broker's state (a
+    # task it names is absent) refuses it, and the same request may succeed later.
     ErrorCode.DEPENDENCY_NOT_FOUND: _CodeInfo(
-        422, "FAILED_PRECONDITION", "a task named in depends_on does not exist"
+        409, "FAILED_PRECONDITION", "a task named in depends_on does not exist"
     ),
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
@@ -214,6 +227,9 @@ for _cls, _codes in (
             ErrorCode.UNKNOWN_MESSAGE_TYPE,
             ErrorCode.UNSUPPORTED_VERSION,
             ErrorCode.HANDSHAKE_REQUIRED,
+            ErrorCode.ROUTE_NOT_FOUND,
+            ErrorCode.METHOD_NOT_ALLOWED,
+            ErrorCode.UPGRADE_REQUIRED,
         ),
     ),
     (

@@ -225,4 +225,7 @@ def test_openapi_documents_every_route_and_the_error_shape(http: httpx.Client) -
         "/ErrorResponse"
     )
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+    description = doc["info"]["description"]
+    for rule in ("RFC 3339", "`10m` for ten minutes ago", "_rfc3339", "query parameters", "/ws"):
+        assert rule in description
     assert http.get("/docs").status_code == 200

@@ -112,7 +112,7 @@ def test_rules_the_service_enforces_keep_their_codes(http: httpx.Client) -> None
         http.post("/v1/tasks", json=both), 422, "INVALID_ARGUMENT"
     )
     orphan = {"task_type": "t", "depends_on": [str(uuid.uuid4())]}
-    error_of(http.post("/v1/tasks", json=orphan), 422, "DEPENDENCY_NOT_FOUND")
+    error_of(http.post("/v1/tasks", json=orphan), 409, "DEPENDENCY_NOT_FOUND")
     big = {"task_type": "t", "payload": "x" * (PAYLOAD_LIMIT + 1)}
     assert str(PAYLOAD_LIMIT) in error_of(
         http.post("/v1/tasks", json=big), 413, "PAYLOAD_TOO_LARGE"
@@ -153,11 +153,29 @@ def test_a_bad_task_id_in_the_path_is_422(http: httpx.Client) -> None:
     assert "task_id" in error_of(http.post("/v1/tasks/123/cancel"), 422, "INVALID_ARGUMENT")
 
 
-def test_unknown_routes_and_methods_use_the_error_shape(http: httpx.Client) -> None:
-    assert "/v1/nothing" in error_of(http.get("/v1/nothing"), 404, "UNKNOWN_MESSAGE_TYPE")
-    r = http.put("/v1/stats")
-    assert "PUT" in error_of(r, 405, "UNKNOWN_MESSAGE_TYPE")
-    assert r.headers["allow"] == "GET"
+def test_an_unknown_route_is_404_route_not_found(http: httpx.Client) -> None:
+    for path in ("/v1/nothing", "/v1/tasks/bulk", "/v2/tasks"):
+        assert path in error_of(http.get(path), 404, "ROUTE_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/stats", "GET"),
+        ("GET", "/v1/tasks/batch", "POST"),  # not a task id: the batch route's own 405
+        ("DELETE", "/v1/tasks/bulk/cancel", "POST"),
+        ("OPTIONS", f"/v1/tasks/{uuid.UUID(int=7)}", "DELETE, GET"),  # every route of the path
+        ("PATCH", "/v1/tasks", "GET, POST"),
+    ],
+)
+def test_a_method_the_path_does_not_serve_is_405_listing_those_it_does(
+    http: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    r = http.request(method, path)
+    message = error_of(r, 405, "METHOD_NOT_ALLOWED")
+    assert r.headers["allow"] == allow
+    assert method in message
+    assert allow in message
 
 
 def test_the_broker_still_serves_after_all_of_that(http: httpx.Client) -> None:

@@ -103,17 +103,26 @@ def test_priority_tier_and_range_intersect(http: httpx.Client, queue: str) -> No
     assert listing(http, queue=queue, priority="low", priority_min=100) == []
 
 
-def test_created_after_and_before_take_unix_seconds_or_iso(http: httpx.Client, queue: str) -> None:
+def test_created_after_and_before_take_unix_seconds_rfc_3339_or_an_age(
+    http: httpx.Client, queue: str
+) -> None:
     (early,) = submit_batch(http, [{"task_type": "t", "queue": queue}])
     created = http.get(f"/v1/tasks/{early}").json()["created_at"]
     (late,) = submit_batch(http, [{"task_type": "t", "queue": queue}])
     late_at = http.get(f"/v1/tasks/{late}").json()["created_at"]
     assert late_at > created
-    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(created) - 1)) + "Z"
-    assert ids(listing(http, queue=queue, created_after=iso)) == [early, late]
+    utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(created) - 1)) + "Z"
+    east = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(created) - 1 + 7200)) + "+02:00"
+    assert ids(listing(http, queue=queue, created_after=utc)) == [early, late]
+    assert ids(listing(http, queue=queue, created_after=east)) == [early, late]
     assert ids(listing(http, queue=queue, created_after=late_at)) == [late]
     assert ids(listing(http, queue=queue, created_before=late_at)) == [early]
     assert listing(http, queue=queue, created_after="2999-01-01T00:00:00+00:00") == []
+    # Ages, as `tq list --since 10m` takes them: created in the last ten minutes.
+    assert ids(listing(http, queue=queue, created_after="10m")) == [early, late]
+    assert listing(http, queue=queue, created_before="10m") == []
+    bulk = {"filter": {"queue": queue, "created_after": "1h"}}
+    assert http.post("/v1/tasks/bulk/cancel", json=bulk).json()["succeeded"] == 2
 
 
 def test_a_bad_cursor_or_filter_is_a_422_naming_it(http: httpx.Client) -> None:
@@ -123,6 +132,9 @@ def test_a_bad_cursor_or_filter_is_a_422_naming_it(http: httpx.Client) -> None:
         ({"priority": "urgent"}, "priority"),
         ({"limit": 0}, "limit"),
         ({"created_after": "yesterday"}, "created_after"),
+        ({"created_after": "2024-07-01T12:00:00"}, "no UTC offset"),
+        ({"created_before": "-5"}, "created_before"),
+        ({"since": "yesterday"}, "query.since: unknown parameter"),
     ):
         r = http.get("/v1/tasks", params=params)
         assert r.status_code == 422, params

@@ -80,7 +80,7 @@ def test_websocket_disabled_means_no_ws_route() -> None:
         async with http_server(**{"api.websocket_enabled": False}) as http:
             r = await http.get("/ws")
             assert r.status_code == 404
-            assert r.json()["error"]["name"] == "UNKNOWN_MESSAGE_TYPE"
+            assert r.json()["error"]["name"] == "ROUTE_NOT_FOUND"
             assert (await http.get("/healthz")).status_code == 200
 
     run(scenario)

@@ -106,6 +106,19 @@ def test_the_sync_client_submits_inspects_and_cancels(client: Client) -> None:
         client.status("01900000-0000-7000-8000-000000000000")
 
 
+def test_messages_name_a_task_in_the_36_character_form_whatever_form_was_typed(
+    client: Client,
+) -> None:
+    canonical = "01900000-0000-7000-8000-0000000000aa"
+    for typed in (canonical.replace("-", ""), canonical.upper(), f"{{{canonical}}}"):
+        with pytest.raises(NotFoundError) as status:
+            client.status(typed)
+        assert status.value.message == f"no task with id {canonical}"
+        with pytest.raises(NotFoundError) as cancel:
+            client.cancel(typed)
+        assert canonical in cancel.value.message
+
+
 def test_a_task_handle_returns_the_typed_result(client: Client, broker: BrokerProcess) -> None:
     worker = serve_one(broker.url, [add])
     handle = add.submit(2, 3, label="five")

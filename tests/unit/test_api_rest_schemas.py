@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import time
 import uuid
 from typing import Any
 
 import pydantic
 import pytest
 
-from tq.api.http import error_response
+from tq.api.fields import CURSOR_PATTERN
+from tq.api.http_errors import error_response
 from tq.api.responses import StatsOut, TaskOut, text_and_base64
 from tq.api.rest import _decode_cursor, task_filter
 from tq.api.schemas import (
@@ -74,21 +77,50 @@ def test_payload_base64_is_decoded_and_no_payload_is_empty() -> None:
     ("given", "unix"),
     [
         (1700000000, 1700000000.0),
-        ("1700000000.5", 1700000000.5),
+        (1700000000.5, 1700000000.5),
         ("2023-11-14T22:13:20Z", 1700000000.0),
         ("2023-11-14T23:13:20+01:00", 1700000000.0),
-        ("2023-11-14T22:13:20", 1700000000.0),  # naive: UTC
+        ("1969-07-20T20:17:40Z", 0.0),  # before the epoch: as past as the epoch
     ],
 )
-def test_times_are_unix_seconds_or_iso_8601(given: object, unix: float) -> None:
+def test_body_times_are_unix_seconds_or_rfc_3339(given: object, unix: float) -> None:
     assert TaskSubmit.model_validate({"task_type": "t", "scheduled_at": given}).scheduled_at == unix
-    assert TaskQuery.model_validate({"created_after": given}).created_after == unix
+    assert TaskFilter.model_validate({"created_after": given}).created_after == unix
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ("2023-11-14T22:13:20", "no UTC offset"),
+        ("2023-11-14", "is a date"),
+        ("1700000000", "give unix seconds as a number"),  # JSON has numbers for that
+        ("10m", "is an age"),  # ten minutes *ago*: for a time from now, delay
+        (True, "expected a number"),
+        ("tomorrow", "not a time"),
+    ],
+)
+def test_a_body_time_in_another_form_is_refused_saying_why(given: object, named: str) -> None:
+    assert named in invalid(TaskSubmit, {"task_type": "t", "expires_at": given})
+
+
+def test_listing_filters_also_take_ages_counted_back_from_now() -> None:
+    before = time.time()
+    since = TaskFilter.model_validate({"created_after": "10m"}).created_after
+    assert since is not None
+    assert before - 600 <= since <= time.time() - 600
+    query = TaskQuery.model_validate({"created_after": "1.5h", "created_before": "1700000000"})
+    assert query.created_after is not None
+    assert query.created_after == pytest.approx(time.time() - 5400, abs=5)
+    assert query.created_before == 1700000000.0  # query text is a number's only form
 
 
 @pytest.mark.parametrize(
     ("data", "named"),
     [
         ({"task_type": "t", "scheduled_at": "soon"}, "scheduled_at: Value error"),
+        ({"task_type": "t", "priority": "5"}, "priority"),
+        ({"task_type": "t", "max_retries": True}, "max_retries"),
+        ({"task_type": "t", "priority": 5.5}, "priority"),
         ({"task_type": "t", "scheduled_at": -1}, "scheduled_at"),
         ({"task_type": "t", "delay": float("inf")}, "delay"),
         ({"task_type": "t", "delay": float("nan")}, "delay"),
@@ -162,13 +194,22 @@ def test_every_tier_name_is_a_core_priority_tier() -> None:
     assert [t.value for t in Tier] == [t.label for t in sorted(PriorityTier, key=int)]
 
 
-def test_cursors_round_trip_and_junk_is_refused() -> None:
-    key = uuid.uuid4().bytes
-    assert _decode_cursor(base64.urlsafe_b64encode(key).decode()) == key
+def test_cursors_round_trip_with_or_without_padding_and_junk_is_refused() -> None:
+    for key in (uuid.uuid4().bytes, b"x", b"\xff" * 64):
+        text = base64.urlsafe_b64encode(key).decode()
+        assert _decode_cursor(text) == key
+        assert _decode_cursor(text.rstrip("=")) == key
     assert _decode_cursor(None) is None
-    for junk in ("", "!!!", "a", base64.urlsafe_b64encode(b"x" * 65).decode(), "é"):
+    for junk in ("", "!!!", "a", base64.urlsafe_b64encode(b"x" * 65).decode(), "é", "AAA=="):
         with pytest.raises(ValidationError, match="cursor"):
             _decode_cursor(junk)
+
+
+def test_the_cursor_pattern_is_exactly_base64_of_1_to_64_bytes() -> None:
+    for n in range(0, 70):
+        text = base64.urlsafe_b64encode(b"k" * n).decode()
+        for form in (text, text.rstrip("=")):
+            assert bool(re.fullmatch(CURSOR_PATTERN, form)) is (1 <= n <= 64), (n, form)
 
 
 def test_bulk_takes_ids_or_a_filter() -> None:
@@ -193,7 +234,8 @@ def test_an_event_message_leaves_out_what_it_lacks() -> None:
     ev = TaskEvent(TaskId(uuid.UUID(int=5).bytes), TaskState.COMPLETED, "q", "t", 9.0, 1, b"\xff")
     assert event_message(ev) == {
         "type": "task", "task_id": "00000000-0000-0000-0000-000000000005",
-        "state": "completed", "queue": "q", "task_type": "t", "at": 9.0, "attempts": 1,
+        "state": "completed", "queue": "q", "task_type": "t", "at": 9.0,
+        "at_rfc3339": "1970-01-01T00:00:09.000Z", "attempts": 1,
         "result_base64": "/w==",
     }  # fmt: skip
 

@@ -3,9 +3,11 @@ by uvicorn inside the broker's event loop.
 
 Rules: every error leaves as ``{"error": {"code", "name", "message"}}`` with the status of its
 ``ErrorCode`` (request validation: 422 INVALID_ARGUMENT; malformed JSON: 400 PROTOCOL_ERROR;
-unknown route or method: 404/405 UNKNOWN_MESSAGE_TYPE; body above api.max_request_body_bytes:
-413 PAYLOAD_TOO_LARGE); any other exception is logged once and answered 500 INTERNAL, never
-with a traceback. uvicorn runs with no signal handlers of its own: the broker owns SIGTERM.
+unknown route: 404 ROUTE_NOT_FOUND; a method the path does not serve: 405 METHOD_NOT_ALLOWED
+with ``Allow`` listing every method of every route of that path; a plain GET of /ws: 426
+UPGRADE_REQUIRED; body above api.max_request_body_bytes: 413 PAYLOAD_TOO_LARGE); any other
+exception is logged once and answered 500 INTERNAL, never with a traceback. uvicorn runs with
+no signal handlers of its own: the broker owns SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,19 +16,15 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Generator, Mapping
+from collections.abc import Generator
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import rest, ws
-from tq.api.responses import ErrorBody, ErrorResponse
-from tq.api.schemas import describe_errors
+from tq.api import http_errors, rest, ws
+from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
 from tq.config import Settings
 from tq.errors import ErrorCode, TqError
@@ -42,45 +40,19 @@ DRAIN_TIMEOUT_S = 5.0
 GRACEFUL_S = 5  #: in-flight requests get this long to finish at stop
 
 
-def error_response(
-    code: ErrorCode,
-    message: str,
-    status: int | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody.of(code, message))
-    return JSONResponse(body.model_dump(), status or code.http_status, headers)
+DESCRIPTION = """Management API of the tq broker.
 
-
-async def _on_tq_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, TqError)
-    return error_response(exc.code, exc.message)
-
-
-async def _on_invalid(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
-    bad_json = [e for e in errors if e["type"] == "json_invalid"]
-    if bad_json:
-        why = bad_json[0].get("ctx", {}).get("error", "malformed")
-        return error_response(ErrorCode.PROTOCOL_ERROR, f"request body is not valid JSON: {why}")
-    if any(tuple(e["loc"]) == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
-        # FastAPI parses JSON only when the request says it is JSON (curl -d says it is a form).
-        message = "the request body must be a JSON object sent as Content-Type: application/json"
-        return error_response(ErrorCode.INVALID_ARGUMENT, message)
-    return error_response(ErrorCode.INVALID_ARGUMENT, describe_errors(errors))
-
-
-async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    where = f"{request.method} {request.url.path}"
-    if exc.status_code == 404:
-        code, message = ErrorCode.UNKNOWN_MESSAGE_TYPE, f"no route for {where}"
-    elif exc.status_code == 405:
-        code, message = ErrorCode.UNKNOWN_MESSAGE_TYPE, f"method not allowed: {where}"
-    else:
-        code, message = ErrorCode.PROTOCOL_ERROR, f"{where}: {exc.detail}"
-    return error_response(code, message, exc.status_code, exc.headers)
+- **Errors**: `{"error": {"code", "name", "message"}}` with a stable code (the table of codes
+  is in docs/protocol.md); the message names the bad field or parameter.
+- **Times** are taken as unix seconds (a JSON number) or RFC 3339 text with an offset
+  (`2024-07-01T12:00:00Z`, `2024-07-01T14:00:00+02:00`); the listing filters `created_after`
+  and `created_before` also take an age, `10m` for ten minutes ago (units s, m, h, d, w), as
+  `tq list --since` does. An instant before 1970 counts as 1970. Answers show each time twice:
+  `<name>` in unix seconds and `<name>_rfc3339` in UTC, as the CLI shows it.
+- **Ids** are UUIDs, answered in the 36-character form.
+- **Unknown** body fields and query parameters are refused (422), as is a parameter given twice.
+- **Live events**: the WebSocket `/ws` (docs/websocket.md).
+"""
 
 
 class Guard:
@@ -174,19 +146,19 @@ def create_app(
     app = FastAPI(
         title="tq",
         version=__version__,
-        description="Management API of the tq broker. Errors: "
-        '`{"error": {"code", "name", "message"}}` with a stable code.',
+        description=DESCRIPTION,
     )
     app.state.service = service
     app.state.stopping = False
-    app.add_exception_handler(TqError, _on_tq_error)
-    app.add_exception_handler(RequestValidationError, _on_invalid)
-    app.add_exception_handler(HTTPException, _on_http_error)
+    http_errors.install(app)
     app.include_router(rest.health)
     if settings.api.rest_enabled:
         app.include_router(rest.router)
     if settings.api.websocket_enabled:
         app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer, ws_buffer_bytes))
+        app.add_api_route(
+            "/ws", http_errors.upgrade_required, methods=["GET"], include_in_schema=False
+        )
     app.add_middleware(Guard, max_body=settings.api.max_request_body_bytes)
     if settings.api.cors_origins:
         app.add_middleware(

@@ -1,6 +1,7 @@
 """JSON shapes the HTTP API answers with (REST responses, error bodies) and their mapping
-from the service's records: ids as canonical UUID text, times as unix seconds, bytes as
-``<name>`` (text, when valid UTF-8) plus ``<name>_base64`` (always, exact).
+from the service's records: ids as canonical UUID text; times as ``<name>`` in unix seconds
+(exact, what programs compare) plus ``<name>_rfc3339`` (UTC text with the date, as the CLI
+shows it); bytes as ``<name>`` (text, when valid UTF-8) plus ``<name>_base64`` (always, exact).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tq.core.ids import format_task_id
 from tq.core.model import TaskState
+from tq.core.times import format_rfc3339
 from tq.errors import ErrorCode
 from tq.protocol.records import Stats, TaskInfo, WorkerInfo
 
@@ -33,6 +35,15 @@ def text_and_base64(data: bytes | None) -> tuple[str | None, str | None]:
 
 def task_id_text(task_id: bytes) -> str:
     return format_task_id(task_id)
+
+
+def rfc3339(unix: float | None) -> str | None:
+    return None if unix is None else format_rfc3339(unix)
+
+
+def _rfc3339_of(unix_field: str, *, always: bool = False) -> Any:
+    described = f"{unix_field} as RFC 3339 text (UTC, to the millisecond)"
+    return Field(description=described) if always else Field(None, description=described)
 
 
 class ErrorBody(_Out):
@@ -65,8 +76,11 @@ class TaskOut(_Out):
     state: TaskState
     priority: int
     created_at: float
+    created_at_rfc3339: str = _rfc3339_of("created_at", always=True)
     updated_at: float
+    updated_at_rfc3339: str = _rfc3339_of("updated_at", always=True)
     scheduled_at: float | None = None
+    scheduled_at_rfc3339: str | None = _rfc3339_of("scheduled_at")
     attempts: int
     max_retries: int
     timeout: float | None = None
@@ -79,13 +93,17 @@ class TaskOut(_Out):
     error_type: str | None = None
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    lease_expires_at_rfc3339: str | None = _rfc3339_of("lease_expires_at")
     progress: int = 0
     progress_message: str | None = None
     tags: dict[str, str] = {}
     idempotency_key: str | None = None
     expires_at: float | None = None
+    expires_at_rfc3339: str | None = _rfc3339_of("expires_at")
     started_at: float | None = None
+    started_at_rfc3339: str | None = _rfc3339_of("started_at")
     completed_at: float | None = None
+    completed_at_rfc3339: str | None = _rfc3339_of("completed_at")
     truncated: bool = Field(
         False,
         description="in a listing: result, error, error_type, progress_message and tags were "
@@ -98,16 +116,22 @@ class TaskOut(_Out):
         result, result_b64 = text_and_base64(t.result)
         return cls(
             id=task_id_text(t.id), task_type=t.task_type, queue=t.queue,
-            state=TaskState(t.state), priority=t.priority, created_at=t.created_at,
-            updated_at=t.updated_at, scheduled_at=t.scheduled_at, attempts=t.attempts,
-            max_retries=t.max_retries, timeout=t.timeout,
+            state=TaskState(t.state), priority=t.priority,
+            created_at=t.created_at, created_at_rfc3339=format_rfc3339(t.created_at),
+            updated_at=t.updated_at, updated_at_rfc3339=format_rfc3339(t.updated_at),
+            scheduled_at=t.scheduled_at, scheduled_at_rfc3339=rfc3339(t.scheduled_at),
+            attempts=t.attempts, max_retries=t.max_retries, timeout=t.timeout,
             depends_on=[task_id_text(d) for d in t.depends_on], payload=payload,
             payload_base64=payload_b64, result=result, result_base64=result_b64,
             error=t.error, error_type=t.error_type, worker_id=t.worker_id,
-            lease_expires_at=t.lease_expires_at, progress=t.progress,
-            progress_message=t.progress_message, tags=t.tags,
-            idempotency_key=t.idempotency_key, expires_at=t.expires_at,
-            started_at=t.started_at, completed_at=t.completed_at, truncated=t.truncated,
+            lease_expires_at=t.lease_expires_at,
+            lease_expires_at_rfc3339=rfc3339(t.lease_expires_at),
+            progress=t.progress, progress_message=t.progress_message, tags=t.tags,
+            idempotency_key=t.idempotency_key,
+            expires_at=t.expires_at, expires_at_rfc3339=rfc3339(t.expires_at),
+            started_at=t.started_at, started_at_rfc3339=rfc3339(t.started_at),
+            completed_at=t.completed_at, completed_at_rfc3339=rfc3339(t.completed_at),
+            truncated=t.truncated,
         )  # fmt: skip
 
 
@@ -172,7 +196,9 @@ class WorkerOut(_Out):
     hostname: str
     pid: int
     registered_at: float
+    registered_at_rfc3339: str = _rfc3339_of("registered_at", always=True)
     last_heartbeat: float
+    last_heartbeat_rfc3339: str = _rfc3339_of("last_heartbeat", always=True)
     cpu_percent: float
     memory_rss: int
     running: int
@@ -180,7 +206,11 @@ class WorkerOut(_Out):
 
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:
-        return cls(**_fields(w))
+        return cls(
+            **_fields(w),
+            registered_at_rfc3339=format_rfc3339(w.registered_at),
+            last_heartbeat_rfc3339=format_rfc3339(w.last_heartbeat),
+        )
 
 
 class WorkersOut(_Out):

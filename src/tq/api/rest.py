@@ -3,18 +3,20 @@
 Every route runs on the broker's event loop (all are ``async def``: FastAPI would run a plain
 ``def`` in a thread, and the service is not thread-safe). Mutations answer only once their
 batch is durable. The rules (bulk paging, per-task wording, filters) are the service's; this
-module only maps JSON and HTTP statuses to and from its types.
+module only maps JSON and HTTP statuses to and from its types (``rest_contract`` holds what
+keeps the routes to their OpenAPI document beyond pydantic).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from tq.api.fields import CURSOR_PATTERN
 from tq.api.responses import (
     BulkItem,
     BulkOut,
@@ -32,7 +34,15 @@ from tq.api.responses import (
     WorkersOut,
     task_id_text,
 )
-from tq.api.schemas import BulkAction, BulkIn, TaskBatch, TaskFilter, TaskQuery, TaskSubmit
+from tq.api.rest_contract import TASK_PATH, known_query, links
+from tq.api.schemas import (
+    BulkAction,
+    BulkIn,
+    TaskBatch,
+    TaskFilter,
+    TaskQuery,
+    TaskSubmit,
+)
 from tq.broker import requests as rq
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId
@@ -43,7 +53,7 @@ from tq.protocol.records import TaskInfo
 _WHY = {
     400: "malformed request (e.g. body not valid JSON)",
     404: "no task with that id",
-    409: "not allowed in the task's current state",
+    409: "not allowed in the task's current state, or a task it names does not exist",
     413: "request body or task payload above its limit",
     422: "a parameter or field has a bad value (the message names it)",
     500: "internal or storage error",
@@ -63,17 +73,27 @@ async def _service(request: Request) -> BrokerService:
 
 
 Service = Annotated[BrokerService, Depends(_service)]
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(known_query)])
 #: /healthz and /readyz: served whenever the HTTP server runs, REST enabled or not.
-health = APIRouter()
+health = APIRouter(dependencies=[Depends(known_query)])
 _SUBMIT = errors(400, 409, 413, 503, 504)
+_TASK = TASK_PATH
 
 
 def _tid(task_id: UUID) -> TaskId:
     return TaskId(task_id.bytes)
 
 
-@router.post("/v1/tasks", status_code=201, responses={200: {"model": Submitted}, **_SUBMIT})
+@router.post(
+    "/v1/tasks",
+    status_code=201,
+    operation_id="submit_task",
+    responses={
+        200: {"model": Submitted},
+        201: {"links": links("$response.body#/id")},
+        **_SUBMIT,
+    },
+)
 async def submit_task(body: TaskSubmit, response: Response, service: Service) -> Submitted:
     """Submit one task. 201: created; 200: an idempotency-key duplicate (its existing id)."""
     reply, fut = service.submit([body.spec()])
@@ -83,7 +103,12 @@ async def submit_task(body: TaskSubmit, response: Response, service: Service) ->
     return Submitted(id=task_id_text(reply.ids[0]), created=reply.created[0])
 
 
-@router.post("/v1/tasks/batch", status_code=201, responses=_SUBMIT)
+@router.post(
+    "/v1/tasks/batch",
+    status_code=201,
+    operation_id="submit_tasks",
+    responses={201: {"links": links("$response.body#/tasks/0/id")}, **_SUBMIT},
+)
 async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
     """Submit up to 1000 tasks as one command: one bad task refuses the whole batch."""
     reply, fut = service.submit([t.spec() for t in body.tasks])
@@ -96,7 +121,7 @@ async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
     )
 
 
-@router.get("/v1/tasks/{task_id}", responses=errors(404))
+@router.get(_TASK, operation_id="get_task", responses=errors(404))
 async def get_task(task_id: UUID, service: Service, include_payload: bool = False) -> TaskOut:
     return TaskOut.of(_info(service, _tid(task_id), include_payload))
 
@@ -114,7 +139,7 @@ def _info(service: BrokerService, task_id: TaskId, include_payload: bool = False
     return info
 
 
-@router.get("/v1/tasks", responses=errors())
+@router.get("/v1/tasks", operation_id="list_tasks", responses=errors())
 async def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> TaskPage:
     """Tasks in id (= creation) order. A page may hold fewer than ``limit`` tasks while
     ``next_cursor`` is set (the scan per call is bounded): follow it until it is null."""
@@ -135,19 +160,15 @@ def task_filter(f: TaskFilter | TaskQuery) -> rq.TaskFilter:
 
 
 def _decode_cursor(text: str | None) -> bytes | None:
+    """The bytes of a ``next_cursor`` (URL-safe base64 of 1 to 64 bytes, padding optional)."""
     if text is None:
         return None
-    try:
-        raw = base64.b64decode(text.encode("ascii"), altchars=b"-_", validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raw = b""
-    if not raw or len(raw) > 64:
+    if not re.fullmatch(CURSOR_PATTERN, text):
         raise ValidationError(f"cursor {text[:60]!r} is not a next_cursor value")
-    return raw
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-# Registered before /v1/tasks/{task_id}/...: routes match in order, and "bulk" is no id.
-@router.post("/v1/tasks/bulk/{action}", responses=errors(400, 413, 503, 504))
+@router.post("/v1/tasks/bulk/{action}", operation_id="bulk", responses=errors(400, 413, 503, 504))
 async def bulk(action: BulkAction, body: BulkIn, service: Service) -> BulkOut:
     """Cancel, retry (from dead letter) or delete by ids or by filter; a result per id."""
     act = rq.Action(action.value)
@@ -172,19 +193,21 @@ async def bulk(action: BulkAction, body: BulkIn, service: Service) -> BulkOut:
 _ONE = errors(404, 409, 503, 504)
 
 
-@router.post("/v1/tasks/{task_id}/cancel", responses=_ONE)
+@router.post(f"{_TASK}/cancel", operation_id="cancel_task", responses=_ONE)
 async def cancel_task(task_id: UUID, service: Service) -> TaskOut:
     """Cancel a pending, scheduled, running or failed task (409 once it has finished)."""
     return TaskOut.of(_info_of(await service.act_one(rq.Action.CANCEL, _tid(task_id))))
 
 
-@router.post("/v1/tasks/{task_id}/retry", responses=_ONE)
+@router.post(f"{_TASK}/retry", operation_id="retry_task", responses=_ONE)
 async def retry_task(task_id: UUID, service: Service) -> TaskOut:
     """Requeue a dead-lettered task (409 if it is not in dead letter)."""
     return TaskOut.of(_info_of(await service.act_one(rq.Action.RETRY, _tid(task_id))))
 
 
-@router.delete("/v1/tasks/{task_id}", status_code=204, response_class=Response, responses=_ONE)
+@router.delete(
+    _TASK, status_code=204, response_class=Response, operation_id="delete_task", responses=_ONE
+)
 async def delete_task(task_id: UUID, service: Service) -> Response:
     """Delete a finished task (completed, cancelled, dead letter); 409 if it is live."""
     await service.act_one(rq.Action.DELETE, _tid(task_id))
@@ -194,17 +217,17 @@ async def delete_task(task_id: UUID, service: Service) -> Response:
 # ---------------------------------------------------------------------- broker state
 
 
-@router.get("/v1/stats", responses=errors())
+@router.get("/v1/stats", operation_id="stats", responses=errors())
 async def stats(service: Service) -> StatsOut:
     return StatsOut.of(service.stats())
 
 
-@router.get("/v1/workers", responses=errors())
+@router.get("/v1/workers", operation_id="workers", responses=errors())
 async def workers(service: Service) -> WorkersOut:
     return WorkersOut(workers=[WorkerOut.of(w) for w in service.workers()])
 
 
-@router.get("/v1/queues", responses=errors())
+@router.get("/v1/queues", operation_id="queues", responses=errors())
 async def queues(service: Service) -> QueuesOut:
     """Depth of every queue: pending per priority tier, scheduled and running."""
     out = [
@@ -217,13 +240,13 @@ async def queues(service: Service) -> QueuesOut:
     return QueuesOut(queues=out)
 
 
-@health.get("/healthz", responses=errors())
+@health.get("/healthz", operation_id="healthz", responses=errors())
 async def healthz() -> Status:
     """Liveness: the broker's loop answers."""
     return Status(status="ok")
 
 
-@health.get("/readyz", responses=errors(503))
+@health.get("/readyz", operation_id="readyz", responses=errors(503))
 async def readyz(request: Request, service: Service) -> Status:
     """Readiness: storage healthy and not stopping (503 otherwise)."""
     if request.app.state.stopping:

@@ -1,89 +1,47 @@
 """JSON shapes the HTTP API accepts (REST bodies and query filters, WebSocket control
-messages) and their mapping to the service's records. Ids are UUID text; times are unix
-seconds or ISO 8601 (naive: UTC); a payload is ``payload`` (UTF-8 text) or ``payload_base64``.
-Every bound the core enforces is repeated here, so bad input is a 422 that names the field.
+messages) and their mapping to the service's records. Ids are UUID text; a payload is
+``payload`` (UTF-8 text) or ``payload_base64``. Times are unix seconds (a JSON number) or
+RFC 3339 text with an offset, and a listing filter also takes an age ("10m": ten minutes
+ago), as the CLI does (``tq.api.fields``). Every bound the core enforces is repeated here and
+the OpenAPI schema says exactly what is accepted (exclusive fields too), so bad input is a 422
+naming the field and input valid by the schema is not refused for its shape.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import math
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic_core import ErrorDetails
 
+from tq.api.fields import (
+    NUMBER,
+    Base64,
+    Count,
+    Cursor,
+    Factor,
+    Fraction,
+    Instant,
+    Name,
+    PositiveSeconds,
+    Priority,
+    QueryPriority,
+    QuerySince,
+    Seconds,
+    Since,
+    Text,
+    not_both,
+)
 from tq.broker.requests import MAX_BULK
 from tq.core.ids import TaskId
 from tq.core.model import TaskState
-from tq.protocol.records import (
-    MAX_BACKOFF_FACTOR,
-    MAX_INSTANT,
-    MAX_SECONDS,
-    NAME_MAX_LEN,
-    RetrySpec,
-    TaskSpec,
-)
+from tq.protocol.records import RetrySpec, TaskSpec
 
 MAX_BATCH = 1000  #: tasks per POST /v1/tasks/batch
-_MAX_INT = 2**31 - 1
-_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
-
-
-def _no_surrogates(text: str) -> str:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
-    return text
-
-
-def _instant(value: object) -> object:
-    """Unix seconds from a number, a numeric string or an ISO 8601 text (naive: UTC)."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            value = _DATETIME.validate_python(value)
-        except ValueError:  # pydantic's ValidationError is one
-            raise ValueError("expected unix seconds or an ISO 8601 date-time") from None
-    if isinstance(value, datetime):
-        when = value if value.tzinfo else value.replace(tzinfo=UTC)
-        try:
-            return when.timestamp()
-        except (OverflowError, OSError):
-            raise ValueError("date-time out of range") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_no_surrogates)]
-Name = Annotated[Text, Field(min_length=1, max_length=NAME_MAX_LEN)]
-Int = Annotated[int, Field(ge=0, le=_MAX_INT)]
-Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
-Instant = Annotated[
-    float,
-    BeforeValidator(_instant),
-    Field(ge=0, le=MAX_INSTANT),
-    WithJsonSchema(
-        {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]}
-    ),
-]
 
 
 class Tier(StrEnum):
@@ -103,39 +61,38 @@ class _In(BaseModel):
 
 class RetryIn(_In):
     base: Seconds = 1.0
-    factor: Annotated[float, Field(ge=1, le=MAX_BACKOFF_FACTOR)] = 2.0
+    factor: Factor = 2.0
     max_delay: Seconds = 300.0
-    jitter: Annotated[float, Field(ge=0, le=1)] = 0.1
+    jitter: Fraction = 0.1
 
 
 class TaskSubmit(_In):
-    """One task to submit; ``payload`` (UTF-8 text) or ``payload_base64``, not both."""
+    """One task to submit; ``payload`` (UTF-8 text) or ``payload_base64``, not both;
+    ``delay`` (seconds from now) or ``scheduled_at``, not both. For a time relative to now,
+    ``delay``: ``scheduled_at`` and ``expires_at`` take no age, as "10m" means ten minutes
+    *ago* where ages are taken (listing filters)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [not_both("payload", "payload_base64"), not_both("delay", "scheduled_at")]
+        }
+    )
 
     id: UUID | None = None
     task_type: Name
     queue: Name = "default"
     payload: Text | None = None
-    payload_base64: str | None = None
-    priority: Annotated[int, Field(ge=0, le=255)] = 128
+    payload_base64: Base64 | None = None
+    priority: Priority = 128
     delay: Seconds | None = None
     scheduled_at: Instant | None = None
-    max_retries: Int | None = None
-    timeout: Annotated[float, Field(gt=0, le=MAX_SECONDS)] | None = None
+    max_retries: Count | None = None
+    timeout: PositiveSeconds | None = None
     retry: RetryIn | None = None
     depends_on: Annotated[list[UUID], Field(max_length=MAX_BATCH)] = []
     tags: Annotated[dict[Name, Text], Field(max_length=64)] | None = None
     idempotency_key: Name | None = None
     expires_at: Instant | None = None
-
-    @field_validator("payload_base64")
-    @classmethod
-    def _base64(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError("payload_base64 is not valid base64") from None
-        return value
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
@@ -175,21 +132,49 @@ class _Filter(BaseModel):
     queue: Name | None = None
     task_type: Name | None = None
     priority: Tier | None = None
-    priority_min: Annotated[int, Field(ge=0, le=255)] | None = None
-    priority_max: Annotated[int, Field(ge=0, le=255)] | None = None
-    created_after: Instant | None = None
-    created_before: Instant | None = None
+    priority_min: Priority | None = None
+    priority_max: Priority | None = None
+    created_after: Since | None = Field(default=None, description="created at or after")
+    created_before: Since | None = Field(default=None, description="created before")
+
+
+def _narrowing(schema: dict[str, Any]) -> None:
+    """JSON Schema of a filter that narrows: a field set, a priority bound that excludes."""
+    given = {"not": {"type": "null"}}
+    schema["anyOf"] = [
+        *[
+            {"required": [f], "properties": {f: given}}
+            for f in ("state", "queue", "task_type", "priority", "created_after", "created_before")
+        ],
+        {
+            "required": ["priority_min"],
+            "properties": {"priority_min": {"type": "integer", "minimum": 1}},
+        },
+        {
+            "required": ["priority_max"],
+            "properties": {"priority_max": {"type": "integer", "maximum": 254}},
+        },
+    ]
 
 
 class TaskFilter(_Filter):
-    model_config = ConfigDict(extra="forbid")
+    """A bulk action's filter: it must narrow the selection (the service refuses a filter
+    of every task), which the schema says as "one field set that narrows it"."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_narrowing)
 
 
 class TaskQuery(_Filter):
-    """GET /v1/tasks: filters plus paging (follow ``next_cursor`` until it is null)."""
+    """GET /v1/tasks: filters plus paging (follow ``next_cursor`` until it is null). Unknown
+    parameters are refused (``tq.api.rest``), as unknown fields of a body are; numbers are
+    query text here."""
 
+    priority_min: QueryPriority | None = None
+    priority_max: QueryPriority | None = None
+    created_after: QuerySince | None = Field(default=None, description="created at or after")
+    created_before: QuerySince | None = Field(default=None, description="created before")
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
-    cursor: Annotated[str, Field(max_length=200)] | None = None
+    cursor: Cursor | None = None
 
 
 class BulkAction(StrEnum):
@@ -201,18 +186,24 @@ class BulkAction(StrEnum):
 class BulkIn(_In):
     """Either ``ids`` or ``filter`` (resolved to at most ``limit`` tasks)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+                {"required": ["filter"], "properties": {"filter": {"type": "object"}}},
+            ]
+        }
+    )
+
     ids: Annotated[list[UUID], Field(max_length=MAX_BULK)] | None = None
     filter: TaskFilter | None = None
-    limit: Annotated[int, Field(ge=1, le=MAX_BULK)] = 1000
+    limit: Annotated[int, Field(ge=1, le=MAX_BULK), NUMBER] = 1000
 
     @model_validator(mode="after")
     def _one_selector(self) -> Self:
         if (self.ids is None) == (self.filter is None):
             raise ValueError("give either ids or filter")
         return self
-
-
-# ---------------------------------------------------------------------- responses
 
 
 # ---------------------------------------------------------------------- WebSocket control
@@ -227,7 +218,7 @@ class SubscribeOp(_In):
 
 class StatsOp(_In):
     op: Literal["stats"]
-    interval: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+    interval: Annotated[float, Field(ge=0, le=3600), NUMBER] | None = Field(
         None, description="seconds between stats messages (at least 0.1); 0 or null: stop"
     )
 

@@ -1,4 +1,6 @@
 """WebSocket /ws: live task events and periodic stats for the dashboard and for clients.
+docs/websocket.md is its normative description (messages both ways, caps, errors, close
+codes); this docstring keeps the reasons.
 
 Client -> server, JSON: ``{"op": "subscribe" | "unsubscribe", "task_ids": [...], "queues":
 [...], "all": bool}`` (a socket's interest is the union of what it subscribed; unsubscribe
@@ -9,7 +11,7 @@ durability; subscribing to an already finished task pushes its final state once,
 ...}``, ``{"type": "pong"}`` and ``{"type": "error", "error": {...}}`` for a bad message (the
 socket stays open; a subscribe naming an unknown task id is refused whole with TASK_NOT_FOUND,
 one taking the socket past the service's caps on followed ids and queues with
-INVALID_ARGUMENT).
+INVALID_ARGUMENT). Times are unix seconds (``at``) and RFC 3339 (``at_rfc3339``), as in REST.
 
 Slow consumers: the event hub calls ``push_event`` synchronously, which only appends to this
 socket's bounded queue; one writer task per socket drains it. When more than ``max_buffered``
@@ -37,6 +39,7 @@ from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
+from tq.core.times import format_rfc3339
 from tq.errors import ErrorCode, TqError
 
 log = logging.getLogger(__name__)
@@ -240,9 +243,11 @@ class Session:
             msg = event_message(item)
         elif item is _STATS:
             self.stats_queued = False
+            at = time.time()
             msg = {
                 "type": "stats",
-                "at": time.time(),
+                "at": at,
+                "at_rfc3339": format_rfc3339(at),
                 **StatsOut.of(self.service.stats()).model_dump(),
             }
         else:
@@ -256,7 +261,8 @@ def event_message(ev: TaskEvent) -> dict[str, Any]:
     result, result_b64 = text_and_base64(ev.result)
     msg: dict[str, Any] = {
         "type": "task", "task_id": task_id_text(ev.task_id), "state": ev.state.value,
-        "queue": ev.queue, "task_type": ev.task_type, "at": ev.at, "attempts": ev.attempts,
+        "queue": ev.queue, "task_type": ev.task_type, "at": ev.at,
+        "at_rfc3339": format_rfc3339(ev.at), "attempts": ev.attempts,
         "result": result, "result_base64": result_b64, "error": ev.error,
         "error_type": ev.error_type, "worker_id": ev.worker_id, "progress": ev.progress,
         "progress_message": ev.progress_message,

@@ -246,7 +246,7 @@ class AsyncClient(WorkerCalls):
         )
         info = reply.tasks[0]
         if info is None:
-            raise NotFoundError(f"no task with id {task_id}")
+            raise NotFoundError(f"no task with id {format_task_id(tid)}")
         return info
 
     async def status_many(self, ids: Sequence[str]) -> list[TaskInfo | None]:
@@ -261,7 +261,7 @@ class AsyncClient(WorkerCalls):
         """Cancel a task; NotFoundError, or ConflictError (INVALID_STATE) if it already ended."""
         (code,) = await self.cancel_many([task_id])
         if code:
-            raise _item_error(code, f"cannot cancel task {task_id}")
+            raise _item_error(code, f"cannot cancel task {format_task_id(parse_task_id(task_id))}")
 
     async def cancel_many(self, ids: Sequence[str]) -> list[int]:
         """Per id: 0 when cancelled, else an ErrorCode (TASK_NOT_FOUND, INVALID_STATE)."""
@@ -368,9 +368,10 @@ class AsyncClient(WorkerCalls):
                 return await done
         except TimeoutError:
             if not session.connected:
-                raise session.late_error(deadline, f"task {task_id}") from None
+                raise session.late_error(deadline, f"task {format_task_id(tid)}") from None
             raise UnavailableError(
-                f"task {task_id} did not finish {deadline.describe()}", ErrorCode.TIMEOUT
+                f"task {format_task_id(tid)} did not finish {deadline.describe()}",
+                ErrorCode.TIMEOUT,
             ) from None
         finally:
             session.unsubscribe(sub)

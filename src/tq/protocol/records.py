@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from tq.core.ids import TASK_ID_LEN, TaskId
+from tq.core.times import MAX_INSTANT  # 9999-12-31T23:59:59Z
 
 # --- constrained scalar types shared by records and messages -------------------------------
 
@@ -28,8 +29,6 @@ Percent = Annotated[int, Meta(ge=0, le=100)]
 #: Longest duration any field may carry (~317 years): far beyond a real delay or timeout,
 #: far below float trouble (``now + MAX_SECONDS`` is still exact to the microsecond).
 MAX_SECONDS: Final = 1e10
-#: Latest instant any field may carry: 9999-12-31T23:59:59Z, the last ISO 8601 second.
-MAX_INSTANT: Final = 253_402_300_799.0
 #: Largest backoff growth factor of a RetrySpec.
 MAX_BACKOFF_FACTOR: Final = 1000.0
 #: Largest cpu_percent of a HEARTBEAT (100 per core: a machine of 10,000 cores).

@@ -15,11 +15,12 @@ from typing import TypeVar
 import msgspec
 
 from tq.core.effects import Effects
-from tq.core.ids import TaskId
+from tq.core.ids import TaskId, format_task_id
 from tq.core.layout import (
     IDEM_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
+    TASK_FAMILIES,
     WORKER_PREFIX,
     Family,
     IdempotencyRecord,
@@ -102,6 +103,6 @@ def _decode(fn: Callable[[bytes], T], raw: bytes, family: Family, key: bytes) ->
     try:
         return fn(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
-        raise StorageError(
-            f"corrupt record in family {family.cf_name} under key {key.hex()}: {e}"
-        ) from e
+        # A task's key is its id: named as every interface shows ids, not as 32 hex digits.
+        where = f"task {format_task_id(key)}" if family in TASK_FAMILIES else f"key {key.hex()}"
+        raise StorageError(f"corrupt record in family {family.cf_name} under {where}: {e}") from e
