@@ -18,8 +18,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tq.cli.context import CliContext, cell_bytes, connect, emit, err_console, fail, parse_pairs
 from tq.cli.context import plain as plain_record
-from tq.core.ids import format_task_id, parse_task_id
+from tq.cli.params import TASK_ID, wire_type
+from tq.core.ids import format_task_id
 from tq.errors import ErrorCode, TaskFailedError
+from tq.protocol import TaskSpec
+from tq.protocol.records import DEFAULT_PRIORITY, DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from tq.client import Client
@@ -67,18 +70,22 @@ def _outcome_error(info: TaskInfo) -> TaskFailedError:
 
 
 @click.command("submit")
-@click.argument("task_type")
+@click.argument("task_type", metavar="TYPE", type=wire_type(TaskSpec, "task_type"))
 @click.argument("payload", required=False, default="")
-@click.option("--queue", "-q", default="default", show_default=True)
-@click.option("--priority", "-p", type=click.IntRange(0, 255), default=128, show_default=True)
-@click.option("--delay", type=click.FloatRange(min=0), help="Seconds before the task may run.")
-@click.option("--max-retries", type=click.IntRange(min=0), help="Default: broker setting.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Execution timeout (s)."
-)
-@click.option("--depends-on", multiple=True, metavar="ID", help="Run only after task ID.")
+@click.option("--queue", "-q", type=wire_type(TaskSpec, "queue"), default=DEFAULT_QUEUE,
+              show_default=True)  # fmt: skip
+@click.option("--priority", "-p", type=wire_type(TaskSpec, "priority"),
+              default=DEFAULT_PRIORITY, show_default=True)  # fmt: skip
+@click.option("--delay", type=wire_type(TaskSpec, "delay"),
+              help="Seconds before the task may run.")  # fmt: skip
+@click.option("--max-retries", type=wire_type(TaskSpec, "max_retries"),
+              help="Default: broker setting.")  # fmt: skip
+@click.option("--timeout", type=wire_type(TaskSpec, "timeout"), help="Execution timeout (s).")
+@click.option("--depends-on", multiple=True, metavar="ID", type=TASK_ID,
+              help="Run only after task ID.")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
-@click.option("--idempotency-key", help="A repeated submit with this key returns the same id.")
+@click.option("--idempotency-key", type=wire_type(TaskSpec, "idempotency_key"),
+              help="A repeated submit with this key returns the same id.")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=1, help="Submit N copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout-wait", type=click.FloatRange(min=0), help="Stop waiting after S s.")
@@ -99,7 +106,7 @@ def submit_cmd(
     wait: bool,
     timeout_wait: float | None,
 ) -> None:
-    """Submit a task of TASK_TYPE with PAYLOAD (text, @file or - for stdin)."""
+    """Submit a task of TYPE with PAYLOAD (text, @file or - for stdin)."""
     if count > 1 and idempotency_key is not None:
         raise click.BadParameter("copies with one key would be one task", param_hint="--count")
     options: dict[str, Any] = {
@@ -108,8 +115,7 @@ def submit_cmd(
         "delay": delay,
         "max_retries": max_retries,
         "timeout": timeout,
-        # Checked here so a bad id is named before anything is sent.
-        "depends_on": tuple(format_task_id(parse_task_id(d)) for d in depends_on),
+        "depends_on": depends_on,  # checked by TASK_ID before anything is sent
         "tags": parse_pairs(tags, "--tag") or None,
         "idempotency_key": idempotency_key,
     }
