@@ -64,6 +64,11 @@ class Reporter:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing in flight."""
+        return self._idle.is_set()
+
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is left to send; False if ``timeout`` passed first."""
         try:
