@@ -210,3 +210,27 @@ def test_queues_shows_served_empty_queues_and_dead_letter_per_queue(url: str) ->
     table = ok("queues", url=url)
     assert "served-empty" in table
     assert "dead letter" in table
+
+
+def test_what_only_the_broker_can_judge_is_named_in_the_commands_terms(
+    url: str, tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"x" * (11 * 2**20))  # above the 10 MiB payload limit
+    done = run_tq("submit", "echo", f"@{payload}", url=url)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: [PAYLOAD_TOO_LARGE] PAYLOAD: 11534336 bytes are above the limit of 10485760 "
+        "bytes (broker.max_payload_size_bytes; tags count within it)\n"
+    )
+    payload.write_bytes(b"x" * (17 * 2**20))  # above the 16 MiB frame limit: not even sent
+    for copies in ("1", "2"):
+        done = run_tq("submit", "echo", f"@{payload}", "--count", copies, url=url)
+        assert done.returncode == 2
+        assert done.stderr.startswith(
+            "error: [PAYLOAD_TOO_LARGE] PAYLOAD of 17,825,792 bytes makes the task larger than "
+            "the broker's frame limit of 16,777,216 bytes"
+        )
+    tags = [arg for i in range(70) for arg in ("--tag", f"k{i}=v")]
+    done = run_tq("submit", "echo", "{}", *tags, url=url)
+    assert done.stderr == "error: [INVALID_ARGUMENT] --tag: 70 tags; at most 64\n"

@@ -68,3 +68,11 @@ def test_inspect_counts_every_family_live_and_finished_by_state_and_queue(
     table = CliRunner().invoke(cli, ["inspect", "--data-dir", str(tmp_path)]).output
     for label in ("dead letter", "completed", "cancelled", "mail"):
         assert label in table
+
+
+def test_inspect_of_a_missing_data_dir_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    result = CliRunner().invoke(cli, ["inspect", "--data-dir", str(missing)])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: no data directory at {missing} (from --data-dir)\n"
+    assert not missing.exists()

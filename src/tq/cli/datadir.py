@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from tq.cli.admin import QUEUE_COLUMNS, queue_table
-from tq.cli.context import CliContext, emit
+from tq.cli.context import CliContext, emit, fail
 from tq.core.layout import Counters, Family
 from tq.core.model import TaskState, decode_task
 from tq.storage import open_store
@@ -47,6 +49,9 @@ def _finished(store: Store) -> tuple[Counter[TaskState], Counter[str]]:
 def inspect_cmd(ctx: CliContext, data_dir: str | None) -> None:
     """Open the data directory (stop the broker first), rebuild the state, summarise it."""
     path = data_dir or str(ctx.settings.persistence.data_dir)
+    if not Path(path).is_dir():  # opening it would create an empty store there
+        origin = "--data-dir" if data_dir else "persistence.data_dir"
+        fail(f"no data directory at {path} (from {origin})")
     t0 = time.perf_counter()
     with open_store(path) as store:
         rec = recover(store, time.time())
@@ -75,7 +80,8 @@ def inspect_cmd(ctx: CliContext, data_dir: str | None) -> None:
         "workers": workers,
         "totals": counters,
     }
-    summary = Table(title=f"tq data dir {path} (rebuilt in {elapsed:.3f} s)", title_justify="left")
+    title = Text(f"tq data dir {path} (rebuilt in {elapsed:.3f} s)", style="italic")
+    summary = Table()
     summary.add_column("what")
     summary.add_column("value", justify="right")
     for state, n in tasks.items():
@@ -83,4 +89,4 @@ def inspect_cmd(ctx: CliContext, data_dir: str | None) -> None:
     summary.add_row("workers", str(len(workers)))
     for k, v in counters.items():
         summary.add_row(f"total {k}", f"{v:,}")
-    emit(ctx, data, Group(summary, queue_table(queues)))
+    emit(ctx, data, Group(title, summary, queue_table(queues)))

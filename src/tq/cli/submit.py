@@ -3,15 +3,20 @@
 the wait rides out broker outages until ``--timeout-wait`` (none by default).
 
 PAYLOAD is text sent as UTF-8 bytes (JSON, usually), ``@file`` for a file's bytes, or ``-``
-for stdin.
+for stdin. Options are checked against the wire bounds before anything is sent; what only the
+broker can judge (the payload limit, tags) comes back naming ``tasks[0].payload``, which is
+said here in the command's own terms (``PAYLOAD``, ``--tag``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,7 +25,7 @@ from tq.cli.context import CliContext, cell_bytes, connect, emit, err_console, f
 from tq.cli.context import plain as plain_record
 from tq.cli.params import TASK_ID, wire_type
 from tq.core.ids import format_task_id
-from tq.errors import ErrorCode, TaskFailedError
+from tq.errors import ErrorCode, ProtocolError, TaskFailedError, ValidationError
 from tq.protocol import TaskSpec
 from tq.protocol.records import DEFAULT_PRIORITY, DEFAULT_QUEUE
 
@@ -30,6 +35,43 @@ if TYPE_CHECKING:
 
 #: Tasks per submit_many call: large enough to amortise round trips, far below a frame's size.
 BATCH = 500
+
+#: The argument or option of ``tq submit`` that sets each field of a task spec.
+SPEC_OPTIONS: Final = {
+    "task_type": "TYPE",
+    "payload": "PAYLOAD",
+    "queue": "--queue",
+    "priority": "--priority",
+    "delay": "--delay",
+    "max_retries": "--max-retries",
+    "timeout": "--timeout",
+    "depends_on": "--depends-on",
+    "tags": "--tag",
+    "idempotency_key": "--idempotency-key",
+}
+#: A task spec's path in a broker's message: ``tasks[3].payload``, ``$.tasks[0].tags``.
+_SPEC_PATH = re.compile(r"`?\$?\.?tasks\[\d+\](?:\.(\w+))?`?")
+_LIMIT = re.compile(r"limit of (\d+)")
+
+
+def in_cli_terms(exc: ValidationError | ProtocolError, payload_size: int) -> ValidationError:
+    """A refusal of the submitted task, naming the argument or option behind the field."""
+
+    def name(match: re.Match[str]) -> str:
+        field = match[1]
+        return SPEC_OPTIONS.get(field, field) if field else "the task"
+
+    # Refused by the client before sending: the task's frame would be above the limit.
+    if exc.code == ErrorCode.FRAME_TOO_LARGE or "frame limit" in exc.message:
+        limit = _LIMIT.search(exc.message)
+        frame = f" of {int(limit[1]):,} bytes" if limit else ""
+        return ValidationError(
+            f"PAYLOAD of {payload_size:,} bytes makes the task larger than the broker's frame "
+            f"limit{frame} (broker.max_frame_size_bytes; payloads are held to "
+            "broker.max_payload_size_bytes)",
+            ErrorCode.PAYLOAD_TOO_LARGE,
+        )
+    return ValidationError(_SPEC_PATH.sub(name, exc.message), exc.code)
 
 
 def read_payload(text: str) -> bytes:
@@ -122,7 +164,7 @@ def submit_cmd(
     data = read_payload(payload)
     # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit
     # gets one connection attempt.
-    with connect(ctx, reconnect=wait) as client:
+    with connect(ctx, reconnect=wait) as client, _refusals_in_cli_terms(len(data)):
         if count == 1:
             _submit_one(
                 ctx,
@@ -144,6 +186,20 @@ def submit_cmd(
                 wait=wait,
                 timeout_wait=timeout_wait,
             )
+
+
+@contextmanager
+def _refusals_in_cli_terms(payload_size: int) -> Iterator[None]:
+    try:
+        yield
+    except (ValidationError, ProtocolError) as exc:
+        if exc.code not in (ErrorCode.FRAME_TOO_LARGE, *_SPEC_CODES):
+            raise
+        raise in_cli_terms(exc, payload_size) from exc
+
+
+#: Codes of refusals that name a field of the submitted task.
+_SPEC_CODES: Final = (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE)
 
 
 def _submit_one(
