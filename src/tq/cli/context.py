@@ -1,8 +1,9 @@
 """What every ``tq`` command shares: the context object, the output rules and the broker access.
 
 Output rules: ``table`` prints rich tables for people; ``json`` and ``yaml`` print plain data,
-with ids as canonical UUID text, times as ISO 8601 UTC, and bytes as UTF-8 text when they
-decode, else ``{"base64": "..."}`` (``base64:...`` in a table cell).
+with ids as canonical UUID text, times as RFC 3339 UTC (``tq.core.times``, shared with
+REST), and bytes as UTF-8 text when they decode, else ``{"base64": "..."}`` (``base64:...``
+in a table cell).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -24,6 +24,7 @@ from rich.console import Console, RenderableType
 
 from tq.config import Settings, load
 from tq.core.ids import format_task_id
+from tq.core.times import format_instant
 from tq.errors import TqError, UnavailableError
 
 if TYPE_CHECKING:
@@ -155,9 +156,7 @@ def cell_bytes(data: bytes | None) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ts is None else format_instant(ts)
 
 
 _TIME_FIELDS = frozenset(
