@@ -73,3 +73,16 @@ def test_the_targets_of_the_measured_scenarios_are_judged(result: dict[str, Any]
     judged = {r["figure"].split(".")[0] for r in result["targets"] if r["met"] is not None}
     assert judged == set(SCENARIOS)
     assert len(result["targets"]) == len(TARGETS)
+
+
+def test_progress_on_a_stderr_that_is_not_a_terminal_is_plain_lines() -> None:
+    argv = [sys.executable, "-m", "tq", "bench", "--scenario", "latency", "--latency-count",
+            "50", "--progress", "-o", "json"]  # fmt: skip
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=200, env=child_env(), check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["scenarios"]["latency"]["e2e_count"] == 50
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("tq bench: latency") for line in lines), done.stderr
+    assert "\x1b[" not in done.stderr

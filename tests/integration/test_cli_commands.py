@@ -1,12 +1,14 @@
 """The client commands of ``tq`` as real processes against a real broker and worker.
 
-One broker and one worker of ``tq.worker.examples`` serve the module; queues that no worker
-serves (``bulk-*``) hold tasks still so that depths and listings are predictable.
+One broker and one worker of ``tq.worker.examples`` serve the module (queues ``default`` and
+``served-empty``, which no task names); queues that no worker serves (``bulk-*``) hold tasks
+still so that depths and listings are predictable.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +22,22 @@ from tq.testing import BrokerProcess
 
 pytestmark = pytest.mark.timeout(120)
 
+#: An RFC 3339 UTC time to the second, as tables print them.
+TABLE_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\b")
+
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("cli")
     with (
         BrokerProcess(tmp / "data") as broker,
-        worker(broker.url, "tq.worker.examples", "cli-worker", tmp / "worker.log"),
+        worker(
+            broker.url,
+            "tq.worker.examples",
+            "cli-worker",
+            tmp / "worker.log",
+            queues="default,served-empty",
+        ),
     ):
         yield broker.url
 
@@ -151,3 +162,75 @@ def test_an_unreachable_broker_is_one_clear_line() -> None:
     done = run_tq("stats", url=dead)
     assert done.returncode == 2
     assert done.stderr == f"error: cannot reach the broker at {dead}: Connection refused\n"
+
+
+def test_global_options_work_after_the_command(url: str) -> None:
+    task_id = ok("submit", "echo", "{}", "--delay", "3600", url=url).strip()
+    (info,) = yaml.safe_load(ok("status", task_id, "-o", "yaml", url=url))
+    assert info["id"] == task_id
+    assert json.loads(ok("stats", "--output", "json", url=url))["workers"] >= 1
+    dead = f"tq://127.0.0.1:{free_port()}"
+    done = run_tq("stats", "--url", dead, url=url)  # the option beats TQ_BROKER_URL
+    assert done.stderr == f"error: cannot reach the broker at {dead}: Connection refused\n"
+    assert ok("--version", url=url).startswith("tq ")
+
+
+def test_list_gathers_more_than_one_broker_page_up_to_its_limit(url: str) -> None:
+    ok("submit", "echo", "{}", "--count", "1500", "--queue", "bulk-c", url=url)
+    some = as_json("list", "--queue", "bulk-c", "--limit", "1200", url=url)
+    assert len(some["tasks"]) == 1200  # the broker's pages hold 1000 at most
+    assert some["next_cursor"]
+    rest = as_json("list", "--queue", "bulk-c", "--cursor", some["next_cursor"], "--limit",
+                   "5000", url=url)  # fmt: skip
+    assert len(rest["tasks"]) == 300
+    assert rest["next_cursor"] is None
+    assert len({t["id"] for t in some["tasks"] + rest["tasks"]}) == 1500
+
+
+def test_times_are_rfc3339_with_the_date_in_tables_and_data(url: str) -> None:
+    ok("submit", "echo", "{}", "--queue", "bulk-d", url=url)
+    (task,) = as_json("list", "--queue", "bulk-d", url=url)["tasks"]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", task["created_at"])
+    assert task["created_at"][:19] + "Z" in ok("list", "--queue", "bulk-d", url=url)
+    assert TABLE_TIME.search(ok("workers", url=url))
+    assert task["created_at"] in ok("status", task["id"], url=url)  # a record: to the ms
+    # A printed time reads back as a --since/--until bound, as REST reads it.
+    assert as_json("list", "--queue", "bulk-d", "--since", task["created_at"], url=url)["tasks"]
+    assert not as_json("list", "--queue", "bulk-d", "--until", task["created_at"], url=url)["tasks"]
+
+
+def test_queues_shows_served_empty_queues_and_dead_letter_per_queue(url: str) -> None:
+    done = run_tq("submit", "sleep", '{"seconds": "soon"}', "--wait", "-q", "default", url=url)
+    assert done.returncode == 1  # the handler rejects it: dead letter
+    data = as_json("queues", url=url)
+    assert data["served-empty"] == dict.fromkeys(
+        ("high", "normal", "low", "scheduled", "in_progress", "dead_letter"), 0
+    )
+    assert data["default"]["dead_letter"] >= 1
+    table = ok("queues", url=url)
+    assert "served-empty" in table
+    assert "dead letter" in table
+
+
+def test_what_only_the_broker_can_judge_is_named_in_the_commands_terms(
+    url: str, tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"x" * (11 * 2**20))  # above the 10 MiB payload limit
+    done = run_tq("submit", "echo", f"@{payload}", url=url)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: [PAYLOAD_TOO_LARGE] PAYLOAD: 11534336 bytes are above the limit of 10485760 "
+        "bytes (broker.max_payload_size_bytes; tags count within it)\n"
+    )
+    payload.write_bytes(b"x" * (17 * 2**20))  # above the 16 MiB frame limit: not even sent
+    for copies in ("1", "2"):
+        done = run_tq("submit", "echo", f"@{payload}", "--count", copies, url=url)
+        assert done.returncode == 2
+        assert done.stderr.startswith(
+            "error: [PAYLOAD_TOO_LARGE] PAYLOAD of 17,825,792 bytes makes the task larger than "
+            "the broker's frame limit of 16,777,216 bytes"
+        )
+    tags = [arg for i in range(70) for arg in ("--tag", f"k{i}=v")]
+    done = run_tq("submit", "echo", "{}", *tags, url=url)
+    assert done.stderr == "error: [INVALID_ARGUMENT] --tag: 70 tags; at most 64\n"

@@ -127,7 +127,8 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
         (
             [str(BIN / "tq-broker"), "--port", "0", "--set", "auth.tls_cert_file=/etc/tq/cert.pem"],
             {},
-            "auth.tls_cert_file = '/etc/tq/cert.pem' from override auth.tls_cert_file",
+            "auth.tls_cert_file = '/etc/tq/cert.pem' from --set "
+            "auth.tls_cert_file=/etc/tq/cert.pem",
         ),
         (
             [sys.executable, "-m", "tq", "broker", "--port", "0"],

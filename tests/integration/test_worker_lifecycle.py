@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +126,40 @@ def test_an_outcome_finished_while_the_broker_is_down_is_reported_after_it_retur
         assert exit_code(worker) == 0, env.log()
     finally:
         env.broker.stop()
+
+
+def _stop_time(worker: subprocess.Popen[bytes]) -> float:
+    """Seconds from SIGTERM to the worker's exit (which must be clean)."""
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert exit_code(worker, timeout=30) == 0
+    return time.monotonic() - started
+
+
+def test_sigterm_stops_a_worker_whose_broker_is_down_within_seconds(env: Env) -> None:
+    done = env.submit("pid")
+    worker = env.worker("--concurrency", "2")
+    assert env.client.result(done, timeout=20)
+    env.client.close()
+    env.broker.kill()
+    wait_for("the worker to notice", lambda: "claim.failed" in env.log())
+    # It was dialling (register, claim) for up to 30 s at a time and said goodbye for 10 s
+    # more: about 16 s in all. Now the dialling stops at once and a goodbye needs a broker
+    # that answers within 1 s.
+    assert _stop_time(worker) < 5, env.log()
+    log = env.log()
+    assert "worker.deregister_skipped reason=broker unreachable" in log
+    assert "worker.stopped" in log
+
+
+def test_sigterm_stops_a_worker_that_never_reached_its_broker_within_seconds(
+    tmp_path: Path,
+) -> None:
+    with BrokerProcess(tmp_path / "data", settings=BROKER_SETTINGS) as broker:
+        world = Env(tmp_path, broker)
+    try:  # the broker is gone: the worker dials a closed port
+        worker = world.worker()
+        wait_for("the worker to dial", lambda: "connect.failed" in world.log())
+        assert _stop_time(worker) < 5, world.log()
+    finally:
+        world.close()

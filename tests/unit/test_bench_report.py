@@ -99,6 +99,8 @@ def test_the_tables_render_as_text() -> None:
     assert "36,558/s" in text
     assert "smaller run than the target's" in text
     assert "not measured" in text
+    assert "tq's performance targets" in text
+    assert "issue" not in text.lower()  # no internal references in what users read
 
 
 def test_an_error_shows_as_the_last_line_of_its_message() -> None:

@@ -12,7 +12,6 @@ import yaml
 
 from tq.cli.context import CliContext, cell_bytes, emit, plain, plain_bytes
 from tq.cli.serve import JsonFormatter, configure_logging
-from tq.config import Settings
 from tq.core.ids import TaskId, make_task_id
 from tq.protocol.records import QueueDepth, Stats, TaskInfo
 
@@ -34,7 +33,7 @@ def info(**fields: object) -> TaskInfo:
 
 
 def ctx(output: str) -> CliContext:
-    return CliContext(settings=Settings(), output=output, url="tq://127.0.0.1:7420")
+    return CliContext(output=output, url_flag="tq://127.0.0.1:7420")
 
 
 def test_ids_are_canonical_uuid_text_and_times_iso_utc() -> None:

@@ -198,7 +198,9 @@ def test_refused_settings_and_other_problems_are_reported_together() -> None:
     assert "broker.port = 'x' from environment variable TQ_BROKER__PORT: input should" in message
 
 
-@pytest.mark.parametrize("command", [["config"], ["worker"], ["status", "x"]])
+@pytest.mark.parametrize(
+    "command", [["config"], ["worker"], ["status", "00000000-0000-0000-0000-000000000000"]]
+)
 def test_every_command_that_loads_the_configuration_refuses_it(command: list[str]) -> None:
     result = CliRunner().invoke(cli, ["--set", "auth.enabled=true", *command])
     assert result.exit_code == 2, result.output

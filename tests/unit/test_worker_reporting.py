@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
-from tq.core.ids import TaskId
+import pytest
+
+from tq.core.ids import TaskId, format_task_id
 from tq.errors import ErrorCode, UnavailableError, ValidationError
-from tq.protocol.records import ClaimedTask, TaskOutcome
+from tq.protocol.records import ClaimedTask, TaskInfo, TaskOutcome
 from tq.worker.reporting import ProgressSender, Reporter
 from tq.worker.retrying import Backoff
 
 
+def number(n: int) -> TaskId:
+    return TaskId(n.to_bytes(16, "big"))
+
+
 def outcome(n: int, *, result: bytes = b"r") -> TaskOutcome:
-    return TaskOutcome(task_id=TaskId(n.to_bytes(16, "big")), lease_token=n, ok=True, result=result)
+    return TaskOutcome(task_id=number(n), lease_token=n, ok=True, result=result)
+
+
+def failure(n: int) -> TaskOutcome:
+    return TaskOutcome(
+        task_id=number(n), lease_token=n, ok=False, error="boom", error_type="RuntimeError"
+    )
+
+
+def record(n: int, state: str, **fields: object) -> TaskInfo:
+    return TaskInfo(
+        id=number(n), task_type="t", queue="q", state=state, created_at=1.0, updated_at=2.0,
+        max_retries=3, **fields,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 class FakeBroker:
     """Answers report() from a script of failures, then with per-outcome codes."""
 
-    def __init__(self, failures: Sequence[Exception] = (), codes: dict[int, int] | None = None):
+    def __init__(
+        self,
+        failures: Sequence[Exception] = (),
+        codes: dict[int, int] | None = None,
+        records: dict[int, TaskInfo] | None = None,
+    ):
         self.failures = list(failures)
         self.codes = codes or {}
+        #: What status_many answers, by lease token (= task number); missing: no such task.
+        self.records = records
+        self.lookups: list[list[str]] = []
         self.batches: list[list[int]] = []
         self.progress_calls: list[tuple[int, str | None]] = []
         self.gate = asyncio.Event()
@@ -33,6 +61,13 @@ class FakeBroker:
             raise self.failures.pop(0)
         self.batches.append([o.lease_token for o in outcomes])
         return [self.codes.get(o.lease_token, 0) for o in outcomes]
+
+    async def status_many(self, ids: list[str]) -> list[TaskInfo | None]:
+        self.lookups.append(ids)
+        if self.records is None:
+            raise UnavailableError("gone again")
+        by_id = {format_task_id(number(n)): info for n, info in self.records.items()}
+        return [by_id.get(i) for i in ids]
 
     async def progress(
         self, task_id: bytes, lease_token: int, percent: int, message: str | None = None
@@ -93,7 +128,7 @@ def test_a_lost_connection_keeps_the_batch_and_retries_it() -> None:
 
 
 def test_lease_mismatch_results_are_dropped_and_counted() -> None:
-    broker = FakeBroker(codes={2: ErrorCode.LEASE_MISMATCH})
+    broker = FakeBroker(codes={2: ErrorCode.LEASE_MISMATCH}, records={2: record(2, "pending")})
 
     async def body(reporter: Reporter) -> None:
         for n in (1, 2, 3):
@@ -101,6 +136,74 @@ def test_lease_mismatch_results_are_dropped_and_counted() -> None:
 
     reporter = asyncio.run(with_reporter(broker, body))
     assert (reporter.sent, reporter.dropped) == (2, 1)
+
+
+def report_all(broker: FakeBroker, *outcomes: TaskOutcome) -> Reporter:
+    async def body(reporter: Reporter) -> None:
+        for o in outcomes:
+            reporter.put(o)
+
+    return asyncio.run(with_reporter(broker, body))
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tq.worker.reporting"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "code", "held"),
+    [
+        (outcome(1), ErrorCode.INVALID_STATE, record(1, "completed", result=b"r")),
+        (failure(1), ErrorCode.LEASE_MISMATCH, record(1, "failed", error="boom",
+                                                      error_type="RuntimeError")),
+        (failure(1), ErrorCode.INVALID_STATE, record(1, "dead_letter", error="boom",
+                                                     error_type="RuntimeError")),
+    ],
+)  # fmt: skip
+def test_an_outcome_sent_again_after_a_lost_reply_is_logged_as_already_recorded(
+    caplog: pytest.LogCaptureFixture, sent: TaskOutcome, code: int, held: TaskInfo
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reporter = report_all(FakeBroker(codes={1: code}, records={1: held}), sent)
+    assert (reporter.sent, reporter.dropped) == (1, 0)
+    ((level, message),) = logged(caplog)
+    assert level == logging.INFO
+    assert message == f"result.already_recorded task={format_task_id(number(1))} state={held.state}"
+
+
+def test_an_outcome_of_a_task_cancelled_while_it_ran_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = FakeBroker(codes={1: ErrorCode.INVALID_STATE}, records={1: record(1, "cancelled")})
+    reporter = report_all(broker, outcome(1))
+    assert reporter.dropped == 1
+    assert [level for level, _ in logged(caplog)] == [logging.INFO]
+    assert "result.not_needed" in logged(caplog)[0][1]
+
+
+@pytest.mark.parametrize(
+    ("records", "reason"),
+    [
+        ({1: record(1, "in_progress")}, "lease lost, the broker re-runs it"),  # run elsewhere
+        ({1: record(1, "failed", error="another attempt's")}, "lease lost"),
+        ({}, "the broker has no such task now"),
+        (None, "(could not look it up)"),
+    ],
+)
+def test_an_outcome_the_broker_does_not_hold_is_a_warning(
+    caplog: pytest.LogCaptureFixture, records: dict[int, TaskInfo] | None, reason: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sent = failure(1) if records and records[1].state == "failed" else outcome(1)
+    broker = FakeBroker(codes={1: ErrorCode.LEASE_MISMATCH}, records=records)
+    reporter = report_all(broker, sent)
+    assert (reporter.sent, reporter.dropped) == (0, 1)
+    (warning,) = [m for level, m in logged(caplog) if level == logging.WARNING]
+    assert warning.startswith(
+        f"result.dropped task={format_task_id(number(1))} code=LEASE_MISMATCH"
+    )
+    assert reason in warning
 
 
 def test_a_refused_report_is_retried_one_by_one_and_a_refused_result_becomes_a_failure() -> None:

@@ -1,4 +1,4 @@
-"""The shape of a ``tq bench`` result: its JSON document, the targets of issue 4 checked
+"""The shape of a ``tq bench`` result: its JSON document, tq's performance targets checked
 against it, and the rich tables printed at the end.
 
 Everything here is pure (data in, data or renderables out), so the formatting is tested
@@ -90,8 +90,9 @@ FIGURES: Final[dict[str, tuple[Figure, ...]]] = {
 
 
 class Target(NamedTuple):
-    """One target of issue 4: ``scenario.key`` compared with ``limit`` (``>=`` or ``<=``),
-    stated for a run where each ``(figure, value)`` of ``sizes`` holds (e.g. 100,000 tasks)."""
+    """One of tq's performance targets: ``scenario.key`` compared with ``limit`` (``>=`` or
+    ``<=``), stated for a run where each ``(figure, value)`` of ``sizes`` holds (e.g. 100,000
+    tasks)."""
 
     name: str
     scenario: str
@@ -220,7 +221,9 @@ def render(result: Mapping[str, Any]) -> Table:
 
 
 def render_targets(result: Mapping[str, Any]) -> Table:
-    table = Table(title="targets of issue 4")
+    table = Table(
+        title="tq's performance targets (docs/benchmarks.md), each stated for a run of its size"
+    )
     table.add_column("target")
     table.add_column("measured", justify="right")
     table.add_column("met")

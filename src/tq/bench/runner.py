@@ -3,7 +3,8 @@
 Each scenario gets a fresh broker (fsync-durable, empty temp data dir) unless ``url`` names an
 existing one, runs on its own event loop (``tq.eventloop``) under a time limit, and cannot take
 the others down: its failure is recorded under ``errors`` and the run goes on. Live progress is
-a rich bar on stderr fed from the scenario's ``Meter`` by a refresh thread.
+a rich bar on stderr fed from the scenario's ``Meter`` by a refresh thread; when stderr is not
+a terminal (a log file, CI), plain lines instead, which such a file keeps.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from tq.bench.config import BenchConfig
 from tq.bench.measure import Meter
 from tq.bench.procs import Target, broker_settings, fresh_broker
 from tq.bench.report import SCHEMA, check_targets, is_ok
+from tq.core.times import format_rfc3339
 from tq.eventloop import loop_factory
 
 #: Characters of an error kept in the result (a broker's log tail can be long).
 MAX_ERROR = 2000
+#: Seconds between progress lines when stderr is not a terminal.
+LINE_INTERVAL = 5.0
 
 Scenario = Callable[[Target, BenchConfig, Meter], Awaitable[dict[str, Any]]]
 
@@ -103,9 +107,14 @@ def run_scenario(name: str, cfg: BenchConfig, workdir: Path, meter: Meter) -> di
 
 @contextmanager
 def live_progress(meter: Meter, console: Console, enabled: bool) -> Iterator[None]:
-    """A progress bar that follows ``meter`` (label, done/total) until the block ends."""
+    """A progress bar that follows ``meter`` (label, done/total) until the block ends; plain
+    lines (``progress_lines``) on a console that is not a terminal."""
     if not enabled:
         yield
+        return
+    if not console.is_terminal:
+        with progress_lines(meter, console):
+            yield
         return
     stop = threading.Event()
     progress = Progress(
@@ -129,6 +138,36 @@ def live_progress(meter: Meter, console: Console, enabled: bool) -> Iterator[Non
             thread.join(5)
 
 
+@contextmanager
+def progress_lines(
+    meter: Meter, console: Console, interval: float = LINE_INTERVAL
+) -> Iterator[None]:
+    """``tq bench: drain: running 40,000/100,000 (12 s)`` when the label changes and every
+    ``interval`` seconds: a bar redrawn in place would leave nothing in a file."""
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def line() -> str:
+        count = f"{meter.done:,}/{meter.total:,}" if meter.total else f"{meter.done:,}"
+        return f"tq bench: {meter.label} {count} ({time.monotonic() - started:.0f} s)"
+
+    def follow() -> None:
+        label, at = None, 0.0
+        while not stop.wait(0.1):
+            now = time.monotonic()
+            if meter.label and (meter.label != label or now - at >= interval):
+                console.out(line(), highlight=False)
+                label, at = meter.label, now
+
+    thread = threading.Thread(target=follow, name="tq-bench-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def run_bench(
     cfg: BenchConfig, *, progress: bool = False, console: Console | None = None
 ) -> dict[str, Any]:
@@ -136,7 +175,7 @@ def run_bench(
     to_run, skipped = cfg.runnable()
     result: dict[str, Any] = {
         "schema": SCHEMA,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started_at": format_rfc3339(time.time()),
         "config": cfg.as_dict(),
         "host": host_info(),
         "versions": versions(),
@@ -157,7 +196,7 @@ def run_bench(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result["host"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    result["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    result["finished_at"] = format_rfc3339(time.time())
     result["targets"] = check_targets(result["scenarios"])
     result["ok"] = is_ok(result)
     return result

@@ -1,19 +1,18 @@
 """Read-and-manage commands: ``status``, ``list``, ``cancel``, ``stats``, ``workers``, ``queues``.
 
-Commands taking several ids carry on past a bad one: each failure is an ``error:`` line and the
-exit status is 2 once all are done. ``list --since/--until`` take ISO 8601, unix seconds, or an
-age ("10m": ten minutes ago, since "what arrived in the last hour" is the usual question).
+Commands taking several ids carry on past an unknown one: each failure is an ``error:`` line
+and the exit status is 2 once all are done. ``list --since/--until`` read times as REST does
+(``tq.core.times``): RFC 3339, unix seconds, or an age ("10m": ten minutes ago, since "what
+arrived in the last hour" is the usual question). Tables print times as RFC 3339 UTC.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import math
-import re
 import time
-from datetime import datetime
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich import box
@@ -23,52 +22,32 @@ from rich.table import Table
 from rich.text import Text
 
 from tq.cli.context import EXIT_ERROR, CliContext, connect, emit, error_line, fail, plain
+from tq.cli.params import TASK_ID, TIME_HELP, InstantType, wire_bounds, wire_type
 from tq.core.ids import format_task_id
 from tq.core.model import TaskState
+from tq.core.times import format_rfc3339
 from tq.errors import TqError
+from tq.protocol import ListTasks
 
-# -- times of list --since/--until --------------------------------------------------------
+if TYPE_CHECKING:
+    from tq.client import Client
+    from tq.protocol import TaskInfo
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-
-
-def parse_when(text: str, now: float) -> float:
-    """Unix seconds of ``text``; raises ValueError naming the accepted forms."""
-    if match := _RELATIVE.match(text):
-        return now - float(match[1]) * _UNITS[match[2]]
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(seconds):
-            return seconds
-    try:
-        # fromisoformat reads "Z" since 3.11; a naive value is local time, as a person means.
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: use ISO 8601 (2024-07-01T12:00Z), unix seconds, "
-            "or an age such as 30s, 10m, 2h, 1d"
-        ) from None
+#: Most tasks one ``tq list`` gathers; it asks the broker page by page (a page holds at most
+#: ``PAGE_MAX``), and prints the cursor to go on from.
+LIST_MAX: Final = 10_000
+PAGE_MAX: Final = int(wire_bounds(ListTasks, "limit")[1] or 1000)
+#: Dead-lettered tasks ``tq queues`` counts per queue, at most (it lists them to count them).
+DEAD_LETTER_COUNT_MAX: Final = 10_000
 
 
-class WhenType(click.ParamType[float]):
-    name = "TIME"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, float):
-            return value
-        try:
-            return parse_when(str(value), time.time())
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+def _when() -> InstantType:
+    return InstantType(*wire_bounds(ListTasks, "created_after"))
 
 
-WHEN = WhenType()
+def table_time(seconds: float | None) -> str:
+    """A time in a table cell: RFC 3339 UTC to the second (JSON and YAML keep milliseconds)."""
+    return "" if seconds is None else format_rfc3339(seconds, "seconds")
 
 
 def _cell(value: Any) -> str:
@@ -92,7 +71,7 @@ def _record_table(title: str, data: dict[str, Any]) -> Table:
 
 
 @click.command("status")
-@click.argument("task_ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("task_ids", nargs=-1, required=True, metavar="ID...", type=TASK_ID)
 @click.option("--payload", is_flag=True, help="Include each task's payload.")
 @click.pass_obj
 def status_cmd(ctx: CliContext, task_ids: tuple[str, ...], payload: bool) -> None:
@@ -112,7 +91,7 @@ def status_cmd(ctx: CliContext, task_ids: tuple[str, ...], payload: bool) -> Non
 
 
 @click.command("cancel")
-@click.argument("task_ids", nargs=-1, required=True, metavar="ID...")
+@click.argument("task_ids", nargs=-1, required=True, metavar="ID...", type=TASK_ID)
 @click.pass_obj
 def cancel_cmd(ctx: CliContext, task_ids: tuple[str, ...]) -> None:
     """Cancel tasks that have not finished."""
@@ -142,15 +121,32 @@ def _decode_cursor(text: str | None) -> bytes | None:
         fail(f"--cursor {text!r} is not a cursor printed by tq list")
 
 
+def _gather(
+    client: Client, limit: int, cursor: bytes | None, **filters: Any
+) -> tuple[list[TaskInfo], bytes | None]:
+    """Up to ``limit`` matching tasks, page by page (a page may hold fewer than asked: the
+    broker bounds each call's scan and bytes), and the cursor after the last one."""
+    tasks: list[TaskInfo] = []
+    while len(tasks) < limit:
+        page, cursor = client.list_tasks(
+            limit=min(PAGE_MAX, limit - len(tasks)), cursor=cursor, **filters
+        )
+        tasks += page
+        if cursor is None:
+            break
+    return tasks, cursor
+
+
 @click.command("list")
 @click.option("--state", type=click.Choice([s.value for s in TaskState]))
-@click.option("--queue", "-q")
-@click.option("--type", "task_type", help="Only tasks of this type.")
-@click.option("--priority-min", type=click.IntRange(0, 255))
-@click.option("--priority-max", type=click.IntRange(0, 255))
-@click.option("--since", type=WHEN, help="Created after: ISO time, unix seconds, or 10m / 2h ago.")
-@click.option("--until", type=WHEN, help="Created before (same forms as --since).")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--queue", "-q", type=wire_type(ListTasks, "queue"))
+@click.option("--type", "task_type", type=wire_type(ListTasks, "task_type"),
+              help="Only tasks of this type.")  # fmt: skip
+@click.option("--priority-min", type=wire_type(ListTasks, "priority_min"))
+@click.option("--priority-max", type=wire_type(ListTasks, "priority_max"))
+@click.option("--since", type=_when(), help=f"Created at or after: {TIME_HELP}.")
+@click.option("--until", type=_when(), help="Created before (same forms as --since).")
+@click.option("--limit", type=click.IntRange(1, LIST_MAX), default=100, show_default=True)
 @click.option("--cursor", help="Continue from the next_cursor of a previous list.")
 @click.pass_obj
 def list_cmd(
@@ -167,7 +163,10 @@ def list_cmd(
 ) -> None:
     """List the tasks matching the filters, oldest first; page on with --cursor."""
     with connect(ctx) as client:
-        tasks, next_cursor = client.list_tasks(
+        tasks, next_cursor = _gather(
+            client,
+            limit,
+            _decode_cursor(cursor),
             state=state,
             queue=queue,
             task_type=task_type,
@@ -175,11 +174,9 @@ def list_cmd(
             priority_max=priority_max,
             created_after=since,
             created_before=until,
-            limit=limit,
-            cursor=_decode_cursor(cursor),
         )
     rows = [plain(t) for t in tasks]
-    # Fits 80 columns with short names: no side borders, and id and state never squeezed.
+    # No side borders, and id, state and time never squeezed: type and queue wrap instead.
     table = Table(
         title=f"tasks ({len(rows)})",
         title_justify="left",
@@ -192,17 +189,15 @@ def list_cmd(
     table.add_column("type")
     table.add_column("queue")
     table.add_column("prio", justify="right")
-    table.add_column("created", no_wrap=True)
-    today = time.strftime("%Y-%m-%d")
+    table.add_column("created (UTC)", no_wrap=True)
     for t in tasks:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.created_at))
         table.add_row(
             format_task_id(t.id),
             t.state,
             Text(t.task_type),
             Text(t.queue),
             str(t.priority),
-            created.removeprefix(f"{today} "),  # the time alone for today's tasks
+            table_time(t.created_at),
         )
     if next_cursor is not None:
         table.caption = f"more: --cursor {_encode_cursor(next_cursor)}"
@@ -234,8 +229,9 @@ def workers_cmd(ctx: CliContext) -> None:
         workers = client.workers()
     now = time.time()
     table = Table(title=f"workers ({len(workers)})", title_justify="left")
-    for column in ("worker", "queues", "running", "host", "cpu %", "rss MiB", "heartbeat", "alive"):
-        table.add_column(column)
+    for column in ("worker", "queues", "running", "host", "cpu %", "rss MiB", "registered (UTC)",
+                   "heartbeat", "alive"):  # fmt: skip
+        table.add_column(column, no_wrap=column.startswith("registered"))
     for w in workers:
         table.add_row(
             Text(w.name or w.id),
@@ -244,29 +240,58 @@ def workers_cmd(ctx: CliContext) -> None:
             f"{w.hostname}:{w.pid}",
             f"{w.cpu_percent:.0f}",
             f"{w.memory_rss / 2**20:.0f}",
+            table_time(w.registered_at),
             f"{max(0.0, now - w.last_heartbeat):.1f} s ago",
             "yes" if w.alive else "[red]no[/red]",
         )
     emit(ctx, [plain(w) for w in workers], table)
 
 
-_TIERS = ("high", "normal", "low", "scheduled", "in_progress")
+#: Per queue: pending by tier (high 200-255, normal 100-199, low 0-99), then the rest.
+QUEUE_COLUMNS: Final = ("high", "normal", "low", "scheduled", "in_progress", "dead_letter")
+
+
+def queue_table(queues: dict[str, dict[str, int]], caption: str | None = None) -> Table:
+    """One row per queue: its counts, and its pending tasks as a bar against the longest."""
+    longest = max((sum(d[t] for t in QUEUE_COLUMNS[:3]) for d in queues.values()), default=0)
+    table = Table(title=f"queues ({len(queues)})", title_justify="left", caption=caption)
+    table.add_column("queue")
+    for column in QUEUE_COLUMNS:
+        table.add_column(column.replace("_", " "), justify="right")
+    table.add_column("pending")
+    for name, depth in queues.items():
+        pending = sum(depth[t] for t in QUEUE_COLUMNS[:3])
+        bar = Bar(size=max(longest, 1), begin=0, end=pending, width=30, color="cyan")
+        table.add_row(Text(name), *(f"{depth[c]:,}" for c in QUEUE_COLUMNS), bar)
+    return table
+
+
+def _dead_letter_by_queue(client: Client) -> tuple[Counter[str], bool]:
+    """Dead-lettered tasks per queue (the broker keeps no such count: they are listed), and
+    whether there were more than ``DEAD_LETTER_COUNT_MAX`` to count."""
+    tasks, cursor = _gather(client, DEAD_LETTER_COUNT_MAX, None, state=TaskState.DEAD_LETTER)
+    return Counter(t.queue for t in tasks), cursor is not None
 
 
 @click.command("queues")
 @click.pass_obj
 def queues_cmd(ctx: CliContext) -> None:
-    """Queue depth per priority tier (high 200-255, normal 100-199, low 0-99), as bars."""
+    """Every queue that a task or a worker names (empty ones too), its tasks by state and
+    pending priority tier (high 200-255, normal 100-199, low 0-99), and its dead letter."""
     with connect(ctx) as client:
-        queues = client.stats().queues
-    data = {name: plain(depth) for name, depth in sorted(queues.items())}
-    longest = max((d[t] for d in data.values() for t in _TIERS), default=0)
-    table = Table(title=f"queues ({len(data)})", title_justify="left")
-    for column in ("queue", "tier", "tasks", "depth"):
-        table.add_column(column, justify="right" if column == "tasks" else "left")
-    for name, depth in data.items():
-        for i, tier in enumerate(_TIERS):
-            bar = Bar(size=max(longest, 1), begin=0, end=depth[tier], width=40, color="cyan")
-            table.add_row(Text(name if i == 0 else ""), tier, f"{depth[tier]:,}", bar)
-        table.add_section()
-    emit(ctx, data, table)
+        depths = client.stats().queues
+        served = {q for w in client.workers() for q in w.queues}
+        dead, more = _dead_letter_by_queue(client)
+    data: dict[str, dict[str, int]] = {}
+    for name in sorted({*depths, *served, *dead}):
+        depth = plain(depths[name]) if name in depths else dict.fromkeys(QUEUE_COLUMNS[:5], 0)
+        data[name] = {**{c: depth[c] for c in QUEUE_COLUMNS[:5]}, "dead_letter": dead[name]}
+    caption = None
+    if more:
+        caption = (
+            f"dead letter: the first {DEAD_LETTER_COUNT_MAX:,} counted; "
+            "tq list --state dead_letter pages through all"
+        )
+        if ctx.output != "table":  # JSON and YAML readers get no caption
+            click.echo(f"warning: {caption}", err=True)
+    emit(ctx, data, queue_table(data, caption))

@@ -1,14 +1,13 @@
 """``tq bench``: the built-in load generator; the work happens in ``tq.bench``.
 
 By default every scenario gets a fresh fsync-durable broker in a temp dir (global ``--set``
-options apply to it, e.g. ``tq --set persistence.sync_mode=relaxed bench``); ``--url`` runs
-enqueue, latency and steady against an existing broker instead. Exit status 1 when a scenario
-failed or lost a task.
+options apply to it, e.g. ``tq bench --set persistence.sync_mode=relaxed``); the global
+``--url``, when typed (``$TQ_BROKER_URL`` does not count), runs enqueue, latency and steady
+against that broker instead. Exit status 1 when a scenario failed or lost a task.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
@@ -44,7 +43,6 @@ _SCENARIO_HELP = (
               help="Payload bytes (memory always uses 100).")  # fmt: skip
 @click.option("--latency-count", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Sequential round trips of latency.")  # fmt: skip
-@click.option("--url", default=None, help="An existing broker (tq://host:port).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.option("--progress/--no-progress", default=None,
               help="Live progress on stderr. Default: when stderr is a terminal.")  # fmt: skip
@@ -62,12 +60,15 @@ def bench_cmd(
     window: int,
     payload_size: int,
     latency_count: int,
-    url: str | None,
     as_json: bool,
     progress: bool | None,
 ) -> None:
-    """Measure tq: enqueue, drain, latency, steady rate, memory, restart."""
-    if url is None:
+    """Measure tq: enqueue, drain, latency, steady rate, memory, restart.
+
+    Each scenario runs against a fresh broker of its own, or with --url against that broker
+    (enqueue, latency and steady only).
+    """
+    if ctx.url_flag is None:
         require_server("bench", "starts its own brokers (unless --url)")
     # Imported here: other commands should not pay for the bench's imports.
     from tq.bench.config import BenchConfig, parse_scenarios  # noqa: PLC0415
@@ -78,13 +79,14 @@ def bench_cmd(
     cfg = BenchConfig(
         scenarios=parse_scenarios(scenarios), tasks=tasks, stored=stored, workers=workers,
         concurrency=concurrency, rate=rate, duration=duration, batch=batch, window=window,
-        payload_size=payload_size, latency_count=latency_count, url=url,
+        payload_size=payload_size, latency_count=latency_count, url=ctx.url_flag,
         broker_settings=settings,
     )  # fmt: skip
     show = sys.stderr.isatty() if progress is None else progress
     result = run_bench(cfg, progress=show)
     if as_json or ctx.output != "table":
-        emit(dataclasses.replace(ctx, output="json" if as_json else ctx.output), result)
+        ctx.output = "json" if as_json else ctx.output
+        emit(ctx, result)
     else:
         console = out_console()
         console.print(render(result))

@@ -1,8 +1,9 @@
 """What every ``tq`` command shares: the context object, the output rules and the broker access.
 
 Output rules: ``table`` prints rich tables for people; ``json`` and ``yaml`` print plain data,
-with ids as canonical UUID text, times as ISO 8601 UTC, and bytes as UTF-8 text when they
-decode, else ``{"base64": "..."}`` (``base64:...`` in a table cell).
+with ids as canonical UUID text, times as RFC 3339 UTC (``tq.core.times``, shared with
+REST), and bytes as UTF-8 text when they decode, else ``{"base64": "..."}`` (``base64:...``
+in a table cell).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -24,11 +24,14 @@ from rich.console import Console, RenderableType
 
 from tq.config import Settings, load
 from tq.core.ids import format_task_id
+from tq.core.times import format_rfc3339
 from tq.errors import TqError, UnavailableError
 
 if TYPE_CHECKING:
     from tq.client import Client
 
+#: Where ``--url`` comes from when it is not given.
+URL_ENV = "TQ_BROKER_URL"
 err_console = Console(stderr=True)
 #: Width of tables written to a pipe or file: rich would assume 80 columns and squeeze a
 #: 36-character id column into ellipses; lines that run long are the lesser harm.
@@ -70,20 +73,48 @@ def parse_pairs(items: tuple[str, ...], option: str) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class CliContext:
-    """The effective settings plus the global options they came from (forwarded to children)."""
+    """The global options as given, before or after the command (a later one wins; ``--set``
+    items add up), and the settings they make. The settings are loaded on first use, which
+    comes after the command's own options are parsed."""
 
-    settings: Settings
-    output: str
-    url: str
+    output: str = "table"
+    #: ``--url`` as typed (None: not given); ``url`` adds the environment and the settings.
+    url_flag: str | None = None
     config_path: str | None = None
-    sets: tuple[str, ...] = field(default=())
+    sets: tuple[str, ...] = ()
+    _settings: Settings | None = field(default=None, repr=False)
 
-    def reload(self, overrides: Mapping[str, object]) -> Settings:
-        """The settings again with command flags as the highest-precedence overrides."""
-        merged: dict[str, object] = {**parse_pairs(self.sets, "--set"), **overrides}
-        return load(self.config_path, overrides=merged)
+    def given(self, name: str, value: object) -> None:
+        """Record a global option as typed: ``sets`` adds up, others replace."""
+        if name == "sets":
+            assert isinstance(value, tuple)
+            self.sets = (*self.sets, *value)
+        else:
+            setattr(self, name, value)
+        self._settings = None  # loaded again, with what was just typed
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = self.reload({})
+        return self._settings
+
+    @property
+    def url(self) -> str:
+        """``--url``, else ``$TQ_BROKER_URL``, else ``worker.broker_url``."""
+        return self.url_flag or os.environ.get(URL_ENV) or self.settings.worker.broker_url
+
+    def reload(
+        self, overrides: Mapping[str, object], origins: Mapping[str, str] | None = None
+    ) -> Settings:
+        """The settings again with command flags as the highest-precedence overrides;
+        ``origins`` names the flag each override came from, so an error names what was typed."""
+        pairs = parse_pairs(self.sets, "--set")
+        named = {key: f"--set {key}={value}" for key, value in pairs.items()}
+        merged: dict[str, object] = {**pairs, **overrides}
+        return load(self.config_path, overrides=merged, origins={**named, **(origins or {})})
 
     def global_args(self) -> list[str]:
         """``--config``/``--set`` as given, so a child ``python -m tq`` sees the same config."""
@@ -125,9 +156,7 @@ def cell_bytes(data: bytes | None) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if ts is None else format_rfc3339(ts)
 
 
 _TIME_FIELDS = frozenset(

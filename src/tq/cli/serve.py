@@ -117,8 +117,14 @@ def logging_options(command: F) -> F:
     )(command)
 
 
-def _overrides(flags: dict[str, object]) -> dict[str, object]:
-    return {key: value for key, value in flags.items() if value is not None}
+def _settings(ctx: CliContext, flags: dict[str, tuple[str, object]]) -> Settings:
+    """The settings with the given flags (``{"broker.port": ("--port", 7421)}``) as overrides;
+    a bad value is named by the flag it was typed as."""
+    given = {key: flag_value for key, flag_value in flags.items() if flag_value[1] is not None}
+    return ctx.reload(
+        {key: value for key, (_, value) in given.items()},
+        origins={key: flag for key, (flag, _) in given.items()},
+    )
 
 
 def _start_logging(settings: Settings, level: str | None, fmt: str | None) -> None:
@@ -148,8 +154,13 @@ def broker_cmd(
 ) -> None:
     """Run the broker until SIGTERM or SIGINT."""
     require_server("broker")
-    settings = ctx.reload(
-        _overrides({"broker.host": host, "broker.port": port, "persistence.data_dir": data_dir})
+    settings = _settings(
+        ctx,
+        {
+            "broker.host": ("--host", host),
+            "broker.port": ("--port", port),
+            "persistence.data_dir": ("--data-dir", data_dir),
+        },
     )
     _start_logging(settings, log_level, log_format)
     from tq.broker.server import run_broker  # noqa: PLC0415 - only this command needs it
@@ -190,17 +201,19 @@ def worker_cmd(
 ) -> None:
     """Run a worker of the handlers that importing each MODULE registers (several modules are
     served together; default: worker.handlers_module)."""
-    settings = ctx.reload(
-        _overrides(
-            {
-                "worker.queues": [q.strip() for q in queues.split(",")] if queues else None,
-                "worker.concurrency": concurrency,
-                "worker.pool": pool,
-                "worker.prefetch": prefetch,
-                "worker.name": name,
-                "worker.shutdown_timeout_s": shutdown_timeout,
-            }
-        )
+    settings = _settings(
+        ctx,
+        {
+            "worker.queues": (
+                "--queues",
+                [q.strip() for q in queues.split(",")] if queues else None,
+            ),
+            "worker.concurrency": ("--concurrency", concurrency),
+            "worker.pool": ("--pool", pool),
+            "worker.prefetch": ("--prefetch", prefetch),
+            "worker.name": ("--name", name),
+            "worker.shutdown_timeout_s": ("--shutdown-timeout", shutdown_timeout),
+        },
     )
     w = settings.worker
     names = list(modules) or ([w.handlers_module] if w.handlers_module else [])

@@ -3,23 +3,31 @@
 the wait rides out broker outages until ``--timeout-wait`` (none by default).
 
 PAYLOAD is text sent as UTF-8 bytes (JSON, usually), ``@file`` for a file's bytes, or ``-``
-for stdin.
+for stdin. Options are checked against the wire bounds before anything is sent; what only the
+broker can judge (the payload limit, tags) comes back naming ``tasks[0].payload``, which is
+said here in the command's own terms (``PAYLOAD``, ``--tag``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tq.cli.context import CliContext, cell_bytes, connect, emit, err_console, fail, parse_pairs
 from tq.cli.context import plain as plain_record
-from tq.core.ids import format_task_id, parse_task_id
-from tq.errors import ErrorCode, TaskFailedError
+from tq.cli.params import TASK_ID, wire_type
+from tq.core.ids import format_task_id
+from tq.errors import ErrorCode, ProtocolError, TaskFailedError, ValidationError
+from tq.protocol import TaskSpec
+from tq.protocol.records import DEFAULT_PRIORITY, DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from tq.client import Client
@@ -27,6 +35,43 @@ if TYPE_CHECKING:
 
 #: Tasks per submit_many call: large enough to amortise round trips, far below a frame's size.
 BATCH = 500
+
+#: The argument or option of ``tq submit`` that sets each field of a task spec.
+SPEC_OPTIONS: Final = {
+    "task_type": "TYPE",
+    "payload": "PAYLOAD",
+    "queue": "--queue",
+    "priority": "--priority",
+    "delay": "--delay",
+    "max_retries": "--max-retries",
+    "timeout": "--timeout",
+    "depends_on": "--depends-on",
+    "tags": "--tag",
+    "idempotency_key": "--idempotency-key",
+}
+#: A task spec's path in a broker's message: ``tasks[3].payload``, ``$.tasks[0].tags``.
+_SPEC_PATH = re.compile(r"`?\$?\.?tasks\[\d+\](?:\.(\w+))?`?")
+_LIMIT = re.compile(r"limit of (\d+)")
+
+
+def in_cli_terms(exc: ValidationError | ProtocolError, payload_size: int) -> ValidationError:
+    """A refusal of the submitted task, naming the argument or option behind the field."""
+
+    def name(match: re.Match[str]) -> str:
+        field = match[1]
+        return SPEC_OPTIONS.get(field, field) if field else "the task"
+
+    # Refused by the client before sending: the task's frame would be above the limit.
+    if exc.code == ErrorCode.FRAME_TOO_LARGE or "frame limit" in exc.message:
+        limit = _LIMIT.search(exc.message)
+        frame = f" of {int(limit[1]):,} bytes" if limit else ""
+        return ValidationError(
+            f"PAYLOAD of {payload_size:,} bytes makes the task larger than the broker's frame "
+            f"limit{frame} (broker.max_frame_size_bytes; payloads are held to "
+            "broker.max_payload_size_bytes)",
+            ErrorCode.PAYLOAD_TOO_LARGE,
+        )
+    return ValidationError(_SPEC_PATH.sub(name, exc.message), exc.code)
 
 
 def read_payload(text: str) -> bytes:
@@ -67,18 +112,22 @@ def _outcome_error(info: TaskInfo) -> TaskFailedError:
 
 
 @click.command("submit")
-@click.argument("task_type")
+@click.argument("task_type", metavar="TYPE", type=wire_type(TaskSpec, "task_type"))
 @click.argument("payload", required=False, default="")
-@click.option("--queue", "-q", default="default", show_default=True)
-@click.option("--priority", "-p", type=click.IntRange(0, 255), default=128, show_default=True)
-@click.option("--delay", type=click.FloatRange(min=0), help="Seconds before the task may run.")
-@click.option("--max-retries", type=click.IntRange(min=0), help="Default: broker setting.")
-@click.option(
-    "--timeout", type=click.FloatRange(min=0, min_open=True), help="Execution timeout (s)."
-)
-@click.option("--depends-on", multiple=True, metavar="ID", help="Run only after task ID.")
+@click.option("--queue", "-q", type=wire_type(TaskSpec, "queue"), default=DEFAULT_QUEUE,
+              show_default=True)  # fmt: skip
+@click.option("--priority", "-p", type=wire_type(TaskSpec, "priority"),
+              default=DEFAULT_PRIORITY, show_default=True)  # fmt: skip
+@click.option("--delay", type=wire_type(TaskSpec, "delay"),
+              help="Seconds before the task may run.")  # fmt: skip
+@click.option("--max-retries", type=wire_type(TaskSpec, "max_retries"),
+              help="Default: broker setting.")  # fmt: skip
+@click.option("--timeout", type=wire_type(TaskSpec, "timeout"), help="Execution timeout (s).")
+@click.option("--depends-on", multiple=True, metavar="ID", type=TASK_ID,
+              help="Run only after task ID.")  # fmt: skip
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
-@click.option("--idempotency-key", help="A repeated submit with this key returns the same id.")
+@click.option("--idempotency-key", type=wire_type(TaskSpec, "idempotency_key"),
+              help="A repeated submit with this key returns the same id.")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=1, help="Submit N copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout-wait", type=click.FloatRange(min=0), help="Stop waiting after S s.")
@@ -99,7 +148,7 @@ def submit_cmd(
     wait: bool,
     timeout_wait: float | None,
 ) -> None:
-    """Submit a task of TASK_TYPE with PAYLOAD (text, @file or - for stdin)."""
+    """Submit a task of TYPE with PAYLOAD (text, @file or - for stdin)."""
     if count > 1 and idempotency_key is not None:
         raise click.BadParameter("copies with one key would be one task", param_hint="--count")
     options: dict[str, Any] = {
@@ -108,15 +157,14 @@ def submit_cmd(
         "delay": delay,
         "max_retries": max_retries,
         "timeout": timeout,
-        # Checked here so a bad id is named before anything is sent.
-        "depends_on": tuple(format_task_id(parse_task_id(d)) for d in depends_on),
+        "depends_on": depends_on,  # checked by TASK_ID before anything is sent
         "tags": parse_pairs(tags, "--tag") or None,
         "idempotency_key": idempotency_key,
     }
     data = read_payload(payload)
     # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit
     # gets one connection attempt.
-    with connect(ctx, reconnect=wait) as client:
+    with connect(ctx, reconnect=wait) as client, _refusals_in_cli_terms(len(data)):
         if count == 1:
             _submit_one(
                 ctx,
@@ -138,6 +186,20 @@ def submit_cmd(
                 wait=wait,
                 timeout_wait=timeout_wait,
             )
+
+
+@contextmanager
+def _refusals_in_cli_terms(payload_size: int) -> Iterator[None]:
+    try:
+        yield
+    except (ValidationError, ProtocolError) as exc:
+        if exc.code not in (ErrorCode.FRAME_TOO_LARGE, *_SPEC_CODES):
+            raise
+        raise in_cli_terms(exc, payload_size) from exc
+
+
+#: Codes of refusals that name a field of the submitted task.
+_SPEC_CODES: Final = (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE)
 
 
 def _submit_one(

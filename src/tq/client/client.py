@@ -127,6 +127,11 @@ class AsyncClient(WorkerCalls):
     def __repr__(self) -> str:
         return f"AsyncClient({self.url!r})"
 
+    @property
+    def connected(self) -> bool:
+        """True while a handshaken connection is open (a call would not have to dial)."""
+        return self._session.connected
+
     async def connect(self, timeout: float | None = None, *, retry: bool = True) -> None:
         """Connect now rather than on the first call. A refused connection is retried with
         backoff until ``timeout`` (default ``request_timeout``); ``retry=False`` makes one

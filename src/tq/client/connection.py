@@ -18,7 +18,7 @@ import ssl
 from collections.abc import Callable
 from typing import Final, Literal, TypeVar, cast
 
-from tq.client.address import BrokerAddress
+from tq.client.address import DEFAULT_PORT, BrokerAddress
 from tq.errors import (
     ErrorCode,
     ProtocolError,
@@ -44,6 +44,7 @@ from tq.protocol import (
     decode_payload,
     encode,
 )
+from tq.protocol.peers import ForeignPeerError
 from tq.protocol.registry import REPLY_CLASSES
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,28 @@ def _validate(frame: bytes) -> None:
         decode_payload(frame[LENGTH_PREFIX_SIZE], memoryview(frame)[LENGTH_PREFIX_SIZE + 1 :])
     except FrameError as e:
         raise ValidationError(e.message) from None
+
+
+def _foreign_peer_error(address: BrokerAddress, e: ForeignPeerError) -> ProtocolError:
+    """Another kind of server on that port: say what it looks like and where tq listens."""
+    where = f"the broker's tq port is broker.port (default {DEFAULT_PORT})"
+    if e.peer == "an HTTP server":
+        where = f"is that the REST port? {where}"
+    return ProtocolError(f"{address.url} answered like {e.peer}, not a tq broker: {where}")
+
+
+def _tls_error(address: BrokerAddress, e: ssl.SSLError) -> ProtocolError:
+    """A failed TLS handshake, in one line: usually a plaintext broker behind a tqs:// URL."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return ProtocolError(
+            f"{address.url}: the server's TLS certificate was refused: {e.verify_message}"
+        )
+    reason = (e.reason or type(e).__name__).lower().replace("_", " ")
+    plain = address.url.replace("tqs://", "tq://", 1)
+    return ProtocolError(
+        f"{address.url}: no TLS handshake ({reason}): TLS is not enabled on that broker (tq "
+        f"brokers do not serve TLS yet; it comes with the security work): connect to {plain}"
+    )
 
 
 class Connection(asyncio.Protocol):
@@ -127,6 +150,9 @@ class Connection(asyncio.Protocol):
             raise UnavailableError(
                 f"no connection to {address.url} within {timeout:g} s", ErrorCode.TIMEOUT
             ) from None
+        except ssl.SSLError as e:  # before OSError, its base: no retry makes a handshake work
+            conn.close()
+            raise _tls_error(address, e) from e
         except OSError as e:
             conn.close()
             raise UnavailableError(f"cannot connect to {address.url}: {e}") from e
@@ -286,6 +312,9 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             msgs = self._proto.receive_data(data)
+        except ForeignPeerError as e:
+            self._abort(_foreign_peer_error(self.address, e))
+            return
         except FrameError as e:
             for msg in e.messages:  # the valid frames before the bad one still count
                 if isinstance(msg, TaskEvent) or isinstance(msg, REPLY_CLASSES):  # noqa: SIM101

@@ -40,11 +40,13 @@ def load(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
 ) -> Settings:
     """The effective settings: defaults < YAML file < ``TQ_*`` environment < ``overrides``.
 
     ``path`` None falls back to ``$TQ_CONFIG``, then to no file. ``env`` None reads
-    ``os.environ`` (pass ``{}`` to ignore it). ``overrides`` maps ``"section.key"`` to a value.
+    ``os.environ`` (pass ``{}`` to ignore it). ``overrides`` maps ``"section.key"`` to a value;
+    ``origins`` may name where one came from (``"--port"``) for the error messages.
     Raises ``ConfigError`` listing every problem found.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
@@ -55,7 +57,7 @@ def load(
     elif named := _config_env(environ):
         layers.append(read_file(Path(named[1]), problems, f" (named by {named[0]})"))
     layers.append(read_env(environ, problems))
-    layers.append(read_overrides(overrides or {}, problems))
+    layers.append(read_overrides(overrides or {}, problems, origins or {}))
     if problems:
         raise ConfigError(_summary(problems))
 

@@ -236,13 +236,16 @@ def read_env(env: Mapping[str, str], problems: list[str]) -> Layer:
 # -- overrides (CLI flags) --------------------------------------------------------------------
 
 
-def read_overrides(overrides: Mapping[str, Any], problems: list[str]) -> Layer:
+def read_overrides(
+    overrides: Mapping[str, Any], problems: list[str], origins: Mapping[str, str] | None = None
+) -> Layer:
     """``{"broker.port": 7421}``. String values are parsed like environment values, so a CLI
-    can pass flag text through unchanged; other values are taken as they are."""
+    can pass flag text through unchanged; other values are taken as they are. ``origins``
+    names where an override came from (a CLI flag, ``"--port"``); else "override KEY"."""
     layer: Layer = {}
     for dotted, value in overrides.items():
         section, sep, key = str(dotted).partition(".")
-        origin = f"override {dotted}"
+        origin = (origins or {}).get(str(dotted)) or f"override {dotted}"
         if not isinstance(dotted, str) or not sep:
             problems.append(
                 f"override key {dotted!r} must look like section.key (e.g. broker.port)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 #: Latest instant any field may carry: 9999-12-31T23:59:59Z, the last RFC 3339 second.
 MAX_INSTANT: Final = 253_402_300_799.0
@@ -34,6 +34,8 @@ _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 FORMS: Final = "RFC 3339 (e.g. 2024-07-01T12:00:00Z, 2024-07-01T14:00:00+02:00)"
 AGE_FORMS: Final = "an age such as 30s, 10m, 2h, 1d or 1w (that long ago)"
+#: Every form a text interface (a CLI option, a REST query parameter) reads, for help texts.
+TEXT_FORMS: Final = f"{FORMS}, unix seconds, or {AGE_FORMS}"
 
 
 def parse_instant(text: str, now: float | None = None, *, unix: bool = True) -> float:
@@ -95,12 +97,15 @@ def parse_rfc3339(text: str) -> float | None:
     return min(max(unix, 0.0), MAX_INSTANT)
 
 
-def format_rfc3339(unix: float) -> str:
-    """``2024-07-01T12:00:00.123Z``: UTC, with the date, to the millisecond."""
+def format_rfc3339(
+    unix: float, timespec: Literal["seconds", "milliseconds"] = "milliseconds"
+) -> str:
+    """``2024-07-01T12:00:00.123Z``: UTC, with the date, to the millisecond (to the second
+    with ``timespec="seconds"``, for tables)."""
     if not math.isfinite(unix) or not 0 <= unix <= MAX_INSTANT:
         raise ValueError(f"{unix} is not an instant between 0 and {MAX_INSTANT:.0f}")
     when = datetime.fromtimestamp(unix, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _days_in_month(year: int, month: int) -> int:

@@ -8,7 +8,9 @@ A client may pipeline requests right behind HELLO. Every request has a distinct 
 the whole connection. Any ``FrameError`` moves a connection to CLOSED: answer it with a NACK
 (``ServerConnection.nack``) and close the socket. The one exception is a request whose
 payload only breaks its schema: the server hands it over as an ``InvalidMessage`` (to be
-answered NACK INVALID_ARGUMENT) and stays open. The asyncio shells only move bytes.
+answered NACK INVALID_ARGUMENT) and stays open. The client judges the first reply by its
+length prefix and type byte before decoding it: another kind of server is named (``peers``).
+The asyncio shells only move bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tq.protocol.messages import (
     TaskEvent,
     Welcome,
 )
+from tq.protocol.peers import FIRST_REPLY_HEAD, check_first_reply
 from tq.protocol.registry import (
     MESSAGE_TYPES,
     REPLY_CLASSES,
@@ -297,10 +300,23 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         self.peer_max_frame_size = max_frame_size
         self._next_id = 1
         self._outstanding: dict[int, MessageType] = {}
+        self._head = bytearray()  # the first reply's length prefix and type byte, as they arrive
 
     @property
     def version(self) -> int | None:
         return None if self.welcome is None else self.welcome.version
+
+    def receive_data(self, data: Buffer) -> list[Reply | TaskEvent]:
+        if self.state is ConnectionState.HELLO_SENT and len(self._head) < FIRST_REPLY_HEAD:
+            # Before the decoder reads a length: another server's answer (HTTP/1.1 400...)
+            # is named for what it is, not reported as a frame of 1,213,486,160 bytes.
+            self._head += memoryview(data)[: FIRST_REPLY_HEAD - len(self._head)]
+            try:
+                check_first_reply(bytes(self._head))
+            except FrameError:
+                self.state = ConnectionState.CLOSED
+                raise
+        return super().receive_data(data)
 
     @property
     def outstanding(self) -> Mapping[int, MessageType]:

@@ -3,6 +3,9 @@
 Everything here survives broker restarts: registration is retried with backoff until it
 succeeds (or the worker stops), and any lost call marks the link for re-registration, since
 a restarted broker may have forgotten the worker. Claiming stays with the worker's loop.
+Goodbyes (release, deregister) go only to a broker that answers at once (``reachable``):
+one that is down would hold a stopping worker for their timeouts, while it reclaims the
+tasks (their leases expire) and forgets the worker (missed heartbeats) on its own.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from tq.errors import TqError
 from tq.protocol.records import ClaimedTask
 from tq.worker.heartbeat import Heartbeater
 from tq.worker.reporting import ProgressSender, Reporter
-from tq.worker.retrying import Backoff, best_effort, is_fatal, sleep_unless
+from tq.worker.retrying import Backoff, best_effort, is_fatal, sleep_unless, unless_stopped
 
 _log = logging.getLogger(__name__)
 
 #: Time the goodbyes (release, deregister) and the last outcomes get to reach the broker.
 GOODBYE_TIMEOUT: Final = 10.0
+#: Time a stopping worker gives an unconnected broker to take a new connection.
+PROBE_TIMEOUT: Final = 1.0
 
 
 class BrokerLink:
@@ -66,22 +71,27 @@ class BrokerLink:
         """Register, retrying until the broker answers; False if ``stop`` is set first."""
         backoff = Backoff(cap=5.0)
         while not stop.is_set():
+            call = self.client.register_worker(
+                self.worker_id,
+                name=self.worker_id,
+                queues=self._queues,
+                concurrency=self._concurrency,
+                hostname=socket.gethostname()[:256],
+                pid=os.getpid(),
+                pool=self._pool,
+            )
             try:
-                reply = await self.client.register_worker(
-                    self.worker_id,
-                    name=self.worker_id,
-                    queues=self._queues,
-                    concurrency=self._concurrency,
-                    hostname=socket.gethostname()[:256],
-                    pid=os.getpid(),
-                    pool=self._pool,
-                )
+                # Dialling a broker that is down takes the call's whole deadline: a stop
+                # request must not wait for it.
+                reply = await unless_stopped(stop, call)
             except TqError as exc:
                 if is_fatal(exc):
                     raise
                 _log.warning("worker.register_failed url=%s error=%s", self.url, exc)
                 await sleep_unless(stop, backoff.next())
                 continue
+            if reply is None:
+                break
             self.needs_register = False
             # Never slower than the broker asks: it declares a worker dead after missed beats.
             self.heartbeats.interval = min(
@@ -90,17 +100,51 @@ class BrokerLink:
             return True
         return False
 
+    async def reachable(self) -> bool:
+        """True if the connection is open, or one attempt within ``PROBE_TIMEOUT`` opens it."""
+        if self.client.connected:
+            return True
+        try:
+            await self.client.connect(PROBE_TIMEOUT, retry=False)
+        except TqError:
+            return False
+        return True
+
     async def release(self, claimed: Sequence[ClaimedTask]) -> None:
         """Hand back claimed tasks that never started (their claim does not count)."""
+        if not await self.reachable():
+            _log.warning(
+                "worker.release_skipped tasks=%d reason=broker unreachable (it runs them "
+                "again once their leases expire)",
+                len(claimed),
+            )
+            return
         await best_effort(
             lambda: self.client.release(self.worker_id, claimed), "release", GOODBYE_TIMEOUT
         )
 
     async def flush(self) -> None:
-        if not await self.reporter.flush(GOODBYE_TIMEOUT):
-            _log.error("worker.unreported outcomes=%d", self.reporter.pending)
+        """Wait for the outcomes still to report: finished work, worth a wait for a broker
+        that is back within ``GOODBYE_TIMEOUT``, but not for one that cannot be reached."""
+        if self.reporter.idle:
+            return
+        if await self.reachable():
+            if await self.reporter.flush(GOODBYE_TIMEOUT):
+                return
+            why = "timed out"
+        else:
+            why = "broker unreachable"
+        _log.error(
+            "worker.unreported outcomes=%d reason=%s (the broker runs those tasks again once "
+            "their leases expire)",
+            self.reporter.pending,
+            why,
+        )
 
     async def deregister(self) -> None:
+        if not await self.reachable():
+            _log.info("worker.deregister_skipped reason=broker unreachable")
+            return
         await best_effort(
             lambda: self.client.deregister(self.worker_id), "deregister", GOODBYE_TIMEOUT
         )

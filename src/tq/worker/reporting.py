@@ -3,8 +3,10 @@
 Outcomes: ``Reporter`` sends everything finished so far in one TASK_RESULT. It adds no delay
 of its own: while one report is in flight the next batch accumulates, so batches grow with
 load (group commit) and a lone task is reported at once. A batch that cannot be sent (broker
-restarting) is kept and retried with backoff; an outcome refused with LEASE_MISMATCH is
-dropped (the lease expired, the broker has run or will run the task again).
+restarting) is kept and retried with backoff. An outcome the broker refuses is looked up:
+if the task already holds it (a report whose reply was lost with the connection, sent again)
+or was cancelled, that is said calmly; otherwise the outcome is lost (LEASE_MISMATCH: the
+lease expired, the broker has run or will run the task again), and that is a warning.
 
 Progress: ``ProgressSender`` keeps only the latest value per task and has at most one
 PROGRESS in flight per task, so a handler calling ``progress()`` in a tight loop costs a few
@@ -20,8 +22,9 @@ from collections.abc import Awaitable
 from typing import Final, Protocol
 
 from tq.core.ids import format_task_id
+from tq.core.model import TaskState
 from tq.errors import ErrorCode, TqError
-from tq.protocol.records import ClaimedTask, TaskOutcome
+from tq.protocol.records import ClaimedTask, TaskInfo, TaskOutcome
 from tq.worker.context import ProgressSink
 from tq.worker.retrying import Backoff, is_fatal
 
@@ -30,6 +33,8 @@ _log = logging.getLogger(__name__)
 MAX_BATCH: Final = 500
 #: Result bytes per TASK_RESULT, well below the 16 MiB default frame limit.
 MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
+#: How long the reporter spends asking the broker what became of refused outcomes.
+LOOKUP_TIMEOUT: Final = 2.0
 
 
 #: What a refused result means for its task, by the broker's per-item code.
@@ -41,6 +46,8 @@ _WHY_DROPPED: dict[int, str] = {
 
 class _ReportClient(Protocol):
     async def report(self, outcomes: list[TaskOutcome]) -> list[int]: ...
+
+    async def status_many(self, ids: list[str]) -> list[TaskInfo | None]: ...
 
 
 class Reporter:
@@ -63,6 +70,11 @@ class Reporter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing in flight."""
+        return self._idle.is_set()
 
     async def flush(self, timeout: float) -> bool:
         """Wait until nothing is left to send; False if ``timeout`` passed first."""
@@ -95,7 +107,7 @@ class Reporter:
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
-            self._check(batch, codes)
+            await self._check(batch, codes)
 
     def _take(self) -> list[TaskOutcome]:
         size = 0
@@ -108,17 +120,40 @@ class Reporter:
         batch, self._pending = self._pending[:count], self._pending[count:]
         return batch
 
-    def _check(self, batch: list[TaskOutcome], codes: list[int]) -> None:
+    async def _check(self, batch: list[TaskOutcome], codes: list[int]) -> None:
+        refused: list[tuple[TaskOutcome, int]] = []
         for outcome, code in zip(batch, codes, strict=False):
             if code == 0:
                 self.sent += 1
+            else:
+                refused.append((outcome, code))
+        if not refused:
+            return
+        records = await self._lookup([o for o, _ in refused])
+        for (outcome, code), info in zip(refused, records or [None] * len(refused), strict=True):
+            task = format_task_id(outcome.task_id)
+            if info is not None and _holds(info, outcome):
+                self.sent += 1  # it reached the broker: the lost reply only hid that
+                _log.info("result.already_recorded task=%s state=%s", task, info.state)
                 continue
             self.dropped += 1
+            if info is not None and info.state == TaskState.CANCELLED:
+                _log.info("result.not_needed task=%s reason=cancelled while it ran", task)
+                continue
             name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
             why = _WHY_DROPPED.get(code, "")
-            _log.warning(
-                "result.dropped task=%s code=%s %s", format_task_id(outcome.task_id), name, why
-            )
+            if info is None and code != ErrorCode.PAYLOAD_TOO_LARGE:
+                why = "the broker has no such task now" if records else "(could not look it up)"
+            _log.warning("result.dropped task=%s code=%s %s", task, name, why)
+
+    async def _lookup(self, outcomes: list[TaskOutcome]) -> list[TaskInfo | None] | None:
+        """The broker's records of ``outcomes``' tasks; None if it cannot say quickly."""
+        try:
+            async with asyncio.timeout(LOOKUP_TIMEOUT):
+                return await self._client.status_many([format_task_id(o.task_id) for o in outcomes])
+        except (TqError, TimeoutError) as exc:
+            _log.debug("result.lookup_failed outcomes=%d error=%s", len(outcomes), exc)
+            return None
 
     async def _isolate(self, batch: list[TaskOutcome], exc: TqError) -> None:
         """The broker refused the whole report: send outcomes one by one, and turn a refused
@@ -127,7 +162,7 @@ class Reporter:
         for outcome in batch:
             for attempt in (outcome, _refused(outcome, exc)):
                 try:
-                    self._check([attempt], await self._client.report([attempt]))
+                    await self._check([attempt], await self._client.report([attempt]))
                 except TqError as again:
                     exc = again
                     continue
@@ -135,6 +170,15 @@ class Reporter:
             else:
                 self.dropped += 1
                 _log.error("result.dropped task=%s error=%s", format_task_id(outcome.task_id), exc)
+
+
+def _holds(info: TaskInfo, outcome: TaskOutcome) -> bool:
+    """Whether the task's record already shows ``outcome``: completed, or failed (waiting to
+    retry, or dead-lettered) with its error."""
+    if outcome.ok:
+        return info.state == TaskState.COMPLETED
+    ended = info.state in (TaskState.FAILED, TaskState.DEAD_LETTER)
+    return ended and info.error == outcome.error and info.error_type == outcome.error_type
 
 
 def _refused(outcome: TaskOutcome, exc: TqError) -> TaskOutcome:

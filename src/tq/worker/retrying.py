@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from tq.errors import AuthError, ConfigError, ProtocolError, TqError, ValidationError
 
 _log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def is_fatal(exc: BaseException) -> bool:
@@ -76,3 +79,24 @@ async def wait_any(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def unless_stopped(stop: asyncio.Event, call: Coroutine[Any, Any, T]) -> T | None:
+    """The result of ``call`` (which never returns None), or None as soon as ``stop`` is set
+    first: the call is then cancelled. For calls that may dial a broker that is down for as
+    long as their deadline: a stopping worker must not wait that out."""
+    task = asyncio.ensure_future(call)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, waiter), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait((task,))  # the call has unwound (its connection attempt closed)
+        if task.cancelled() or task.exception() is not None:
+            return None
+    return task.result()  # the call's error, if any, is raised here

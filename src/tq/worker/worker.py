@@ -12,8 +12,11 @@ never reported.
 
 Shutdown (``request_stop``): stop claiming, release the waiting tasks (no attempt counted),
 let running ones finish within ``shutdown_timeout`` (then interrupt them, reported as failed
-attempts), flush outcomes, deregister. ``burst``: stop once a claim finds nothing and nothing
-runs. Every broker call survives restarts: transient errors are retried with backoff.
+attempts), flush outcomes, deregister. A call still dialling a broker that is down is dropped
+at once, and the goodbyes go only to a broker that answers (``BrokerLink.reachable``), so a
+worker whose broker is gone stops in about a second. ``burst``: stop once a claim finds
+nothing and nothing runs. Every broker call survives restarts: transient errors are retried
+with backoff.
 """
 
 from __future__ import annotations
@@ -190,13 +193,7 @@ class Worker:
                 return
             asked = asyncio.get_running_loop().time()
             try:
-                tasks = await self._link.client.claim(
-                    self.worker_id,
-                    self.queues,
-                    max_tasks=min(free, MAX_CLAIM),
-                    # Burst never long-polls: "nothing claimable now" is its exit condition.
-                    wait=0.0 if self.burst else CLAIM_WAIT,
-                )
+                tasks = await self._claim(min(free, MAX_CLAIM))
             except TqError as exc:
                 if is_fatal(exc):
                     raise
@@ -220,6 +217,34 @@ class Worker:
                 rest = CLAIM_WAIT - (asyncio.get_running_loop().time() - asked)
                 if rest > 0:
                     await sleep_unless(self._stop, rest)
+
+    async def _claim(self, max_tasks: int) -> list[ClaimedTask]:
+        """One claim. A stop request abandons it while no connection is open (it is dialling
+        a broker that is down: nothing was sent); a claim sent on an open connection is
+        waited for, since the tasks it brings must be received to be released."""
+        claim = asyncio.ensure_future(
+            self._link.client.claim(
+                self.worker_id,
+                self.queues,
+                max_tasks=max_tasks,
+                # Burst never long-polls: "nothing claimable now" is its exit condition.
+                wait=0.0 if self.burst else CLAIM_WAIT,
+            )
+        )
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait((claim, stopped), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            claim.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if not claim.done() and not self._link.client.connected:
+            claim.cancel()
+            await asyncio.wait((claim,))
+            if claim.cancelled():
+                return []
+        return await claim
 
     def _accept(self, tasks: list[ClaimedTask]) -> None:
         for claimed in tasks:
