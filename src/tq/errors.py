@@ -54,6 +54,8 @@ class ErrorCode(IntEnum):
     LEASE_MISMATCH = 3003
     DEPENDENCY_NOT_FOUND = 3004
     WORKER_NOT_FOUND = 3005
+    KEY_NOT_FOUND = 3006
+    KEY_ALREADY_EXISTS = 3007
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -124,6 +126,8 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
         409, "FAILED_PRECONDITION", "a task named in depends_on does not exist"
     ),
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
+    ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
+    ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
         503, "RESOURCE_EXHAUSTED", "connection limit reached"
@@ -236,7 +240,10 @@ for _cls, _codes in (
         ValidationError,
         (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.REPLY_TOO_LARGE),
     ),
-    (NotFoundError, (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND)),
+    (
+        NotFoundError,
+        (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND, ErrorCode.KEY_NOT_FOUND),
+    ),
     (
         ConflictError,
         (
@@ -244,6 +251,7 @@ for _cls, _codes in (
             ErrorCode.INVALID_STATE,
             ErrorCode.LEASE_MISMATCH,
             ErrorCode.DEPENDENCY_NOT_FOUND,
+            ErrorCode.KEY_ALREADY_EXISTS,
         ),
     ),
     (QueueFullError, (ErrorCode.QUEUE_FULL,)),
