@@ -11,6 +11,9 @@ client in any language sees the same code for the same failure::
     ├── QueueFullError           backpressure: pending depth above the threshold
     ├── UnavailableError         too many connections, shutting down, not leader, timeout
     ├── AuthError                unauthenticated / permission denied / rate limited
+    │   ├── UnauthenticatedError     no key, or one that is malformed, wrong, revoked, expired
+    │   ├── PermissionDeniedError    the key lacks the permission or the queue
+    │   └── RateLimitedError         the key's token bucket is empty; carries retry_after
     ├── ConfigError              invalid configuration (names the key and the bad value)
     ├── StorageError             the store failed or holds data it cannot decode
     └── TaskFailedError          a task ended in dead_letter/cancelled; carries remote type
@@ -195,6 +198,27 @@ class AuthError(TqError):
     default_code = ErrorCode.UNAUTHENTICATED
 
 
+class UnauthenticatedError(AuthError):
+    default_code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(AuthError):
+    default_code = ErrorCode.PERMISSION_DENIED
+
+
+class RateLimitedError(AuthError):
+    """Refused by a rate limit; ``retry_after``: seconds until the call would be allowed
+    (None when the broker did not say)."""
+
+    default_code = ErrorCode.RATE_LIMITED
+
+    def __init__(
+        self, message: str, code: ErrorCode | None = None, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
 class ConfigError(TqError):
     default_code = ErrorCode.CONFIG_ERROR
 
@@ -264,10 +288,9 @@ for _cls, _codes in (
             ErrorCode.TIMEOUT,
         ),
     ),
-    (
-        AuthError,
-        (ErrorCode.UNAUTHENTICATED, ErrorCode.PERMISSION_DENIED, ErrorCode.RATE_LIMITED),
-    ),
+    (UnauthenticatedError, (ErrorCode.UNAUTHENTICATED,)),
+    (PermissionDeniedError, (ErrorCode.PERMISSION_DENIED,)),
+    (RateLimitedError, (ErrorCode.RATE_LIMITED,)),
     (TaskFailedError, (ErrorCode.TASK_FAILED, ErrorCode.TASK_CANCELLED)),
     (ConfigError, (ErrorCode.CONFIG_ERROR,)),
     (StorageError, (ErrorCode.STORAGE_ERROR,)),
@@ -292,11 +315,14 @@ __all__ = [
     "ConflictError",
     "ErrorCode",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProtocolError",
     "QueueFullError",
+    "RateLimitedError",
     "StorageError",
     "TaskFailedError",
     "TqError",
+    "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
     "error_for_code",

@@ -38,13 +38,13 @@ NOT_DEFAULT: dict[str, Any] = {
     "raft.etcd_peer_port": 12380,
     "api.dashboard_enabled": True,
     "auth.enabled": True,
-    "auth.api_keys_file": "/etc/tq/keys.yml",
+    "auth.bootstrap_key_file": "/etc/tq/bootstrap.key",
     "auth.tls_cert_file": "/etc/tq/cert.pem",
     "auth.tls_key_file": "/etc/tq/key.pem",
     "auth.tls_ca_file": "/etc/tq/ca.pem",
     "auth.require_client_cert": True,
-    "auth.rate_limit_per_key": 100.0,
-    "auth.rate_limit_burst": 200,
+    "auth.rate_limits": {"submit": {"rate": 100.0, "burst": 200}},
+    "auth.protect_metrics": True,
 }
 DEFAULTS = dump(Settings())
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
@@ -54,7 +54,7 @@ def text(value: object) -> str:
     """A value as it is written in an env variable or after --set."""
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, list):
+    if isinstance(value, list | dict):
         return json.dumps(value)
     return "" if value is None else str(value)
 

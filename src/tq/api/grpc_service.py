@@ -34,10 +34,15 @@ from tq.api.grpc_convert import (
     workers_to_pb,
 )
 from tq.api.grpc_watch import Watches
+from tq.broker.access import Principal
 from tq.broker.requests import DEFAULT_BULK_LIMIT, MAX_BULK, Action
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId, format_task_id
 from tq.errors import NotFoundError, TqError, ValidationError
+
+#: The caller of every request. This door verifies no API key yet: with auth.enabled the
+#: broker refuses to start while it runs (tq.broker.server), and the service refuses ANYONE.
+ANYONE = Principal.ANYONE
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +105,7 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
     async def SubmitTask(
         self, request: pb.SubmitTaskRequest, context: Ctx
     ) -> pb.SubmitTaskResponse:
-        reply, durable = self.service.submit([spec_from_pb(request.task)])
+        reply, durable = self.service.submit(ANYONE, [spec_from_pb(request.task)])
         await self.service.confirmed(durable)
         return pb.SubmitTaskResponse(id=format_task_id(reply.ids[0]), created=reply.created[0])
 
@@ -111,7 +116,7 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         if not 0 < len(request.tasks) <= MAX_BATCH:
             raise ValidationError(f"tasks must hold 1..{MAX_BATCH} tasks, not {len(request.tasks)}")
         specs = [spec_from_pb(s, f"tasks[{i}]") for i, s in enumerate(request.tasks)]
-        reply, durable = self.service.submit(specs)
+        reply, durable = self.service.submit(ANYONE, specs)
         await self.service.confirmed(durable)
         return pb.SubmitTasksResponse(
             tasks=[
@@ -121,7 +126,7 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         )
 
     def _task(self, task_id: TaskId, include_payload: bool = False) -> pb.Task:
-        info = self.service.status([task_id], include_payload)[0]
+        info = self.service.status(ANYONE, [task_id], include_payload)[0]
         if info is None:
             raise NotFoundError(f"no task with id {format_task_id(task_id)}")
         return task_to_pb(info)
@@ -133,13 +138,13 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
     @_rpc
     async def ListTasks(self, request: pb.ListTasksRequest, context: Ctx) -> pb.ListTasksResponse:
         query = list_query(request.filter, request.cursor, request.limit)
-        infos, cursor = self.service.list_tasks(query)
+        infos, cursor = self.service.list_tasks(ANYONE, query)
         return pb.ListTasksResponse(tasks=[task_to_pb(i) for i in infos], next_cursor=cursor or b"")
 
     # ------------------------------------------------------------------ change tasks
 
     async def _one(self, action: Action, text: str) -> pb.Task:
-        info = await self.service.act_one(action, parse_id(text))
+        info = await self.service.act_one(ANYONE, action, parse_id(text))
         if info is None:
             raise NotFoundError(f"task {text} is gone (deleted or purged by retention)")
         return task_to_pb(info)
@@ -155,7 +160,7 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
     @_rpc
     async def DeleteTask(self, request: pb.TaskRequest, context: Ctx) -> pb.DeleteTaskResponse:
         task_id = parse_id(request.id)
-        await self.service.act_one(Action.DELETE, task_id)
+        await self.service.act_one(ANYONE, Action.DELETE, task_id)
         return pb.DeleteTaskResponse(id=format_task_id(task_id))
 
     async def _bulk(self, action: Action, request: pb.BulkRequest) -> pb.BulkResponse:
@@ -166,10 +171,12 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
                 raise ValidationError("give ids or filter, not both")
             if len(request.ids) > MAX_BULK:
                 raise ValidationError(f"ids names {len(request.ids)} tasks; at most {MAX_BULK}")
-            result = await self.service.act(action, parse_ids(request.ids))
+            result = await self.service.act(ANYONE, action, parse_ids(request.ids))
         elif has_filter:
             limit = request.limit or DEFAULT_BULK_LIMIT
-            result = await self.service.act_on_filter(action, task_filter(request.filter), limit)
+            result = await self.service.act_on_filter(
+                ANYONE, action, task_filter(request.filter), limit
+            )
         else:
             raise ValidationError("give ids, or a filter that sets at least one field")
         items = [
@@ -194,19 +201,19 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
 
     @_rpc
     async def GetStats(self, request: pb.GetStatsRequest, context: Ctx) -> pb.Stats:
-        return stats_to_pb(self.service.stats(), time.time())
+        return stats_to_pb(self.service.stats(ANYONE), time.time())
 
     @_rpc
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: Ctx
     ) -> pb.ListWorkersResponse:
-        return pb.ListWorkersResponse(workers=workers_to_pb(self.service.workers()))
+        return pb.ListWorkersResponse(workers=workers_to_pb(self.service.workers(ANYONE)))
 
     @_rpc
     async def ListQueues(
         self, request: pb.ListQueuesRequest, context: Ctx
     ) -> pb.ListQueuesResponse:
-        return pb.ListQueuesResponse(queues=queues_to_pb(self.service.stats().queues))
+        return pb.ListQueuesResponse(queues=queues_to_pb(self.service.stats(ANYONE).queues))
 
     # ------------------------------------------------------------------ streams
 

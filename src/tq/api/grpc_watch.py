@@ -20,11 +20,16 @@ from typing import Final, TypeVar
 
 from tq.api._pb import tq_pb2 as pb
 from tq.api.grpc_convert import event_to_pb, parse_ids, stats_to_pb
+from tq.broker.access import Principal
 from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.errors import ErrorCode, QueueFullError, UnavailableError, ValidationError
 from tq.protocol.records import NAME_MAX_LEN
+
+#: The caller of every request. This door verifies no API key yet: with auth.enabled the
+#: broker refuses to start while it runs (tq.broker.server), and the service refuses ANYONE.
+ANYONE = Principal.ANYONE
 
 #: Events one stream may hold unsent before it is ended as too slow. The buffer holds
 #: references to events the broker made anyway; it must exceed the events of one big submit.
@@ -127,7 +132,7 @@ class Watches:
         sink = WatchSink()
         # NotFoundError for an unknown id; finished tasks' final events come through the sink.
         watch = Watch(tuple(ids), tuple(queues), req.all, req.until_terminal)
-        self.service.watch(sink, _SUB_ID, watch)
+        self.service.watch(ANYONE, sink, _SUB_ID, watch)
         self.sinks.add(sink)
         try:
             await live()
@@ -146,7 +151,7 @@ class Watches:
                 if sink.ended and not sink.events:
                     return
         finally:
-            self.service.unwatch(sink, _SUB_ID)
+            self.service.unwatch(ANYONE, sink, _SUB_ID)
             self.sinks.discard(sink)
 
     async def stats(self, req: pb.WatchStatsRequest, send: Send[pb.Stats]) -> None:
@@ -158,7 +163,7 @@ class Watches:
         while True:
             if self.closing.is_set():
                 raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
-            await send(stats_to_pb(self.service.stats(), time.time()))
+            await send(stats_to_pb(self.service.stats(ANYONE), time.time()))
             try:
                 async with asyncio.timeout(interval_ms / 1000):
                     await self.closing.wait()

@@ -44,11 +44,16 @@ from tq.api.schemas import (
     TaskSubmit,
 )
 from tq.broker import requests as rq
+from tq.broker.access import Principal
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId
 from tq.core.model import PriorityTier
 from tq.errors import ErrorCode, NotFoundError, UnavailableError, ValidationError
 from tq.protocol.records import TaskInfo
+
+#: The caller of every request. This door verifies no API key yet: with auth.enabled the
+#: broker refuses to start while it runs (tq.broker.server), and the service refuses ANYONE.
+ANYONE = Principal.ANYONE
 
 _WHY = {
     400: "malformed request (e.g. body not valid JSON)",
@@ -96,7 +101,7 @@ def _tid(task_id: UUID) -> TaskId:
 )
 async def submit_task(body: TaskSubmit, response: Response, service: Service) -> Submitted:
     """Submit one task. 201: created; 200: an idempotency-key duplicate (its existing id)."""
-    reply, fut = service.submit([body.spec()])
+    reply, fut = service.submit(ANYONE, [body.spec()])
     await service.confirmed(fut)
     if not reply.created[0]:
         response.status_code = 200
@@ -111,7 +116,7 @@ async def submit_task(body: TaskSubmit, response: Response, service: Service) ->
 )
 async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
     """Submit up to 1000 tasks as one command: one bad task refuses the whole batch."""
-    reply, fut = service.submit([t.spec() for t in body.tasks])
+    reply, fut = service.submit(ANYONE, [t.spec() for t in body.tasks])
     await service.confirmed(fut)
     return SubmittedBatch(
         tasks=[
@@ -133,7 +138,7 @@ def _info_of(info: TaskInfo | None) -> TaskInfo:
 
 
 def _info(service: BrokerService, task_id: TaskId, include_payload: bool = False) -> TaskInfo:
-    info = service.status([task_id], include_payload)[0]
+    info = service.status(ANYONE, [task_id], include_payload)[0]
     if info is None:
         raise NotFoundError(f"no task with id {task_id_text(task_id)}")
     return info
@@ -144,7 +149,7 @@ async def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> 
     """Tasks in id (= creation) order. A page may hold fewer than ``limit`` tasks while
     ``next_cursor`` is set (the scan per call is bounded): follow it until it is null."""
     req = rq.ListQuery(task_filter(query), _decode_cursor(query.cursor), query.limit)
-    infos, cursor = service.list_tasks(req)
+    infos, cursor = service.list_tasks(ANYONE, req)
     next_cursor = None if cursor is None else base64.urlsafe_b64encode(cursor).decode()
     return TaskPage(tasks=[TaskOut.of(i) for i in infos], next_cursor=next_cursor)
 
@@ -173,10 +178,10 @@ async def bulk(action: BulkAction, body: BulkIn, service: Service) -> BulkOut:
     """Cancel, retry (from dead letter) or delete by ids or by filter; a result per id."""
     act = rq.Action(action.value)
     if body.ids is not None:
-        result = await service.act(act, [_tid(i) for i in body.ids])
+        result = await service.act(ANYONE, act, [_tid(i) for i in body.ids])
     else:
         assert body.filter is not None
-        result = await service.act_on_filter(act, task_filter(body.filter), body.limit)
+        result = await service.act_on_filter(ANYONE, act, task_filter(body.filter), body.limit)
     items = [
         BulkItem(
             id=task_id_text(r.task_id), ok=r.ok,
@@ -196,13 +201,13 @@ _ONE = errors(404, 409, 503, 504)
 @router.post(f"{_TASK}/cancel", operation_id="cancel_task", responses=_ONE)
 async def cancel_task(task_id: UUID, service: Service) -> TaskOut:
     """Cancel a pending, scheduled, running or failed task (409 once it has finished)."""
-    return TaskOut.of(_info_of(await service.act_one(rq.Action.CANCEL, _tid(task_id))))
+    return TaskOut.of(_info_of(await service.act_one(ANYONE, rq.Action.CANCEL, _tid(task_id))))
 
 
 @router.post(f"{_TASK}/retry", operation_id="retry_task", responses=_ONE)
 async def retry_task(task_id: UUID, service: Service) -> TaskOut:
     """Requeue a dead-lettered task (409 if it is not in dead letter)."""
-    return TaskOut.of(_info_of(await service.act_one(rq.Action.RETRY, _tid(task_id))))
+    return TaskOut.of(_info_of(await service.act_one(ANYONE, rq.Action.RETRY, _tid(task_id))))
 
 
 @router.delete(
@@ -210,7 +215,7 @@ async def retry_task(task_id: UUID, service: Service) -> TaskOut:
 )
 async def delete_task(task_id: UUID, service: Service) -> Response:
     """Delete a finished task (completed, cancelled, dead letter); 409 if it is live."""
-    await service.act_one(rq.Action.DELETE, _tid(task_id))
+    await service.act_one(ANYONE, rq.Action.DELETE, _tid(task_id))
     return Response(status_code=204)
 
 
@@ -219,12 +224,12 @@ async def delete_task(task_id: UUID, service: Service) -> Response:
 
 @router.get("/v1/stats", operation_id="stats", responses=errors())
 async def stats(service: Service) -> StatsOut:
-    return StatsOut.of(service.stats())
+    return StatsOut.of(service.stats(ANYONE))
 
 
 @router.get("/v1/workers", operation_id="workers", responses=errors())
 async def workers(service: Service) -> WorkersOut:
-    return WorkersOut(workers=[WorkerOut.of(w) for w in service.workers()])
+    return WorkersOut(workers=[WorkerOut.of(w) for w in service.workers(ANYONE)])
 
 
 @router.get("/v1/queues", operation_id="queues", responses=errors())
@@ -235,7 +240,7 @@ async def queues(service: Service) -> QueuesOut:
             name=name, high=q.high, normal=q.normal, low=q.low, pending=q.high + q.normal + q.low,
             scheduled=q.scheduled, in_progress=q.in_progress,
         )
-        for name, q in sorted(service.stats().queues.items())
+        for name, q in sorted(service.stats(ANYONE).queues.items())
     ]  # fmt: skip
     return QueuesOut(queues=out)
 

@@ -35,12 +35,17 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from tq.api.responses import ErrorBody, StatsOut, task_id_text, text_and_base64
 from tq.api.schemas import CONTROL, StatsOp, SubscribeOp, describe_errors
+from tq.broker.access import Principal
 from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.times import format_rfc3339
 from tq.errors import ErrorCode, TqError
+
+#: The caller of every request. This door verifies no API key yet: with auth.enabled the
+#: broker refuses to start while it runs (tq.broker.server), and the service refuses ANYONE.
+ANYONE = Principal.ANYONE
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +217,7 @@ class Session:
         # id (NotFoundError) or an interest beyond the service's caps (ValidationError:
         # broker.max_watched_task_ids, broker.max_watched_queues) refuses the whole op and
         # changes nothing.
-        self.service.watch(self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
+        self.service.watch(ANYONE, self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
         self.task_ids, self.queues, self.all = task_ids, queues, everything
         self.send({
             "type": f"{op.op}d", "task_ids": sorted(map(task_id_text, self.task_ids)),
@@ -248,7 +253,7 @@ class Session:
                 "type": "stats",
                 "at": at,
                 "at_rfc3339": format_rfc3339(at),
-                **StatsOut.of(self.service.stats()).model_dump(),
+                **StatsOut.of(self.service.stats(ANYONE)).model_dump(),
             }
         else:
             assert isinstance(item, dict)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
+from tq.broker.access import Principal
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
@@ -242,6 +243,9 @@ class BrokerProtocol(asyncio.Protocol):
         self.reading = True
         self.stopped = False  # shutting down: waiting requests are never served
         self.waiting: deque[Any] = deque()
+        #: The caller, from HELLO's api_key; requests after HELLO wait while it is verified.
+        self.who: Principal = Principal.ANYONE
+        self.verifying = False
 
     # ------------------------------------------------------------------ transport events
 
@@ -304,7 +308,7 @@ class BrokerProtocol(asyncio.Protocol):
             self.waiting.extend(requests)
             return
         for i, req in enumerate(requests):
-            if self.write_paused or self.out_bytes + self.reserved >= self.high:
+            if self.verifying or self.write_paused or self.out_bytes + self.reserved >= self.high:
                 self.waiting.extend(requests[i:])
                 self._pause_reading()
                 return
@@ -312,7 +316,7 @@ class BrokerProtocol(asyncio.Protocol):
 
     def _resume(self) -> None:
         """Once the output is low again, serve waiting requests, then read again."""
-        if self.closed or self.stopped or self.write_paused:
+        if self.closed or self.stopped or self.write_paused or self.verifying:
             return
         if self.out_bytes + self.reserved > self.low:
             return  # it falls further: the flush after each reply comes back here
@@ -493,7 +497,35 @@ class BrokerProtocol(asyncio.Protocol):
 
 def _hello(p: BrokerProtocol, req: m.Hello) -> None:
     p.frame_limit = p.conn.peer_max_frame_size
-    p.send(p.conn.welcome())
+    if not p.service.settings.auth.enabled:
+        p.send(p.conn.welcome())
+        return
+    # Verified once per connection (bcrypt in a thread on a cache miss); the requests that
+    # follow wait, in order, until the caller is known.
+    p.verifying = True
+    task = asyncio.get_running_loop().create_task(p.service.authenticate(req.api_key))
+    _VERIFYING.add(task)
+
+    def verified(t: asyncio.Task[Principal]) -> None:
+        _VERIFYING.discard(t)
+        p.verifying = False
+        if p.closed or t.cancelled():
+            return
+        err = t.exception()
+        if err is not None:
+            why = err if isinstance(err, TqError) else TqError(f"internal error: {err!r}")
+            log.info("connection.unauthenticated peer=%s why=%s", p.peer, why.message)
+            p.abort_with(why, req.request_id)
+            return
+        p.who = t.result()
+        p.send(p.conn.welcome())
+        p._resume()
+
+    task.add_done_callback(verified)
+
+
+#: Verifications under way (a reference, so none is collected before it ends).
+_VERIFYING: set[asyncio.Task[Principal]] = set()
 
 
 def _invalid(p: BrokerProtocol, req: InvalidMessage) -> None:
@@ -516,7 +548,7 @@ def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
             ErrorCode.REPLY_TOO_LARGE,
         )
     # Latency is measured from the read that carried the request.
-    reply, durable = p.service.submit(req.tasks, received=p.last_active)
+    reply, durable = p.service.submit(p.who, req.tasks, received=p.last_active)
     rid = req.request_id
     p.after(
         durable,
@@ -533,7 +565,7 @@ def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
         p.reply(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks]))
 
     p.service.claim(
-        WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
+        p.who, WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
         received=p.last_active, budget=p.claim_budget,
     )  # fmt: skip
 
@@ -548,7 +580,7 @@ def _wire(t: ClaimedTask) -> WireClaimed:
 
 
 def _result(p: BrokerProtocol, req: m.TaskResult) -> None:
-    codes, durable = p.service.report(req.results)
+    codes, durable = p.service.report(p.who, req.results)
     rid = req.request_id
     p.after(
         durable, lambda: ResultReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
@@ -556,24 +588,24 @@ def _result(p: BrokerProtocol, req: m.TaskResult) -> None:
 
 
 def _progress(p: BrokerProtocol, req: m.Progress) -> None:
-    durable = p.service.progress(req.task_id, req.lease_token, req.percent, req.message)
+    durable = p.service.progress(p.who, req.task_id, req.lease_token, req.percent, req.message)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
 def _release(p: BrokerProtocol, req: m.ReleaseTasks) -> None:
     leases = [(lease.task_id, lease.lease_token) for lease in req.leases]
-    durable = p.service.release(WorkerId(req.worker_id), leases)
+    durable = p.service.release(p.who, WorkerId(req.worker_id), leases)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
 def _status(p: BrokerProtocol, req: m.QueryStatus) -> None:
     budget = p.frame_limit - REPLY_OVERHEAD
-    infos = p.service.status(req.task_ids, req.include_payload, max_bytes=budget)
+    infos = p.service.status(p.who, req.task_ids, req.include_payload, max_bytes=budget)
     p.reply(StatusReply(request_id=req.request_id, tasks=infos))
 
 
 def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
-    codes, durable = p.service.cancel(req.task_ids)
+    codes, durable = p.service.cancel(p.who, req.task_ids)
     rid = req.request_id
     p.after(
         durable, lambda: CancelReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
@@ -587,33 +619,33 @@ def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
         created_after=req.created_after, created_before=req.created_before,
     )  # fmt: skip
     budget = min(PAGE_BYTES, p.frame_limit - REPLY_OVERHEAD)
-    infos, cursor = p.service.list_tasks(ListQuery(f, req.cursor, req.limit, budget))
+    infos, cursor = p.service.list_tasks(p.who, ListQuery(f, req.cursor, req.limit, budget))
     p.reply(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor))
 
 
 def _stats(p: BrokerProtocol, req: m.GetStats) -> None:
-    p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats()))
+    p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats(p.who)))
 
 
 def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
     ids = tuple(TaskId(i) for i in req.task_ids)
     watch = Watch(ids, tuple(req.queues), req.all, req.until_terminal)
-    p.service.watch(p, req.request_id, watch)
+    p.service.watch(p.who, p, req.request_id, watch)
     p.send(encode(Ack(request_id=req.request_id)))
 
 
 def _unsubscribe(p: BrokerProtocol, req: m.Unsubscribe) -> None:
-    p.service.unwatch(p, req.subscription_id)
+    p.service.unwatch(p.who, p, req.subscription_id)
     p.send(encode(Ack(request_id=req.request_id)))
 
 
 def _workers(p: BrokerProtocol, req: m.ListWorkers) -> None:
-    p.reply(WorkersReply(request_id=req.request_id, workers=p.service.workers()))
+    p.reply(WorkersReply(request_id=req.request_id, workers=p.service.workers(p.who)))
 
 
 def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
     durable = p.service.register(
-        WorkerId(req.worker_id), name=req.name, queues=req.queues,
+        p.who, WorkerId(req.worker_id), name=req.name, queues=req.queues,
         concurrency=req.concurrency, hostname=req.hostname, pid=req.pid,
     )  # fmt: skip
     b = p.service.settings.broker
@@ -632,7 +664,11 @@ def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
 
 def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
     reply, cancelled, durable = p.service.heartbeat(
-        WorkerId(req.worker_id), req.cpu_percent, req.memory_rss, [TaskId(i) for i in req.running]
+        p.who,
+        WorkerId(req.worker_id),
+        req.cpu_percent,
+        req.memory_rss,
+        [TaskId(i) for i in req.running],
     )
     gone = [i for i in reply.unknown if i not in cancelled]
     p.after(
@@ -649,7 +685,7 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
 
 
 def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
-    durable = p.service.deregister(WorkerId(req.worker_id))
+    durable = p.service.deregister(p.who, WorkerId(req.worker_id))
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Annotated, Self, Union, get_args, get_origin
+from typing import Annotated, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -343,15 +343,32 @@ class ApiSettings(_Section):
         return self.rest_enabled or self.websocket_enabled
 
 
+PermissionClass = Literal["submit", "read", "work", "admin"]
+
+
+class RateLimitSetting(_Section):
+    rate: Annotated[float, Field(gt=0)]
+    """Tokens per second refilling the bucket."""
+    burst: Annotated[int, Field(ge=1)]
+    """Tokens the bucket holds: calls allowed at once after a quiet spell."""
+
+
 class AuthSettings(_Section):
     """API keys, TLS and rate limits. Not built yet: ``load()`` refuses every key unless at its
     default (``unbuilt``); the rules below are kept for when it is."""
 
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""
-    api_keys_file: FilePath | None = None
-    """YAML file of API keys (bcrypt hashes and permissions) loaded at start; keys created at
-    run time are stored by the broker."""
+    bootstrap_key_file: FilePath | None = None
+    """File holding the secret of the admin key named ``bootstrap`` that a broker with auth
+    enabled creates when its data dir holds no key yet (else TQ_BOOTSTRAP_API_KEY, else a new
+    one written to <data_dir>/bootstrap-admin.key)."""
+    rate_limits: dict[PermissionClass, RateLimitSetting | None] = {}
+    """Token bucket per API key and permission class (submit, read, work, admin), as
+    {rate: per second, burst: tokens}; a class not given (or null) is unlimited. A key may
+    carry its own limits, set when it is created."""
+    protect_metrics: bool = False
+    """With auth enabled, require a key with the read permission on /metrics too."""
     tls_cert_file: FilePath | None = None
     """PEM certificate: turns on TLS for TCP, HTTP and gRPC. Needs tls_key_file."""
     tls_key_file: FilePath | None = None
@@ -360,10 +377,6 @@ class AuthSettings(_Section):
     """PEM CA bundle that client certificates are verified against."""
     require_client_cert: bool = False
     """Refuse clients without a certificate signed by tls_ca_file (mutual TLS)."""
-    rate_limit_per_key: Annotated[float, Field(gt=0)] | None = None
-    """Requests per second allowed per API key (token bucket); null: unlimited."""
-    rate_limit_burst: Count | None = None
-    """Requests a key may make at once above the rate; null: one second's worth."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:

@@ -41,13 +41,13 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
         "raft.etcd_peer_port": _CLUSTER,
         "api.dashboard_enabled": _DASHBOARD,
         "auth.enabled": _SECURITY,
-        "auth.api_keys_file": _SECURITY,
+        "auth.bootstrap_key_file": _SECURITY,
+        "auth.rate_limits": _SECURITY,
+        "auth.protect_metrics": _SECURITY,
         "auth.tls_cert_file": _SECURITY,
         "auth.tls_key_file": _SECURITY,
         "auth.tls_ca_file": _SECURITY,
         "auth.require_client_cert": _SECURITY,
-        "auth.rate_limit_per_key": _SECURITY,
-        "auth.rate_limit_burst": _SECURITY,
     }
 )
 

@@ -69,7 +69,10 @@ from tq.protocol.messages import (
 )
 from tq.protocol.records import (
     ClaimedTask,
+    KeyInfo,
+    KeySpec,
     QueueDepth,
+    RateSpec,
     RetrySpec,
     Stats,
     TaskInfo,
@@ -118,6 +121,8 @@ __all__ = [
     "HeartbeatReply",
     "Hello",
     "InvalidMessage",
+    "KeyInfo",
+    "KeySpec",
     "ListReply",
     "ListTasks",
     "ListWorkers",
@@ -129,6 +134,7 @@ __all__ = [
     "Progress",
     "QueryStatus",
     "QueueDepth",
+    "RateSpec",
     "RegisterReply",
     "RegisterWorker",
     "ReleaseTasks",
