@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import http_errors, rest, ws
+from tq.api import http_errors, rest, rest_keys, ws
+from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
 from tq.config import Settings
@@ -52,6 +53,10 @@ DESCRIPTION = """Management API of the tq broker.
 - **Ids** are UUIDs, answered in the 36-character form.
 - **Unknown** body fields and query parameters are refused (422), as is a parameter given twice.
 - **Live events**: the WebSocket `/ws` (docs/websocket.md).
+- **API keys**: with auth enabled, every /v1 route needs a key, sent as
+  `Authorization: Bearer <key>` (or `X-API-Key: <key>`): 401 without a valid one, 403 when it
+  lacks the permission or queue, 429 with `Retry-After` over its rate limit. /healthz,
+  /readyz and these documents stay open (docs/security.md).
 """
 
 
@@ -154,6 +159,9 @@ def create_app(
     app.include_router(rest.health)
     if settings.api.rest_enabled:
         app.include_router(rest.router)
+        app.include_router(rest_keys.router)
+    if settings.auth.enabled:
+        app.openapi = secure(app)  # type: ignore[method-assign]
     if settings.api.websocket_enabled:
         app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer, ws_buffer_bytes))
         app.add_api_route(

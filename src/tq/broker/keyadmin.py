@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from tq.broker.access import KEY_ID_BYTES, hash_secret, new_secret, parse_key
 from tq.core import commands as c
 from tq.core.layout import ApiKey, RateLimit
-from tq.errors import ValidationError
+from tq.core.times import format_rfc3339
+from tq.errors import UnauthenticatedError, ValidationError
 from tq.protocol.records import KeyInfo, KeySpec, RateSpec
 
 if TYPE_CHECKING:
@@ -73,7 +74,10 @@ async def revoke(service: BrokerService, key_id: str) -> KeyInfo:
     _, durable = service.apply(c.RevokeKey(time.time(), key_id))
     service.keyring.forget(key_id)
     service.limiter.forget(key_id)
-    await service.confirmed(durable)
     key = service.machine.key(key_id)
     assert key is not None
+    assert key.revoked_at is not None
+    when = format_rfc3339(key.revoked_at, "seconds")
+    service.streams.revoked(key_id, UnauthenticatedError(f"API key {key_id} was revoked at {when}"))
+    await service.confirmed(durable)
     return key_info(key)

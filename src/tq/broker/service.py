@@ -49,6 +49,7 @@ from tq.broker.quotas import Quotas, check_request_queues
 from tq.broker.ratelimit import RateLimiter
 from tq.broker.requests import Action, BulkResult, ListQuery, TaskFilter, Watch
 from tq.broker.scope import narrow_filter, narrow_query, narrow_stats, narrow_watch, narrow_workers
+from tq.broker.streams import End, OpenStreams, Stream
 from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
@@ -161,6 +162,8 @@ class BrokerService:
                 for k, v in auth.rate_limits.items()
             }
         )
+        #: Streams (WebSocket, gRPC watches) held by each key: ended on revoke or expiry.
+        self.streams = OpenStreams()
 
     # ------------------------------------------------------------------ access
 
@@ -175,17 +178,32 @@ class BrokerService:
             return Principal.ANYONE
         return await self.keyring.verify(presented, time.time())
 
-    def allow(self, who: Principal, permission: Permission, queues: Iterable[str] = ()) -> None:
+    def allow(
+        self,
+        who: Principal,
+        permission: Permission,
+        queues: Iterable[str] = (),
+        *,
+        spend: bool = True,
+    ) -> None:
         """The one check of every use case, for every door: ``who`` is still valid (a key
         revoked or expired since the door authenticated it is refused now), holds
-        ``permission`` on ``queues``, and is within its rate limit for that class."""
+        ``permission`` on ``queues``, and is within its rate limit for that class (``spend``
+        False: a stream's periodic tick, rate-limited once when the stream was asked for)."""
         if who.key_id is None:
             if self.settings.auth.enabled:  # a door that authenticated nobody: fail closed
                 raise UnauthenticatedError("no API key given: this broker requires one")
             return
         check_current(self.machine.key(who.key_id), who.key_id, time.time())
         authorize(who, permission, queues)
-        self.limiter.take(who, permission, time.monotonic())
+        if spend:
+            self.limiter.take(who, permission, time.monotonic())
+
+    def hold(self, who: Principal, end: End) -> Stream:
+        """Register an open stream of ``who`` (a WebSocket, a gRPC watch): ``end`` is called
+        once, with the UnauthenticatedError, when its key is revoked (at once) or expires (at
+        its expiry time). The door releases the stream when it ends by itself."""
+        return self.streams.hold(who, end)
 
     def _queues_of(self, who: Principal, task_ids: Iterable[TaskId]) -> list[str]:
         """The queues of the named tasks that exist, for a scoped key's check (an unscoped
@@ -725,9 +743,10 @@ class BrokerService:
 
     # ------------------------------------------------------------------ stats and listing
 
-    def stats(self, who: Principal) -> Stats:
-        """Broker-wide figures; a scoped key's cover its queues (``scope.narrow_stats``)."""
-        self.allow(who, Permission.READ)
+    def stats(self, who: Principal, *, tick: bool = False) -> Stats:
+        """Broker-wide figures; a scoped key's cover its queues (``scope.narrow_stats``).
+        ``tick``: the periodic stats of a stream (checked, but not rate-limited again)."""
+        self.allow(who, Permission.READ, spend=not tick)
         if who.queues is None:
             return self._stats()
         return narrow_stats(who, self._stats(), len(narrow_workers(who, self._workers())))
