@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
 from tq.config import Settings, dump, load, setting_keys
-from tq.config.model import SECTIONS
+from tq.config.model import SECTIONS, RateLimitSetting
 from tq.config.unbuilt import UNBUILT
 
 MiB = 1024 * 1024
@@ -61,6 +61,14 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
         "{}://{}:{}".format, st.sampled_from(["tq", "tqs"]), hosts, ports
     ),
     "worker.queues": st.lists(names, min_size=1, max_size=4, unique=True).map(tuple),
+    "auth.rate_limits": st.dictionaries(
+        st.sampled_from(["submit", "read", "work", "admin"]),
+        st.one_of(
+            st.none(),
+            st.builds(RateLimitSetting, rate=positive(0.0, 1e6), burst=st.integers(1, 10**6)),
+        ),
+        max_size=4,
+    ),
 }
 
 
@@ -118,7 +126,7 @@ def env_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):
+    if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
 

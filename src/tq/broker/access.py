@@ -10,7 +10,6 @@ the key itself), compared in constant time; revoking a key drops its entry.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import os
@@ -22,7 +21,7 @@ from typing import ClassVar, Final
 
 import bcrypt
 
-from tq.core.keys import KEY_FORMAT
+from tq.core.keys import KEY_FORMAT, format_key
 from tq.core.layout import ApiKey, RateLimit
 from tq.core.times import format_rfc3339
 from tq.errors import PermissionDeniedError, UnauthenticatedError
@@ -116,10 +115,10 @@ def hash_secret(secret: str) -> bytes:
     return bcrypt.hashpw(secret.encode(), bcrypt.gensalt(BCRYPT_ROUNDS))
 
 
-def new_secret(key_id: str) -> str:
-    """A fresh key ``tq_<id>_<secret>`` (32 random bytes, urlsafe base64 without padding)."""
-    body = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-    return f"tq_{key_id}_{body}"
+def new_secret(key_id: str | None = None) -> str:
+    """A fresh key ``tq_<id>_<secret>`` (a new random id unless given)."""
+    raw_id = os.urandom(KEY_ID_BYTES) if key_id is None else bytes.fromhex(key_id)
+    return format_key(raw_id, os.urandom(32))
 
 
 def parse_key(presented: str | None) -> str:

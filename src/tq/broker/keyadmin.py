@@ -20,8 +20,6 @@ from tq.protocol.records import KeyInfo, KeySpec, RateSpec
 if TYPE_CHECKING:
     from tq.broker.service import BrokerService
 
-BOOTSTRAP_NAME = "bootstrap"
-
 
 def key_info(key: ApiKey) -> KeyInfo:
     return KeyInfo(

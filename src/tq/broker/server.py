@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tq import eventloop
+from tq.broker.bootstrap import check_doors, ensure_bootstrap_key
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
@@ -94,6 +95,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     p, b = settings.persistence, settings.broker
     t0 = time.perf_counter()
+    check_doors(settings)
     raise_nofile_limit(nofile_needed(b))  # before RocksDB opens its files
     tuning = RocksTuning(
         write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),
@@ -108,6 +110,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         service = BrokerService(settings, opened.store, rec.machine)
         guard = StorageGuard(service, opener)
         await guard.start(rec.repairs, opened.read_only_because)
+        await ensure_bootstrap_key(service, settings)
         log.info(
             "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
             p.data_dir, rec.tasks, time.perf_counter() - t0,

@@ -354,8 +354,8 @@ class RateLimitSetting(_Section):
 
 
 class AuthSettings(_Section):
-    """API keys, TLS and rate limits. Not built yet: ``load()`` refuses every key unless at its
-    default (``unbuilt``); the rules below are kept for when it is."""
+    """API keys, TLS and rate limits (docs/security.md). TLS is not built yet: ``load()``
+    refuses its keys unless at their default (``unbuilt``); its rules are kept for when it is."""
 
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""

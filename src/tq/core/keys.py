@@ -6,6 +6,7 @@ and arrive in a ``CreateKey`` command, as every command carries its own randomne
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Final
 
@@ -19,6 +20,15 @@ KEY_ID: Final = re.compile(r"[0-9a-f]{12}")
 #: A presented key: ``tq_<id>_<secret>``, the secret 43 chars of urlsafe base64 (32 bytes).
 KEY_FORMAT: Final = re.compile(r"tq_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 MAX_NAME: Final = 200
+
+
+def format_key(key_id: bytes, secret: bytes) -> str:
+    """The key ``tq_<id>_<secret>`` of 6 random id bytes and 32 random secret bytes (drawn by
+    the caller: the core draws nothing)."""
+    if len(key_id) != 6 or len(secret) != 32:
+        raise ValueError("a key is made of 6 id bytes and 32 secret bytes")
+    body = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+    return f"tq_{key_id.hex()}_{body}"
 
 
 def validate_key(key: ApiKey) -> None:

@@ -1,13 +1,15 @@
 """Run a real ``tq broker`` in a child process on a free port, for tests and benchmarks.
 
 The broker writes ``{"host", "port", "pid"}`` to its ``--ready-file`` once it is serving, so
-``start()`` waits on that condition (with a deadline), never on a fixed sleep.
+``start()`` waits on that condition (with a deadline), never on a fixed sleep. With
+``api_key`` it runs with auth enabled and that secret as its bootstrap admin key.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,7 +20,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tq.core.keys import format_key
 from tq.errors import TqError, UnavailableError
+
+
+def new_api_key() -> str:
+    """A fresh, well-formed API key secret (``tq_<id>_<secret>``), e.g. for ``api_key=``."""
+    return format_key(secrets.token_bytes(6), secrets.token_bytes(32))
+
+
+_AUTH_SETTINGS: dict[str, object] = {
+    "auth.enabled": "true",
+    "api.rest_enabled": "false",
+    "api.websocket_enabled": "false",
+    "api.grpc_enabled": "false",
+}
 
 
 class BrokerProcess:
@@ -32,11 +48,16 @@ class BrokerProcess:
         settings: Mapping[str, object] | None = None,
         env: Mapping[str, str] | None = None,
         log_file: str | os.PathLike[str] | None = None,
+        api_key: str | None = None,
     ) -> None:
+        """``api_key``: run with ``auth.enabled`` and this secret as the bootstrap admin key
+        (``new_api_key()`` makes one); the doors that cannot check keys yet (REST, WebSocket,
+        gRPC) are then off."""
         self.data_dir = Path(data_dir)
         self.port = port
         self.settings = dict(settings or {})
         self.env = dict(env or {})
+        self.api_key = api_key
         self.log_path = Path(log_file) if log_file else self.data_dir.with_suffix(".broker.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.host = "127.0.0.1"
@@ -62,6 +83,7 @@ class BrokerProcess:
             "api.rest_port": 0,
             "api.grpc_port": 0,
             "monitoring.prometheus_port": 0,
+            **(_AUTH_SETTINGS if self.api_key is not None else {}),
             **self.settings,
         }
         for key, value in settings.items():
@@ -74,6 +96,8 @@ class BrokerProcess:
             "--ready-file", str(ready),
         ]  # fmt: skip
         env = {**os.environ, **self.env}
+        if self.api_key is not None:
+            env["TQ_BOOTSTRAP_API_KEY"] = self.api_key
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
