@@ -1,6 +1,6 @@
-"""Auth at broker start: refuse a configuration whose doors cannot check keys, and create the
-bootstrap admin key of a data dir that holds none (from auth.bootstrap_key_file, else
-``$TQ_BOOTSTRAP_API_KEY``, else a new one written to <data_dir>/bootstrap-admin.key, 0600).
+"""Auth at broker start: create the bootstrap admin key of a data dir that holds none (from
+auth.bootstrap_key_file, else ``$TQ_BOOTSTRAP_API_KEY``, else a new one written to
+<data_dir>/bootstrap-admin.key, 0600).
 The secret is never logged: only the key id and where the secret is.
 """
 
@@ -24,28 +24,6 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_ENV: Final = "TQ_BOOTSTRAP_API_KEY"
 BOOTSTRAP_FILE: Final = "bootstrap-admin.key"
 BOOTSTRAP_NAME: Final = "bootstrap"
-
-
-def check_doors(settings: Settings) -> None:
-    """With auth enabled, every door that runs must check keys. REST, WebSocket and gRPC do
-    not yet: refuse to start rather than serve them open (or refuse all they are asked)."""
-    auth, api = settings.auth, settings.api
-    if not auth.enabled:
-        return
-    unchecked = [
-        key
-        for key, on in (
-            ("api.rest_enabled", api.rest_enabled),
-            ("api.websocket_enabled", api.websocket_enabled),
-            ("api.grpc_enabled", api.grpc_enabled),
-        )
-        if on
-    ]
-    if unchecked:
-        raise ConfigError(
-            "auth.enabled = true: only the TCP protocol checks API keys so far; set "
-            f"{', '.join(k + '=false' for k in unchecked)} to run with auth"
-        )
 
 
 def _given_secret(settings: Settings, environ: Mapping[str, str]) -> tuple[str, str] | None:

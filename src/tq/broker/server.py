@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tq import eventloop
-from tq.broker.bootstrap import check_doors, ensure_bootstrap_key
+from tq.broker.bootstrap import ensure_bootstrap_key
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
@@ -95,7 +95,6 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     p, b = settings.persistence, settings.broker
     t0 = time.perf_counter()
-    check_doors(settings)
     raise_nofile_limit(nofile_needed(b))  # before RocksDB opens its files
     tuning = RocksTuning(
         write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),

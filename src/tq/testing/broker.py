@@ -29,12 +29,7 @@ def new_api_key() -> str:
     return format_key(secrets.token_bytes(6), secrets.token_bytes(32))
 
 
-_AUTH_SETTINGS: dict[str, object] = {
-    "auth.enabled": "true",
-    "api.rest_enabled": "false",
-    "api.websocket_enabled": "false",
-    "api.grpc_enabled": "false",
-}
+_AUTH_SETTINGS: dict[str, object] = {"auth.enabled": "true"}
 
 
 class BrokerProcess:
@@ -51,8 +46,7 @@ class BrokerProcess:
         api_key: str | None = None,
     ) -> None:
         """``api_key``: run with ``auth.enabled`` and this secret as the bootstrap admin key
-        (``new_api_key()`` makes one); the doors that cannot check keys yet (REST, WebSocket,
-        gRPC) are then off."""
+        (``new_api_key()`` makes one); every door then checks keys."""
         self.data_dir = Path(data_dir)
         self.port = port
         self.settings = dict(settings or {})
