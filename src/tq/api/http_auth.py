@@ -7,19 +7,17 @@ service's to decide; /healthz, /readyz and the documents stay open.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
+from tq.api.credentials import presented_key
 from tq.api.responses import ErrorResponse, RateLimitedResponse
 from tq.broker.access import Principal
 from tq.broker.service import BrokerService
-from tq.errors import UnauthenticatedError
 
-API_KEY_HEADER: Final = "X-API-Key"
-BEARER: Final = "bearer"
 SCHEMES: Final = {
     "bearerAuth": {
         "type": "http",
@@ -29,7 +27,7 @@ SCHEMES: Final = {
     "apiKeyHeader": {
         "type": "apiKey",
         "in": "header",
-        "name": API_KEY_HEADER,
+        "name": "X-API-Key",
         "description": "The same API key in the X-API-Key header.",
     },
 }
@@ -64,27 +62,11 @@ REFUSALS: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The API key a request presents (None: none). An Authorization header of another
-    scheme is refused rather than ignored: the caller meant to authenticate."""
-    authorization = headers.get("authorization")
-    if authorization is not None:
-        scheme, _, key = authorization.strip().partition(" ")
-        if scheme.lower() != BEARER or not key.strip():
-            raise UnauthenticatedError(
-                "the Authorization header must be 'Bearer <API key>' "
-                f"(or send the key as {API_KEY_HEADER})"
-            )
-        return key.strip()
-    alone = headers.get(API_KEY_HEADER.lower())
-    return None if alone is None else alone.strip()
-
-
 async def caller(request: Request) -> Principal:
     """The request's caller: the service authenticates the presented key (a cache hit after
     the key's first request: bcrypt runs only on a miss), or ANYONE with auth disabled."""
     service: BrokerService = request.app.state.service
-    return await service.authenticate(presented_key(request.headers))
+    return await service.authenticate(presented_key(request.headers.get))
 
 
 Caller = Annotated[Principal, Depends(caller)]
