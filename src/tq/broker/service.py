@@ -230,6 +230,18 @@ class BrokerService:
         self._allow_key_admin(who)
         return await keyadmin.revoke(self, key_id)
 
+    async def may_scrape(self, presented: str | None) -> None:
+        """Metrics are open unless ``auth.enabled`` and ``auth.protect_metrics``: then the
+        scraper presents a key with the read permission on every queue (metrics show every
+        queue), or is refused as any caller is."""
+        auth = self.settings.auth
+        if not (auth.enabled and auth.protect_metrics):
+            return
+        who = await self.authenticate(presented)
+        self.allow(who, Permission.READ)
+        if who.queues is not None:
+            authorize(who, Permission.READ, ["(every queue: metrics)"])
+
     def _allow_key_admin(self, who: Principal) -> None:
         self.allow(who, Permission.ADMIN)
         if who.queues is not None:
