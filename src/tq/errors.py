@@ -300,12 +300,15 @@ for _cls, _codes in (
         _CLASS_FOR_CODE[_code] = _cls
 
 
-def error_for_code(code: int, message: str) -> TqError:
-    """Build the typed exception for a code received from the wire (unknown codes -> TqError)."""
+def error_for_code(code: int, message: str, *, retry_after: float | None = None) -> TqError:
+    """Build the typed exception for a code received from the wire (unknown codes -> TqError);
+    ``retry_after`` goes to a RateLimitedError."""
     try:
         ec = ErrorCode(code)
     except ValueError:
         return TqError(f"{message} (unknown error code {code})", ErrorCode.INTERNAL)
+    if ec is ErrorCode.RATE_LIMITED:
+        return RateLimitedError(message, ec, retry_after=retry_after)
     return _CLASS_FOR_CODE[ec](message, ec)
 
 

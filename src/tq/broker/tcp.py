@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
@@ -51,6 +51,7 @@ from tq.protocol import (
 )
 from tq.protocol import messages as m
 from tq.protocol.records import ClaimedTask as WireClaimed
+from tq.protocol.records import KeyInfo
 
 log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
@@ -524,8 +525,8 @@ def _hello(p: BrokerProtocol, req: m.Hello) -> None:
     task.add_done_callback(verified)
 
 
-#: Verifications under way (a reference, so none is collected before it ends).
-_VERIFYING: set[asyncio.Task[Principal]] = set()
+#: Verifications and key requests under way (a reference, so none is collected early).
+_VERIFYING: set[asyncio.Task[Any]] = set()
 
 
 def _invalid(p: BrokerProtocol, req: InvalidMessage) -> None:
@@ -689,6 +690,55 @@ def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
+def _later(
+    p: BrokerProtocol, work: Coroutine[Any, Any, Any], make: Callable[[Any], Any], rid: int
+) -> None:
+    """Run ``work`` (a use case that awaits: bcrypt, durability) and answer ``make(result)``,
+    or NACK its error; ``RESERVE`` counts as pending output meanwhile."""
+    task = asyncio.get_running_loop().create_task(work)
+    _VERIFYING.add(task)
+    p.reserved += RESERVE
+
+    def done(t: asyncio.Task[Any]) -> None:
+        _VERIFYING.discard(t)
+        p.reserved -= RESERVE
+        if p.closed or t.cancelled():
+            return
+        err = t.exception()
+        if err is None:
+            p.reply(make(t.result()))
+        elif isinstance(err, TqError):
+            p.send(p.conn.nack(err, rid))
+        else:
+            log.error("request.crashed type=key peer=%s error=%r", p.peer, err)
+            p.send(p.conn.nack(TqError(f"internal error: {type(err).__name__}"), rid))
+
+    task.add_done_callback(done)
+
+
+def _key_create(p: BrokerProtocol, req: m.KeyCreate) -> None:
+    rid = req.request_id
+
+    def make(made: tuple[KeyInfo, str]) -> m.KeyCreateReply:
+        return m.KeyCreateReply(request_id=rid, key=made[0], secret=made[1])
+
+    _later(p, p.service.create_key(p.who, req.key), make, rid)
+
+
+def _key_list(p: BrokerProtocol, req: m.KeyList) -> None:
+    p.reply(m.KeyListReply(request_id=req.request_id, keys=p.service.list_keys(p.who)))
+
+
+def _key_revoke(p: BrokerProtocol, req: m.KeyRevoke) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.revoke_key(p.who, req.key_id),
+        lambda key: m.KeyRevokeReply(request_id=rid, key=key),
+        rid,
+    )
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -708,4 +758,7 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.RegisterWorker: _register,
     m.Heartbeat: _heartbeat,
     m.DeregisterWorker: _deregister,
+    m.KeyCreate: _key_create,
+    m.KeyList: _key_list,
+    m.KeyRevoke: _key_revoke,
 }

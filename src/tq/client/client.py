@@ -43,6 +43,14 @@ from tq.protocol import (
     CancelReply,
     CancelTask,
     GetStats,
+    KeyCreate,
+    KeyCreateReply,
+    KeyInfo,
+    KeyList,
+    KeyListReply,
+    KeyRevoke,
+    KeyRevokeReply,
+    KeySpec,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -318,6 +326,29 @@ class AsyncClient(WorkerCalls):
             lambda rid: ListWorkers(request_id=rid), WorkersReply, retry=True
         )
         return list(reply.workers)
+
+    # --- API keys (an admin key of every queue) -------------------------------------------
+
+    async def create_key(self, spec: KeySpec) -> tuple[KeyInfo, str]:
+        """A new API key and its secret: shown this once, the broker keeps only a hash."""
+        reply = await self._session.call(
+            lambda rid: KeyCreate(request_id=rid, key=spec), KeyCreateReply
+        )
+        return reply.key, reply.secret
+
+    async def list_keys(self) -> list[KeyInfo]:
+        """Every API key (revoked ones too), never a secret."""
+        reply = await self._session.call(
+            lambda rid: KeyList(request_id=rid), KeyListReply, retry=True
+        )
+        return list(reply.keys)
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoke a key by its id: it authenticates nothing from then on."""
+        reply = await self._session.call(
+            lambda rid: KeyRevoke(request_id=rid, key_id=key_id), KeyRevokeReply, retry=True
+        )
+        return reply.key
 
     async def ping(self) -> float:
         """Round-trip time to the broker in seconds (connecting first is not counted)."""

@@ -334,13 +334,13 @@ class Connection(asyncio.Protocol):
                     log.exception("subscription.callback_failed id=%d", msg.subscription_id)
             return
         if isinstance(msg, Nack) and msg.request_id == 0:
-            self._abort(error_for_code(msg.code, msg.message))
+            self._abort(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
             return
         fut = self._pending.pop(msg.request_id, None)
         if fut is None or fut.done():
             return  # timed out, cancelled, or sent with notify()
         if isinstance(msg, Nack):
-            fut.set_exception(error_for_code(msg.code, msg.message))
+            fut.set_exception(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
         else:
             fut.set_result(msg)
 

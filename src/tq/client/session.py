@@ -22,7 +22,7 @@ from tq.client.address import parse_url
 from tq.client.connection import Connection, ConnectionLostError, R
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
-from tq.errors import ErrorCode, TqError, UnavailableError
+from tq.errors import ErrorCode, RateLimitedError, TqError, UnavailableError
 from tq.protocol import MAX_WAIT_MS, Request
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,12 @@ class Session:
         retry: bool = False,
     ) -> R:
         """Send one request and return its reply, connecting first if needed; ``deadline``
-        (else ``timeout`` seconds from now) bounds the whole call."""
+        (else ``timeout`` seconds from now) bounds the whole call. A RATE_LIMITED refusal
+        (which changed nothing) is sent again after its ``retry_after`` while that fits in
+        the deadline (once, without a deadline); then it is raised."""
         if deadline is None:
             deadline = self.deadline(timeout)
+        limited = False
         while True:
             conn = await self.connection(deadline)
             # Without a deadline, a silent broker still fails the call after request_timeout.
@@ -110,6 +113,15 @@ class Session:
                 if not (retry and self.reconnect):
                     raise
                 log.debug("request.resent url=%s", self.address.url)
+            except RateLimitedError as e:
+                pause = e.retry_after
+                if pause is None:
+                    raise
+                if not (deadline.remaining() > pause if deadline.at is not None else not limited):
+                    raise
+                limited = True
+                log.debug("request.rate_limited url=%s retry_after=%.3f", self.address.url, pause)
+                await asyncio.sleep(pause)
 
     @property
     def max_wait(self) -> float:

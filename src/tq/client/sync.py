@@ -21,6 +21,8 @@ from tq.errors import UnavailableError
 from tq.protocol import (
     ClaimedTask,
     HeartbeatReply,
+    KeyInfo,
+    KeySpec,
     RegisterReply,
     RetrySpec,
     Stats,
@@ -233,6 +235,15 @@ class Client:
 
     def ping(self) -> float:
         return self._runner.run(self._async.ping())
+
+    def create_key(self, spec: KeySpec) -> tuple[KeyInfo, str]:
+        return self._runner.run(self._async.create_key(spec))
+
+    def list_keys(self) -> list[KeyInfo]:
+        return self._runner.run(self._async.list_keys())
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        return self._runner.run(self._async.revoke_key(key_id))
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         return self._runner.run(self._async.wait(task_id, timeout))

@@ -7,7 +7,7 @@ constraints live here as ``msgspec.Meta`` so a bad value is refused at decode wi
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -214,7 +214,7 @@ class WorkerInfo(WireStruct, kw_only=True, frozen=True):
 
 
 #: Permission classes of API keys (``admin`` implies the others), as every door spells them.
-PermissionName = Annotated[str, Meta(pattern="^(submit|read|work|admin)$")]
+PermissionName = Literal["submit", "read", "work", "admin"]
 
 
 class RateSpec(WireStruct, kw_only=True, frozen=True):
