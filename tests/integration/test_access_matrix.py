@@ -69,7 +69,7 @@ async def callers(setup: Setup) -> dict[str, str | None]:
     r = await setup.http.delete(f"/v1/keys/{revoked['key']['id']}")
     assert r.status_code == 200, r.text
     secrets["revoked"] = revoked["secret"]
-    expired = await setup.key("expired", ["admin"], expires_in=0.5)
+    expired = await setup.key("expired", ["admin"], expires_in=1)
     secrets["expired"] = expired["secret"]
     async with asyncio.timeout(10):  # until the broker's clock has passed its expiry
         while (

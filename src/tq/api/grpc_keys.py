@@ -22,9 +22,9 @@ def key_spec_from_pb(req: pb.CreateKeyRequest) -> KeySpec:
     if req.queues:
         fields["queues"] = list(req.queues)
     if req.HasField("expires_in"):
-        if not 0 < req.expires_in <= MAX_LIFETIME_S:
+        if not 1 <= req.expires_in <= MAX_LIFETIME_S:
             raise ValidationError(
-                f"expires_in: {req.expires_in:g} is outside (0, {MAX_LIFETIME_S:.0f}] seconds"
+                f"expires_in: {req.expires_in:g} is outside 1..{MAX_LIFETIME_S:.0f} seconds"
             )
         fields["expires_at"] = time.time() + req.expires_in
     if req.rate_limits:

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from tq.api.fields import NUMBER, Name
+from tq.api.fields import NUMBER, Name, Text
 from tq.api.http_auth import Caller
 from tq.api.responses import ErrorResponse, rfc3339
 from tq.api.rest import Service, errors
 from tq.api.rest_contract import known_query
+from tq.core.keys import MAX_NAME
 from tq.core.times import format_rfc3339
 from tq.protocol.records import KeyInfo, KeySpec, RateSpec
 
@@ -52,10 +53,10 @@ class KeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
-    name: Name
+    name: Annotated[Text, Field(min_length=1, max_length=MAX_NAME)]
     permissions: Annotated[list[PermissionIn], Field(min_length=1, max_length=4)]
     queues: Annotated[list[Name], Field(min_length=1, max_length=1000)] | None = None
-    expires_in: Annotated[float, Field(gt=0, le=MAX_LIFETIME_S), NUMBER] | None = Field(
+    expires_in: Annotated[float, Field(ge=1, le=MAX_LIFETIME_S), NUMBER] | None = Field(
         None, description="seconds from now until the key expires (e.g. 2592000: 30 days)"
     )
     rate_limits: dict[PermissionIn, RateIn] | None = None
@@ -120,7 +121,7 @@ class KeysOut(BaseModel):
 KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN, description="a key id (12 hex digits)")]
 
 
-@router.post("/v1/keys", status_code=201, operation_id="create_key", responses=errors())
+@router.post("/v1/keys", status_code=201, operation_id="create_key", responses=errors(400))
 async def create_key(body: KeyCreate, service: Service, who: Caller) -> KeyCreated:
     """Create an API key (admin of every queue). The answer holds its secret: the only time
     the broker shows it."""
@@ -139,7 +140,9 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.delete("/v1/keys/{key_id}", operation_id="revoke_key", responses={**_UNKNOWN, **errors()})
+@router.delete(
+    "/v1/keys/{key_id}", operation_id="revoke_key", responses={**_UNKNOWN, **errors(400)}
+)
 async def revoke_key(key_id: KeyId, service: Service, who: Caller) -> KeyOut:
     """Revoke a key: refused from its next request on, its open streams ended at once.
     Revoking a revoked key answers it unchanged (the first revocation time stays)."""
