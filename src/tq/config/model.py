@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -453,6 +454,9 @@ class WorkerSettings(_Section):
     """Python module whose import registers the handlers (like celery -A)."""
     name: Name | None = None
     """Worker id shown by the broker; null: <hostname>-<pid>."""
+    api_key: SecretStr | None = None
+    """API key the worker and the CLI present to a broker with auth enabled
+    (tq_<id>_<secret>); $TQ_API_KEY and --api-key come first. Shown masked by tq config."""
 
 
 # -- the whole tree ---------------------------------------------------------------------------
