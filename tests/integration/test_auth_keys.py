@@ -8,6 +8,7 @@ import asyncio
 import json
 import stat
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,3 +227,36 @@ def test_auth_with_a_door_that_checks_no_keys_refuses_to_start(tmp_path: Path) -
     with pytest.raises(TqError, match=r"api\.rest_enabled=false") as e:
         BrokerProcess(tmp_path / "data", settings={"auth.enabled": "true"}).start()
     assert "only the TCP protocol checks API keys" in str(e.value)
+
+
+def scrape(b: BrokerProcess, key: str | None) -> tuple[int, dict[str, str], str]:
+    url = f"http://127.0.0.1:{b.ports['metrics_port']}/metrics"
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def test_protected_metrics_need_a_key_with_the_read_permission(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    settings = {"auth.protect_metrics": "true"}
+    with BrokerProcess(tmp_path / "data", api_key=admin_key, settings=settings) as b:
+
+        async def make() -> str:
+            admin = await RawConn.open(b.port, api_key=admin_key)
+            _, secret = await create_key(admin, KeySpec(name="w", permissions=["submit"]))
+            await admin.close()
+            return secret
+
+        submit_only = asyncio.run(make())
+        status, headers, body = scrape(b, None)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert "UNAUTHENTICATED" in body
+        status, _, body = scrape(b, submit_only)
+        assert status == 403 and "lacks the read permission" in body
+        status, _, body = scrape(b, admin_key)
+        assert status == 200 and "tq_auth_key_verifications_total" in body

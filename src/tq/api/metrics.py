@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -31,12 +32,13 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tq.broker.access import Permission
 from tq.broker.instruments import Histogram, Instruments
 from tq.broker.service import BrokerService, DoorStats
 from tq.config import Settings
 from tq.core.layout import Family
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
-from tq.errors import ConfigError
+from tq.errors import ConfigError, ErrorCode, RateLimitedError, TqError
 from tq.version import __version__
 
 log = logging.getLogger(__name__)
@@ -284,6 +286,7 @@ class Request(NamedTuple):
     keep_alive: bool
     has_body: bool
     accept: str
+    authorization: str = ""
 
 
 def parse_head(head: bytes) -> Request | None:
@@ -306,7 +309,14 @@ def parse_head(head: bytes) -> Request | None:
     connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
-    return Request(method, target.split("?", 1)[0], keep_alive, has_body, headers.get("accept", ""))
+    return Request(
+        method,
+        target.split("?", 1)[0],
+        keep_alive,
+        has_body,
+        headers.get("accept", ""),
+        headers.get("authorization", ""),
+    )
 
 
 def response(
@@ -335,6 +345,8 @@ class MetricsServer:
     def __init__(self, service: BrokerService, settings: Settings) -> None:
         mon = settings.monitoring
         self.service = service
+        #: auth.protect_metrics: /metrics needs a key with the read permission.
+        self.protect = settings.auth.enabled and settings.auth.protect_metrics
         self.host = mon.prometheus_host
         self.port = mon.prometheus_port
         self.instruments = Instruments()
@@ -397,6 +409,26 @@ class MetricsServer:
         body = f"no such path: {req.path} (metrics are at /metrics)\n".encode()
         return response(HTTPStatus.NOT_FOUND, body, keep_alive=keep, head_only=head_only), keep
 
+    async def refusal(self, req: Request) -> bytes | None:
+        """With ``protect``: the 401/403/429 response for a scrape of /metrics whose
+        ``Authorization: Bearer <key>`` the service refuses; None when it may go on."""
+        if not self.protect or req.path != "/metrics":
+            return None
+        scheme, _, token = req.authorization.partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else None
+        try:
+            who = await self.service.authenticate(presented)
+            self.service.allow(who, Permission.READ)
+        except TqError as e:
+            extra = ""
+            if e.code is ErrorCode.UNAUTHENTICATED:
+                extra = 'WWW-Authenticate: Bearer realm="tq"\r\n'
+            elif isinstance(e, RateLimitedError) and e.retry_after is not None:
+                extra = f"Retry-After: {math.ceil(e.retry_after)}\r\n"
+            body = f"[{e.code.name}] {e.message}\n".encode()
+            return response(HTTPStatus(e.code.http_status), body, extra=extra)
+        return None
+
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= MAX_CONNECTIONS:
             writer.close()
@@ -423,7 +455,8 @@ class MetricsServer:
             if req is None:
                 writer.write(response(HTTPStatus.BAD_REQUEST, b"malformed HTTP request\n"))
                 return
-            out, keep = self.answer(req)
+            refused = await self.refusal(req)
+            out, keep = (refused, False) if refused is not None else self.answer(req)
             writer.write(out)
             async with asyncio.timeout(WRITE_TIMEOUT):
                 await writer.drain()

@@ -369,7 +369,8 @@ class AuthSettings(_Section):
     {rate: per second, burst: tokens}; a class not given (or null) is unlimited. A key may
     carry its own limits, set when it is created."""
     protect_metrics: bool = False
-    """With auth enabled, require a key with the read permission on /metrics too."""
+    """With auth enabled, require a key with the read permission on /metrics too
+    (Authorization: Bearer <key>); false: metrics stay open to whoever reaches their port."""
     tls_cert_file: FilePath | None = None
     """PEM certificate: turns on TLS for TCP, HTTP and gRPC. Needs tls_key_file."""
     tls_key_file: FilePath | None = None

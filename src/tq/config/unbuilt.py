@@ -40,7 +40,6 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
         "raft.etcd_client_port": _CLUSTER,
         "raft.etcd_peer_port": _CLUSTER,
         "api.dashboard_enabled": _DASHBOARD,
-        "auth.protect_metrics": _SECURITY,
         "auth.tls_cert_file": _SECURITY,
         "auth.tls_key_file": _SECURITY,
         "auth.tls_ca_file": _SECURITY,
