@@ -41,7 +41,6 @@ NOT_DEFAULT: dict[str, Any] = {
     "auth.tls_key_file": "/etc/tq/key.pem",
     "auth.tls_ca_file": "/etc/tq/ca.pem",
     "auth.require_client_cert": True,
-    "auth.protect_metrics": True,
 }
 DEFAULTS = dump(Settings())
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
