@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +20,7 @@ import pytest
 
 from tests.integration.authrig import call, create_key, ok, until
 from tests.integration.rawconn import RawConn, read_nack_then_eof
-from tq.client import AsyncClient
+from tq.client import AsyncClient, Client
 from tq.core.keys import KEY_FORMAT
 from tq.errors import ErrorCode, TqError
 from tq.protocol import (
@@ -260,3 +263,53 @@ def test_protected_metrics_need_a_key_with_the_read_permission(tmp_path: Path) -
         assert status == 403 and "lacks the read permission" in body
         status, _, body = scrape(b, admin_key)
         assert status == 200 and "tq_auth_key_verifications_total" in body
+
+
+WORKER_HANDLERS = """
+import tq
+
+@tq.handler("shout")
+def shout(payload):
+    return payload.upper()
+"""
+
+
+def run_worker(
+    tmp_path: Path, b: BrokerProcess, env: dict[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """``tq [FLAGS] worker auth_handlers --burst`` with ``env``, to its end."""
+    (tmp_path / "auth_handlers.py").write_text(WORKER_HANDLERS)
+    argv = [sys.executable, "-m", "tq", "--url", b.url, *flags, "worker", "auth_handlers"]
+    full_env = {**os.environ, "PYTHONPATH": str(tmp_path), **env}
+    return subprocess.run(
+        [*argv, "--burst"], env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_worker_runs_with_a_work_key_and_stops_at_once_without_one(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    with BrokerProcess(tmp_path / "data", api_key=admin_key) as b:
+
+        async def keys() -> tuple[str, str]:
+            admin = await RawConn.open(b.port, api_key=admin_key)
+            _, work = await create_key(admin, KeySpec(name="w", permissions=["work"]))
+            _, client = await create_key(admin, KeySpec(name="app", permissions=["submit", "read"]))
+            await admin.close()
+            return work, client
+
+        work, client_key = asyncio.run(keys())
+        with Client(b.url, api_key=client_key) as client:
+            task_id = client.submit("shout", b"hi")
+            done = run_worker(tmp_path, b, {"TQ_API_KEY": work})
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert client.result(task_id, timeout=10) == b"HI"
+            again = client.submit("shout", b"again")
+            flagged = run_worker(tmp_path, b, {"TQ_API_KEY": ""}, "--api-key", work)
+            assert flagged.returncode == 0, flagged.stderr[-2000:]
+            assert client.result(again, timeout=10) == b"AGAIN"
+        refused = run_worker(tmp_path, b, {"TQ_API_KEY": client_key})
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        assert (
+            "PERMISSION_DENIED" in refused.stderr and "lacks the work permission" in refused.stderr
+        )
+        assert client_key not in refused.stderr
