@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Where ``--url`` comes from when it is not given.
 URL_ENV = "TQ_BROKER_URL"
+#: Where ``--api-key`` comes from when it is not given (before ``worker.api_key``).
+API_KEY_ENV = "TQ_API_KEY"
 err_console = Console(stderr=True)
 #: Width of tables written to a pipe or file: rich would assume 80 columns and squeeze a
 #: 36-character id column into ellipses; lines that run long are the lesser harm.
@@ -82,6 +84,8 @@ class CliContext:
     output: str = "table"
     #: ``--url`` as typed (None: not given); ``url`` adds the environment and the settings.
     url_flag: str | None = None
+    #: ``--api-key`` as typed; ``api_key`` adds the environment and the settings.
+    api_key_flag: str | None = None
     config_path: str | None = None
     sets: tuple[str, ...] = ()
     _settings: Settings | None = field(default=None, repr=False)
@@ -105,6 +109,14 @@ class CliContext:
     def url(self) -> str:
         """``--url``, else ``$TQ_BROKER_URL``, else ``worker.broker_url``."""
         return self.url_flag or os.environ.get(URL_ENV) or self.settings.worker.broker_url
+
+    @property
+    def api_key(self) -> str | None:
+        """``--api-key``, else ``$TQ_API_KEY``, else ``worker.api_key`` (None: no key)."""
+        if self.api_key_flag or os.environ.get(API_KEY_ENV):
+            return self.api_key_flag or os.environ.get(API_KEY_ENV)
+        secret = self.settings.worker.api_key
+        return None if secret is None else secret.get_secret_value()
 
     def reload(
         self, overrides: Mapping[str, object], origins: Mapping[str, str] | None = None
@@ -170,6 +182,7 @@ _TIME_FIELDS = frozenset(
         "started_at",
         "registered_at",
         "last_heartbeat",
+        "revoked_at",
     }
 )
 
@@ -219,7 +232,7 @@ def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
     from tq.client import Client  # noqa: PLC0415
 
     try:
-        with Client(ctx.url, reconnect=reconnect) as client:
+        with Client(ctx.url, reconnect=reconnect, api_key=ctx.api_key) as client:
             if reconnect:
                 client.connect(retry=False)
             yield client

@@ -1,5 +1,5 @@
-"""The global options, ``--config --set --output/-o --url``: defined once, accepted before the
-command and after it (``tq -o json status ID`` and ``tq status ID -o json`` alike).
+"""The global options, ``--config --set --output/-o --url --api-key``: defined once, accepted
+before the command and after it (``tq -o json status ID`` and ``tq status ID -o json`` alike).
 
 Every command registered on the ``tq`` group gets the same options (``attach``); their values
 go to the one ``CliContext`` of the invocation instead of to the command's function. Given twice
@@ -13,7 +13,7 @@ from typing import Any, Final
 import click
 from click.core import ParameterSource
 
-from tq.cli.context import URL_ENV, CliContext
+from tq.cli.context import API_KEY_ENV, URL_ENV, CliContext
 
 _STATE: Final = "tq.cli.context"
 OUTPUTS: Final = ("table", "json", "yaml")
@@ -61,6 +61,12 @@ def global_params() -> list[click.Option]:
             ["--url", "url_flag"],
             metavar="URL",
             help=f"Broker address, tq://host:port (else ${URL_ENV}, else worker.broker_url).",
+            **common,
+        ),
+        click.Option(
+            ["--api-key", "api_key_flag"],
+            metavar="KEY",
+            help=f"API key for a broker with auth (else ${API_KEY_ENV}, else worker.api_key).",
             **common,
         ),
     ]

@@ -238,5 +238,6 @@ def worker_cmd(
         burst=burst,
         name=w.name,
         default_timeout=w.default_timeout_s,
+        api_key=ctx.api_key,
     )
     click.get_current_context().exit(status)

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -368,7 +369,8 @@ class AuthSettings(_Section):
     {rate: per second, burst: tokens}; a class not given (or null) is unlimited. A key may
     carry its own limits, set when it is created."""
     protect_metrics: bool = False
-    """With auth enabled, require a key with the read permission on /metrics too."""
+    """With auth enabled, require a key with the read permission on /metrics too
+    (Authorization: Bearer <key>); false: metrics stay open to whoever reaches their port."""
     tls_cert_file: FilePath | None = None
     """PEM certificate: turns on TLS for TCP, HTTP and gRPC. Needs tls_key_file."""
     tls_key_file: FilePath | None = None
@@ -453,6 +455,9 @@ class WorkerSettings(_Section):
     """Python module whose import registers the handlers (like celery -A)."""
     name: Name | None = None
     """Worker id shown by the broker; null: <hostname>-<pid>."""
+    api_key: SecretStr | None = None
+    """API key the worker and the CLI present to a broker with auth enabled
+    (tq_<id>_<secret>); $TQ_API_KEY and --api-key come first. Shown masked by tq config."""
 
 
 # -- the whole tree ---------------------------------------------------------------------------

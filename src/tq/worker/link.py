@@ -46,6 +46,7 @@ class BrokerLink:
         heartbeat_interval: float | None,
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
+        api_key: str | None = None,
     ) -> None:
         self.url = url
         self.worker_id = worker_id
@@ -54,7 +55,11 @@ class BrokerLink:
         self._pool = pool
         self._heartbeat_override = heartbeat_interval
         self.client = AsyncClient(
-            url, name=f"tq-worker {worker_id}", reconnect=True, client_kind="worker"
+            url,
+            name=f"tq-worker {worker_id}",
+            reconnect=True,
+            client_kind="worker",
+            api_key=api_key,
         )
         self.reporter = Reporter(self.client)
         self.progress = ProgressSender(self.client, asyncio.get_running_loop())

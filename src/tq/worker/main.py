@@ -39,6 +39,7 @@ def run_worker(
     burst: bool = False,
     name: str | None = None,
     default_timeout: float | None = None,
+    api_key: str | None = None,
 ) -> int:
     """Serve the handlers of ``modules`` (one name or several) until stopped; the exit status.
 
@@ -59,6 +60,7 @@ def run_worker(
         burst=burst,
         name=name,
         default_timeout=default_timeout,
+        api_key=api_key,
     )
     return eventloop.run(_serve(worker))
 

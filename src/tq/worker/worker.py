@@ -76,6 +76,7 @@ class Worker:
         burst: bool = False,
         name: str | None = None,
         default_timeout: float | None = None,
+        api_key: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -85,6 +86,7 @@ class Worker:
         if not len(self.registry):
             raise ConfigError(f"no tq handlers found in {getattr(handlers, '__name__', handlers)}")
         self.url = url
+        self._api_key = api_key  # with the work permission (docs/security.md)
         self.queues = list(queues)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else max(0, prefetch)
@@ -142,6 +144,7 @@ class Worker:
             heartbeat_interval=self._heartbeat_interval,
             held=lambda: [*self._running, *(t.id for t in self._waiting)],
             disown=self._disown,
+            api_key=self._api_key,
         )
         try:
             await self._pool.start()

@@ -1,0 +1,315 @@
+"""API keys over real sockets, beyond the permission matrix: revocation on an open
+connection, rate limits and the client honouring their retry-after, bcrypt paid once per key
+(not per request), the bootstrap admin key, and a broker that will not serve doors open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.authrig import call, create_key, ok, until
+from tests.integration.rawconn import RawConn, read_nack_then_eof
+from tq.client import AsyncClient, Client
+from tq.core.keys import KEY_FORMAT
+from tq.errors import ErrorCode, TqError
+from tq.protocol import (
+    GetStats,
+    KeyList,
+    KeyRevoke,
+    KeySpec,
+    Nack,
+    RateSpec,
+    StatsReply,
+    SubmitTask,
+    TaskSpec,
+)
+from tq.testing import BrokerProcess, new_api_key
+
+pytestmark = pytest.mark.timeout(180)
+
+NO_HTTP = {
+    "api.rest_enabled": "false",
+    "api.websocket_enabled": "false",
+    "api.grpc_enabled": "false",
+}
+READ_LIMIT = RateSpec(rate=5.0, burst=3)
+
+
+@pytest.fixture
+def admin_key() -> str:
+    return new_api_key()
+
+
+@pytest.fixture
+def broker(tmp_path: Path, admin_key: str) -> Iterator[BrokerProcess]:
+    limits = json.dumps({"read": {"rate": READ_LIMIT.rate, "burst": READ_LIMIT.burst}})
+    with BrokerProcess(
+        tmp_path / "data", api_key=admin_key, settings={"auth.rate_limits": limits}
+    ) as b:
+        yield b
+
+
+def verifications(b: BrokerProcess) -> int:
+    url = f"http://127.0.0.1:{b.ports['metrics_port']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode()
+    (line,) = [x for x in text.splitlines() if x.startswith("tq_auth_key_verifications_total ")]
+    return int(float(line.split()[1]))
+
+
+async def refused_hello(port: int, secret: str) -> Nack:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(RawConn(reader, writer, api_key=secret).cc.hello())
+    nack = await read_nack_then_eof(reader)
+    writer.close()
+    return nack
+
+
+def test_a_revoked_key_is_refused_at_the_next_request_of_an_open_connection(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        admin = await RawConn.open(broker.port, api_key=admin_key)
+        key_id, secret = await create_key(admin, KeySpec(name="ci", permissions=["submit"]))
+        conn = await RawConn.open(broker.port, api_key=secret)
+        submit = lambda r: SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t")])  # noqa: E731
+        await ok(conn, submit)
+        await ok(admin, lambda r: KeyRevoke(request_id=r, key_id=key_id))
+        reply = await call(conn, submit)
+        assert isinstance(reply, Nack) and reply.code == ErrorCode.UNAUTHENTICATED
+        assert "revoked" in reply.message
+        nack = await refused_hello(broker.port, secret)
+        assert nack.code == ErrorCode.UNAUTHENTICATED and "revoked" in nack.message
+        stats = (await ok(admin, lambda r: GetStats(request_id=r))).stats
+        assert stats.totals["submitted"] == 1  # the refused submit did nothing
+        await conn.close()
+        await admin.close()
+
+    asyncio.run(main())
+
+
+def test_a_burst_beyond_the_bucket_is_refused_with_retry_after_then_allowed_again(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        admin = await RawConn.open(broker.port, api_key=admin_key)
+        _, secret = await create_key(admin, KeySpec(name="reader", permissions=["read"]))
+        conn = await RawConn.open(broker.port, api_key=secret)
+        for _ in range(READ_LIMIT.burst):
+            await ok(conn, lambda r: GetStats(request_id=r))
+        refused = await call(conn, lambda r: GetStats(request_id=r))
+        at = time.monotonic()
+        assert isinstance(refused, Nack) and refused.code == ErrorCode.RATE_LIMITED
+        assert refused.retry_after is not None
+        assert 0 < refused.retry_after <= 1 / READ_LIMIT.rate
+        after = refused.retry_after
+        await until("retry_after passed", lambda: time.monotonic() >= at + after)
+        assert isinstance(await call(conn, lambda r: GetStats(request_id=r)), StatsReply)
+        await conn.close()
+        await admin.close()
+
+    asyncio.run(main())
+
+
+def test_a_keys_own_limit_applies_and_the_client_waits_it_out(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        admin = await RawConn.open(broker.port, api_key=admin_key)
+        spec = KeySpec(
+            name="slow",
+            permissions=["submit"],
+            rate_limits={"submit": RateSpec(rate=4.0, burst=2)},
+        )
+        _, secret = await create_key(admin, spec)
+        raw = await RawConn.open(broker.port, api_key=secret)
+        submit = lambda r: SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t")])  # noqa: E731
+        await ok(raw, submit)
+        await ok(raw, submit)
+        refused = await call(raw, submit)
+        assert isinstance(refused, Nack) and refused.code == ErrorCode.RATE_LIMITED
+        await raw.close()
+        async with AsyncClient(broker.url, api_key=secret, request_timeout=10) as client:
+            start = time.monotonic()
+            for _ in range(6):
+                await client.submit("t")  # paced by the broker's retry_after, none refused
+            # 6 submits from a bucket that was empty: at 4/s the last waits at least ~1.5 s.
+            assert time.monotonic() - start >= 1.0
+        stats = (await ok(admin, lambda r: GetStats(request_id=r))).stats
+        assert stats.totals["submitted"] == 8
+        await admin.close()
+
+    asyncio.run(main())
+
+
+def test_bcrypt_runs_once_per_key_not_per_connection_or_request(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        admin = await RawConn.open(broker.port, api_key=admin_key)
+        _, secret = await create_key(admin, KeySpec(name="ci", permissions=["submit"]))
+        before = verifications(broker)
+        for _ in range(3):
+            conn = await RawConn.open(broker.port, api_key=secret)
+            for _ in range(20):
+                await ok(conn, lambda r: SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t")]))
+            await conn.close()
+        assert verifications(broker) == before + 1
+        wrong = secret[:-5] + ("AAAAA" if not secret.endswith("AAAAA") else "BBBBB")
+        for _ in range(2):  # a wrong secret is never cached: each attempt pays bcrypt
+            assert (await refused_hello(broker.port, wrong)).code == ErrorCode.UNAUTHENTICATED
+        assert verifications(broker) == before + 3
+        await admin.close()
+
+    asyncio.run(main())
+
+
+def test_a_new_data_dir_gets_a_generated_bootstrap_key_in_an_owner_only_file(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    settings = {"auth.enabled": "true", **NO_HTTP}
+    with BrokerProcess(data, settings=settings, env={"TQ_BOOTSTRAP_API_KEY": ""}) as b:
+        path = data / "bootstrap-admin.key"
+        secret = path.read_text().strip()
+        assert KEY_FORMAT.fullmatch(secret)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+        async def keys() -> list[str]:
+            conn = await RawConn.open(b.port, api_key=secret)
+            found = (await ok(conn, lambda r: KeyList(request_id=r))).keys
+            await conn.close()
+            return [f"{k.name}:{','.join(k.permissions)}" for k in found]
+
+        assert asyncio.run(keys()) == ["bootstrap:admin"]
+    log = b.log_path.read_text()
+    assert str(path) in log and secret not in log
+    # Started again: the data dir holds a key, so none is made and the file stays as it was.
+    with BrokerProcess(data, settings=settings, env={"TQ_BOOTSTRAP_API_KEY": ""}) as b:
+        assert path.read_text().strip() == secret
+        assert asyncio.run(keys()) == ["bootstrap:admin"]
+
+
+def test_the_bootstrap_key_may_come_from_a_file(tmp_path: Path) -> None:
+    secret = new_api_key()
+    given = tmp_path / "boot.key"
+    given.write_text(secret + "\n")
+    settings = {"auth.enabled": "true", "auth.bootstrap_key_file": str(given), **NO_HTTP}
+    with BrokerProcess(tmp_path / "data", settings=settings) as b:
+
+        async def main() -> None:
+            conn = await RawConn.open(b.port, api_key=secret)
+            await ok(conn, lambda r: KeyList(request_id=r))
+            await conn.close()
+
+        asyncio.run(main())
+    assert not (tmp_path / "data" / "bootstrap-admin.key").exists()
+
+
+def test_a_malformed_bootstrap_key_stops_the_broker_naming_its_source(tmp_path: Path) -> None:
+    env = {"TQ_BOOTSTRAP_API_KEY": "hunter2"}
+    with pytest.raises(TqError, match="TQ_BOOTSTRAP_API_KEY: malformed API key") as e:
+        BrokerProcess(
+            tmp_path / "data", settings={"auth.enabled": "true", **NO_HTTP}, env=env
+        ).start()
+    assert "hunter2" not in str(e.value)
+
+
+def test_auth_with_a_door_that_checks_no_keys_refuses_to_start(tmp_path: Path) -> None:
+    with pytest.raises(TqError, match=r"api\.rest_enabled=false") as e:
+        BrokerProcess(tmp_path / "data", settings={"auth.enabled": "true"}).start()
+    assert "only the TCP protocol checks API keys" in str(e.value)
+
+
+def scrape(b: BrokerProcess, key: str | None) -> tuple[int, dict[str, str], str]:
+    url = f"http://127.0.0.1:{b.ports['metrics_port']}/metrics"
+    request = urllib.request.Request(url)
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def test_protected_metrics_need_a_key_with_the_read_permission(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    settings = {"auth.protect_metrics": "true"}
+    with BrokerProcess(tmp_path / "data", api_key=admin_key, settings=settings) as b:
+
+        async def make() -> str:
+            admin = await RawConn.open(b.port, api_key=admin_key)
+            _, secret = await create_key(admin, KeySpec(name="w", permissions=["submit"]))
+            await admin.close()
+            return secret
+
+        submit_only = asyncio.run(make())
+        status, headers, body = scrape(b, None)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert "UNAUTHENTICATED" in body
+        status, _, body = scrape(b, submit_only)
+        assert status == 403 and "lacks the read permission" in body
+        status, _, body = scrape(b, admin_key)
+        assert status == 200 and "tq_auth_key_verifications_total" in body
+
+
+WORKER_HANDLERS = """
+import tq
+
+@tq.handler("shout")
+def shout(payload):
+    return payload.upper()
+"""
+
+
+def run_worker(
+    tmp_path: Path, b: BrokerProcess, env: dict[str, str], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    """``tq [FLAGS] worker auth_handlers --burst`` with ``env``, to its end."""
+    (tmp_path / "auth_handlers.py").write_text(WORKER_HANDLERS)
+    argv = [sys.executable, "-m", "tq", "--url", b.url, *flags, "worker", "auth_handlers"]
+    full_env = {**os.environ, "PYTHONPATH": str(tmp_path), **env}
+    return subprocess.run(
+        [*argv, "--burst"], env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_worker_runs_with_a_work_key_and_stops_at_once_without_one(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    with BrokerProcess(tmp_path / "data", api_key=admin_key) as b:
+
+        async def keys() -> tuple[str, str]:
+            admin = await RawConn.open(b.port, api_key=admin_key)
+            _, work = await create_key(admin, KeySpec(name="w", permissions=["work"]))
+            _, client = await create_key(admin, KeySpec(name="app", permissions=["submit", "read"]))
+            await admin.close()
+            return work, client
+
+        work, client_key = asyncio.run(keys())
+        with Client(b.url, api_key=client_key) as client:
+            task_id = client.submit("shout", b"hi")
+            done = run_worker(tmp_path, b, {"TQ_API_KEY": work})
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert client.result(task_id, timeout=10) == b"HI"
+            again = client.submit("shout", b"again")
+            flagged = run_worker(tmp_path, b, {"TQ_API_KEY": ""}, "--api-key", work)
+            assert flagged.returncode == 0, flagged.stderr[-2000:]
+            assert client.result(again, timeout=10) == b"AGAIN"
+        refused = run_worker(tmp_path, b, {"TQ_API_KEY": client_key})
+        assert refused.returncode == 1, refused.stderr[-2000:]
+        assert (
+            "PERMISSION_DENIED" in refused.stderr and "lacks the work permission" in refused.stderr
+        )
+        assert client_key not in refused.stderr
