@@ -226,12 +226,6 @@ def test_a_malformed_bootstrap_key_stops_the_broker_naming_its_source(tmp_path: 
     assert "hunter2" not in str(e.value)
 
 
-def test_auth_with_a_door_that_checks_no_keys_refuses_to_start(tmp_path: Path) -> None:
-    with pytest.raises(TqError, match=r"api\.rest_enabled=false") as e:
-        BrokerProcess(tmp_path / "data", settings={"auth.enabled": "true"}).start()
-    assert "only the TCP protocol checks API keys" in str(e.value)
-
-
 def scrape(b: BrokerProcess, key: str | None) -> tuple[int, dict[str, str], str]:
     url = f"http://127.0.0.1:{b.ports['metrics_port']}/metrics"
     request = urllib.request.Request(url)

@@ -90,6 +90,12 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             "tq_broker_ready", "1 while the broker accepts changes (storage healthy).", s.ready()
         )
+        yield CounterMetricFamily(
+            "tq_auth_key_verifications",
+            "bcrypt verifications of presented API keys: cache misses (once per key while it "
+            "stays cached), never one per request.",
+            s.keyring.bcrypt_runs,
+        )
 
     def _tasks(self) -> Iterable[Metric]:
         m = self.service.machine
