@@ -342,7 +342,7 @@ class BrokerService:
     ) -> tuple[SubmitReply, Durable]:
         """Submit tasks, all or nothing. ``received``: ``time.monotonic()`` when the request
         arrived, for the submit-latency metric (measured until durable)."""
-        self.allow(who, Permission.SUBMIT, {s.queue for s in specs})
+        self.allow(who, Permission.SUBMIT, () if who.queues is None else {s.queue for s in specs})
         now = time.time()
         b = self.settings.broker
         tasks = tuple(new_task(s, now, self.ids, b, i) for i, s in enumerate(specs))
