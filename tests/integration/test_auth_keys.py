@@ -230,6 +230,7 @@ def test_auth_with_a_door_that_checks_no_keys_refuses_to_start(tmp_path: Path) -
     with pytest.raises(TqError, match=r"api\.rest_enabled=false") as e:
         BrokerProcess(tmp_path / "data", settings={"auth.enabled": "true"}).start()
     assert "only the TCP protocol checks API keys" in str(e.value)
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def scrape(b: BrokerProcess, key: str | None) -> tuple[int, dict[str, str], str]:
