@@ -16,6 +16,11 @@ not published is pushed the task's final state once durable, unless an event of 
 reaches it first (``tq.broker.delivery``). GET_STATS and metrics show the lifetime totals of
 the latest durable batch, so they never go down, not even across an outage or a crash.
 
+Access is checked here, once for every door: each use case takes the caller's ``Principal``
+(what the door authenticated, ``authenticate``; ``Principal.ANYONE`` with auth disabled) and
+``allow`` checks it first: the key still valid, its permission and queues, its rate limit
+(``tq.broker.access``, ``ratelimit``, ``scope``).
+
 Doors hold no rules: they translate their transport into this module's calls and the request
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
 durability gating of events, bulk actions and their wording, listing filters, connection
@@ -71,6 +76,7 @@ from tq.errors import (
     ConflictError,
     ErrorCode,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
     TqError,
     UnauthenticatedError,
@@ -215,7 +221,10 @@ class BrokerService:
     def _allow_key_admin(self, who: Principal) -> None:
         self.allow(who, Permission.ADMIN)
         if who.queues is not None:
-            authorize(who, Permission.ADMIN, ["(every queue: key administration)"])
+            raise PermissionDeniedError(
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: key "
+                "administration needs an admin key of every queue"
+            )
 
     # ------------------------------------------------------------------ the apply/commit engine
 
