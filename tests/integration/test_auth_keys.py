@@ -307,3 +307,40 @@ def test_a_worker_runs_with_a_work_key_and_stops_at_once_without_one(tmp_path: P
             "PERMISSION_DENIED" in refused.stderr and "lacks the work permission" in refused.stderr
         )
         assert client_key not in refused.stderr
+
+
+def tq_cli(b: BrokerProcess, key: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TQ_API_KEY", "TQ_BROKER_URL")}
+    flags = ["--api-key", key] if key is not None else []
+    return subprocess.run(
+        [sys.executable, "-m", "tq", "--url", b.url, *flags, *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_tq_keys_creates_lists_and_revokes_printing_the_secret_once(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    with BrokerProcess(tmp_path / "data", api_key=admin_key) as b:
+        made = tq_cli(
+            b, admin_key, "-o", "json", "keys", "create", "--name", "ci",
+            "--permissions", "submit,read", "--queues", "a,b", "--expires", "30d",
+            "--rate", "submit=100/200",
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        created = json.loads(made.stdout)
+        assert KEY_FORMAT.fullmatch(created["secret"])
+        assert created["queues"] == ["a", "b"] and created["permissions"] == ["submit", "read"]
+        assert created["rate_limits"] == {"submit": {"rate": 100.0, "burst": 200}}
+        listed = tq_cli(b, admin_key, "-o", "json", "keys", "list")
+        assert listed.returncode == 0, listed.stderr
+        keys = {k["name"]: k for k in json.loads(listed.stdout)}
+        assert sorted(keys) == ["bootstrap", "ci"] and created["secret"] not in listed.stdout
+        assert keys["ci"]["expires_at"] is not None and keys["ci"]["revoked_at"] is None
+        # The new key works, then stops working once revoked.
+        assert tq_cli(b, created["secret"], "stats").returncode == 0
+        revoked = tq_cli(b, admin_key, "keys", "revoke", created["id"])
+        assert revoked.returncode == 0 and f"revoked {created['id']}" in revoked.stdout
+        refused = tq_cli(b, created["secret"], "stats")
+        assert refused.returncode == 2 and "[UNAUTHENTICATED]" in refused.stderr
+        denied = tq_cli(b, None, "keys", "list")
+        assert denied.returncode == 2 and "no API key given" in denied.stderr

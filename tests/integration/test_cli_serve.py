@@ -132,8 +132,8 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
         ),
         (
             [sys.executable, "-m", "tq", "broker", "--port", "0"],
-            {"TQ_AUTH__ENABLED": "true"},
-            "auth.enabled = 'true' from environment variable TQ_AUTH__ENABLED",
+            {"TQ_API__DASHBOARD_ENABLED": "true"},
+            "api.dashboard_enabled = 'true' from environment variable TQ_API__DASHBOARD_ENABLED",
         ),
         (
             [sys.executable, "-m", "tq", "--config", "tq.yml", "dev"],

@@ -39,6 +39,7 @@ class Target:
     url: str
     broker: BrokerProcess | None
     workdir: Path
+    api_key: str | None = None  #: what the bench's clients and workers present
 
     @property
     def broker_pid(self) -> int | None:
@@ -67,15 +68,19 @@ def broker_settings(cfg: BenchConfig) -> dict[str, object]:
 
 
 @contextmanager
-def fresh_broker(settings: Mapping[str, object], workdir: Path, name: str) -> Iterator[Target]:
+def fresh_broker(
+    settings: Mapping[str, object], workdir: Path, name: str, api_key: str | None = None
+) -> Iterator[Target]:
     """A broker on a free port with an empty data dir under ``workdir``; stopped and its data
-    removed on exit."""
+    removed on exit. ``api_key``: its bootstrap admin key (when settings enable auth)."""
     base = workdir / name
     broker = BrokerProcess(base / "data", settings=settings, log_file=base / "broker.log")
     broker.env["PYTHONUNBUFFERED"] = "1"
+    if api_key is not None:
+        broker.env["TQ_BOOTSTRAP_API_KEY"] = api_key
     broker.start()
     try:
-        yield Target(broker.url, broker, base)
+        yield Target(broker.url, broker, base, api_key)
     finally:
         broker.stop()
         shutil.rmtree(base / "data", ignore_errors=True)
@@ -91,10 +96,14 @@ def worker_argv(url: str, concurrency: int) -> list[str]:
 class WorkerGroup:
     """``count`` worker processes of ``tq.bench.tasks``; a context manager that stops them."""
 
-    def __init__(self, url: str, count: int, concurrency: int, logdir: Path) -> None:
+    def __init__(
+        self, url: str, count: int, concurrency: int, logdir: Path, api_key: str | None = None
+    ) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
-        # TQ_BROKER_URL would beat worker.broker_url: the URL must be ours.
-        env = {k: v for k, v in os.environ.items() if k != "TQ_BROKER_URL"}
+        # TQ_BROKER_URL would beat worker.broker_url: the URL must be ours; so the key.
+        env = {k: v for k, v in os.environ.items() if k not in ("TQ_BROKER_URL", "TQ_API_KEY")}
+        if api_key is not None:
+            env["TQ_API_KEY"] = api_key
         self.argv = worker_argv(url, concurrency)
         self.logs = [logdir / f"worker-{i}.log" for i in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -98,10 +98,10 @@ def run_scenario(name: str, cfg: BenchConfig, workdir: Path, meter: Meter) -> di
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if cfg.url is not None:
-            target = Target(cfg.url, None, workdir / name)
+            target = Target(cfg.url, None, workdir / name, cfg.api_key)
             target.workdir.mkdir(parents=True, exist_ok=True)
             return runner.run(bounded(target))
-        with fresh_broker(broker_settings(cfg), workdir, name) as target:
+        with fresh_broker(broker_settings(cfg), workdir, name, cfg.api_key) as target:
             return runner.run(bounded(target))
 
 

@@ -16,6 +16,11 @@ not published is pushed the task's final state once durable, unless an event of 
 reaches it first (``tq.broker.delivery``). GET_STATS and metrics show the lifetime totals of
 the latest durable batch, so they never go down, not even across an outage or a crash.
 
+Access is checked here, once for every door: each use case takes the caller's ``Principal``
+(what the door authenticated, ``authenticate``; ``Principal.ANYONE`` with auth disabled) and
+``allow`` checks it first: the key still valid, its permission and queues, its rate limit
+(``tq.broker.access``, ``ratelimit``, ``scope``).
+
 Doors hold no rules: they translate their transport into this module's calls and the request
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
 durability gating of events, bulk actions and their wording, listing filters, connection
@@ -72,6 +77,7 @@ from tq.errors import (
     ConflictError,
     ErrorCode,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
     TqError,
     UnauthenticatedError,
@@ -240,12 +246,18 @@ class BrokerService:
         who = await self.authenticate(presented)
         self.allow(who, Permission.READ)
         if who.queues is not None:
-            authorize(who, Permission.READ, ["(every queue: metrics)"])
+            raise PermissionDeniedError(
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: metrics show "
+                "every queue, so a scrape needs a read key of every queue"
+            )
 
     def _allow_key_admin(self, who: Principal) -> None:
         self.allow(who, Permission.ADMIN)
         if who.queues is not None:
-            authorize(who, Permission.ADMIN, ["(every queue: key administration)"])
+            raise PermissionDeniedError(
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: key "
+                "administration needs an admin key of every queue"
+            )
 
     # ------------------------------------------------------------------ the apply/commit engine
 
@@ -372,7 +384,7 @@ class BrokerService:
     ) -> tuple[SubmitReply, Durable]:
         """Submit tasks, all or nothing. ``received``: ``time.monotonic()`` when the request
         arrived, for the submit-latency metric (measured until durable)."""
-        self.allow(who, Permission.SUBMIT, {s.queue for s in specs})
+        self.allow(who, Permission.SUBMIT, () if who.queues is None else {s.queue for s in specs})
         now = time.time()
         b = self.settings.broker
         tasks = tuple(new_task(s, now, self.ids, b, i) for i, s in enumerate(specs))
