@@ -18,6 +18,7 @@ import grpc.aio
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -98,6 +99,11 @@ def test_grpc_takes_the_key_in_x_api_key_and_leaves_health_and_reflection_open(
             health: Any = health_pb2_grpc.HealthStub(cast(grpc.Channel, ch))
             answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=T)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            reflection: Any = reflection_pb2_grpc.ServerReflectionStub(cast(grpc.Channel, ch))
+            ask = reflection_pb2.ServerReflectionRequest(list_services="")
+            answers = [a async for a in reflection.ServerReflectionInfo(iter([ask]), timeout=T)]
+            names = {s.name for s in answers[0].list_services_response.service}
+            assert "tq.v1.TaskQueue" in names
 
     asyncio.run(main())
 
@@ -120,6 +126,10 @@ def test_a_websocket_authenticates_by_its_first_message_or_is_closed_with_4401(
             await ws.send(json.dumps({"op": "auth", "api_key": ADMIN}))
             answer = json.loads(await asyncio.wait_for(ws.recv(), T))
             assert answer["error"]["message"].startswith("this socket is already authenticated")
+            await ws.send(json.dumps({"op": "auth", "api_key": "tq_secret" * 40}))
+            answer = json.loads(await asyncio.wait_for(ws.recv(), T))
+            assert answer["error"]["code"] == 2000
+            assert "tq_secret" not in answer["error"]["message"]
         async with connect(url) as ws:
             await ws.send(json.dumps({"op": "auth", "api_key": ADMIN}))
             answer = json.loads(await asyncio.wait_for(ws.recv(), T))
