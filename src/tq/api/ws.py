@@ -180,10 +180,11 @@ class Session:
                 self._control(raw)
             except pydantic.ValidationError as e:
                 # An API key is never echoed, not even one too long to be a key.
-                errors = [
-                    {**err, "input": None} if "api_key" in err["loc"] else err for err in e.errors()
-                ]
-                self._error(ErrorCode.INVALID_ARGUMENT, describe_errors(errors))  # type: ignore[arg-type]
+                errors = e.errors()
+                for err in errors:
+                    if "api_key" in err["loc"]:
+                        err["input"] = None
+                self._error(ErrorCode.INVALID_ARGUMENT, describe_errors(errors))
             except TqError as e:
                 self.send(error_message(e))
             except Exception as e:  # a bug costs this one message, not the socket
