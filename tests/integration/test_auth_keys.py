@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import tq
 from tests.integration.authrig import call, create_key, ok, until
 from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tq.client import AsyncClient, Client
@@ -351,3 +352,24 @@ def test_tq_keys_creates_lists_and_revokes_printing_the_secret_once(tmp_path: Pa
         assert refused.returncode == 2 and "[UNAUTHENTICATED]" in refused.stderr
         denied = tq_cli(b, None, "keys", "list")
         assert denied.returncode == 2 and "no API key given" in denied.stderr
+
+
+@tq.task
+def triple(x: int) -> int:
+    return 3 * x
+
+
+def test_task_functions_submit_through_a_default_client_presenting_tq_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin_key = new_api_key()
+    with BrokerProcess(tmp_path / "data", api_key=admin_key) as b:
+        monkeypatch.setenv("TQ_BROKER_URL", b.url)
+        monkeypatch.setenv("TQ_API_KEY", admin_key)
+        tq.set_default_client(None)
+        try:
+            handle = triple.submit(2)
+            assert handle.status().task_type == triple.name
+            handle.client.close()
+        finally:
+            tq.set_default_client(None)
