@@ -39,10 +39,6 @@ NOT_DEFAULT: dict[str, Any] = {
     "api.dashboard_enabled": True,
     "auth.enabled": True,
     "auth.api_keys_file": "/etc/tq/keys.yml",
-    "auth.tls_cert_file": "/etc/tq/cert.pem",
-    "auth.tls_key_file": "/etc/tq/key.pem",
-    "auth.tls_ca_file": "/etc/tq/ca.pem",
-    "auth.require_client_cert": True,
     "auth.rate_limit_per_key": 100.0,
     "auth.rate_limit_burst": 200,
 }
@@ -167,16 +163,15 @@ def test_the_example_message_reads_as_one_sentence() -> None:
     message = refusal(env={"TQ_AUTH__ENABLED": "true"})
     assert message == (
         "invalid configuration: auth.enabled = 'true' from environment variable "
-        "TQ_AUTH__ENABLED: not available yet \N{EM DASH} TLS, API keys and rate limits come "
-        "with the security work; leave it at its default false"
+        "TQ_AUTH__ENABLED: not available yet \N{EM DASH} API keys and rate limits come with "
+        "the security work; leave it at its default false"
     )
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"auth.tls_cert_file": "/etc/tq/cert.pem"},  # would need tls_key_file
-        {"auth.require_client_cert": "true"},  # would need tls_ca_file
+        {"auth.rate_limit_burst": "0"},  # would break its own bound
         {"raft.enabled": "true"},  # would need etcd endpoints
         {"raft.manage_local_etcd": "true", "raft.etcd_peer_port": "2379"},  # ports clash
         {"raft.enabled": "maybe"},  # not even a boolean

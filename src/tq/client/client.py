@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -26,6 +27,7 @@ from tq.client.session import Session
 from tq.client.specs import batches, task_spec
 from tq.client.specs import task_ids as parse_ids
 from tq.client.subscription import Subscription
+from tq.client.tls import TlsConfig
 from tq.client.workers import WorkerCalls
 from tq.core.ids import format_task_id, parse_task_id
 from tq.core.model import TaskState
@@ -108,6 +110,7 @@ class AsyncClient(WorkerCalls):
         reconnect: bool = True,
         max_reconnect_delay: float = 5.0,
         client_kind: Literal["client", "worker"] = "client",
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._session = Session(
             url or default_url(),
@@ -118,6 +121,7 @@ class AsyncClient(WorkerCalls):
             request_timeout=request_timeout,
             reconnect=reconnect,
             max_reconnect_delay=max_reconnect_delay,
+            tls=tls,
         )
 
     @property

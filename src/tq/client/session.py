@@ -22,6 +22,7 @@ from tq.client.address import parse_url
 from tq.client.connection import Connection, ConnectionLostError, R
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
+from tq.client.tls import TlsOption, client_context
 from tq.errors import ErrorCode, TqError, UnavailableError
 from tq.protocol import MAX_WAIT_MS, Request
 
@@ -42,8 +43,10 @@ class Session:
         request_timeout: float,
         reconnect: bool,
         max_reconnect_delay: float,
+        tls: TlsOption = None,
     ) -> None:
         self.address = parse_url(url)
+        self.ssl_context = client_context(self.address.url, self.address.tls, tls)
         self.api_key = api_key
         self.name = name
         self.client_kind: Literal["client", "worker"] = client_kind
@@ -187,6 +190,7 @@ class Session:
                 client_kind=self.client_kind,
                 api_key=self.api_key,
                 on_lost=self._on_lost,
+                ssl_context=self.ssl_context,
             )
         except UnavailableError as e:
             self._last_error = e

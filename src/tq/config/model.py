@@ -344,8 +344,8 @@ class ApiSettings(_Section):
 
 
 class AuthSettings(_Section):
-    """API keys, TLS and rate limits. Not built yet: ``load()`` refuses every key unless at its
-    default (``unbuilt``); the rules below are kept for when it is."""
+    """TLS, exposure, API keys and rate limits. TLS and ``insecure`` are built; the keys and
+    rate limits are refused unless at their default (``unbuilt``)."""
 
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""
@@ -360,6 +360,9 @@ class AuthSettings(_Section):
     """PEM CA bundle that client certificates are verified against."""
     require_client_cert: bool = False
     """Refuse clients without a certificate signed by tls_ca_file (mutual TLS)."""
+    insecure: bool = False
+    """Let a broker listen on a non-loopback address (TCP, REST or gRPC) with neither API keys
+    nor client certificates required; it then logs a warning. Without it, it refuses to start."""
     rate_limit_per_key: Annotated[float, Field(gt=0)] | None = None
     """Requests per second allowed per API key (token bucket); null: unlimited."""
     rate_limit_burst: Count | None = None
@@ -440,6 +443,25 @@ class WorkerSettings(_Section):
     """Python module whose import registers the handlers (like celery -A)."""
     name: Name | None = None
     """Worker id shown by the broker; null: <hostname>-<pid>."""
+    tls_ca_file: FilePath | None = None
+    """PEM CA bundle a tqs:// broker's certificate is verified against; null: the system's CAs.
+    Read by workers and the CLI."""
+    tls_cert_file: FilePath | None = None
+    """PEM client certificate presented to a tqs:// broker (mutual TLS). Needs tls_key_file."""
+    tls_key_file: FilePath | None = None
+    """PEM private key of tls_cert_file."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            present, missing = (
+                ("worker.tls_cert_file", "worker.tls_key_file")
+                if self.tls_key_file is None
+                else ("worker.tls_key_file", "worker.tls_cert_file")
+            )
+            value = self.tls_cert_file or self.tls_key_file
+            raise conflict(present, value, f"needs {missing} as well", missing, None)
+        return self
 
 
 # -- the whole tree ---------------------------------------------------------------------------

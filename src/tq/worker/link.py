@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -46,6 +47,7 @@ class BrokerLink:
         heartbeat_interval: float | None,
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.worker_id = worker_id
@@ -54,7 +56,7 @@ class BrokerLink:
         self._pool = pool
         self._heartbeat_override = heartbeat_interval
         self.client = AsyncClient(
-            url, name=f"tq-worker {worker_id}", reconnect=True, client_kind="worker"
+            url, name=f"tq-worker {worker_id}", reconnect=True, client_kind="worker", tls=tls
         )
         self.reporter = Reporter(self.client)
         self.progress = ProgressSender(self.client, asyncio.get_running_loop())

@@ -25,11 +25,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from tq.client import TlsConfig
 from tq.core.ids import format_task_id
 from tq.errors import ConfigError, TqError
 from tq.protocol.records import ClaimedTask
@@ -76,6 +78,7 @@ class Worker:
         burst: bool = False,
         name: str | None = None,
         default_timeout: float | None = None,
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -85,6 +88,8 @@ class Worker:
         if not len(self.registry):
             raise ConfigError(f"no tq handlers found in {getattr(handlers, '__name__', handlers)}")
         self.url = url
+        # Built now, so a TLS file that does not load stops the worker before it starts.
+        self.tls = tls.context() if isinstance(tls, TlsConfig) else tls
         self.queues = list(queues)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else max(0, prefetch)
@@ -142,6 +147,7 @@ class Worker:
             heartbeat_interval=self._heartbeat_interval,
             held=lambda: [*self._running, *(t.id for t in self._waiting)],
             disown=self._disown,
+            tls=self.tls,
         )
         try:
             await self._pool.start()
