@@ -98,7 +98,7 @@ async def listen_tcp(
         return server, server.sockets[0].getsockname()[1]
     sock = bind(b.host, b.port)
     listener = TlsListener(
-        [sock], tls.context, lambda: BrokerProtocol(service, conns), service.door_stats(DOOR),
+        [sock], tls.tcp_context, lambda: BrokerProtocol(service, conns), service.door_stats(DOOR),
         handshake_timeout=b.handshake_timeout_s, max_handshaking=b.max_handshaking,
     )  # fmt: skip
     listener.start()

@@ -3,7 +3,10 @@ every door (TCP, REST/WebSocket through uvicorn, metrics; gRPC reads the same fi
 ``pem()``), and reloaded in place on SIGHUP.
 
 Rules: TLS 1.2 at least. ``require_client_cert``: CERT_REQUIRED against ``tls_ca_file``; a CA
-without it: CERT_OPTIONAL (a certificate shown is verified, none is accepted). A reload first
+without it: CERT_OPTIONAL (a certificate shown is verified, none is accepted). The TCP door has
+a context of its own under ``require_client_cert``: CERT_OPTIONAL, and the door refuses a
+connection without a certificate itself, with a NACK saying so (under TLS 1.3 a handshake
+refusal reaches the client only as a reset, after it already sent HELLO). A reload first
 loads the new files into a scratch context, so a bad file (unreadable, key not matching) is
 logged and the running certificate stays; a good one goes into the live context, which every
 handshake after it uses, while open connections keep the session they negotiated.
@@ -41,7 +44,9 @@ class ServerTls:
         self.key_file: Path = auth.tls_key_file
         self.ca_file: Path | None = auth.tls_ca_file
         self.require_client_cert = auth.require_client_cert
-        self.context = self._build()
+        self.context = self._build(self.require_client_cert)
+        #: The TCP door's: certificates optional at the handshake, required by the door.
+        self.tcp_context = self._build(False) if self.require_client_cert else self.context
         self.generation = 0
 
     @classmethod
@@ -49,7 +54,7 @@ class ServerTls:
         """The broker's TLS, or None when no certificate is configured (plaintext doors)."""
         return cls(auth) if auth.tls_enabled else None
 
-    def _build(self) -> ssl.SSLContext:
+    def _build(self, require: bool) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         _load_chain(ctx, self.cert_file, self.key_file)
@@ -60,7 +65,7 @@ class ServerTls:
                 raise ConfigError(
                     f"auth.tls_ca_file {self.ca_file}: cannot load it: {_reason(e)}"
                 ) from e
-            ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
+            ctx.verify_mode = ssl.CERT_REQUIRED if require else ssl.CERT_OPTIONAL
         return ctx
 
     @property
@@ -86,7 +91,8 @@ class ServerTls:
         the running certificate then stays."""
         try:
             _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.cert_file, self.key_file)
-            _load_chain(self.context, self.cert_file, self.key_file)
+            for ctx in {id(c): c for c in (self.context, self.tcp_context)}.values():
+                _load_chain(ctx, self.cert_file, self.key_file)
         except ConfigError as e:
             log.error("tls.reload_failed error=%s: keeping the current certificate", e.message)
             return False

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Final, Literal, TypeVar, cast
 
 from tq.client.address import DEFAULT_PORT, BrokerAddress
-from tq.client.tls import handshake_error
+from tq.client.tls import certificate_refused, handshake_error
 from tq.errors import (
     ErrorCode,
     ProtocolError,
@@ -109,6 +109,8 @@ class Connection(asyncio.Protocol):
         self._last_write = self._loop.time()
         self._keepalive: asyncio.TimerHandle | None = None
         self._keepalive_interval = KEEPALIVE_INTERVAL
+        #: We present a TLS client certificate (or may: a caller's own SSLContext).
+        self._client_cert = False
 
     @classmethod
     async def open(
@@ -122,6 +124,7 @@ class Connection(asyncio.Protocol):
         on_lost: Callable[[Connection, TqError], None] | None = None,
         keepalive: float = KEEPALIVE_INTERVAL,
         ssl_context: ssl.SSLContext | None = None,
+        client_cert: bool = False,
     ) -> Connection:
         """Connect and handshake within ``timeout``; UnavailableError if the broker is out of
         reach, the broker's NACK (AuthError, ProtocolError) if it refuses us. A ``tqs://``
@@ -129,6 +132,7 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         conn = cls(address, client_name=client_name, client_kind=client_kind, api_key=api_key)
         conn._keepalive_interval = keepalive
+        conn._client_cert = client_cert
         context = (ssl_context or ssl.create_default_context()) if address.tls else None
         try:
             async with asyncio.timeout(timeout):
@@ -341,9 +345,13 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if isinstance(exc, ssl.SSLError) and not self._open:
-            # Under TLS 1.3 a broker refuses our certificate (or its absence) after our side
-            # of the handshake is done: its alert ends the wait for WELCOME.
+            # Under TLS 1.3 a broker refuses our certificate after our side of the handshake
+            # is done: its alert ends the wait for WELCOME.
             self._fail(handshake_error(self.address.url, exc))
+            return
+        if self._client_cert and self.address.tls and not self._open:
+            # ... or, more often, a reset: the broker's TLS gives up without a word.
+            self._fail(certificate_refused(self.address.url, exc))
             return
         reason = self._lost_reason or UnavailableError(
             f"connection to {self.address.url} closed" + (f": {exc}" if exc else "")

@@ -88,6 +88,17 @@ def handshake_error(url: str, e: ssl.SSLError) -> ProtocolError:
     return ProtocolError(f"{url}: the TLS handshake failed ({said})")
 
 
+def certificate_refused(url: str, exc: Exception | None) -> ProtocolError:
+    """The broker closed a TLS connection we showed a client certificate on before it
+    answered HELLO: under TLS 1.3 that is how a certificate it does not trust is refused."""
+    seen = f" ({exc})" if exc else ""
+    return ProtocolError(
+        f"{url}: the broker closed the connection after the TLS handshake{seen}: it most likely "
+        "refused our TLS client certificate: is it signed by the broker's auth.tls_ca_file "
+        "and still valid?"
+    )
+
+
 #: Alerts of a broker that wants a (valid) client certificate.
 _CERT_WANTED = frozenset(
     {
