@@ -95,7 +95,11 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
 class AsyncClient(WorkerCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
-    until the deadline of the call that needs it. ``async with`` closes it."""
+    until the deadline of the call that needs it. ``async with`` closes it.
+
+    A ``tqs://`` URL is TLS, the broker always verified: ``tls`` is a ``TlsConfig`` (the CA
+    to trust, a client certificate for mutual TLS) or an ``ssl.SSLContext`` of your own;
+    None trusts the system's CAs. TLS settings with a ``tq://`` URL are a ConfigError."""
 
     spec = staticmethod(task_spec)
 
