@@ -9,6 +9,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -235,3 +236,18 @@ def test_a_missing_ca_file_is_named_when_the_client_is_made(certs: Certs) -> Non
     missing = certs.ca.with_name("nope.pem")
     with pytest.raises(ConfigError, match=f"TLS ca_file {missing}: cannot load it"):
         Client("tqs://127.0.0.1:7420", tls=TlsConfig(ca_file=missing))
+
+
+def test_a_broker_whose_certificate_does_not_load_stops_with_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    data = tmp_path / "data"
+    done = run_tq(
+        "broker", "--port", "0", "--data-dir", str(data),
+        "--set", f"auth.tls_cert_file={missing}", "--set", f"auth.tls_key_file={missing}",
+        url=None,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: [CONFIG_ERROR] auth.tls_cert_file {missing} with ")
+    assert "cannot load them: no such file" in line
+    assert not data.exists()
