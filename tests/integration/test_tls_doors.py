@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import ssl
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.integration.cli_procs import child_env, stop, wait_for
+from tests.integration.cli_procs import child_env, free_port, run_tq, stop, wait_for
 from tests.integration.tls_files import Certs, make_certs
 from tq import AsyncClient, Client, TlsConfig
 from tq.api._pb import tq_pb2 as pb
@@ -142,3 +143,31 @@ def test_the_broker_logs_that_tls_is_on(broker: BrokerProcess) -> None:
         "the listening line",
         lambda: "tls=on client_certs=none" in broker.log_path.read_text() or None,
     )
+
+
+def test_tq_dev_runs_its_worker_over_tls_when_the_broker_has_a_certificate(
+    certs: Certs, tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"tqs://127.0.0.1:{port}"
+    sets = [
+        f"broker.port={port}", f"auth.tls_cert_file={certs.cert}",
+        f"auth.tls_key_file={certs.key}", f"worker.tls_ca_file={certs.ca}",
+    ]  # fmt: skip
+    argv = [sys.executable, "-m", "tq", *(a for s in sets for a in ("--set", s)), "dev"]
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(), cwd=tmp_path
+        )
+        try:
+
+            def one_worker() -> bool | None:
+                assert dev.poll() is None, log.read_text()
+                done = run_tq("--set", sets[-1], "-o", "json", "stats", url=url)
+                return (done.returncode == 0 and json.loads(done.stdout)["workers"] >= 1) or None
+
+            wait_for("tq dev's worker over TLS", one_worker, timeout=60)
+        finally:
+            stop(dev, signal.SIGINT, timeout=60)
+    assert f"  TCP        {url}\n" in log.read_text()
