@@ -1,6 +1,6 @@
 """TLS on vs off in one run: the ``tq bench`` enqueue and drain scenarios against a plaintext
 broker and against a broker serving TLS on every door (certificates made here with trustme),
-alternating so that both see the same machine. Not a test: nothing here asserts a number.
+alternating (and alternating which goes first) so that both see the same machine. Not a test: nothing here asserts a number.
 
     .venv/bin/python benchmarks/tls_bench.py [--tasks N] [--rounds N] [--json]
 
@@ -63,8 +63,10 @@ def main() -> None:
     errors: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tq-tls-bench-") as tmp:
         modes = {"off": (), "on": tls_settings(Path(tmp))}
-        for _ in range(args.rounds):
-            for mode, sets in modes.items():
+        for round_ in range(args.rounds):
+            # Alternate which goes first, so neither always runs on a machine the other warmed.
+            order = list(modes.items())[:: 1 if round_ % 2 == 0 else -1]
+            for mode, sets in order:
                 cfg = BenchConfig(
                     scenarios=("enqueue", "drain"), tasks=args.tasks, broker_settings=sets
                 )

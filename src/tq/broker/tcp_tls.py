@@ -127,9 +127,11 @@ class TlsListener:
         except TimeoutError:
             self.stats.drop("timeout")
             log.debug("connection.tls_handshake_timeout peer=%s", peer)
-        except (OSError, ConnectionError) as e:  # ssl.SSLError included: a refused handshake
+        except OSError as e:  # ssl.SSLError included: a refused handshake
             self.stats.drop("tls")
             log.info("connection.tls_failed peer=%s error=%s", peer, e)
+        except Exception:  # a bug must cost this connection, never the listener
+            log.exception("connection.open_crashed peer=%s", peer)
         finally:
             if not handed:
                 sock.close()
