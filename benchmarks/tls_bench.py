@@ -1,6 +1,7 @@
 """TLS on vs off in one run: the ``tq bench`` enqueue and drain scenarios against a plaintext
 broker and against a broker serving TLS on every door (certificates made here with trustme),
-alternating (and alternating which goes first) so that both see the same machine. Not a test: nothing here asserts a number.
+alternating (and which goes first) so that both see the same machine. Not a test: nothing
+here asserts a number.
 
     .venv/bin/python benchmarks/tls_bench.py [--tasks N] [--rounds N] [--json]
 
