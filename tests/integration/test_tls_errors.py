@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import grpc
 import httpx
 import pytest
 
-from tests.integration.cli_procs import run_tq
+from tests.integration.cli_procs import child_env, run_tq
 from tests.integration.tls_files import Certs, make_certs
 from tq import AsyncClient, Client, TlsConfig
 from tq.api._pb import tq_pb2 as pb
@@ -145,6 +147,15 @@ def test_the_cli_verifies_against_worker_tls_ca_file(broker: BrokerProcess, cert
     assert wrong.returncode == 2
     (line,) = wrong.stderr.splitlines()
     assert line.startswith(f"error: [PROTOCOL_ERROR] {broker.url}: the broker's TLS certificate")
+
+
+def test_the_ca_can_come_from_the_environment(broker: BrokerProcess, certs: Certs) -> None:
+    env = child_env(broker.url, TQ_WORKER__TLS_CA_FILE=str(certs.ca))
+    done = subprocess.run(
+        [sys.executable, "-m", "tq", "stats"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 # -- mutual TLS --------------------------------------------------------------------------------
