@@ -196,13 +196,20 @@ def test_mutual_tls_with_a_client_certificate_of_the_ca_is_served(
     asyncio.run(asyncio.wait_for(go(), 30))
 
 
-def test_the_cli_presents_worker_tls_cert_file(mtls: BrokerProcess, certs: Certs) -> None:
+def test_the_cli_presents_worker_tls_cert_file_or_the_tls_flags(
+    mtls: BrokerProcess, certs: Certs
+) -> None:
     sets = [
         "--set", f"worker.tls_ca_file={certs.ca}",
         "--set", f"worker.tls_cert_file={certs.client_cert}",
         "--set", f"worker.tls_key_file={certs.client_key}",
     ]  # fmt: skip
     assert run_tq(*sets, "stats", url=mtls.url).returncode == 0
+    flags = ["--tls-ca-file", str(certs.ca), "--tls-cert-file", str(certs.client_cert)]
+    assert (
+        run_tq(*flags, "stats", "--tls-key-file", str(certs.client_key), url=mtls.url).returncode
+        == 0
+    )
     bare = run_tq(*sets[:2], "stats", url=mtls.url)
     assert bare.returncode == 2
     (line,) = bare.stderr.splitlines()

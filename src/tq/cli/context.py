@@ -91,6 +91,8 @@ class CliContext:
         if name == "sets":
             assert isinstance(value, tuple)
             self.sets = (*self.sets, *value)
+        elif name.startswith("tls_"):  # shorthand of --set worker.tls_*=FILE
+            self.sets = (*self.sets, f"worker.{name}={value}")
         else:
             setattr(self, name, value)
         self._settings = None  # loaded again, with what was just typed
