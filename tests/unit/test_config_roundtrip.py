@@ -149,7 +149,28 @@ def overrides(draw: st.DrawFn) -> dict[str, Any]:
             unique=True,
         )
     )
-    return {key: draw(strategy_for(*key.split("."))) for key in keys}
+    chosen = {key: draw(strategy_for(*key.split("."))) for key in keys}
+    # A setting that needs another (a TLS certificate its key) brings it along.
+    changed = True
+    while changed:
+        changed = False
+        for key, value in list(chosen.items()):
+            for other in NEEDS.get(key, ()) if value else ():
+                if chosen.get(other) is None:
+                    chosen[other] = draw(paths)
+                    changed = True
+    return chosen
+
+
+#: Settings that, when set, need others set too (the model's rules tying them together).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "auth.tls_cert_file": ("auth.tls_key_file",),
+    "auth.tls_key_file": ("auth.tls_cert_file",),
+    "auth.tls_ca_file": ("auth.tls_cert_file",),
+    "auth.require_client_cert": ("auth.tls_ca_file",),
+    "worker.tls_cert_file": ("worker.tls_key_file",),
+    "worker.tls_key_file": ("worker.tls_cert_file",),
+}
 
 
 @settings(max_examples=200, deadline=None)

@@ -27,6 +27,7 @@ from tq.api import http_errors, rest, rest_keys, ws
 from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
+from tq.broker.tls import ServerTls
 from tq.config import Settings
 from tq.errors import ErrorCode, TqError
 from tq.version import __version__
@@ -204,8 +205,10 @@ class HttpServer:
         *,
         ws_buffer: int = ws.MAX_BUFFERED,
         ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
+        tls: ServerTls | None = None,
     ) -> None:
         self.settings = settings
+        self.tls = tls
         self.port = settings.api.rest_port
         self.app = create_app(
             service, settings, ws_buffer=ws_buffer, ws_buffer_bytes=ws_buffer_bytes
@@ -222,6 +225,11 @@ class HttpServer:
             ws="websockets-sansio", ws_max_size=min(api.max_request_body_bytes, 1 << 20),
             ws_per_message_deflate=False, proxy_headers=False, server_header=False,
         )  # fmt: skip
+        if self.tls is not None:
+            # The broker's one context (not one uvicorn would build from the files), so a
+            # SIGHUP reload reaches this door too: https and wss only.
+            config.load()
+            config.ssl = self.tls.context
         server = self._server = _Server(config)
         task = self._task = asyncio.create_task(server.serve(sockets=[sock]), name="tq-http")
         ready = asyncio.create_task(server.ready.wait())

@@ -4,9 +4,11 @@ Theory of operation: nothing here runs per task. Counters the broker keeps anywa
 machine's lifetime totals, live counts, queue depths, group-commit counters) are read when
 Prometheus scrapes, by one custom collector; the few histograms (``tq.broker.instruments``)
 are fed once per request or per batch. The registry is private (no global state), and a tiny
-HTTP/1.1 server on asyncio streams serves it: no thread, no framework. With auth enabled and
-``auth.protect_metrics``, a scrape presents a read key as ``Authorization: Bearer <key>``
-(the service judges it: ``BrokerService.may_scrape``); otherwise /metrics stays open.
+HTTP/1.1 server on asyncio streams serves it: no thread, no framework; with the broker's TLS
+context when ``auth.tls_cert_file`` is set (https, client certificates as on every door). With
+auth enabled and ``auth.protect_metrics``, a scrape presents a read key as
+``Authorization: Bearer <key>`` (the service judges it: ``BrokerService.may_scrape``);
+otherwise /metrics stays open.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from tq.api.credentials import API_KEY_HEADER, AUTHORIZATION, presented_key
 from tq.broker.instruments import Histogram, Instruments
 from tq.broker.service import BrokerService, DoorStats
+from tq.broker.tls import ServerTls
 from tq.config import Settings
 from tq.core.layout import Family
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
@@ -277,6 +280,7 @@ def build_registry(service: BrokerService, instruments: Instruments) -> Collecto
 #: A scrape request's head is a few hundred bytes; anything near this is not Prometheus.
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 64
+TLS_HANDSHAKE_TIMEOUT = 10.0  # a scraper's TLS handshake, when TLS is on
 IDLE_TIMEOUT = 60.0  # Prometheus keeps connections alive between scrapes (15 s by default)
 WRITE_TIMEOUT = 10.0
 INDEX = b"tq broker metrics: GET /metrics\n"
@@ -340,9 +344,13 @@ class MetricsServer:
 
     name = "metrics"
 
-    def __init__(self, service: BrokerService, settings: Settings) -> None:
+    def __init__(
+        self, service: BrokerService, settings: Settings, *, tls: ServerTls | None = None
+    ) -> None:
         mon = settings.monitoring
         self.service = service
+        #: With TLS on, scrapes are https (and need a client certificate under mutual TLS).
+        self.tls = tls
         self.host = mon.prometheus_host
         self.port = mon.prometheus_port
         self.instruments = Instruments()
@@ -353,8 +361,10 @@ class MetricsServer:
     async def start(self) -> int:
         try:
             self._server = await asyncio.start_server(
-                self._connection, self.host, self.port, limit=MAX_HEAD
-            )
+                self._connection, self.host, self.port, limit=MAX_HEAD,
+                ssl=None if self.tls is None else self.tls.context,
+                ssl_handshake_timeout=None if self.tls is None else TLS_HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {self.host}:{self.port}: "

@@ -72,7 +72,7 @@ async def watch(
 
 async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     n = cfg.tasks
-    async with AsyncClient(target.url, api_key=target.api_key) as client:
+    async with target.client() as client:
         fill_s = await fill(client, cfg, n, cfg.payload, meter)
         before = await client.stats()
         base = before.totals.get("completed", 0)
@@ -86,6 +86,7 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
             cfg.concurrency,
             target.workdir / "workers",
             target.api_key,
+            tls=target.tls,
         ) as group:
             sampler.workers = group
             sampling = asyncio.create_task(sampler.run())

@@ -139,8 +139,8 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     pid = target.broker_pid
     tracker = Tracker(meter)
     async with (
-        AsyncClient(target.url, api_key=target.api_key) as client,
-        AsyncClient(target.url, api_key=target.api_key) as listener,
+        target.client() as client,
+        target.client() as listener,
     ):
         with WorkerGroup(
             target.url,
@@ -148,6 +148,7 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
             cfg.concurrency,
             target.workdir / "steady-workers",
             target.api_key,
+            tls=target.tls,
         ) as group:
             meter.reset(f"steady: starting {cfg.workers} workers", 1)
             await wait_for_workers(client, group)

@@ -27,7 +27,14 @@ from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
-from tq.errors import ErrorCode, QueueFullError, TqError, UnavailableError, ValidationError
+from tq.errors import (
+    AuthError,
+    ErrorCode,
+    QueueFullError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+)
 from tq.protocol import (
     LENGTH_PREFIX_SIZE,
     Ack,
@@ -57,6 +64,11 @@ log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
 
 
+NO_CLIENT_CERT = AuthError(
+    "this broker requires a TLS client certificate signed by its auth.tls_ca_file (mutual "
+    "TLS) and none was presented: set worker.tls_cert_file and worker.tls_key_file (or "
+    "TlsConfig(cert_file=..., key_file=...))"
+)
 #: After its closing NACK a connection gets this long to take its pending output; then it is
 #: reset, so a peer that reads nothing cannot keep a closed connection's socket and buffers.
 CLOSE_GRACE_S = 5.0
@@ -93,6 +105,10 @@ class Connections:
         self.max_connections = b.max_connections
         self.max_handshaking = b.max_handshaking
         self.handshake_timeout = b.handshake_timeout_s
+        auth = service.settings.auth
+        #: Mutual TLS: a connection whose TLS handshake showed no certificate is refused here
+        #: (``tq.broker.tls`` says why not at the handshake).
+        self.client_cert_required = auth.tls_enabled and auth.require_client_cert
         #: Every connection not yet closing, handshaking or established.
         self.open: set[BrokerProtocol] = set()
         #: Handshaking connections, oldest first (a dict keeps insertion order), with their
@@ -256,6 +272,9 @@ class BrokerProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.peer = str(transport.get_extra_info("peername"))
         self.conns.accepted(self)
+        if self.conns.client_cert_required and not transport.get_extra_info("peercert"):
+            self.conns.stats.drop("no_client_cert")
+            self.abort_with(NO_CLIENT_CERT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conns.release(self)

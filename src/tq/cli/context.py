@@ -28,7 +28,7 @@ from tq.core.times import format_rfc3339
 from tq.errors import TqError, UnavailableError
 
 if TYPE_CHECKING:
-    from tq.client import Client
+    from tq.client import Client, TlsConfig
 
 #: Where ``--url`` comes from when it is not given.
 URL_ENV = "TQ_BROKER_URL"
@@ -95,6 +95,8 @@ class CliContext:
         if name == "sets":
             assert isinstance(value, tuple)
             self.sets = (*self.sets, *value)
+        elif name.startswith("tls_"):  # shorthand of --set worker.tls_*=FILE
+            self.sets = (*self.sets, f"worker.{name}={value}")
         else:
             setattr(self, name, value)
         self._settings = None  # loaded again, with what was just typed
@@ -104,6 +106,16 @@ class CliContext:
         if self._settings is None:
             self._settings = self.reload({})
         return self._settings
+
+    @property
+    def tls(self) -> TlsConfig | None:
+        """The worker.tls_* files for a tqs:// broker (None: none set, the system's CAs)."""
+        w = self.settings.worker
+        if w.tls_ca_file is None and w.tls_cert_file is None:
+            return None
+        from tq.client import TlsConfig  # noqa: PLC0415 - see connect()
+
+        return TlsConfig(ca_file=w.tls_ca_file, cert_file=w.tls_cert_file, key_file=w.tls_key_file)
 
     @property
     def url(self) -> str:
@@ -232,7 +244,7 @@ def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
     from tq.client import Client  # noqa: PLC0415
 
     try:
-        with Client(ctx.url, reconnect=reconnect, api_key=ctx.api_key) as client:
+        with Client(ctx.url, reconnect=reconnect, api_key=ctx.api_key, tls=ctx.tls) as client:
             if reconnect:
                 client.connect(retry=False)
             yield client

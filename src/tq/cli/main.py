@@ -2,8 +2,9 @@
 
 Global options (``tq.cli.global_options``), before or after the command: ``--config FILE``
 (else ``TQ_CONFIG``), ``--set section.key=value`` (repeatable, highest precedence),
-``--output table|json|yaml``, ``--url`` (else ``TQ_BROKER_URL``, else ``worker.broker_url``)
-and ``--api-key`` (else ``TQ_API_KEY``, else ``worker.api_key``).
+``--output table|json|yaml``, ``--url`` (else ``TQ_BROKER_URL``, else ``worker.broker_url``),
+``--api-key`` (else ``TQ_API_KEY``, else ``worker.api_key``) and
+``--tls-ca-file``/``--tls-cert-file``/``--tls-key-file`` (``worker.tls_*``).
 Every TqError becomes one line ``error: [CODE] message`` on stderr and a non-zero exit (1 when
 a task failed remotely, 2 otherwise), never a traceback.
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -26,6 +27,7 @@ from tq.client.session import Session
 from tq.client.specs import batches, task_spec
 from tq.client.specs import task_ids as parse_ids
 from tq.client.subscription import Subscription
+from tq.client.tls import TlsConfig
 from tq.client.workers import WorkerCalls
 from tq.core.ids import format_task_id, parse_task_id
 from tq.core.model import TaskState
@@ -101,7 +103,11 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
 class AsyncClient(WorkerCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
-    until the deadline of the call that needs it. ``async with`` closes it."""
+    until the deadline of the call that needs it. ``async with`` closes it.
+
+    A ``tqs://`` URL is TLS, the broker always verified: ``tls`` is a ``TlsConfig`` (the CA
+    to trust, a client certificate for mutual TLS) or an ``ssl.SSLContext`` of your own;
+    None trusts the system's CAs. TLS settings with a ``tq://`` URL are a ConfigError."""
 
     spec = staticmethod(task_spec)
 
@@ -116,6 +122,7 @@ class AsyncClient(WorkerCalls):
         reconnect: bool = True,
         max_reconnect_delay: float = 5.0,
         client_kind: Literal["client", "worker"] = "client",
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._session = Session(
             url or default_url(),
@@ -126,6 +133,7 @@ class AsyncClient(WorkerCalls):
             request_timeout=request_timeout,
             reconnect=reconnect,
             max_reconnect_delay=max_reconnect_delay,
+            tls=tls,
         )
 
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Literal
 
@@ -22,6 +23,7 @@ from tq.client.address import parse_url
 from tq.client.connection import Connection, ConnectionLostError, R
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
+from tq.client.tls import TlsConfig, TlsOption, client_context
 from tq.errors import ErrorCode, RateLimitedError, TqError, UnavailableError
 from tq.protocol import MAX_WAIT_MS, Request
 
@@ -42,8 +44,14 @@ class Session:
         request_timeout: float,
         reconnect: bool,
         max_reconnect_delay: float,
+        tls: TlsOption = None,
     ) -> None:
         self.address = parse_url(url)
+        self.ssl_context = client_context(self.address.url, self.address.tls, tls)
+        # A caller's own SSLContext may hold a client certificate: we cannot tell.
+        self.client_cert = isinstance(tls, ssl.SSLContext) or (
+            isinstance(tls, TlsConfig) and tls.cert_file is not None
+        )
         self.api_key = api_key
         self.name = name
         self.client_kind: Literal["client", "worker"] = client_kind
@@ -199,6 +207,8 @@ class Session:
                 client_kind=self.client_kind,
                 api_key=self.api_key,
                 on_lost=self._on_lost,
+                ssl_context=self.ssl_context,
+                client_cert=self.client_cert,
             )
         except UnavailableError as e:
             self._last_error = e

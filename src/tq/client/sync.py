@@ -8,6 +8,7 @@ drift apart. Safe to share between threads: calls from many threads pipeline on 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import weakref
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Literal, Self, TypeVar
 from tq.client.client import AsyncClient
 from tq.client.specs import task_spec
 from tq.client.subscription import Subscription
+from tq.client.tls import TlsConfig
 from tq.errors import UnavailableError
 from tq.protocol import (
     ClaimedTask,
@@ -118,6 +120,7 @@ class Client:
         reconnect: bool = True,
         max_reconnect_delay: float = 5.0,
         client_kind: Literal["client", "worker"] = "client",
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._async = AsyncClient(
             url,
@@ -128,6 +131,7 @@ class Client:
             reconnect=reconnect,
             max_reconnect_delay=max_reconnect_delay,
             client_kind=client_kind,
+            tls=tls,
         )
         self._runner = _LoopThread()
         # A Client dropped without close() must not leave its thread spinning forever.

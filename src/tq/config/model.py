@@ -355,8 +355,7 @@ class RateLimitSetting(_Section):
 
 
 class AuthSettings(_Section):
-    """API keys, TLS and rate limits (docs/security.md). TLS is not built yet: ``load()``
-    refuses its keys unless at their default (``unbuilt``); its rules are kept for when it is."""
+    """TLS, exposure, API keys and rate limits (docs/security.md)."""
 
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""
@@ -379,6 +378,9 @@ class AuthSettings(_Section):
     """PEM CA bundle that client certificates are verified against."""
     require_client_cert: bool = False
     """Refuse clients without a certificate signed by tls_ca_file (mutual TLS)."""
+    insecure: bool = False
+    """Let a broker listen on a non-loopback address (TCP, REST or gRPC) with neither API keys
+    nor client certificates required; it then logs a warning. Without it, it refuses to start."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -458,6 +460,25 @@ class WorkerSettings(_Section):
     api_key: SecretStr | None = None
     """API key the worker and the CLI present to a broker with auth enabled
     (tq_<id>_<secret>); $TQ_API_KEY and --api-key come first. Shown masked by tq config."""
+    tls_ca_file: FilePath | None = None
+    """PEM CA bundle a tqs:// broker's certificate is verified against; null: the system's CAs.
+    Read by workers and the CLI."""
+    tls_cert_file: FilePath | None = None
+    """PEM client certificate presented to a tqs:// broker (mutual TLS). Needs tls_key_file."""
+    tls_key_file: FilePath | None = None
+    """PEM private key of tls_cert_file."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            present, missing = (
+                ("worker.tls_cert_file", "worker.tls_key_file")
+                if self.tls_key_file is None
+                else ("worker.tls_key_file", "worker.tls_cert_file")
+            )
+            value = self.tls_cert_file or self.tls_key_file
+            raise conflict(present, value, f"needs {missing} as well", missing, None)
+        return self
 
 
 # -- the whole tree ---------------------------------------------------------------------------

@@ -16,10 +16,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tq.client.tls import TlsConfig
 from tq.core.keys import format_key
 from tq.errors import TqError, UnavailableError
 
@@ -32,8 +34,35 @@ def new_api_key() -> str:
 _AUTH_SETTINGS: dict[str, object] = {"auth.enabled": "true"}
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A broker's TLS files: its certificate chain and key, the CA that signed them (what
+    clients verify the broker against), and for mutual TLS the CA of client certificates."""
+
+    cert_file: str | os.PathLike[str]
+    key_file: str | os.PathLike[str]
+    ca_file: str | os.PathLike[str] | None = None
+    client_ca_file: str | os.PathLike[str] | None = None
+    require_client_cert: bool = False
+
+    def settings(self) -> dict[str, object]:
+        """The ``auth.*`` settings that make a broker serve these."""
+        out: dict[str, object] = {
+            "auth.tls_cert_file": os.fspath(self.cert_file),
+            "auth.tls_key_file": os.fspath(self.key_file),
+        }
+        if self.client_ca_file is not None:
+            out["auth.tls_ca_file"] = os.fspath(self.client_ca_file)
+        if self.require_client_cert:
+            out["auth.require_client_cert"] = "true"
+        return out
+
+
 class BrokerProcess:
-    """``with BrokerProcess(tmp_path) as b: AsyncClient(b.url)``; SIGTERM on exit."""
+    """``with BrokerProcess(tmp_path) as b: AsyncClient(b.url)``; SIGTERM on exit.
+
+    With ``tls``, every door serves TLS: ``url`` is ``tqs://`` and ``client_tls()`` is what a
+    client needs to verify the broker (and, given a client certificate, to present it)."""
 
     def __init__(
         self,
@@ -44,12 +73,14 @@ class BrokerProcess:
         env: Mapping[str, str] | None = None,
         log_file: str | os.PathLike[str] | None = None,
         api_key: str | None = None,
+        tls: BrokerTls | None = None,
     ) -> None:
         """``api_key``: run with ``auth.enabled`` and this secret as the bootstrap admin key
         (``new_api_key()`` makes one); every door then checks keys."""
         self.data_dir = Path(data_dir)
         self.port = port
-        self.settings = dict(settings or {})
+        self.tls = tls
+        self.settings = {**(tls.settings() if tls else {}), **(settings or {})}
         self.env = dict(env or {})
         self.api_key = api_key
         self.log_path = Path(log_file) if log_file else self.data_dir.with_suffix(".broker.log")
@@ -61,7 +92,23 @@ class BrokerProcess:
 
     @property
     def url(self) -> str:
-        return f"tq://{self.host}:{self.port}"
+        return f"{'tqs' if self.tls else 'tq'}://{self.host}:{self.port}"
+
+    def client_tls(
+        self,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
+    ) -> TlsConfig | None:
+        """What a client passes as ``tls=`` to reach this broker: its CA, and the client
+        certificate given here (mutual TLS); None for a plaintext broker."""
+        if self.tls is None:
+            return None
+        return TlsConfig(ca_file=self.tls.ca_file, cert_file=cert_file, key_file=key_file)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the broker (``signal.SIGHUP`` reloads its TLS certificate)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
 
     def start(self, timeout: float = 30.0) -> Self:
         """Spawn the broker and return once it accepts connections."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -47,6 +48,7 @@ class BrokerLink:
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
         api_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.worker_id = worker_id
@@ -60,6 +62,7 @@ class BrokerLink:
             reconnect=True,
             client_kind="worker",
             api_key=api_key,
+            tls=tls,
         )
         self.reporter = Reporter(self.client)
         self.progress = ProgressSender(self.client, asyncio.get_running_loop())

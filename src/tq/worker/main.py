@@ -15,6 +15,7 @@ import signal
 from collections.abc import Sequence
 
 from tq import eventloop
+from tq.client import TlsConfig
 from tq.errors import TqError
 from tq.worker.registry import handlers_of
 from tq.worker.worker import PoolName, Worker
@@ -40,6 +41,7 @@ def run_worker(
     name: str | None = None,
     default_timeout: float | None = None,
     api_key: str | None = None,
+    tls: TlsConfig | None = None,
 ) -> int:
     """Serve the handlers of ``modules`` (one name or several) until stopped; the exit status.
 
@@ -61,6 +63,7 @@ def run_worker(
         name=name,
         default_timeout=default_timeout,
         api_key=api_key,
+        tls=tls,
     )
     return eventloop.run(_serve(worker))
 

@@ -25,11 +25,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from tq.client import TlsConfig
 from tq.core.ids import format_task_id
 from tq.errors import ConfigError, TqError
 from tq.protocol.records import ClaimedTask
@@ -77,6 +79,7 @@ class Worker:
         name: str | None = None,
         default_timeout: float | None = None,
         api_key: str | None = None,
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -87,6 +90,8 @@ class Worker:
             raise ConfigError(f"no tq handlers found in {getattr(handlers, '__name__', handlers)}")
         self.url = url
         self._api_key = api_key  # with the work permission (docs/security.md)
+        # Built now, so a TLS file that does not load stops the worker before it starts.
+        self.tls = tls.context() if isinstance(tls, TlsConfig) else tls
         self.queues = list(queues)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else max(0, prefetch)
@@ -145,6 +150,7 @@ class Worker:
             held=lambda: [*self._running, *(t.id for t in self._waiting)],
             disown=self._disown,
             api_key=self._api_key,
+            tls=self.tls,
         )
         try:
             await self._pool.start()
