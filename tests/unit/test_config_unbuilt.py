@@ -167,7 +167,7 @@ def test_the_example_message_reads_as_one_sentence() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"auth.rate_limit_burst": "0"},  # would break its own bound
+        {"raft.leader_lease_ttl_s": "1"},  # would break its own bound
         {"raft.enabled": "true"},  # would need etcd endpoints
         {"raft.manage_local_etcd": "true", "raft.etcd_peer_port": "2379"},  # ports clash
         {"raft.enabled": "maybe"},  # not even a boolean

@@ -43,11 +43,10 @@ class Target:
     api_key: str | None = None  #: what the bench's clients and workers present
     tls: TlsConfig | None = None
 
-    def client(self, url: str | None = None, connect_timeout: float | None = None) -> AsyncClient:
+    def client(self, url: str | None = None) -> AsyncClient:
         """A client of this target's broker (or of ``url``, a restarted one) presenting the
         bench's key and verifying the broker's TLS."""
-        extra = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
-        return AsyncClient(url or self.url, api_key=self.api_key, tls=self.tls, **extra)
+        return AsyncClient(url or self.url, api_key=self.api_key, tls=self.tls)
 
     @property
     def broker_pid(self) -> int | None:
