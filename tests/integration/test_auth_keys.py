@@ -15,9 +15,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tq
 from tests.integration.authrig import call, create_key, ok, until
 from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tq.client import AsyncClient, Client
@@ -31,9 +33,13 @@ from tq.protocol import (
     Nack,
     RateSpec,
     StatsReply,
+    SubmitReply,
     SubmitTask,
     TaskSpec,
+    Welcome,
+    encode,
 )
+from tq.protocol.codec import FrameDecoder
 from tq.testing import BrokerProcess, new_api_key
 
 pytestmark = pytest.mark.timeout(180)
@@ -344,3 +350,51 @@ def test_tq_keys_creates_lists_and_revokes_printing_the_secret_once(tmp_path: Pa
         assert refused.returncode == 2 and "[UNAUTHENTICATED]" in refused.stderr
         denied = tq_cli(b, None, "keys", "list")
         assert denied.returncode == 2 and "no API key given" in denied.stderr
+
+
+@tq.task
+def triple(x: int) -> int:
+    return 3 * x
+
+
+def test_task_functions_submit_through_a_default_client_presenting_tq_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin_key = new_api_key()
+    with BrokerProcess(tmp_path / "data", api_key=admin_key) as b:
+        monkeypatch.setenv("TQ_BROKER_URL", b.url)
+        monkeypatch.setenv("TQ_API_KEY", admin_key)
+        tq.set_default_client(None)
+        try:
+            handle = triple.submit(2)
+            assert handle.status().task_type == triple.name
+            handle.client.close()
+        finally:
+            tq.set_default_client(None)
+
+
+def test_requests_pipelined_behind_hello_wait_for_the_key_and_are_served_in_order(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", broker.port)
+        hello = RawConn(reader, writer, api_key=admin_key).cc.hello()
+        spec = TaskSpec(task_type="t")
+        pipelined = [encode(SubmitTask(request_id=r, tasks=[spec])) for r in (11, 12)]
+        writer.write(hello + b"".join(pipelined) + encode(GetStats(request_id=13)))
+        decoder, got = FrameDecoder(), list[Any]()
+        async with asyncio.timeout(10):
+            while len(got) < 4:
+                data = await reader.read(65536)
+                assert data, "the broker closed the connection"
+                got += decoder.feed(data)
+        assert isinstance(got[0], Welcome)
+        replies = {m.request_id: m for m in got[1:]}
+        assert isinstance(replies[11], SubmitReply) and isinstance(replies[12], SubmitReply)
+        # Served in order: the stats saw both submits (their replies wait for durability, so
+        # the stats reply may arrive first).
+        stats = replies[13]
+        assert isinstance(stats, StatsReply) and stats.stats.pending == 2
+        writer.close()
+
+    asyncio.run(main())
