@@ -14,7 +14,7 @@ import pydantic
 
 from tq.config.model import SECTIONS
 
-_SECURITY = "TLS, API keys and rate limits come with the security work"
+_SECURITY = "TLS comes with the rest of the security work"
 _CLUSTER = "clustering through etcd comes with the high-availability work"
 _DASHBOARD = "the web dashboard comes with the dashboard work"
 _AGING = "priority aging (escalation of waiting tasks) is planned but not built"
