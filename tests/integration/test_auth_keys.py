@@ -21,6 +21,7 @@ import pytest
 
 import tq
 from tests.integration.authrig import call, create_key, ok, until
+from tests.integration.cli_procs import wait_for
 from tests.integration.rawconn import RawConn, read_nack_then_eof
 from tq.client import AsyncClient, Client
 from tq.core.keys import KEY_FORMAT
@@ -82,7 +83,7 @@ async def refused_hello(port: int, secret: str) -> Nack:
     return nack
 
 
-def test_a_revoked_key_is_refused_at_the_next_request_of_an_open_connection(
+def test_a_revoked_key_ends_its_open_connections_at_once_and_is_refused_after(
     broker: BrokerProcess, admin_key: str
 ) -> None:
     async def main() -> None:
@@ -92,13 +93,35 @@ def test_a_revoked_key_is_refused_at_the_next_request_of_an_open_connection(
         submit = lambda r: SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t")])  # noqa: E731
         await ok(conn, submit)
         await ok(admin, lambda r: KeyRevoke(request_id=r, key_id=key_id))
-        reply = await call(conn, submit)
-        assert isinstance(reply, Nack) and reply.code == ErrorCode.UNAUTHENTICATED
-        assert "revoked" in reply.message
+        # Ended by the revocation itself, before its reply: NACK 0, then the broker closes.
+        ended = await read_nack_then_eof(conn.reader)
+        assert (ended.request_id, ended.code) == (0, ErrorCode.UNAUTHENTICATED)
+        assert f"API key {key_id} was revoked" in ended.message
         nack = await refused_hello(broker.port, secret)
         assert nack.code == ErrorCode.UNAUTHENTICATED and "revoked" in nack.message
         stats = (await ok(admin, lambda r: GetStats(request_id=r))).stats
         assert stats.totals["submitted"] == 1  # the refused submit did nothing
+        await conn.close()
+        await admin.close()
+
+    asyncio.run(main())
+
+
+def test_a_key_that_expires_ends_its_open_connection_at_its_expiry(
+    broker: BrokerProcess, admin_key: str
+) -> None:
+    async def main() -> None:
+        admin = await RawConn.open(broker.port, api_key=admin_key)
+        expires_at = time.time() + 2.0
+        spec = KeySpec(name="short", permissions=["read"], expires_at=expires_at)
+        key_id, secret = await create_key(admin, spec)
+        conn = await RawConn.open(broker.port, api_key=secret)
+        await ok(conn, lambda r: GetStats(request_id=r))
+        # Nothing is asked: the broker ends the connection by itself, at the expiry.
+        ended = await asyncio.wait_for(read_nack_then_eof(conn.reader), timeout=10)
+        assert time.time() >= expires_at - 0.05
+        assert (ended.request_id, ended.code) == (0, ErrorCode.UNAUTHENTICATED)
+        assert f"API key {key_id} expired" in ended.message
         await conn.close()
         await admin.close()
 
@@ -313,6 +336,33 @@ def test_a_worker_runs_with_a_work_key_and_stops_at_once_without_one(tmp_path: P
             "PERMISSION_DENIED" in refused.stderr and "lacks the work permission" in refused.stderr
         )
         assert client_key not in refused.stderr
+
+
+def test_a_worker_whose_key_is_revoked_stops_at_once_saying_why(tmp_path: Path) -> None:
+    admin_key = new_api_key()
+    with (
+        BrokerProcess(tmp_path / "data", api_key=admin_key) as b,
+        Client(b.url, api_key=admin_key) as admin,
+    ):
+        info, work = admin.create_key(KeySpec(name="w", permissions=["work"]))
+        (tmp_path / "auth_handlers.py").write_text(WORKER_HANDLERS)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tq", "--url", b.url, "worker", "auth_handlers"],
+            env={**os.environ, "PYTHONPATH": str(tmp_path), "TQ_API_KEY": work},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for("the worker registered", lambda: admin.workers() or None)
+            admin.revoke_key(info.id)
+            status = worker.wait(timeout=10)  # not a reconnect loop: the key is gone
+            stderr = worker.stderr.read() if worker.stderr else ""
+        finally:
+            worker.kill()
+            worker.wait()
+    assert status == 1, stderr[-2000:]
+    assert f"[UNAUTHENTICATED] API key {info.id} was revoked" in stderr
+    assert "Traceback" not in stderr and work not in stderr
 
 
 def tq_cli(b: BrokerProcess, key: str | None, *args: str) -> subprocess.CompletedProcess[str]:

@@ -68,7 +68,7 @@ async def create(
 
 
 async def revoke(service: BrokerService, key_id: str) -> KeyInfo:
-    """Revoke a key: refused from the next request on, on every connection."""
+    """Revoke a key: its open connections and streams end now, on every door."""
     _, durable = service.apply(c.RevokeKey(time.time(), key_id))
     service.keyring.forget(key_id)
     service.limiter.forget(key_id)

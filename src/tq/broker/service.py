@@ -206,7 +206,8 @@ class BrokerService:
             self.limiter.take(who, permission, time.monotonic())
 
     def hold(self, who: Principal, end: End) -> Stream:
-        """Register an open stream of ``who`` (a WebSocket, a gRPC watch): ``end`` is called
+        """Register an open stream of ``who`` (a TCP connection, a WebSocket, a gRPC watch):
+        ``end`` is called
         once, with the UnauthenticatedError, when its key is revoked (at once) or expires (at
         its expiry time). The door releases the stream when it ends by itself."""
         return self.streams.hold(who, end)

@@ -1,6 +1,6 @@
-"""Open streams held by an API key (a WebSocket, a gRPC watch): ended when the key is revoked
-(at once, by the revoke) or expires (by a timer at its expiry), so a stream that makes no
-further request does not keep receiving events on a key that is no longer valid.
+"""Open streams held by an API key (a TCP connection, a WebSocket, a gRPC watch): ended when
+the key is revoked (at once, by the revoke) or expires (by a timer at its expiry), so a stream
+that makes no further request does not keep receiving events on a key that is no longer valid.
 
 Requests are checked one by one by ``BrokerService.allow``; this covers what flows without a
 request. The door says how to end its stream (``end``: called once, with the reason).

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
+from tq.broker.streams import Stream
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.core.effects import TaskEvent as CoreEvent
@@ -263,6 +264,9 @@ class BrokerProtocol(asyncio.Protocol):
         #: The caller, from HELLO's api_key; requests after HELLO wait while it is verified.
         self.who: Principal = Principal.ANYONE
         self.verifying = False
+        #: Held while the connection is authenticated by a key: its revocation or expiry
+        #: closes the connection at once (subscriptions get no event past that instant).
+        self.key_hold: Stream | None = None
 
     # ------------------------------------------------------------------ transport events
 
@@ -278,6 +282,8 @@ class BrokerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conns.release(self)
+        if self.key_hold is not None:
+            self.key_hold.release()
         if self._reset is not None:
             self._reset.cancel()
         self.service.detach(self)
@@ -538,10 +544,19 @@ def _hello(p: BrokerProtocol, req: m.Hello) -> None:
             p.abort_with(why, req.request_id)
             return
         p.who = t.result()
+        if p.who.key_id is not None:
+            p.key_hold = p.service.hold(p.who, lambda why: _key_ended(p, why))
         p.send(p.conn.welcome())
         p._resume()
 
     task.add_done_callback(verified)
+
+
+def _key_ended(p: BrokerProtocol, why: TqError) -> None:
+    """The connection's key was revoked or expired: NACK the whole connection and close it."""
+    p.key_hold = None
+    log.info("connection.key_ended peer=%s why=%s", p.peer, why.message)
+    p.abort_with(why)
 
 
 #: Verifications and key requests under way (a reference, so none is collected early).

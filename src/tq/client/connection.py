@@ -21,6 +21,7 @@ from typing import Final, Literal, TypeVar, cast
 from tq.client.address import DEFAULT_PORT, BrokerAddress
 from tq.client.tls import certificate_refused, handshake_error
 from tq.errors import (
+    AuthError,
     ErrorCode,
     ProtocolError,
     TqError,
@@ -382,7 +383,9 @@ class Connection(asyncio.Protocol):
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
-                # The handshake's own failure (a refused HELLO) is the broker's NACK itself.
-                fut.set_exception(reason if not was_open else self._lost_error())
+                # The handshake's own failure (a refused HELLO) is the broker's NACK itself, and
+                # so is a key ended while open (revoked, expired): retrying would not help.
+                final = not was_open or isinstance(reason, AuthError)
+                fut.set_exception(reason if final else self._lost_error())
         if was_open and self._on_lost is not None:
             self._on_lost(self, reason)

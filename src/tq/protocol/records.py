@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from tq.core.ids import TASK_ID_LEN, TaskId
+from tq.core.keys import MAX_NAME as MAX_KEY_NAME
 from tq.core.times import MAX_INSTANT  # 9999-12-31T23:59:59Z
 
 # --- constrained scalar types shared by records and messages -------------------------------
@@ -228,7 +229,7 @@ class KeySpec(WireStruct, kw_only=True, frozen=True):
     """A key to create. ``queues`` None: every queue; ``rate_limits`` per permission class
     override the broker's ``auth.rate_limits`` for this key."""
 
-    name: Name
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_KEY_NAME)]
     permissions: Annotated[list[PermissionName], Meta(min_length=1, max_length=4)]
     queues: Annotated[list[Name], Meta(min_length=1, max_length=1000)] | None = None
     expires_at: Timestamp | None = None

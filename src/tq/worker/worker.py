@@ -163,20 +163,28 @@ class Worker:
                     self.concurrency,
                     ",".join(self.registry.names()),
                 )
-                async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
-                    beats = tg.create_task(link.heartbeats.run())
-                    reports = tg.create_task(link.reporter.run())
-                    try:
-                        await self._claim_loop()
-                    except BaseException:
-                        # Fatal error or forced stop: no new task may start while the task
-                        # group unwinds (it refuses new tasks then).
-                        self._stop.set()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        self._tg = tg
+                        beats = tg.create_task(link.heartbeats.run())
+                        reports = tg.create_task(link.reporter.run())
+                        try:
+                            await self._claim_loop()
+                        except BaseException:
+                            # Fatal error or forced stop: no new task may start while the
+                            # task group unwinds (it refuses new tasks then).
+                            self._stop.set()
+                            raise
+                        await self._drain()
+                        beats.cancel()
+                        reports.cancel()
+                except BaseExceptionGroup as group:
+                    # A fatal broker answer (a revoked key, a missing permission) is the
+                    # worker's exit reason, told in one line by the caller, not a group.
+                    fatal = _tq_error(group)
+                    if fatal is None:
                         raise
-                    await self._drain()
-                    beats.cancel()
-                    reports.cancel()
+                    raise fatal from None
                 await link.deregister()
             _log.info(
                 "worker.stopped id=%s completed=%d failed=%d",
@@ -379,3 +387,13 @@ class Worker:
                     task.cancel()
                 await asyncio.wait(late, timeout=GOODBYE_TIMEOUT)
         await self._link.flush()
+
+
+def _tq_error(group: BaseExceptionGroup[BaseException]) -> TqError | None:
+    """The first TqError in ``group`` (nested groups included), if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, TqError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _tq_error(exc)) is not None:
+            return inner
+    return None
