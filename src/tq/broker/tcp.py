@@ -22,9 +22,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
-from tq.broker.streams import Stream
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
+from tq.broker.streams import Stream
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
