@@ -27,6 +27,7 @@ SERVER_MODULES = (
     "grpc_reflection",
     "google.protobuf",
     "prometheus_client",
+    "bcrypt",
     "starlette",
 )
 

@@ -11,6 +11,9 @@ client in any language sees the same code for the same failure::
     ├── QueueFullError           backpressure: pending depth above the threshold
     ├── UnavailableError         too many connections, shutting down, not leader, timeout
     ├── AuthError                unauthenticated / permission denied / rate limited
+    │   ├── UnauthenticatedError     no key, or one that is malformed, wrong, revoked, expired
+    │   ├── PermissionDeniedError    the key lacks the permission or the queue
+    │   └── RateLimitedError         the key's token bucket is empty; carries retry_after
     ├── ConfigError              invalid configuration (names the key and the bad value)
     ├── StorageError             the store failed or holds data it cannot decode
     └── TaskFailedError          a task ended in dead_letter/cancelled; carries remote type
@@ -54,6 +57,8 @@ class ErrorCode(IntEnum):
     LEASE_MISMATCH = 3003
     DEPENDENCY_NOT_FOUND = 3004
     WORKER_NOT_FOUND = 3005
+    KEY_NOT_FOUND = 3006
+    KEY_ALREADY_EXISTS = 3007
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -124,6 +129,8 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
         409, "FAILED_PRECONDITION", "a task named in depends_on does not exist"
     ),
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
+    ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
+    ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
         503, "RESOURCE_EXHAUSTED", "connection limit reached"
@@ -191,6 +198,27 @@ class AuthError(TqError):
     default_code = ErrorCode.UNAUTHENTICATED
 
 
+class UnauthenticatedError(AuthError):
+    default_code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDeniedError(AuthError):
+    default_code = ErrorCode.PERMISSION_DENIED
+
+
+class RateLimitedError(AuthError):
+    """Refused by a rate limit; ``retry_after``: seconds until the call would be allowed
+    (None when the broker did not say)."""
+
+    default_code = ErrorCode.RATE_LIMITED
+
+    def __init__(
+        self, message: str, code: ErrorCode | None = None, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
 class ConfigError(TqError):
     default_code = ErrorCode.CONFIG_ERROR
 
@@ -236,7 +264,10 @@ for _cls, _codes in (
         ValidationError,
         (ErrorCode.INVALID_ARGUMENT, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.REPLY_TOO_LARGE),
     ),
-    (NotFoundError, (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND)),
+    (
+        NotFoundError,
+        (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND, ErrorCode.KEY_NOT_FOUND),
+    ),
     (
         ConflictError,
         (
@@ -244,6 +275,7 @@ for _cls, _codes in (
             ErrorCode.INVALID_STATE,
             ErrorCode.LEASE_MISMATCH,
             ErrorCode.DEPENDENCY_NOT_FOUND,
+            ErrorCode.KEY_ALREADY_EXISTS,
         ),
     ),
     (QueueFullError, (ErrorCode.QUEUE_FULL,)),
@@ -256,10 +288,9 @@ for _cls, _codes in (
             ErrorCode.TIMEOUT,
         ),
     ),
-    (
-        AuthError,
-        (ErrorCode.UNAUTHENTICATED, ErrorCode.PERMISSION_DENIED, ErrorCode.RATE_LIMITED),
-    ),
+    (UnauthenticatedError, (ErrorCode.UNAUTHENTICATED,)),
+    (PermissionDeniedError, (ErrorCode.PERMISSION_DENIED,)),
+    (RateLimitedError, (ErrorCode.RATE_LIMITED,)),
     (TaskFailedError, (ErrorCode.TASK_FAILED, ErrorCode.TASK_CANCELLED)),
     (ConfigError, (ErrorCode.CONFIG_ERROR,)),
     (StorageError, (ErrorCode.STORAGE_ERROR,)),
@@ -269,12 +300,15 @@ for _cls, _codes in (
         _CLASS_FOR_CODE[_code] = _cls
 
 
-def error_for_code(code: int, message: str) -> TqError:
-    """Build the typed exception for a code received from the wire (unknown codes -> TqError)."""
+def error_for_code(code: int, message: str, *, retry_after: float | None = None) -> TqError:
+    """Build the typed exception for a code received from the wire (unknown codes -> TqError);
+    ``retry_after`` goes to a RateLimitedError."""
     try:
         ec = ErrorCode(code)
     except ValueError:
         return TqError(f"{message} (unknown error code {code})", ErrorCode.INTERNAL)
+    if ec is ErrorCode.RATE_LIMITED:
+        return RateLimitedError(message, ec, retry_after=retry_after)
     return _CLASS_FOR_CODE[ec](message, ec)
 
 
@@ -284,11 +318,14 @@ __all__ = [
     "ConflictError",
     "ErrorCode",
     "NotFoundError",
+    "PermissionDeniedError",
     "ProtocolError",
     "QueueFullError",
+    "RateLimitedError",
     "StorageError",
     "TaskFailedError",
     "TqError",
+    "UnauthenticatedError",
     "UnavailableError",
     "ValidationError",
     "error_for_code",

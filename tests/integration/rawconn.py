@@ -20,10 +20,13 @@ class RawConn:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        api_key: str | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.cc = ClientConnection(client_name="test", max_frame_size=max_frame_size)
+        self.cc = ClientConnection(
+            client_name="test", max_frame_size=max_frame_size, api_key=api_key
+        )
         self.events: list[TaskEvent] = []
         self.replies: dict[int, Any] = {}  # Any: tests know which reply a request gets
 
@@ -35,9 +38,11 @@ class RawConn:
         hello: bool = True,
         rcvbuf: int | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        api_key: str | None = None,
     ) -> RawConn:
-        """``rcvbuf``: a small receive buffer (set before connecting, so the window the
-        broker sees is small from the start), for tests of a client that reads slowly.
+        """``api_key``: what HELLO presents. ``rcvbuf``: a small receive buffer (set before
+        connecting, so the window the broker sees is small from the start), for tests of a
+        client that reads slowly.
         ``max_frame_size``: the limit HELLO states (and the decoder enforces)."""
         if rcvbuf is None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -47,7 +52,7 @@ class RawConn:
             sock.setblocking(False)
             await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
             reader, writer = await asyncio.open_connection(sock=sock)
-        conn = cls(reader, writer, max_frame_size)
+        conn = cls(reader, writer, max_frame_size, api_key)
         if hello:
             writer.write(conn.cc.hello())
             await conn._read_until(lambda: conn.cc.welcome is not None)

@@ -125,15 +125,14 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
     ("argv", "env", "origin"),
     [
         (
-            [str(BIN / "tq-broker"), "--port", "0", "--set", "auth.tls_cert_file=/etc/tq/cert.pem"],
+            [str(BIN / "tq-broker"), "--port", "0", "--set", "broker.priority_aging_step=5"],
             {},
-            "auth.tls_cert_file = '/etc/tq/cert.pem' from --set "
-            "auth.tls_cert_file=/etc/tq/cert.pem",
+            "broker.priority_aging_step = '5' from --set broker.priority_aging_step=5",
         ),
         (
             [sys.executable, "-m", "tq", "broker", "--port", "0"],
-            {"TQ_AUTH__ENABLED": "true"},
-            "auth.enabled = 'true' from environment variable TQ_AUTH__ENABLED",
+            {"TQ_API__DASHBOARD_ENABLED": "true"},
+            "api.dashboard_enabled = 'true' from environment variable TQ_API__DASHBOARD_ENABLED",
         ),
         (
             [sys.executable, "-m", "tq", "--config", "tq.yml", "dev"],

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cli_procs import REPO, child_env, worker
-from tq.api import ws
-from tq.api.schemas import PingOp, StatsOp, SubscribeOp
+from tq.api import ws, ws_auth
+from tq.api.schemas import AuthOp, PingOp, StatsOp, SubscribeOp
 from tq.config import load
 from tq.testing import BrokerProcess
 
@@ -64,14 +64,14 @@ def first_column(section: str) -> list[str]:
 def test_the_client_table_lists_exactly_the_ops() -> None:
     ops = [
         op
-        for model in (SubscribeOp, StatsOp, PingOp)
+        for model in (SubscribeOp, StatsOp, PingOp, AuthOp)
         for op in typing.get_args(model.model_fields["op"].annotation)
     ]
     assert sorted(first_column("Client to server")) == sorted(ops)
 
 
 def test_the_server_table_lists_exactly_the_message_types() -> None:
-    source = Path(ws.__file__).read_text()
+    source = Path(ws.__file__).read_text() + Path(ws_auth.__file__).read_text()
     types = set(re.findall(r'"type": "(\w+)"', source))
     types |= {f"{op}d" for op in typing.get_args(SubscribeOp.model_fields["op"].annotation)}
     assert set(first_column("Server to client")) == types
@@ -84,3 +84,5 @@ def test_the_caps_and_close_codes_are_the_code_s() -> None:
     assert f"| {ws.SLOW_CONSUMER} | too slow: more than {ws.MAX_BUFFERED:,} messages" in DOC
     assert f"or {ws.MAX_BUFFERED_BYTES >> 20} MiB of results" in DOC
     assert f"below {ws.MIN_STATS_INTERVAL_S} counts as {ws.MIN_STATS_INTERVAL_S}" in DOC
+    assert f"| {ws_auth.UNAUTHENTICATED_CLOSE} | not authenticated" in DOC
+    assert f"within **{ws_auth.AUTH_TIMEOUT_S:g} seconds**" in DOC

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -20,10 +21,14 @@ from tq.core.ids import TaskId, WorkerId, make_task_id
 from tq.core.layout import (
     FAMILY_OF_STATE,
     IDEM_PREFIX,
+    KEY_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
     WORKER_PREFIX,
+    ApiKey,
     Family,
+    RateLimit,
+    decode_api_key,
     decode_idem,
     decode_meta,
     decode_worker,
@@ -31,7 +36,7 @@ from tq.core.layout import (
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
 from tq.core.replies import ClaimReply, ItemCodes
-from tq.errors import ErrorCode
+from tq.errors import ErrorCode, TqError
 
 S = TaskState
 LEASE = 10.0
@@ -209,6 +214,7 @@ class MachineVsReference(RuleBasedStateMachine):
         self.store: dict[tuple[Family, bytes], bytes] = {}
         self.last_event: dict[TaskId, S] = {}
         self.n_ids = 0
+        self.keys: dict[str, float | None] = {}  # the reference's key table: id -> revoked at
 
     def apply(self, cmd: c.Command) -> object:
         fx = Effects()
@@ -332,6 +338,45 @@ class MachineVsReference(RuleBasedStateMachine):
         self.apply(c.ReapDeadWorkers(self.now, DEAD_AFTER))
         self.ref.reap(self.now)
 
+    @rule(
+        n=st.integers(0, 5),
+        perms=st.lists(st.sampled_from(("submit", "read", "work", "admin")), min_size=1),
+        queues=st.one_of(st.none(), st.lists(st.sampled_from(QUEUES), min_size=1)),
+        rate=st.one_of(st.none(), st.floats(0.5, 100.0)),
+    )
+    def create_key(
+        self, n: int, perms: list[str], queues: list[str] | None, rate: float | None
+    ) -> None:
+        key_id = f"{n:012x}"
+        limits = None if rate is None else {"submit": RateLimit(rate, 3)}
+        key = ApiKey(
+            key_id, f"k{n}", tuple(perms), None if queues is None else tuple(queues),
+            self.now, self.now + 60.0, None, b"$2b$hash", limits,
+        )  # fmt: skip
+        if key_id in self.keys:
+            with pytest.raises(TqError) as refused:
+                self.apply(c.CreateKey(self.now, key))
+            assert refused.value.code is ErrorCode.KEY_ALREADY_EXISTS
+            return
+        self.apply(c.CreateKey(self.now, key))
+        self.keys[key_id] = None
+
+    @rule(n=st.integers(0, 5))
+    def revoke_key(self, n: int) -> None:
+        key_id = f"{n:012x}"
+        if key_id not in self.keys:
+            with pytest.raises(TqError) as refused:
+                self.apply(c.RevokeKey(self.now, key_id))
+            assert refused.value.code is ErrorCode.KEY_NOT_FOUND
+            return
+        self.apply(c.RevokeKey(self.now, key_id))
+        if self.keys[key_id] is None:
+            self.keys[key_id] = self.now
+
+    @invariant()
+    def the_key_table_agrees(self) -> None:
+        assert {k.id: k.revoked_at for k in self.m.api_keys()} == self.keys
+
     @invariant()
     def every_task_agrees(self) -> None:
         for task_id, r in self.ref.tasks.items():
@@ -386,6 +431,11 @@ def restore_from(store: dict[tuple[Family, bytes], bytes], now: float) -> Machin
         terminal_state=terminal.get,
         now=now,
         fx=Effects(),
+        keys=[
+            decode_api_key(v)
+            for (f, k), v in store.items()
+            if f is Family.METADATA and k.startswith(KEY_PREFIX)
+        ],
     )
 
 

@@ -21,11 +21,14 @@ from grpc_health.v1 import health_pb2
 from tq.api._pb import tq_pb2 as pb
 from tq.api.grpc import GrpcServer
 from tq.api.grpc_service import ERROR_CODE_KEY, TaskQueueService
+from tq.broker.access import Principal
 from tq.broker.service import BrokerService
 from tq.config import load
 from tq.core.machine import Machine
 from tq.errors import ConfigError, ErrorCode, NotFoundError, TqError
 from tq.storage import MemoryStore
+
+ANYONE = Principal.ANYONE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +83,7 @@ def test_grpc_aio_serves_in_a_uvloop_loop() -> None:
             *(submit(pb.SubmitTaskRequest(task=spec), timeout=10) for _ in range(50))
         )
         assert len({r.id for r in replies}) == 50
-        assert service.stats().pending == 50
+        assert service.stats(ANYONE).pending == 50
         reply = await health_check(channel)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from tq.api.metrics import MetricsServer, parse_head
+from tq.broker.access import Principal
 from tq.broker.instruments import Histogram
 from tq.broker.service import BrokerService
 from tq.client import task_spec
@@ -26,6 +27,8 @@ from tq.errors import ConfigError
 from tq.protocol.records import TaskOutcome
 from tq.storage import MemoryStore
 from tq.storage.commit import GroupCommit
+
+ANYONE = Principal.ANYONE
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -64,12 +67,12 @@ def run(body: Callable[[BrokerService, MetricsServer], Awaitable[None]]) -> None
 
 async def claim(service: BrokerService, n: int) -> list[ClaimedTask]:
     got: list[ClaimedTask] = []
-    service.claim(WorkerId("w1"), ["default"], n, 0, got.extend)
+    service.claim(ANYONE, WorkerId("w1"), ["default"], n, 0, got.extend)
     return got
 
 
 async def report(service: BrokerService, outcomes: Sequence[TaskOutcome]) -> list[int]:
-    codes, durable = service.report(outcomes)
+    codes, durable = service.report(ANYONE, outcomes)
     await durable
     return codes
 
@@ -117,10 +120,10 @@ def test_group_commit_reports_each_fsync_with_the_mutations_it_made_durable() ->
 def test_the_metrics_follow_submits_claims_outcomes_and_fsyncs() -> None:
     async def body(service: BrokerService, server: MetricsServer) -> None:
         durable = service.register(
-            WorkerId("w1"), name="w", queues=["default"], concurrency=4, hostname="h", pid=1
+            ANYONE, WorkerId("w1"), name="w", queues=["default"], concurrency=4, hostname="h", pid=1
         )
         specs = [task_spec("t", priority=p) for p in (10, 150, 150, 250, 250, 250)]
-        _, submitted = service.submit(specs)
+        _, submitted = service.submit(ANYONE, specs)
         await asyncio.gather(durable, submitted)
         found = samples(server.render()[0].decode())
         assert value(found, "tq_tasks_total", outcome="submitted") == 6

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tq.broker.access import Principal
 from tq.broker.convert import MAX_TAGS, TAG_VALUE_MAX_LEN, new_task
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter
 from tq.broker.service import BrokerService
@@ -28,6 +29,8 @@ from tq.errors import ErrorCode, ValidationError
 from tq.protocol.records import TaskOutcome, TaskSpec
 from tq.storage import MemoryBacking, MemoryStore
 from tq.storage.recovery import recover
+
+ANYONE = Principal.ANYONE
 
 W = WorkerId("w")
 KiB = 1024
@@ -113,14 +116,14 @@ async def service() -> AsyncIterator[BrokerService]:
 
 async def completed(svc: BrokerService, results: list[bytes]) -> list[TaskId]:
     """Tasks completed with ``results``, durable, in id order."""
-    reply, _ = svc.submit([TaskSpec(task_type="t") for _ in results])
+    reply, _ = svc.submit(ANYONE, [TaskSpec(task_type="t") for _ in results])
     got: list[ClaimedTask] = []
-    svc.claim(W, ["default"], len(results), 0, got.extend)
+    svc.claim(ANYONE, W, ["default"], len(results), 0, got.extend)
     outcomes = [
         TaskOutcome(task_id=t.id, lease_token=t.lease_token, ok=True, result=r)
         for t, r in zip(got, results, strict=True)
     ]
-    await svc.confirmed(svc.report(outcomes)[1])
+    await svc.confirmed(svc.report(ANYONE, outcomes)[1])
     return list(reply.ids)
 
 
@@ -132,7 +135,7 @@ def test_list_pages_hold_fewer_tasks_when_results_are_large_and_every_task_once(
             pages: list[list[TaskId]] = []
             cursor = None
             while True:
-                infos, cursor = svc.list_tasks(ListQuery(done, cursor, 100, 1024 * KiB))
+                infos, cursor = svc.list_tasks(ANYONE, ListQuery(done, cursor, 100, 1024 * KiB))
                 pages.append([TaskId(i.id) for i in infos])
                 if cursor is None:
                     break
@@ -148,9 +151,9 @@ def test_a_page_holds_one_task_even_when_it_alone_is_above_the_budget() -> None:
         async with service() as svc:
             ids = await completed(svc, [b"r" * (200 * KiB)] * 2)
             done = TaskFilter(state=TaskState.COMPLETED)
-            infos, cursor = svc.list_tasks(ListQuery(done, None, 100, 64 * KiB))
+            infos, cursor = svc.list_tasks(ANYONE, ListQuery(done, None, 100, 64 * KiB))
             assert [i.id for i in infos] == ids[:1]
-            infos, cursor = svc.list_tasks(ListQuery(done, cursor, 100, 64 * KiB))
+            infos, cursor = svc.list_tasks(ANYONE, ListQuery(done, cursor, 100, 64 * KiB))
             assert [i.id for i in infos] == ids[1:]
             assert cursor is None
 
@@ -167,16 +170,16 @@ def test_a_status_lookup_beyond_its_budget_is_refused_whole_naming_what_to_do() 
     async def scenario() -> None:
         async with service() as svc:
             ids = await completed(svc, [b"r" * (100 * KiB)] * 3)
-            assert len(svc.status(ids, False, max_bytes=400 * KiB)) == 3
+            assert len(svc.status(ANYONE, ids, False, max_bytes=400 * KiB)) == 3
             with pytest.raises(ValidationError) as got:
-                svc.status(ids, False, max_bytes=250 * KiB)
+                svc.status(ANYONE, ids, False, max_bytes=250 * KiB)
             assert got.value.code is ErrorCode.REPLY_TOO_LARGE
             assert "the first 3 of the 3 tasks" in got.value.message
             assert "fewer ids" in got.value.message
             with pytest.raises(ValidationError, match="without include_payload") as alone:
-                svc.status(ids[:1], True, max_bytes=50 * KiB)
+                svc.status(ANYONE, ids[:1], True, max_bytes=50 * KiB)
             assert "alone" in alone.value.message
-            assert len(svc.status(ids, True)) == 3  # no budget: REST and gRPC
+            assert len(svc.status(ANYONE, ids, True)) == 3  # no budget: REST and gRPC
 
     run(scenario)
 

@@ -39,6 +39,15 @@ def test_every_door_has_its_address_and_the_dashboard_says_it_is_not_built() -> 
     }
 
 
+def test_with_tls_every_address_is_a_tls_one() -> None:
+    tls = {"auth.tls_cert_file": "/etc/tq/c.pem", "auth.tls_key_file": "/etc/tq/k.pem"}
+    rows = dict(addresses(load(None, overrides=tls), "tqs://127.0.0.1:7420", PORTS))
+    assert rows["TCP"] == "tqs://127.0.0.1:7420"
+    assert rows["docs"] == "https://127.0.0.1:8080/docs"
+    assert rows["WebSocket"] == "wss://127.0.0.1:8080/ws"
+    assert rows["metrics"] == "https://127.0.0.1:9420/metrics"
+
+
 def test_a_door_turned_off_says_which_setting_turned_it_off() -> None:
     settings = load(
         None,

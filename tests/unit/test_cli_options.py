@@ -101,7 +101,7 @@ def test_set_items_before_and_after_the_command_add_up_and_the_later_wins() -> N
 def test_every_command_takes_every_global_option() -> None:
     for name, command in cli.commands.items():
         opts = {opt for param in command.params for opt in param.opts}
-        assert {"--config", "--set", "--output", "-o", "--url"} <= opts, name
+        assert {"--config", "--set", "--output", "-o", "--url", "--tls-ca-file"} <= opts, name
 
 
 def test_version_prints_the_version() -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
 from tq.config import Settings, dump, load, setting_keys
-from tq.config.model import SECTIONS
+from tq.config.model import SECTIONS, RateLimitSetting
 from tq.config.unbuilt import UNBUILT
 
 MiB = 1024 * 1024
@@ -61,6 +61,16 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
         "{}://{}:{}".format, st.sampled_from(["tq", "tqs"]), hosts, ports
     ),
     "worker.queues": st.lists(names, min_size=1, max_size=4, unique=True).map(tuple),
+    # A secret: dump masks it, so it cannot round-trip (its own test is below).
+    "worker.api_key": st.none(),
+    "auth.rate_limits": st.dictionaries(
+        st.sampled_from(["submit", "read", "work", "admin"]),
+        st.one_of(
+            st.none(),
+            st.builds(RateLimitSetting, rate=positive(0.0, 1e6), burst=st.integers(1, 10**6)),
+        ),
+        max_size=4,
+    ),
 }
 
 
@@ -118,7 +128,7 @@ def env_text(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):
+    if isinstance(value, list | dict):
         return json.dumps(value)
     return str(value)
 
@@ -139,7 +149,28 @@ def overrides(draw: st.DrawFn) -> dict[str, Any]:
             unique=True,
         )
     )
-    return {key: draw(strategy_for(*key.split("."))) for key in keys}
+    chosen = {key: draw(strategy_for(*key.split("."))) for key in keys}
+    # A setting that needs another (a TLS certificate its key) brings it along.
+    changed = True
+    while changed:
+        changed = False
+        for key, value in list(chosen.items()):
+            for other in NEEDS.get(key, ()) if value else ():
+                if chosen.get(other) is None:
+                    chosen[other] = draw(paths)
+                    changed = True
+    return chosen
+
+
+#: Settings that, when set, need others set too (the model's rules tying them together).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "auth.tls_cert_file": ("auth.tls_key_file",),
+    "auth.tls_key_file": ("auth.tls_cert_file",),
+    "auth.tls_ca_file": ("auth.tls_cert_file",),
+    "auth.require_client_cert": ("auth.tls_ca_file",),
+    "worker.tls_cert_file": ("worker.tls_key_file",),
+    "worker.tls_key_file": ("worker.tls_cert_file",),
+}
 
 
 @settings(max_examples=200, deadline=None)
@@ -166,3 +197,15 @@ def test_any_valid_override_round_trips_through_dump_and_load(chosen: dict[str, 
 
 def test_the_dump_of_the_defaults_loads_back_to_the_defaults() -> None:
     assert load(env={}, overrides=flat(dump(Settings()))) == Settings()
+
+
+def test_the_api_key_is_read_from_every_source_but_dumped_masked() -> None:
+    secret = "tq_0123456789ab_" + "A" * 43
+    for loaded in (
+        load(env={"TQ_WORKER__API_KEY": secret}),
+        load(env={}, overrides={"worker.api_key": secret}),
+    ):
+        assert loaded.worker.api_key is not None
+        assert loaded.worker.api_key.get_secret_value() == secret
+        assert secret not in json.dumps(dump(loaded))
+        assert secret not in repr(loaded)

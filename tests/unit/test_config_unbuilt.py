@@ -37,14 +37,6 @@ NOT_DEFAULT: dict[str, Any] = {
     "raft.etcd_client_port": 12379,
     "raft.etcd_peer_port": 12380,
     "api.dashboard_enabled": True,
-    "auth.enabled": True,
-    "auth.api_keys_file": "/etc/tq/keys.yml",
-    "auth.tls_cert_file": "/etc/tq/cert.pem",
-    "auth.tls_key_file": "/etc/tq/key.pem",
-    "auth.tls_ca_file": "/etc/tq/ca.pem",
-    "auth.require_client_cert": True,
-    "auth.rate_limit_per_key": 100.0,
-    "auth.rate_limit_burst": 200,
 }
 DEFAULTS = dump(Settings())
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
@@ -54,7 +46,7 @@ def text(value: object) -> str:
     """A value as it is written in an env variable or after --set."""
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, list):
+    if isinstance(value, list | dict):
         return json.dumps(value)
     return "" if value is None else str(value)
 
@@ -164,19 +156,18 @@ def test_the_default_value_is_accepted_from_every_source(key: str, tmp_path: Pat
 
 
 def test_the_example_message_reads_as_one_sentence() -> None:
-    message = refusal(env={"TQ_AUTH__ENABLED": "true"})
+    message = refusal(env={"TQ_API__DASHBOARD_ENABLED": "true"})
     assert message == (
-        "invalid configuration: auth.enabled = 'true' from environment variable "
-        "TQ_AUTH__ENABLED: not available yet \N{EM DASH} TLS, API keys and rate limits come "
-        "with the security work; leave it at its default false"
+        "invalid configuration: api.dashboard_enabled = 'true' from environment variable "
+        "TQ_API__DASHBOARD_ENABLED: not available yet \N{EM DASH} the web dashboard comes "
+        "with the dashboard work; leave it at its default false"
     )
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"auth.tls_cert_file": "/etc/tq/cert.pem"},  # would need tls_key_file
-        {"auth.require_client_cert": "true"},  # would need tls_ca_file
+        {"raft.leader_lease_ttl_s": "1"},  # would break its own bound
         {"raft.enabled": "true"},  # would need etcd endpoints
         {"raft.manage_local_etcd": "true", "raft.etcd_peer_port": "2379"},  # ports clash
         {"raft.enabled": "maybe"},  # not even a boolean
@@ -192,9 +183,12 @@ def test_a_refused_setting_is_reported_as_refused_not_as_a_broken_rule(
 
 
 def test_refused_settings_and_other_problems_are_reported_together() -> None:
-    message = refusal(env={"TQ_AUTH__ENABLED": "1", "TQ_BROKER__PORT": "x"})
+    message = refusal(env={"TQ_API__DASHBOARD_ENABLED": "1", "TQ_BROKER__PORT": "x"})
     assert message.startswith("invalid configuration (2 problems):")
-    assert "auth.enabled = '1' from environment variable TQ_AUTH__ENABLED: not available" in message
+    assert (
+        "api.dashboard_enabled = '1' from environment variable TQ_API__DASHBOARD_ENABLED: "
+        "not available" in message
+    )
     assert "broker.port = 'x' from environment variable TQ_BROKER__PORT: input should" in message
 
 
@@ -202,8 +196,10 @@ def test_refused_settings_and_other_problems_are_reported_together() -> None:
     "command", [["config"], ["worker"], ["status", "00000000-0000-0000-0000-000000000000"]]
 )
 def test_every_command_that_loads_the_configuration_refuses_it(command: list[str]) -> None:
-    result = CliRunner().invoke(cli, ["--set", "auth.enabled=true", *command])
+    result = CliRunner().invoke(cli, ["--set", "api.dashboard_enabled=true", *command])
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
-    assert line.startswith("error: [CONFIG_ERROR] invalid configuration: auth.enabled = 'true'")
+    assert line.startswith(
+        "error: [CONFIG_ERROR] invalid configuration: api.dashboard_enabled = 'true'"
+    )
     assert "not available yet" in line

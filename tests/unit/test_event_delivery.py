@@ -13,6 +13,7 @@ from collections import Counter
 import pytest
 from tests.unit.test_storage_guard import Disk, broker, claim, complete, submit, until
 
+from tq.broker.access import Principal
 from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
@@ -21,6 +22,8 @@ from tq.core.model import TaskState
 from tq.core.replies import ClaimedTask
 from tq.errors import ErrorCode, StorageError
 from tq.protocol.records import TaskOutcome
+
+ANYONE = Principal.ANYONE
 
 COMPLETED, DEAD, PENDING = TaskState.COMPLETED, TaskState.DEAD_LETTER, TaskState.PENDING
 IN_PROGRESS = TaskState.IN_PROGRESS
@@ -47,10 +50,10 @@ class Sink:
 
 def watch_every_way(service: BrokerService, sink: Sink, task_id: TaskId) -> None:
     """1: client.result() (until_terminal), 2: the id, 3: its queue, 4: everything."""
-    service.watch(sink, 1, Watch((task_id,), until_terminal=True))
-    service.watch(sink, 2, Watch((task_id,)))
-    service.watch(sink, 3, Watch(queues=("default",)))
-    service.watch(sink, 4, Watch(all=True))
+    service.watch(ANYONE, sink, 1, Watch((task_id,), until_terminal=True))
+    service.watch(ANYONE, sink, 2, Watch((task_id,)))
+    service.watch(ANYONE, sink, 3, Watch(queues=("default",)))
+    service.watch(ANYONE, sink, 4, Watch(all=True))
 
 
 async def settled(service: BrokerService) -> None:
@@ -58,7 +61,7 @@ async def settled(service: BrokerService) -> None:
     task events (pushes run on the loop right after the fsync they waited for, so before a
     later fsync ends)."""
     await service.register(
-        WorkerId("settle"), name="w", queues=["default"], concurrency=1, hostname="h", pid=1
+        ANYONE, WorkerId("settle"), name="w", queues=["default"], concurrency=1, hostname="h", pid=1
     )
     await service.drain()
 
@@ -81,15 +84,15 @@ def test_a_batch_whose_fsync_failed_but_the_disk_kept_is_published_once_after_th
                 await durable
             during = Sink()  # subscribes after the failure, before the rebuild
             during_ids = (task_id,)
-            s.watch(during, 1, Watch(during_ids, until_terminal=True))
-            s.watch(during, 2, Watch(during_ids))
+            s.watch(ANYONE, during, 1, Watch(during_ids, until_terminal=True))
+            s.watch(ANYONE, during, 2, Watch(during_ids))
             assert before.got == during.got == []  # nothing durable to tell yet
             disk.fail_syncs = False
             gate.set()
             await until("writes accepted again", s.ready)
             await settled(s)
 
-            info = s.status([task_id], include_payload=False)[0]
+            info = s.status(ANYONE, [task_id], include_payload=False)[0]
             assert info is not None and info.state == "completed"  # the disk kept it
             assert before.heard() == {(n, task_id, COMPLETED): 1 for n in (1, 2, 3, 4)}
             assert during.heard() == {(n, task_id, COMPLETED): 1 for n in (1, 2)}
@@ -123,7 +126,7 @@ def test_a_batch_whose_fsync_failed_and_the_disk_lost_is_never_told_and_its_retr
             disk.fail_syncs = False
             await until("writes accepted again", s.ready)
             await settled(s)
-            info = s.status([task_id], include_payload=False)[0]
+            info = s.status(ANYONE, [task_id], include_payload=False)[0]
             assert info is not None and info.state == "in_progress"  # as everyone knew it
             assert before.got == []  # nothing to tell: no repeat of a state already heard
 
@@ -147,22 +150,22 @@ def test_a_subscriber_of_a_retried_dead_letter_hears_it_is_dead_when_the_retry_i
             fail_it(s, *claim(s))
             await s.drain()
             earlier = Sink()
-            s.watch(earlier, 1, Watch((task_id,)))
+            s.watch(ANYONE, earlier, 1, Watch((task_id,)))
             await until("the dead letter's final event", lambda: earlier.got)
 
             disk.fail_syncs = disk.lose_unsynced = True
-            codes, durable = s.retry_dead([task_id])  # live again, in memory only
+            codes, durable = s.retry_ids([task_id])  # live again, in memory only
             assert codes == [0]
             later = Sink()  # subscribes to what looks like a live task
-            s.watch(later, 1, Watch((task_id,), until_terminal=True))
-            s.watch(later, 2, Watch((task_id,)))
+            s.watch(ANYONE, later, 1, Watch((task_id,), until_terminal=True))
+            s.watch(ANYONE, later, 2, Watch((task_id,)))
             with pytest.raises(StorageError, match="retry later"):
                 await durable
             disk.fail_syncs = False
             await until("writes accepted again", s.ready)
             await settled(s)
 
-            info = s.status([task_id], include_payload=False)[0]
+            info = s.status(ANYONE, [task_id], include_payload=False)[0]
             assert info is not None and info.state == "dead_letter"  # the retry was lost
             assert later.heard() == {(1, task_id, DEAD): 1, (2, task_id, DEAD): 1}
             assert later.ended == [1]
@@ -184,11 +187,11 @@ def test_a_subscriber_of_a_task_whose_final_batch_awaits_its_fsync_hears_the_end
             _, durable = complete(s, first)
             await until("the final batch written, its fsync held", lambda: disk.syncs_held > 0)
             sink = Sink()
-            s.watch(sink, 1, Watch((first.id,)))
-            s.watch(sink, 2, Watch((first.id,), until_terminal=True))
+            s.watch(ANYONE, sink, 1, Watch((first.id,)))
+            s.watch(ANYONE, sink, 2, Watch((first.id,), until_terminal=True))
             _, also = complete(s, second)  # ends in the batch not yet written
-            s.watch(sink, 3, Watch((second.id,)))
-            s.watch(sink, 4, Watch((second.id,), until_terminal=True))
+            s.watch(ANYONE, sink, 3, Watch((second.id,)))
+            s.watch(ANYONE, sink, 4, Watch((second.id,), until_terminal=True))
             assert sink.got == []  # nothing is durable yet
             gate.set()
             disk.sync_gate = None
@@ -203,7 +206,7 @@ def test_a_subscriber_of_a_task_whose_final_batch_awaits_its_fsync_hears_the_end
             assert sink.ended == [2, 4]
 
             late = Sink()  # long after: the final state, pushed once
-            s.watch(late, 1, Watch(tuple(ids)))
+            s.watch(ANYONE, late, 1, Watch(tuple(ids)))
             await settled(s)
             assert late.got == [(1, ids[0], COMPLETED), (1, ids[1], COMPLETED)]
 
@@ -220,15 +223,19 @@ def test_a_finished_task_ended_again_while_its_push_waits_is_heard_from_its_even
             fail_it(s, *claim(s))
             await s.drain()
             disk.sync_gate = gate = threading.Event()
-            s.register(WorkerId("w2"), name="w", queues=["q"], concurrency=1, hostname="h", pid=1)
+            s.register(
+                ANYONE, WorkerId("w2"), name="w", queues=["q"], concurrency=1, hostname="h", pid=1
+            )
             await until("an fsync held", lambda: disk.syncs_held > 0)
             sink = Sink()
-            s.watch(sink, 1, Watch((task_id,)))  # a dead letter: its final state is owed
-            assert s.retry_dead([task_id])[0] == [0]
+            s.watch(ANYONE, sink, 1, Watch((task_id,)))  # a dead letter: its final state is owed
+            assert s.retry_ids([task_id])[0] == [0]
             fail_it(s, *claim(s))  # and dead again, in a batch not durable when the push runs
             await until(
                 "the batch written",
-                lambda: (i := s.status([task_id], False)[0]) is not None and i.attempts == 1,
+                lambda: (
+                    (i := s.status(ANYONE, [task_id], False)[0]) is not None and i.attempts == 1
+                ),
             )
             gate.set()
             disk.sync_gate = None
@@ -246,5 +253,5 @@ def test_a_finished_task_ended_again_while_its_push_waits_is_heard_from_its_even
 def fail_it(service: BrokerService, task: ClaimedTask) -> None:
     """Report a claimed task failed (with max_retries=0: to the dead letters)."""
     outcome = TaskOutcome(task_id=task.id, lease_token=task.lease_token, ok=False)
-    codes, _ = service.report([outcome])
+    codes, _ = service.report(ANYONE, [outcome])
     assert codes == [0]

@@ -24,6 +24,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tq.api.metrics import build_registry
+from tq.broker.access import Principal
 from tq.broker.instruments import Instruments
 from tq.broker.jobs import lease_monitor, maintenance, retention, scheduler
 from tq.broker.requests import ListQuery
@@ -41,6 +42,8 @@ from tq.protocol.records import TaskOutcome
 from tq.storage import MemoryBacking, MemoryStore, Store
 from tq.storage.recovery import recover
 from tq.storage.reopen import open_at_start
+
+ANYONE = Principal.ANYONE
 
 NO_SPACE = "IO error: No space left on device"
 WORKER = WorkerId("w1")
@@ -181,7 +184,7 @@ async def until(what: str, check: Callable[[], object], timeout: float = 10.0) -
 
 
 async def submit(service: BrokerService, n: int = 1, **options: object) -> list[TaskId]:
-    reply, durable = service.submit([task_spec("t", **options) for _ in range(n)])  # type: ignore[arg-type]
+    reply, durable = service.submit(ANYONE, [task_spec("t", **options) for _ in range(n)])  # type: ignore[arg-type]
     await durable
     return list(reply.ids)
 
@@ -189,7 +192,7 @@ async def submit(service: BrokerService, n: int = 1, **options: object) -> list[
 async def fail_a_write(service: BrokerService, disk: Disk) -> TaskId:
     """Fill the disk and submit: the batch is applied, its write fails; the lost task's id."""
     disk.full = True
-    reply, durable = service.submit([task_spec("t")])
+    reply, durable = service.submit(ANYONE, [task_spec("t")])
     with pytest.raises(StorageError, match="retry later"):
         await durable
     return reply.ids[0]
@@ -197,12 +200,14 @@ async def fail_a_write(service: BrokerService, disk: Disk) -> TaskId:
 
 def claim(service: BrokerService, queue: str = "default", n: int = 1) -> list[ClaimedTask]:
     got: list[ClaimedTask] = []
-    service.claim(WORKER, [queue], n, 0, got.extend)
+    service.claim(ANYONE, WORKER, [queue], n, 0, got.extend)
     return got
 
 
 def complete(service: BrokerService, task: ClaimedTask) -> tuple[list[int], asyncio.Future[None]]:
-    return service.report([TaskOutcome(task_id=task.id, lease_token=task.lease_token, ok=True)])
+    return service.report(
+        ANYONE, [TaskOutcome(task_id=task.id, lease_token=task.lease_token, ok=True)]
+    )
 
 
 def durable_epoch(service: BrokerService) -> int:
@@ -236,26 +241,28 @@ def test_a_failed_write_refuses_writes_serves_reads_and_resumes_alone(
             assert scrape(s) == {"tq_storage_failures_total": 1.0, "tq_storage_writes_accepted": 0}
             for _ in range(100):  # refused before the state machine sees them, not logged
                 with pytest.raises(StorageError, match=r"writes refused: .*disk full") as e:
-                    s.submit([task_spec("t")])
+                    s.submit(ANYONE, [task_spec("t")])
                 assert "retry later" in e.value.message
                 assert e.value.code is ErrorCode.STORAGE_ERROR
             with pytest.raises(StorageError, match="writes refused"):
                 claim(s)
             # Reads are served throughout.
-            info = s.status([kept], include_payload=False)[0]
+            info = s.status(ANYONE, [kept], include_payload=False)[0]
             assert info is not None and info.state == "pending"
-            assert kept in [t.id for t in s.list_tasks(ListQuery())[0]]
+            assert kept in [t.id for t in s.list_tasks(ANYONE, ListQuery())[0]]
 
             await until("memory rebuilt on a read-only store", lambda: rig.read_only)
-            assert s.status([lost], include_payload=False) == [None]  # the disk never had it
-            assert s.stats().pending == 1
+            assert s.status(ANYONE, [lost], include_payload=False) == [
+                None
+            ]  # the disk never had it
+            assert s.stats(ANYONE).pending == 1
 
             disk.full = False
             await until("writes accepted again", s.ready)
             assert not rig.read_only
             (after,) = await submit(s)
-            assert s.stats().pending == 2
-            assert s.status([after], include_payload=False)[0] is not None
+            assert s.stats(ANYONE).pending == 2
+            assert s.status(ANYONE, [after], include_payload=False)[0] is not None
             assert scrape(s) == {"tq_storage_failures_total": 1.0, "tq_storage_writes_accepted": 1}
 
     with caplog.at_level(logging.INFO, logger="tq"):
@@ -317,7 +324,7 @@ def test_no_write_is_accepted_before_the_new_lease_epoch_is_durable() -> None:
             with pytest.raises(StorageError, match="writes refused"):
                 claim(s)
             with pytest.raises(StorageError, match="writes refused"):
-                s.submit([task_spec("t")])
+                s.submit(ANYONE, [task_spec("t")])
             gate.set()
             await until("writes accepted again", s.ready)
             assert durable_epoch(s) == epoch + 1
@@ -334,10 +341,12 @@ def test_parked_claims_and_batches_waiting_for_their_fsync_are_answered_at_the_f
         async with broker(disk) as rig:
             s = rig.service
             answers: list[list[ClaimedTask]] = []
-            s.claim(WORKER, ["empty"], 1, 30, answers.append)  # a 30 s long poll
+            s.claim(ANYONE, WORKER, ["empty"], 1, 30, answers.append)  # a 30 s long poll
             assert len(s.waiters) == 1
             disk.fail_syncs = True
-            reply, durable = s.submit([task_spec("t", queue="other")])  # written, fsync fails
+            reply, durable = s.submit(
+                ANYONE, [task_spec("t", queue="other")]
+            )  # written, fsync fails
             with pytest.raises(StorageError, match="not made durable, retry later"):
                 await durable
             await until("the parked claim answered", lambda: answers)
@@ -347,7 +356,7 @@ def test_parked_claims_and_batches_waiting_for_their_fsync_are_answered_at_the_f
             await until("writes accepted again", s.ready)
             # The write had reached the store, only its fsync failed: the outcome of a refused
             # request is unknown (an idempotency key makes its retry safe), as after a crash.
-            assert s.status(reply.ids, include_payload=False)[0] is not None
+            assert s.status(ANYONE, reply.ids, include_payload=False)[0] is not None
 
     asyncio.run(main())
 
@@ -395,14 +404,14 @@ def test_a_store_opened_read_only_at_start_serves_reads_and_resumes_when_space_r
             assert rig.read_only and not s.ready()
             assert "disk full" in str(s.failed)
             assert s.storage_failures == 1
-            assert all(i is not None for i in s.status(ids, include_payload=False))
-            assert s.stats().pending == 3
+            assert all(i is not None for i in s.status(ANYONE, ids, include_payload=False))
+            assert s.stats(ANYONE).pending == 3
             with pytest.raises(StorageError, match="writes refused"):
-                s.submit([task_spec("t")])
+                s.submit(ANYONE, [task_spec("t")])
             disk.full = False
             await until("writes accepted again", s.ready)
             await submit(s)
-            assert s.stats().pending == 4
+            assert s.stats(ANYONE).pending == 4
 
     asyncio.run(main())
 
@@ -454,7 +463,7 @@ def test_lifetime_totals_show_only_durable_changes_and_never_decrease_over_outag
 
     def submitted(service: BrokerService) -> int:
         """``submitted`` as GET_STATS and Prometheus show it (they must agree)."""
-        stats = service.stats().totals["submitted"]
+        stats = service.stats(ANYONE).totals["submitted"]
         text = generate_latest(build_registry(service, Instruments())).decode()
         (scraped,) = (
             s.value
@@ -472,7 +481,7 @@ def test_lifetime_totals_show_only_durable_changes_and_never_decrease_over_outag
             await submit(s, 3)
             assert submitted(s) == 3
             disk.sync_gate = gate = threading.Event()
-            _, durable = s.submit([task_spec("t")])
+            _, durable = s.submit(ANYONE, [task_spec("t")])
             await until("its fsync held", lambda: disk.syncs_held > 0)
             assert submitted(s) == 3  # applied, not durable: not counted yet
             gate.set()
@@ -487,7 +496,7 @@ def test_lifetime_totals_show_only_durable_changes_and_never_decrease_over_outag
             assert submitted(s) == 4
 
             disk.fail_syncs = True  # written, fsync failed: counted once the disk shows it kept
-            _, durable = s.submit([task_spec("t")])
+            _, durable = s.submit(ANYONE, [task_spec("t")])
             with pytest.raises(StorageError, match="retry later"):
                 await durable
             assert submitted(s) == 4

@@ -2,11 +2,13 @@
 health service and server reflection, served in the broker's own event loop.
 
 Started by ``tq.broker.server`` when ``api.grpc_enabled``; binds ``api.grpc_host:grpc_port``
-(port 0: any free port). The schema is ``proto/tq/v1/tq.proto``, compiled into ``_pb``.
+(port 0: any free port), over TLS when the broker has a certificate. The schema is
+``proto/tq/v1/tq.proto``, compiled into ``_pb``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import grpc
@@ -17,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from tq.api._pb import tq_pb2_grpc
 from tq.api.grpc_service import ERROR_CODE_KEY, SERVICE_NAME, TaskQueueService
 from tq.broker.service import BrokerService
+from tq.broker.tls import ServerTls
 from tq.config import Settings
 from tq.errors import ConfigError
 
@@ -26,6 +29,14 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 __all__ = ["ERROR_CODE_KEY", "SERVICE_NAME", "GrpcServer"]
+log = logging.getLogger(__name__)
+
+
+def _certificates(tls: ServerTls) -> grpc.ServerCertificateConfiguration:
+    pem = tls.pem()
+    return grpc.ssl_server_certificate_configuration(
+        [(pem.private_key, pem.cert_chain)], root_certificates=pem.client_ca
+    )
 
 
 class _Health(health.aio.HealthServicer):
@@ -55,9 +66,13 @@ class GrpcServer:
 
     name = "grpc"
 
-    def __init__(self, service: BrokerService, settings: Settings) -> None:
+    def __init__(
+        self, service: BrokerService, settings: Settings, *, tls: ServerTls | None = None
+    ) -> None:
         self.service = service
         self.settings = settings
+        self.tls = tls
+        self._tls_generation = 0
         self.port = settings.api.grpc_port
         self.servicer = TaskQueueService(service)
         self.health = _Health(service)
@@ -80,7 +95,11 @@ class GrpcServer:
         )
         host = f"[{api.grpc_host}]" if ":" in api.grpc_host else api.grpc_host
         try:
-            port = server.add_insecure_port(f"{host}:{api.grpc_port}")
+            address = f"{host}:{api.grpc_port}"
+            if self.tls is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, self._credentials(self.tls))
         except RuntimeError as e:
             raise ConfigError(
                 f"api.grpc_port: cannot listen on {host}:{api.grpc_port} ({e})"
@@ -89,6 +108,28 @@ class GrpcServer:
         await server.start()
         self._server, self.port = server, port
         return port
+
+    def _credentials(self, tls: ServerTls) -> grpc.ServerCredentials:
+        """TLS from the broker's files; gRPC asks ``fetch`` before each handshake, so a SIGHUP
+        reload (a new ``tls.generation``) reaches this door too. A client certificate is asked
+        for only when required (gRPC has no optional mode)."""
+        self._tls_generation = tls.generation
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            if tls.generation == self._tls_generation:
+                return None
+            self._tls_generation = tls.generation
+            try:
+                return _certificates(tls)
+            except ConfigError as e:  # the files changed again since the reload checked them
+                log.error("grpc.tls_reload_failed error=%s", e.message)
+                return None
+
+        return grpc.dynamic_ssl_server_credentials(
+            _certificates(tls),
+            fetch,  # type: ignore[arg-type]  # None means "no change" (grpc's docstring)
+            require_client_authentication=tls.require_client_cert,
+        )
 
     async def stop(self) -> None:
         """End the streams, refuse new calls, give unary calls ``STOP_GRACE_S`` to finish."""

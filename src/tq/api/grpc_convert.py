@@ -68,7 +68,7 @@ def parse_ids(texts: Iterable[str], field: str = "ids") -> list[TaskId]:
     return [parse_id(t, f"{field}[{i}]") for i, t in enumerate(texts)]
 
 
-def _convert(fields: Mapping[str, Any], cls: type[Any], where: str) -> Any:
+def convert_checked(fields: Mapping[str, Any], cls: type[Any], where: str) -> Any:
     try:
         return msgspec.convert(fields, cls)
     except msgspec.ValidationError as e:
@@ -96,7 +96,7 @@ def spec_from_pb(spec: pb.TaskSpec, where: str = "task") -> TaskSpec:
         }  # fmt: skip
     if spec.tags:
         fields["tags"] = dict(spec.tags)
-    result: TaskSpec = _convert(fields, TaskSpec, where)
+    result: TaskSpec = convert_checked(fields, TaskSpec, where)
     return result
 
 
@@ -114,7 +114,7 @@ class _FilterIn(msgspec.Struct, kw_only=True, frozen=True):
 def task_filter(f: pb.TaskFilter) -> TaskFilter:
     """The service's filter of a gRPC one (``filter.*`` names a bad field)."""
     fields = {name: getattr(f, name) for name in _FILTER_OPTIONAL if f.HasField(name)}
-    checked: _FilterIn = _convert(fields, _FilterIn, "filter")
+    checked: _FilterIn = convert_checked(fields, _FilterIn, "filter")
     state = None
     if f.state:
         state = STATE_FROM_PB.get(f.state)

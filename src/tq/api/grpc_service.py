@@ -4,8 +4,11 @@
 Convert the request (``grpc_convert``), call the service, await durability where the service
 hands back a future, convert the answer. Rules (bulk selection, per-task wording) are the
 service's. A ``TqError`` becomes the gRPC status of its stable
-code, with the number in trailing metadata ``tq-error-code``; anything else is logged and
-answered INTERNAL (never UNKNOWN, never a traceback).
+code, with the number in trailing metadata ``tq-error-code`` (and, when rate limited, the
+seconds to wait in ``retry-after``); anything else is logged and answered INTERNAL (never
+UNKNOWN, never a traceback). The caller is authenticated by the service from the call's
+metadata (``authorization: Bearer <key>`` or ``x-api-key``) before the RPC runs, once per
+call or stream (``tq.api.credentials``); health and reflection are other services: open.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import grpc.aio
 
 from tq.api._pb import tq_pb2 as pb
 from tq.api._pb import tq_pb2_grpc
+from tq.api.credentials import presented_key
 from tq.api.grpc_convert import (
     list_query,
     parse_id,
@@ -33,20 +37,22 @@ from tq.api.grpc_convert import (
     task_to_pb,
     workers_to_pb,
 )
+from tq.api.grpc_keys import key_spec_from_pb, key_to_pb
 from tq.api.grpc_watch import Watches
+from tq.broker.access import Principal
 from tq.broker.requests import DEFAULT_BULK_LIMIT, MAX_BULK, Action
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId, format_task_id
-from tq.errors import NotFoundError, TqError, ValidationError
+from tq.errors import NotFoundError, RateLimitedError, TqError, ValidationError
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name
 ERROR_CODE_KEY: Final = "tq-error-code"
+RETRY_AFTER_KEY: Final = "retry-after"
 #: Most tasks one SubmitTasks may name (one loop turn of work at most).
 MAX_BATCH: Final = MAX_BULK
 T = TypeVar("T")
-S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -60,9 +66,10 @@ async def _abort(context: Ctx, err: TqError) -> NoReturn:
         raise asyncio.CancelledError  # the client left: nobody to tell
     status = err.code.grpc_status
     code = grpc.StatusCode[status] if status != "OK" else grpc.StatusCode.FAILED_PRECONDITION
-    await context.abort(
-        code, err.message, trailing_metadata=((ERROR_CODE_KEY, str(int(err.code))),)
-    )
+    trailers: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, str(int(err.code))),)
+    if isinstance(err, RateLimitedError) and err.retry_after is not None:
+        trailers += ((RETRY_AFTER_KEY, f"{err.retry_after:.3f}"),)
+    await context.abort(code, err.message, trailing_metadata=trailers)
 
 
 async def _guard(context: Ctx, method: str, call: Awaitable[T]) -> T:
@@ -79,12 +86,27 @@ async def _guard(context: Ctx, method: str, call: Awaitable[T]) -> T:
     await _abort(context, err)
 
 
-def _rpc(fn: Callable[[S, Req, Ctx], Awaitable[Resp]]) -> Callable[[S, Req, Ctx], Awaitable[Resp]]:
-    """An RPC method whose errors become statuses (see ``_guard``)."""
+def caller_key(context: Ctx) -> str | None:
+    """The API key in the call's metadata (gRPC lower-cases metadata names)."""
+    metadata: dict[str, str] = {}
+    for name, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            metadata.setdefault(name, value)
+    return presented_key(metadata.get)
+
+
+def _rpc(
+    fn: Callable[[TaskQueueService, Req, Ctx, Principal], Awaitable[Resp]],
+) -> Callable[[TaskQueueService, Req, Ctx], Awaitable[Resp]]:
+    """An RPC method of an authenticated caller, whose errors become statuses (``_guard``)."""
 
     @functools.wraps(fn)
-    async def method(self: S, request: Req, context: Ctx) -> Resp:
-        return await _guard(context, fn.__name__, fn(self, request, context))
+    async def method(self: TaskQueueService, request: Req, context: Ctx) -> Resp:
+        async def call() -> Resp:
+            who = await self.service.authenticate(caller_key(context))
+            return await fn(self, request, context, who)
+
+        return await _guard(context, fn.__name__, call())
 
     return method
 
@@ -98,20 +120,20 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
 
     @_rpc
     async def SubmitTask(
-        self, request: pb.SubmitTaskRequest, context: Ctx
+        self, request: pb.SubmitTaskRequest, context: Ctx, who: Principal
     ) -> pb.SubmitTaskResponse:
-        reply, durable = self.service.submit([spec_from_pb(request.task)])
+        reply, durable = self.service.submit(who, [spec_from_pb(request.task)])
         await self.service.confirmed(durable)
         return pb.SubmitTaskResponse(id=format_task_id(reply.ids[0]), created=reply.created[0])
 
     @_rpc
     async def SubmitTasks(
-        self, request: pb.SubmitTasksRequest, context: Ctx
+        self, request: pb.SubmitTasksRequest, context: Ctx, who: Principal
     ) -> pb.SubmitTasksResponse:
         if not 0 < len(request.tasks) <= MAX_BATCH:
             raise ValidationError(f"tasks must hold 1..{MAX_BATCH} tasks, not {len(request.tasks)}")
         specs = [spec_from_pb(s, f"tasks[{i}]") for i, s in enumerate(request.tasks)]
-        reply, durable = self.service.submit(specs)
+        reply, durable = self.service.submit(who, specs)
         await self.service.confirmed(durable)
         return pb.SubmitTasksResponse(
             tasks=[
@@ -120,45 +142,51 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
             ]
         )
 
-    def _task(self, task_id: TaskId, include_payload: bool = False) -> pb.Task:
-        info = self.service.status([task_id], include_payload)[0]
+    def _task(self, who: Principal, task_id: TaskId, include_payload: bool = False) -> pb.Task:
+        info = self.service.status(who, [task_id], include_payload)[0]
         if info is None:
             raise NotFoundError(f"no task with id {format_task_id(task_id)}")
         return task_to_pb(info)
 
     @_rpc
-    async def GetTask(self, request: pb.GetTaskRequest, context: Ctx) -> pb.Task:
-        return self._task(parse_id(request.id), request.include_payload)
+    async def GetTask(self, request: pb.GetTaskRequest, context: Ctx, who: Principal) -> pb.Task:
+        return self._task(who, parse_id(request.id), request.include_payload)
 
     @_rpc
-    async def ListTasks(self, request: pb.ListTasksRequest, context: Ctx) -> pb.ListTasksResponse:
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: Ctx, who: Principal
+    ) -> pb.ListTasksResponse:
         query = list_query(request.filter, request.cursor, request.limit)
-        infos, cursor = self.service.list_tasks(query)
+        infos, cursor = self.service.list_tasks(who, query)
         return pb.ListTasksResponse(tasks=[task_to_pb(i) for i in infos], next_cursor=cursor or b"")
 
     # ------------------------------------------------------------------ change tasks
 
-    async def _one(self, action: Action, text: str) -> pb.Task:
-        info = await self.service.act_one(action, parse_id(text))
+    async def _one(self, who: Principal, action: Action, text: str) -> pb.Task:
+        info = await self.service.act_one(who, action, parse_id(text))
         if info is None:
             raise NotFoundError(f"task {text} is gone (deleted or purged by retention)")
         return task_to_pb(info)
 
     @_rpc
-    async def CancelTask(self, request: pb.TaskRequest, context: Ctx) -> pb.Task:
-        return await self._one(Action.CANCEL, request.id)
+    async def CancelTask(self, request: pb.TaskRequest, context: Ctx, who: Principal) -> pb.Task:
+        return await self._one(who, Action.CANCEL, request.id)
 
     @_rpc
-    async def RetryTask(self, request: pb.TaskRequest, context: Ctx) -> pb.Task:
-        return await self._one(Action.RETRY, request.id)
+    async def RetryTask(self, request: pb.TaskRequest, context: Ctx, who: Principal) -> pb.Task:
+        return await self._one(who, Action.RETRY, request.id)
 
     @_rpc
-    async def DeleteTask(self, request: pb.TaskRequest, context: Ctx) -> pb.DeleteTaskResponse:
+    async def DeleteTask(
+        self, request: pb.TaskRequest, context: Ctx, who: Principal
+    ) -> pb.DeleteTaskResponse:
         task_id = parse_id(request.id)
-        await self.service.act_one(Action.DELETE, task_id)
+        await self.service.act_one(who, Action.DELETE, task_id)
         return pb.DeleteTaskResponse(id=format_task_id(task_id))
 
-    async def _bulk(self, action: Action, request: pb.BulkRequest) -> pb.BulkResponse:
+    async def _bulk(
+        self, who: Principal, action: Action, request: pb.BulkRequest
+    ) -> pb.BulkResponse:
         """The ids a bulk request names, or the first ``limit`` tasks its filter selects."""
         has_filter = request.HasField("filter") and bool(request.filter.ListFields())
         if request.ids:
@@ -166,10 +194,12 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
                 raise ValidationError("give ids or filter, not both")
             if len(request.ids) > MAX_BULK:
                 raise ValidationError(f"ids names {len(request.ids)} tasks; at most {MAX_BULK}")
-            result = await self.service.act(action, parse_ids(request.ids))
+            result = await self.service.act(who, action, parse_ids(request.ids))
         elif has_filter:
             limit = request.limit or DEFAULT_BULK_LIMIT
-            result = await self.service.act_on_filter(action, task_filter(request.filter), limit)
+            result = await self.service.act_on_filter(
+                who, action, task_filter(request.filter), limit
+            )
         else:
             raise ValidationError("give ids, or a filter that sets at least one field")
         items = [
@@ -179,41 +209,70 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         return pb.BulkResponse(results=items, applied=result.applied, truncated=result.truncated)
 
     @_rpc
-    async def CancelTasks(self, request: pb.BulkRequest, context: Ctx) -> pb.BulkResponse:
-        return await self._bulk(Action.CANCEL, request)
+    async def CancelTasks(
+        self, request: pb.BulkRequest, context: Ctx, who: Principal
+    ) -> pb.BulkResponse:
+        return await self._bulk(who, Action.CANCEL, request)
 
     @_rpc
-    async def RetryTasks(self, request: pb.BulkRequest, context: Ctx) -> pb.BulkResponse:
-        return await self._bulk(Action.RETRY, request)
+    async def RetryTasks(
+        self, request: pb.BulkRequest, context: Ctx, who: Principal
+    ) -> pb.BulkResponse:
+        return await self._bulk(who, Action.RETRY, request)
 
     @_rpc
-    async def DeleteTasks(self, request: pb.BulkRequest, context: Ctx) -> pb.BulkResponse:
-        return await self._bulk(Action.DELETE, request)
+    async def DeleteTasks(
+        self, request: pb.BulkRequest, context: Ctx, who: Principal
+    ) -> pb.BulkResponse:
+        return await self._bulk(who, Action.DELETE, request)
 
     # ------------------------------------------------------------------ broker state
 
     @_rpc
-    async def GetStats(self, request: pb.GetStatsRequest, context: Ctx) -> pb.Stats:
-        return stats_to_pb(self.service.stats(), time.time())
+    async def GetStats(self, request: pb.GetStatsRequest, context: Ctx, who: Principal) -> pb.Stats:
+        return stats_to_pb(self.service.stats(who), time.time())
 
     @_rpc
     async def ListWorkers(
-        self, request: pb.ListWorkersRequest, context: Ctx
+        self, request: pb.ListWorkersRequest, context: Ctx, who: Principal
     ) -> pb.ListWorkersResponse:
-        return pb.ListWorkersResponse(workers=workers_to_pb(self.service.workers()))
+        return pb.ListWorkersResponse(workers=workers_to_pb(self.service.workers(who)))
 
     @_rpc
     async def ListQueues(
-        self, request: pb.ListQueuesRequest, context: Ctx
+        self, request: pb.ListQueuesRequest, context: Ctx, who: Principal
     ) -> pb.ListQueuesResponse:
-        return pb.ListQueuesResponse(queues=queues_to_pb(self.service.stats().queues))
+        return pb.ListQueuesResponse(queues=queues_to_pb(self.service.stats(who).queues))
 
     # ------------------------------------------------------------------ streams
 
     @_rpc
-    async def WatchTasks(self, request: pb.WatchTasksRequest, context: Ctx) -> None:
-        await self.watches.tasks(request, context.write, lambda: context.send_initial_metadata(()))
+    async def WatchTasks(self, request: pb.WatchTasksRequest, context: Ctx, who: Principal) -> None:
+        await self.watches.tasks(
+            who, request, context.write, lambda: context.send_initial_metadata(())
+        )
 
     @_rpc
-    async def WatchStats(self, request: pb.WatchStatsRequest, context: Ctx) -> None:
-        await self.watches.stats(request, context.write)
+    async def WatchStats(self, request: pb.WatchStatsRequest, context: Ctx, who: Principal) -> None:
+        await self.watches.stats(who, request, context.write)
+
+    # ------------------------------------------------------------------ API keys
+
+    @_rpc
+    async def CreateKey(
+        self, request: pb.CreateKeyRequest, context: Ctx, who: Principal
+    ) -> pb.CreateKeyResponse:
+        info, secret = await self.service.create_key(who, key_spec_from_pb(request))
+        return pb.CreateKeyResponse(key=key_to_pb(info), secret=secret)
+
+    @_rpc
+    async def ListKeys(
+        self, request: pb.ListKeysRequest, context: Ctx, who: Principal
+    ) -> pb.ListKeysResponse:
+        return pb.ListKeysResponse(keys=[key_to_pb(k) for k in self.service.list_keys(who)])
+
+    @_rpc
+    async def RevokeKey(
+        self, request: pb.RevokeKeyRequest, context: Ctx, who: Principal
+    ) -> pb.ApiKey:
+        return key_to_pb(await self.service.revoke_key(who, request.id))

@@ -7,7 +7,9 @@ fell behind a client submitting 70k tasks/s; batched, a reader keeps up). When t
 more than ``WATCH_BUFFER`` events or ``WATCH_BUFFER_BYTES`` of results and texts behind (an
 event may carry a result of many MiB), the stream ends with RESOURCE_EXHAUSTED (the client
 watches again and re-reads what it missed) instead of the broker waiting or buffering without
-bound. A stream holds at most that buffer plus the batch it is sending.
+bound. A stream holds at most that buffer plus the batch it is sending. A stream is held
+under its caller's key (``BrokerService.hold``): revoking the key, or its expiry, ends the
+stream at once with UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Final, TypeVar
 
 from tq.api._pb import tq_pb2 as pb
 from tq.api.grpc_convert import event_to_pb, parse_ids, stats_to_pb
+from tq.broker.access import Principal
 from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
-from tq.errors import ErrorCode, QueueFullError, UnavailableError, ValidationError
-from tq.protocol.records import NAME_MAX_LEN
+from tq.errors import ErrorCode, QueueFullError, TqError, UnavailableError, ValidationError
+from tq.protocol.records import NAME_MAX_LEN, Stats
 
 #: Events one stream may hold unsent before it is ended as too slow. The buffer holds
 #: references to events the broker made anyway; it must exceed the events of one big submit.
@@ -59,6 +62,7 @@ class WatchSink:
         self.overflowed = False
         self.closed = False
         self.ended = False  # an until_terminal watch saw every task finish
+        self.refused: TqError | None = None  # the caller's key was revoked or expired
         self._wake = asyncio.Event()
 
     def push_event(self, subscription_id: int, event: TaskEvent) -> None:
@@ -82,6 +86,11 @@ class WatchSink:
         """End the stream (broker shutting down)."""
         self.closed = True
         self._wake.set()
+
+    def refuse(self, why: TqError) -> None:
+        """End the stream with ``why`` (its key was revoked or expired)."""
+        self.refused = why
+        self.close()
 
     async def take(self) -> list[TaskEvent]:
         """Everything buffered, once there is something (or the stream must end)."""
@@ -108,6 +117,7 @@ class Watches:
 
     async def tasks(
         self,
+        who: Principal,
         req: pb.WatchTasksRequest,
         send: Send[pb.TaskEvents],
         live: Callable[[], Awaitable[None]],
@@ -127,12 +137,15 @@ class Watches:
         sink = WatchSink()
         # NotFoundError for an unknown id; finished tasks' final events come through the sink.
         watch = Watch(tuple(ids), tuple(queues), req.all, req.until_terminal)
-        self.service.watch(sink, _SUB_ID, watch)
+        self.service.watch(who, sink, _SUB_ID, watch)
+        held = self.service.hold(who, sink.refuse)
         self.sinks.add(sink)
         try:
             await live()
             while True:
                 batch = await sink.take()
+                if sink.refused is not None:
+                    raise sink.refused
                 if sink.closed:
                     raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
                 if sink.overflowed:
@@ -146,24 +159,49 @@ class Watches:
                 if sink.ended and not sink.events:
                     return
         finally:
-            self.service.unwatch(sink, _SUB_ID)
+            # Not ``unwatch``: that is a request, checked (and refused once the key is revoked).
+            self.service.detach(sink)
+            held.release()
             self.sinks.discard(sink)
 
-    async def stats(self, req: pb.WatchStatsRequest, send: Send[pb.Stats]) -> None:
+    async def stats(self, who: Principal, req: pb.WatchStatsRequest, send: Send[pb.Stats]) -> None:
+        """The stats now, then every ``interval_ms``: rate-limited once, as one request."""
         interval_ms = req.interval_ms or DEFAULT_INTERVAL_MS
         if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
             raise ValidationError(
                 f"interval_ms {interval_ms} is outside {MIN_INTERVAL_MS}..{MAX_INTERVAL_MS}"
             )
-        while True:
-            if self.closing.is_set():
-                raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
-            await send(stats_to_pb(self.service.stats(), time.time()))
-            try:
-                async with asyncio.timeout(interval_ms / 1000):
-                    await self.closing.wait()
-            except TimeoutError:
-                pass  # the next tick
+        first: Stats | None = self.service.stats(who)
+        refused: list[TqError] = []
+        wake = asyncio.Event()
+
+        def refuse(why: TqError) -> None:
+            refused.append(why)
+            wake.set()
+
+        held = self.service.hold(who, refuse)
+        try:
+            while True:
+                if refused:
+                    raise refused[0]
+                if self.closing.is_set():
+                    raise UnavailableError("broker shutting down", ErrorCode.SHUTTING_DOWN)
+                stats = first if first is not None else self.service.stats(who, tick=True)
+                first = None
+                await send(stats_to_pb(stats, time.time()))
+                await _either(self.closing, wake, interval_ms / 1000)
+        finally:
+            held.release()
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    """Wait until ``a`` or ``b`` is set, or ``timeout`` seconds."""
+    waits = [asyncio.create_task(a.wait()), asyncio.create_task(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 def chunks(events: list[TaskEvent]) -> Iterator[list[TaskEvent]]:

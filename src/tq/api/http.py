@@ -23,9 +23,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import http_errors, rest, ws
+from tq.api import http_errors, rest, rest_keys, ws
+from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
+from tq.broker.tls import ServerTls
 from tq.config import Settings
 from tq.errors import ErrorCode, TqError
 from tq.version import __version__
@@ -52,6 +54,10 @@ DESCRIPTION = """Management API of the tq broker.
 - **Ids** are UUIDs, answered in the 36-character form.
 - **Unknown** body fields and query parameters are refused (422), as is a parameter given twice.
 - **Live events**: the WebSocket `/ws` (docs/websocket.md).
+- **API keys**: with auth enabled, every /v1 route needs a key, sent as
+  `Authorization: Bearer <key>` (or `X-API-Key: <key>`): 401 without a valid one, 403 when it
+  lacks the permission or queue, 429 with `Retry-After` over its rate limit. /healthz,
+  /readyz and these documents stay open (docs/security.md).
 """
 
 
@@ -154,6 +160,9 @@ def create_app(
     app.include_router(rest.health)
     if settings.api.rest_enabled:
         app.include_router(rest.router)
+        app.include_router(rest_keys.router)
+    if settings.auth.enabled:
+        app.openapi = secure(app)  # type: ignore[method-assign]
     if settings.api.websocket_enabled:
         app.add_api_websocket_route("/ws", ws.endpoint(service, ws_buffer, ws_buffer_bytes))
         app.add_api_route(
@@ -196,8 +205,10 @@ class HttpServer:
         *,
         ws_buffer: int = ws.MAX_BUFFERED,
         ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
+        tls: ServerTls | None = None,
     ) -> None:
         self.settings = settings
+        self.tls = tls
         self.port = settings.api.rest_port
         self.app = create_app(
             service, settings, ws_buffer=ws_buffer, ws_buffer_bytes=ws_buffer_bytes
@@ -214,6 +225,11 @@ class HttpServer:
             ws="websockets-sansio", ws_max_size=min(api.max_request_body_bytes, 1 << 20),
             ws_per_message_deflate=False, proxy_headers=False, server_header=False,
         )  # fmt: skip
+        if self.tls is not None:
+            # The broker's one context (not one uvicorn would build from the files), so a
+            # SIGHUP reload reaches this door too: https and wss only.
+            config.load()
+            config.ssl = self.tls.context
         server = self._server = _Server(config)
         task = self._task = asyncio.create_task(server.serve(sockets=[sock]), name="tq-http")
         ready = asyncio.create_task(server.ready.wait())

@@ -1,10 +1,12 @@
 """The HTTP door's one error shape: every refusal leaves as ``{"error": {"code", "name",
 "message"}}`` with the HTTP status of its ``ErrorCode``, whether the service, pydantic,
 Starlette's router (404, 405) or the door itself (426 for a plain GET of /ws) refused it.
+A 401 carries ``WWW-Authenticate: Bearer``; a 429 ``Retry-After`` and ``retry_after``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -15,9 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from tq.api.responses import ErrorBody, ErrorResponse
+from tq.api.responses import ErrorBody, ErrorResponse, RateLimitedBody, RateLimitedResponse
 from tq.api.schemas import describe_errors
-from tq.errors import ErrorCode, TqError
+from tq.errors import ErrorCode, RateLimitedError, TqError
 
 
 def install(app: FastAPI) -> None:
@@ -39,6 +41,22 @@ def error_response(
 
 async def _on_tq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TqError)
+    return tq_error_response(exc)
+
+
+def tq_error_response(exc: TqError) -> JSONResponse:
+    """The answer to a TqError: 401 names the Bearer scheme (``WWW-Authenticate``); 429 says
+    when to retry (``Retry-After``, whole seconds rounded up, and ``retry_after`` exact)."""
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        body = RateLimitedBody(
+            code=int(exc.code), name=exc.code.name, message=exc.message,
+            retry_after=exc.retry_after,
+        )  # fmt: skip
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        content = RateLimitedResponse(error=body).model_dump()
+        return JSONResponse(content, exc.code.http_status, headers)
+    if exc.code is ErrorCode.UNAUTHENTICATED:
+        return error_response(exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
     return error_response(exc.code, exc.message)
 
 

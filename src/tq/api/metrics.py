@@ -4,7 +4,11 @@ Theory of operation: nothing here runs per task. Counters the broker keeps anywa
 machine's lifetime totals, live counts, queue depths, group-commit counters) are read when
 Prometheus scrapes, by one custom collector; the few histograms (``tq.broker.instruments``)
 are fed once per request or per batch. The registry is private (no global state), and a tiny
-HTTP/1.1 server on asyncio streams serves it: no thread, no framework.
+HTTP/1.1 server on asyncio streams serves it: no thread, no framework; with the broker's TLS
+context when ``auth.tls_cert_file`` is set (https, client certificates as on every door). With
+auth enabled and ``auth.protect_metrics``, a scrape presents a read key as
+``Authorization: Bearer <key>`` (the service judges it: ``BrokerService.may_scrape``);
+otherwise /metrics stays open.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -31,12 +36,14 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from tq.api.credentials import API_KEY_HEADER, AUTHORIZATION, presented_key
 from tq.broker.instruments import Histogram, Instruments
 from tq.broker.service import BrokerService, DoorStats
+from tq.broker.tls import ServerTls
 from tq.config import Settings
 from tq.core.layout import Family
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
-from tq.errors import ConfigError
+from tq.errors import ConfigError, RateLimitedError, TqError
 from tq.version import __version__
 
 log = logging.getLogger(__name__)
@@ -85,6 +92,12 @@ class BrokerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tq_broker_ready", "1 while the broker accepts changes (storage healthy).", s.ready()
+        )
+        yield CounterMetricFamily(
+            "tq_auth_key_verifications",
+            "bcrypt verifications of presented API keys: cache misses (once per key while it "
+            "stays cached), never one per request.",
+            s.keyring.bcrypt_runs,
         )
 
     def _tasks(self) -> Iterable[Metric]:
@@ -267,6 +280,7 @@ def build_registry(service: BrokerService, instruments: Instruments) -> Collecto
 #: A scrape request's head is a few hundred bytes; anything near this is not Prometheus.
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 64
+TLS_HANDSHAKE_TIMEOUT = 10.0  # a scraper's TLS handshake, when TLS is on
 IDLE_TIMEOUT = 60.0  # Prometheus keeps connections alive between scrapes (15 s by default)
 WRITE_TIMEOUT = 10.0
 INDEX = b"tq broker metrics: GET /metrics\n"
@@ -278,6 +292,8 @@ class Request(NamedTuple):
     keep_alive: bool
     has_body: bool
     accept: str
+    #: The headers that may carry an API key (``tq.api.credentials``), by lower-case name.
+    credentials: Mapping[str, str] = {}
 
 
 def parse_head(head: bytes) -> Request | None:
@@ -300,7 +316,9 @@ def parse_head(head: bytes) -> Request | None:
     connection = headers.get("connection", "").lower()
     keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
     has_body = "transfer-encoding" in headers or headers.get("content-length", "0") != "0"
-    return Request(method, target.split("?", 1)[0], keep_alive, has_body, headers.get("accept", ""))
+    credentials = {k: v for k, v in headers.items() if k in (AUTHORIZATION, API_KEY_HEADER)}
+    path = target.split("?", 1)[0]
+    return Request(method, path, keep_alive, has_body, headers.get("accept", ""), credentials)
 
 
 def response(
@@ -326,9 +344,13 @@ class MetricsServer:
 
     name = "metrics"
 
-    def __init__(self, service: BrokerService, settings: Settings) -> None:
+    def __init__(
+        self, service: BrokerService, settings: Settings, *, tls: ServerTls | None = None
+    ) -> None:
         mon = settings.monitoring
         self.service = service
+        #: With TLS on, scrapes are https (and need a client certificate under mutual TLS).
+        self.tls = tls
         self.host = mon.prometheus_host
         self.port = mon.prometheus_port
         self.instruments = Instruments()
@@ -339,8 +361,10 @@ class MetricsServer:
     async def start(self) -> int:
         try:
             self._server = await asyncio.start_server(
-                self._connection, self.host, self.port, limit=MAX_HEAD
-            )
+                self._connection, self.host, self.port, limit=MAX_HEAD,
+                ssl=None if self.tls is None else self.tls.context,
+                ssl_handshake_timeout=None if self.tls is None else TLS_HANDSHAKE_TIMEOUT,
+            )  # fmt: skip
         except OSError as exc:
             raise ConfigError(
                 f"cannot serve metrics on {self.host}:{self.port}: "
@@ -368,6 +392,20 @@ class MetricsServer:
         """The exposition (text format, or OpenMetrics when asked for) and its content type."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
+
+    async def refusal(self, req: Request) -> bytes | None:
+        """The answer refusing a scrape (auth.protect_metrics: the service judges the key in
+        ``Authorization: Bearer``), or None to serve it."""
+        try:
+            await self.service.may_scrape(presented_key(req.credentials.get))
+        except TqError as e:
+            status = HTTPStatus(e.code.http_status)
+            extra = "WWW-Authenticate: Bearer\r\n" if status == HTTPStatus.UNAUTHORIZED else ""
+            if isinstance(e, RateLimitedError) and e.retry_after is not None:
+                extra = f"Retry-After: {max(1, math.ceil(e.retry_after))}\r\n"
+            body = f"[{e.code.name}] {e.message}\n".encode()
+            return response(status, body, extra=extra)
+        return None
 
     def answer(self, req: Request) -> tuple[bytes, bool]:
         """The response to one request, and whether the connection stays open."""
@@ -417,7 +455,8 @@ class MetricsServer:
             if req is None:
                 writer.write(response(HTTPStatus.BAD_REQUEST, b"malformed HTTP request\n"))
                 return
-            out, keep = self.answer(req)
+            refused = await self.refusal(req) if req.path == "/metrics" else None
+            out, keep = (refused, False) if refused is not None else self.answer(req)
             writer.write(out)
             async with asyncio.timeout(WRITE_TIMEOUT):
                 await writer.drain()

@@ -60,6 +60,16 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
+class RateLimitedBody(ErrorBody):
+    retry_after: float = Field(description="seconds until the call would be allowed")
+
+
+class RateLimitedResponse(_Out):
+    """A 429's body: the error with the seconds to wait (the Retry-After header, rounded up)."""
+
+    error: RateLimitedBody
+
+
 class Submitted(_Out):
     id: str
     created: bool = Field(description="false: an idempotency-key duplicate of an existing task")

@@ -17,6 +17,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from tq.api.fields import CURSOR_PATTERN
+from tq.api.http_auth import Caller
 from tq.api.responses import (
     BulkItem,
     BulkOut,
@@ -44,6 +45,7 @@ from tq.api.schemas import (
     TaskSubmit,
 )
 from tq.broker import requests as rq
+from tq.broker.access import Principal
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId
 from tq.core.model import PriorityTier
@@ -94,9 +96,11 @@ def _tid(task_id: UUID) -> TaskId:
         **_SUBMIT,
     },
 )
-async def submit_task(body: TaskSubmit, response: Response, service: Service) -> Submitted:
+async def submit_task(
+    body: TaskSubmit, response: Response, service: Service, who: Caller
+) -> Submitted:
     """Submit one task. 201: created; 200: an idempotency-key duplicate (its existing id)."""
-    reply, fut = service.submit([body.spec()])
+    reply, fut = service.submit(who, [body.spec()])
     await service.confirmed(fut)
     if not reply.created[0]:
         response.status_code = 200
@@ -109,9 +113,9 @@ async def submit_task(body: TaskSubmit, response: Response, service: Service) ->
     operation_id="submit_tasks",
     responses={201: {"links": links("$response.body#/tasks/0/id")}, **_SUBMIT},
 )
-async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
+async def submit_tasks(body: TaskBatch, service: Service, who: Caller) -> SubmittedBatch:
     """Submit up to 1000 tasks as one command: one bad task refuses the whole batch."""
-    reply, fut = service.submit([t.spec() for t in body.tasks])
+    reply, fut = service.submit(who, [t.spec() for t in body.tasks])
     await service.confirmed(fut)
     return SubmittedBatch(
         tasks=[
@@ -122,8 +126,10 @@ async def submit_tasks(body: TaskBatch, service: Service) -> SubmittedBatch:
 
 
 @router.get(_TASK, operation_id="get_task", responses=errors(404))
-async def get_task(task_id: UUID, service: Service, include_payload: bool = False) -> TaskOut:
-    return TaskOut.of(_info(service, _tid(task_id), include_payload))
+async def get_task(
+    task_id: UUID, service: Service, who: Caller, include_payload: bool = False
+) -> TaskOut:
+    return TaskOut.of(_info(service, who, _tid(task_id), include_payload))
 
 
 def _info_of(info: TaskInfo | None) -> TaskInfo:
@@ -132,19 +138,23 @@ def _info_of(info: TaskInfo | None) -> TaskInfo:
     return info
 
 
-def _info(service: BrokerService, task_id: TaskId, include_payload: bool = False) -> TaskInfo:
-    info = service.status([task_id], include_payload)[0]
+def _info(
+    service: BrokerService, who: Principal, task_id: TaskId, include_payload: bool = False
+) -> TaskInfo:
+    info = service.status(who, [task_id], include_payload)[0]
     if info is None:
         raise NotFoundError(f"no task with id {task_id_text(task_id)}")
     return info
 
 
 @router.get("/v1/tasks", operation_id="list_tasks", responses=errors())
-async def list_tasks(query: Annotated[TaskQuery, Query()], service: Service) -> TaskPage:
+async def list_tasks(
+    query: Annotated[TaskQuery, Query()], service: Service, who: Caller
+) -> TaskPage:
     """Tasks in id (= creation) order. A page may hold fewer than ``limit`` tasks while
     ``next_cursor`` is set (the scan per call is bounded): follow it until it is null."""
     req = rq.ListQuery(task_filter(query), _decode_cursor(query.cursor), query.limit)
-    infos, cursor = service.list_tasks(req)
+    infos, cursor = service.list_tasks(who, req)
     next_cursor = None if cursor is None else base64.urlsafe_b64encode(cursor).decode()
     return TaskPage(tasks=[TaskOut.of(i) for i in infos], next_cursor=next_cursor)
 
@@ -169,14 +179,14 @@ def _decode_cursor(text: str | None) -> bytes | None:
 
 
 @router.post("/v1/tasks/bulk/{action}", operation_id="bulk", responses=errors(400, 413, 503, 504))
-async def bulk(action: BulkAction, body: BulkIn, service: Service) -> BulkOut:
+async def bulk(action: BulkAction, body: BulkIn, service: Service, who: Caller) -> BulkOut:
     """Cancel, retry (from dead letter) or delete by ids or by filter; a result per id."""
     act = rq.Action(action.value)
     if body.ids is not None:
-        result = await service.act(act, [_tid(i) for i in body.ids])
+        result = await service.act(who, act, [_tid(i) for i in body.ids])
     else:
         assert body.filter is not None
-        result = await service.act_on_filter(act, task_filter(body.filter), body.limit)
+        result = await service.act_on_filter(who, act, task_filter(body.filter), body.limit)
     items = [
         BulkItem(
             id=task_id_text(r.task_id), ok=r.ok,
@@ -194,23 +204,23 @@ _ONE = errors(404, 409, 503, 504)
 
 
 @router.post(f"{_TASK}/cancel", operation_id="cancel_task", responses=_ONE)
-async def cancel_task(task_id: UUID, service: Service) -> TaskOut:
+async def cancel_task(task_id: UUID, service: Service, who: Caller) -> TaskOut:
     """Cancel a pending, scheduled, running or failed task (409 once it has finished)."""
-    return TaskOut.of(_info_of(await service.act_one(rq.Action.CANCEL, _tid(task_id))))
+    return TaskOut.of(_info_of(await service.act_one(who, rq.Action.CANCEL, _tid(task_id))))
 
 
 @router.post(f"{_TASK}/retry", operation_id="retry_task", responses=_ONE)
-async def retry_task(task_id: UUID, service: Service) -> TaskOut:
+async def retry_task(task_id: UUID, service: Service, who: Caller) -> TaskOut:
     """Requeue a dead-lettered task (409 if it is not in dead letter)."""
-    return TaskOut.of(_info_of(await service.act_one(rq.Action.RETRY, _tid(task_id))))
+    return TaskOut.of(_info_of(await service.act_one(who, rq.Action.RETRY, _tid(task_id))))
 
 
 @router.delete(
     _TASK, status_code=204, response_class=Response, operation_id="delete_task", responses=_ONE
 )
-async def delete_task(task_id: UUID, service: Service) -> Response:
+async def delete_task(task_id: UUID, service: Service, who: Caller) -> Response:
     """Delete a finished task (completed, cancelled, dead letter); 409 if it is live."""
-    await service.act_one(rq.Action.DELETE, _tid(task_id))
+    await service.act_one(who, rq.Action.DELETE, _tid(task_id))
     return Response(status_code=204)
 
 
@@ -218,24 +228,24 @@ async def delete_task(task_id: UUID, service: Service) -> Response:
 
 
 @router.get("/v1/stats", operation_id="stats", responses=errors())
-async def stats(service: Service) -> StatsOut:
-    return StatsOut.of(service.stats())
+async def stats(service: Service, who: Caller) -> StatsOut:
+    return StatsOut.of(service.stats(who))
 
 
 @router.get("/v1/workers", operation_id="workers", responses=errors())
-async def workers(service: Service) -> WorkersOut:
-    return WorkersOut(workers=[WorkerOut.of(w) for w in service.workers()])
+async def workers(service: Service, who: Caller) -> WorkersOut:
+    return WorkersOut(workers=[WorkerOut.of(w) for w in service.workers(who)])
 
 
 @router.get("/v1/queues", operation_id="queues", responses=errors())
-async def queues(service: Service) -> QueuesOut:
+async def queues(service: Service, who: Caller) -> QueuesOut:
     """Depth of every queue: pending per priority tier, scheduled and running."""
     out = [
         QueueOut(
             name=name, high=q.high, normal=q.normal, low=q.low, pending=q.high + q.normal + q.low,
             scheduled=q.scheduled, in_progress=q.in_progress,
         )
-        for name, q in sorted(service.stats().queues.items())
+        for name, q in sorted(service.stats(who).queues.items())
     ]  # fmt: skip
     return QueuesOut(queues=out)
 

@@ -227,8 +227,16 @@ class PingOp(_In):
     op: Literal["ping"]
 
 
-Control = Annotated[SubscribeOp | StatsOp | PingOp, Field(discriminator="op")]
-CONTROL: TypeAdapter[SubscribeOp | StatsOp | PingOp] = TypeAdapter(Control)
+class AuthOp(_In):
+    """The API key of a socket whose upgrade carried none (browsers cannot set headers):
+    read as the first message only (``tq.api.ws_auth``); later, it is answered, not read."""
+
+    op: Literal["auth"]
+    api_key: Annotated[str, Field(max_length=256)]
+
+
+Control = Annotated[SubscribeOp | StatsOp | PingOp | AuthOp, Field(discriminator="op")]
+CONTROL: TypeAdapter[SubscribeOp | StatsOp | PingOp | AuthOp] = TypeAdapter(Control)
 
 
 def describe_errors(errors: list[ErrorDetails], limit: int = 3) -> str:

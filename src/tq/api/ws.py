@@ -33,14 +33,16 @@ import msgspec
 import pydantic
 from fastapi import WebSocket, WebSocketDisconnect
 
+from tq.api import ws_auth
 from tq.api.responses import ErrorBody, StatsOut, task_id_text, text_and_base64
-from tq.api.schemas import CONTROL, StatsOp, SubscribeOp, describe_errors
+from tq.api.schemas import CONTROL, AuthOp, StatsOp, SubscribeOp, describe_errors
+from tq.broker.access import Principal
 from tq.broker.requests import Watch
 from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.times import format_rfc3339
-from tq.errors import ErrorCode, TqError
+from tq.errors import ErrorCode, RateLimitedError, TqError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,15 @@ def endpoint(
 ) -> Callable[[WebSocket], Awaitable[None]]:
     async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        await Session(service, websocket, max_buffered, max_bytes).run()
+        try:
+            who = await ws_auth.authenticate(service, websocket)
+        except WebSocketDisconnect:
+            return
+        except TqError as e:
+            log.info("ws.unauthenticated client=%s why=%s", websocket.client, e.message)
+            await ws_auth.refuse(websocket, e.message)
+            return
+        await Session(service, websocket, max_buffered, max_bytes, who).run()
 
     return ws_endpoint
 
@@ -81,8 +91,13 @@ class Session:
         websocket: WebSocket,
         max_buffered: int,
         max_bytes: int = MAX_BUFFERED_BYTES,
+        who: Principal = Principal.ANYONE,
     ) -> None:
         self.service = service
+        self.who = who
+        #: Set when the key is revoked or expires: the socket is closed with 4401 and why.
+        self.refused: TqError | None = None
+        self.gone = asyncio.Event()
         self.ws = websocket
         self.max_buffered = max_buffered
         self.max_bytes = max_bytes
@@ -128,16 +143,29 @@ class Session:
 
     # ------------------------------------------------------------------ the socket's side
 
+    def _refuse(self, why: TqError) -> None:
+        """The key was revoked or expired (called by the service): stop serving at once."""
+        self.refused = why
+        self.service.detach(self)
+        self.gone.set()
+
     async def run(self) -> None:
+        held = self.service.hold(self.who, self._refuse)
         reader = asyncio.create_task(self._read())
         writer = self.writer = asyncio.create_task(self._write())
+        gone = asyncio.create_task(self.gone.wait())
         try:
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            if self.overflow:
+            await asyncio.wait({reader, writer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if self.refused is not None:
+                log.info("ws.refused client=%s why=%s", self.ws.client, self.refused.message)
+                writer.cancel()
+                await ws_auth.refuse(self.ws, self.refused.message)
+            elif self.overflow:
                 await self._close_slow()
         finally:
+            held.release()
             self.service.detach(self)
-            tasks = [t for t in (reader, writer, self.ticker) if t is not None]
+            tasks = [t for t in (reader, writer, gone, self.ticker) if t is not None]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -151,9 +179,14 @@ class Session:
             try:
                 self._control(raw)
             except pydantic.ValidationError as e:
-                self._error(ErrorCode.INVALID_ARGUMENT, describe_errors(e.errors()))
+                # An API key is never echoed, not even one too long to be a key.
+                errors = e.errors()
+                for err in errors:
+                    if "api_key" in err["loc"]:
+                        err["input"] = None
+                self._error(ErrorCode.INVALID_ARGUMENT, describe_errors(errors))
             except TqError as e:
-                self._error(e.code, e.message)
+                self.send(error_message(e))
             except Exception as e:  # a bug costs this one message, not the socket
                 log.exception("ws.control_crashed client=%s", self.ws.client)
                 self._error(ErrorCode.INTERNAL, f"internal error: {type(e).__name__}")
@@ -193,6 +226,10 @@ class Session:
             self._subscribe(op)
         elif isinstance(op, StatsOp):
             self._stats(op.interval or 0.0)
+        elif isinstance(op, AuthOp):
+            if self.who.key_id is not None:
+                raise ValidationError("this socket is already authenticated: one key per socket")
+            self.send(ws_auth.authenticated(self.who))  # auth disabled: the key is not read
         else:
             self.send({"type": "pong"})
 
@@ -212,7 +249,7 @@ class Session:
         # id (NotFoundError) or an interest beyond the service's caps (ValidationError:
         # broker.max_watched_task_ids, broker.max_watched_queues) refuses the whole op and
         # changes nothing.
-        self.service.watch(self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
+        self.service.watch(self.who, self, _SUB, Watch(tuple(task_ids), tuple(queues), everything))
         self.task_ids, self.queues, self.all = task_ids, queues, everything
         self.send({
             "type": f"{op.op}d", "task_ids": sorted(map(task_id_text, self.task_ids)),
@@ -220,6 +257,8 @@ class Session:
         })  # fmt: skip
 
     def _stats(self, interval: float) -> None:
+        if interval > 0:
+            self.service.stats(self.who)  # the request is checked (and rate-limited) once
         if self.ticker is not None:
             self.ticker.cancel()
             self.ticker = None
@@ -244,11 +283,15 @@ class Session:
         elif item is _STATS:
             self.stats_queued = False
             at = time.time()
+            try:
+                stats = self.service.stats(self.who, tick=True)
+            except TqError as refused:
+                return _encode(error_message(refused)).decode()
             msg = {
                 "type": "stats",
                 "at": at,
                 "at_rfc3339": format_rfc3339(at),
-                **StatsOut.of(self.service.stats()).model_dump(),
+                **StatsOut.of(stats).model_dump(),
             }
         else:
             assert isinstance(item, dict)
@@ -268,3 +311,11 @@ def event_message(ev: TaskEvent) -> dict[str, Any]:
         "progress_message": ev.progress_message,
     }  # fmt: skip
     return {k: v for k, v in msg.items() if v is not None}
+
+
+def error_message(e: TqError) -> dict[str, Any]:
+    """An error message; a rate-limited one says when to retry (``retry_after`` seconds)."""
+    body: dict[str, Any] = ErrorBody.of(e.code, e.message).model_dump()
+    if isinstance(e, RateLimitedError) and e.retry_after is not None:
+        body["retry_after"] = e.retry_after
+    return {"type": "error", "error": body}

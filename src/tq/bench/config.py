@@ -44,6 +44,9 @@ class BenchConfig:
     """An existing broker for enqueue/latency/steady; None: a fresh broker per scenario."""
     broker_settings: tuple[tuple[str, str], ...] = ()
     """``--set`` overrides for the brokers the bench spawns (e.g. persistence.sync_mode)."""
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    """The key the bench's clients and workers present (``--api-key``); a spawned broker with
+    ``auth.enabled`` gets it as its bootstrap admin key. Never printed."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "workers", "concurrency", "batch", "window", "latency_count"):
@@ -81,6 +84,7 @@ class BenchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["api_key"] = None if self.api_key is None else "(given)"
         data["scenarios"] = list(self.scenarios)
         data["stored"] = self.stored_tasks
         data["broker_settings"] = dict(self.broker_settings)

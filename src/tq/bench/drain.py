@@ -72,7 +72,7 @@ async def watch(
 
 async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     n = cfg.tasks
-    async with AsyncClient(target.url) as client:
+    async with target.client() as client:
         fill_s = await fill(client, cfg, n, cfg.payload, meter)
         before = await client.stats()
         base = before.totals.get("completed", 0)
@@ -81,7 +81,12 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
         spawned = time.perf_counter()
         cpu_broker0 = sampler.broker_cpu()
         with WorkerGroup(
-            target.url, cfg.workers, cfg.concurrency, target.workdir / "workers"
+            target.url,
+            cfg.workers,
+            cfg.concurrency,
+            target.workdir / "workers",
+            target.api_key,
+            tls=target.tls,
         ) as group:
             sampler.workers = group
             sampling = asyncio.create_task(sampler.run())

@@ -167,7 +167,7 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     pid = target.broker_pid
     ids: list[str] | None = None if target.broker is not None else []
     out: dict[str, Any] = {"tasks": n, "window": window, "batch": cfg.batch}
-    async with AsyncClient(target.url) as client:
+    async with target.client() as client:
         await client.ping()
         before = await client.stats()
         phases: list[tuple[str, str, str, Phase]] = [

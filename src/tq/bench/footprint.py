@@ -36,7 +36,7 @@ def _mib(value: int | None) -> float | None:
 
 async def run_memory(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     n, pid = cfg.stored_tasks, target.broker_pid
-    async with AsyncClient(target.url) as client:
+    async with target.client() as client:
         await client.ping()
         await asyncio.sleep(SETTLE_S)
         before = rss(pid)
@@ -68,7 +68,11 @@ async def time_to_ping(broker: BrokerProcess) -> tuple[float, float]:
     t0 = time.perf_counter()
     await asyncio.to_thread(broker.start, START_TIMEOUT_S)
     t_ready = time.perf_counter()
-    async with AsyncClient(broker.url, connect_timeout=START_TIMEOUT_S) as client:
+    key = broker.env.get("TQ_BOOTSTRAP_API_KEY")
+    tls = broker.client_tls()
+    async with AsyncClient(
+        broker.url, connect_timeout=START_TIMEOUT_S, api_key=key, tls=tls
+    ) as client:
         await client.ping()
     return t_ready - t0, time.perf_counter() - t0
 
@@ -76,22 +80,27 @@ async def time_to_ping(broker: BrokerProcess) -> tuple[float, float]:
 async def run_restart(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     n, old = cfg.stored_tasks, target.broker
     assert old is not None  # restart never runs against an external broker
-    async with AsyncClient(target.url) as client:
+    async with target.client() as client:
         fill_s = await fill(client, cfg, n, cfg.payload, meter)
         stored = (await client.stats()).pending
     meter.reset(f"restart: SIGKILL, recover {stored:,} tasks", 1)
     old.kill()
     empty = BrokerProcess(
-        target.workdir / "empty-data", settings=old.settings, log_file=target.workdir / "e.log"
+        target.workdir / "empty-data",
+        settings=old.settings,
+        env=old.env,
+        log_file=target.workdir / "e.log",
+        tls=old.tls,
     )
     again = BrokerProcess(
-        old.data_dir, settings=old.settings, log_file=target.workdir / "restart.log"
-    )
+        old.data_dir, settings=old.settings, env=old.env,
+        log_file=target.workdir / "restart.log", tls=old.tls,
+    )  # fmt: skip
     try:
         empty_ready, empty_ping = await time_to_ping(empty)
         empty.stop()
         ready_s, ping_s = await time_to_ping(again)
-        async with AsyncClient(again.url) as client:
+        async with target.client(again.url) as client:
             recovered = (await client.stats()).pending
     except TqError as exc:
         return {"tasks": n, "error": str(exc), "broker_log": again.log_tail(10)}

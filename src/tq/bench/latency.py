@@ -55,9 +55,14 @@ async def sequential(
 
 async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     count, payload = cfg.latency_count, cfg.payload
-    async with AsyncClient(target.url) as client:
+    async with target.client() as client:
         with WorkerGroup(
-            target.url, cfg.workers, cfg.concurrency, target.workdir / "latency-workers"
+            target.url,
+            cfg.workers,
+            cfg.concurrency,
+            target.workdir / "latency-workers",
+            target.api_key,
+            tls=target.tls,
         ) as group:
             meter.reset(f"latency: starting {cfg.workers} workers", count)
             await wait_for_workers(client, group)

@@ -23,9 +23,9 @@ from typing import Final
 import psutil
 
 from tq.bench.config import QUEUE, BenchConfig
-from tq.client import AsyncClient
+from tq.client import AsyncClient, TlsConfig
 from tq.errors import UnavailableError
-from tq.testing import BrokerProcess
+from tq.testing import BrokerProcess, BrokerTls
 
 MiB = 1024 * 1024
 #: Module the bench workers serve (its ``noop`` handler).
@@ -34,11 +34,19 @@ TASKS_MODULE = "tq.bench.tasks"
 
 @dataclass
 class Target:
-    """Where a scenario runs: a broker URL and, when the bench spawned it, the process."""
+    """Where a scenario runs: a broker URL, when the bench spawned it the process, and for a
+    ``tqs://`` broker what its clients and workers verify it with."""
 
     url: str
     broker: BrokerProcess | None
     workdir: Path
+    api_key: str | None = None  #: what the bench's clients and workers present
+    tls: TlsConfig | None = None
+
+    def client(self, url: str | None = None) -> AsyncClient:
+        """A client of this target's broker (or of ``url``, a restarted one) presenting the
+        bench's key and verifying the broker's TLS."""
+        return AsyncClient(url or self.url, api_key=self.api_key, tls=self.tls)
 
     @property
     def broker_pid(self) -> int | None:
@@ -66,36 +74,75 @@ def broker_settings(cfg: BenchConfig) -> dict[str, object]:
     return settings
 
 
+def broker_tls(settings: Mapping[str, object]) -> BrokerTls | None:
+    """The TLS of a broker spawned with ``settings`` (``--set auth.tls_cert_file=...``), its
+    clients verifying it against ``worker.tls_ca_file``; None: plaintext."""
+    cert, key = settings.get("auth.tls_cert_file"), settings.get("auth.tls_key_file")
+    if not cert or not key:
+        return None
+    ca = settings.get("worker.tls_ca_file")
+    return BrokerTls(str(cert), str(key), ca_file=str(ca) if ca else None)
+
+
+def external_tls(url: str, settings: Mapping[str, object]) -> TlsConfig | None:
+    """What the bench verifies an existing ``tqs://`` broker with: ``worker.tls_ca_file`` from
+    ``--set``, else the system's CAs."""
+    if not url.startswith("tqs://"):
+        return None
+    ca = settings.get("worker.tls_ca_file")
+    return TlsConfig(ca_file=str(ca) if ca else None)
+
+
 @contextmanager
-def fresh_broker(settings: Mapping[str, object], workdir: Path, name: str) -> Iterator[Target]:
+def fresh_broker(
+    settings: Mapping[str, object], workdir: Path, name: str, api_key: str | None = None
+) -> Iterator[Target]:
     """A broker on a free port with an empty data dir under ``workdir``; stopped and its data
-    removed on exit."""
+    removed on exit. ``api_key``: its bootstrap admin key (when settings enable auth)."""
     base = workdir / name
-    broker = BrokerProcess(base / "data", settings=settings, log_file=base / "broker.log")
+    broker = BrokerProcess(
+        base / "data", settings=settings, log_file=base / "broker.log", tls=broker_tls(settings)
+    )
     broker.env["PYTHONUNBUFFERED"] = "1"
+    if api_key is not None:
+        broker.env["TQ_BOOTSTRAP_API_KEY"] = api_key
     broker.start()
     try:
-        yield Target(broker.url, broker, base)
+        yield Target(broker.url, broker, base, api_key, broker.client_tls())
     finally:
         broker.stop()
         shutil.rmtree(base / "data", ignore_errors=True)
 
 
-def worker_argv(url: str, concurrency: int) -> list[str]:
+def worker_argv(url: str, concurrency: int, tls: TlsConfig | None = None) -> list[str]:
+    sets = [f"worker.broker_url={url}"]
+    if tls is not None and tls.ca_file is not None:
+        sets.append(f"worker.tls_ca_file={os.fspath(tls.ca_file)}")
     return [
-        sys.executable, "-m", "tq", "--set", f"worker.broker_url={url}", "worker", TASKS_MODULE,
-        "--queues", QUEUE, "--concurrency", str(concurrency), "--log-level", "WARNING",
+        sys.executable, "-m", "tq", *(a for s in sets for a in ("--set", s)), "worker",
+        TASKS_MODULE, "--queues", QUEUE, "--concurrency", str(concurrency),
+        "--log-level", "WARNING",
     ]  # fmt: skip
 
 
 class WorkerGroup:
     """``count`` worker processes of ``tq.bench.tasks``; a context manager that stops them."""
 
-    def __init__(self, url: str, count: int, concurrency: int, logdir: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        count: int,
+        concurrency: int,
+        logdir: Path,
+        api_key: str | None = None,
+        tls: TlsConfig | None = None,
+    ) -> None:
         logdir.mkdir(parents=True, exist_ok=True)
-        # TQ_BROKER_URL would beat worker.broker_url: the URL must be ours.
-        env = {k: v for k, v in os.environ.items() if k != "TQ_BROKER_URL"}
-        self.argv = worker_argv(url, concurrency)
+        # TQ_BROKER_URL would beat worker.broker_url: the URL must be ours; so the key.
+        env = {k: v for k, v in os.environ.items() if k not in ("TQ_BROKER_URL", "TQ_API_KEY")}
+        if api_key is not None:
+            env["TQ_API_KEY"] = api_key
+        self.argv = worker_argv(url, concurrency, tls)
         self.logs = [logdir / f"worker-{i}.log" for i in range(count)]
         self.procs: list[subprocess.Popen[bytes]] = []
         for path in self.logs:

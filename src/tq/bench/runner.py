@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tq.bench import drain, enqueue, footprint, latency, steady
 from tq.bench.config import BenchConfig
 from tq.bench.measure import Meter
-from tq.bench.procs import Target, broker_settings, fresh_broker
+from tq.bench.procs import Target, broker_settings, external_tls, fresh_broker
 from tq.bench.report import SCHEMA, check_targets, is_ok
 from tq.core.times import format_rfc3339
 from tq.eventloop import loop_factory
@@ -98,10 +98,11 @@ def run_scenario(name: str, cfg: BenchConfig, workdir: Path, meter: Meter) -> di
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         if cfg.url is not None:
-            target = Target(cfg.url, None, workdir / name)
+            tls = external_tls(cfg.url, dict(cfg.broker_settings))
+            target = Target(cfg.url, None, workdir / name, cfg.api_key, tls)
             target.workdir.mkdir(parents=True, exist_ok=True)
             return runner.run(bounded(target))
-        with fresh_broker(broker_settings(cfg), workdir, name) as target:
+        with fresh_broker(broker_settings(cfg), workdir, name, cfg.api_key) as target:
             return runner.run(bounded(target))
 
 

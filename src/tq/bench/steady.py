@@ -138,9 +138,17 @@ async def run(target: Target, cfg: BenchConfig, meter: Meter) -> dict[str, Any]:
     payload = cfg.payload
     pid = target.broker_pid
     tracker = Tracker(meter)
-    async with AsyncClient(target.url) as client, AsyncClient(target.url) as listener:
+    async with (
+        target.client() as client,
+        target.client() as listener,
+    ):
         with WorkerGroup(
-            target.url, cfg.workers, cfg.concurrency, target.workdir / "steady-workers"
+            target.url,
+            cfg.workers,
+            cfg.concurrency,
+            target.workdir / "steady-workers",
+            target.api_key,
+            tls=target.tls,
         ) as group:
             meter.reset(f"steady: starting {cfg.workers} workers", 1)
             await wait_for_workers(client, group)

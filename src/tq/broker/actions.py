@@ -47,9 +47,9 @@ def _primitive(
     service: BrokerService, action: Action
 ) -> Callable[[Sequence[TaskId]], tuple[list[int], Durable]]:
     return {
-        Action.CANCEL: service.cancel,
-        Action.RETRY: service.retry_dead,
-        Action.DELETE: service.delete,
+        Action.CANCEL: service.cancel_ids,
+        Action.RETRY: service.retry_ids,
+        Action.DELETE: service.delete_ids,
     }[action]
 
 
@@ -77,7 +77,7 @@ def _result(service: BrokerService, action: Action, task_id: TaskId, code: int) 
         return ItemResult(task_id)
     state = None
     if code == ErrorCode.INVALID_STATE:
-        info = service.status([task_id], False)[0]
+        info = service.lookup([task_id], False)[0]
         state = None if info is None else info.state
     return ItemResult(task_id, code, item_message(action, task_id, code, state))
 
@@ -103,7 +103,7 @@ async def select(service: BrokerService, f: TaskFilter, limit: int) -> tuple[lis
     cursor: bytes | None = None
     while True:
         query = ListQuery(f, cursor, min(1000, limit - len(ids)))
-        infos, cursor = service.list_tasks(query)
+        infos, cursor = service.page(query)
         ids += [TaskId(i.id) for i in infos]
         if cursor is None:
             return ids, False

@@ -3,9 +3,11 @@ recovery, service, the TCP door, the management doors of ``tq.api`` (REST + WebS
 Prometheus; each imported only when enabled, so a broker without one pays nothing for it) and
 the background jobs.
 
-Start: open the data dir (read-only on a full disk: reads are served, writes wait for
-space), rebuild the state machine, make ``BrokerStarted`` and ``ExpireLeases`` durable (tasks
-whose lease is gone return to pending), listen, then write the ready file. A storage failure
+Start: refuse an exposed broker that authenticates nobody (``tq.broker.exposure``), load the
+TLS certificate if one is configured (``tq.broker.tls``; SIGHUP reloads it), open the data dir
+(read-only on a full disk: reads are served, writes wait for space), rebuild the state
+machine, make ``BrokerStarted`` and ``ExpireLeases`` durable (tasks whose lease is gone return
+to pending), listen, then write the ready file. A storage failure
 later is an outage of writes, not of the broker (``tq.broker.storage_guard``). Stop on
 SIGTERM/SIGINT: stop accepting, answer parked claims, make everything applied durable, send
 the last replies, close connections, close the store cleanly.
@@ -25,11 +27,15 @@ from pathlib import Path
 from typing import Protocol
 
 from tq import eventloop
+from tq.broker.bootstrap import ensure_bootstrap_key
+from tq.broker.exposure import check_exposure
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.service import BrokerService
 from tq.broker.storage_guard import StorageGuard
-from tq.broker.tcp import BrokerProtocol, Connections
+from tq.broker.tcp import DOOR, BrokerProtocol, Connections
+from tq.broker.tcp_tls import TlsListener, bind
+from tq.broker.tls import ServerTls
 from tq.config import Settings, SyncMode
 from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
 from tq.storage.recovery import recover
@@ -38,6 +44,14 @@ from tq.storage.rocksdb import RocksTuning
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
+
+
+class Listener(Protocol):
+    """The TCP door's listener: an ``asyncio.Server``, or a ``TlsListener`` when TLS is on."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class FrontDoor(Protocol):
@@ -51,22 +65,45 @@ class FrontDoor(Protocol):
     async def stop(self) -> None: ...
 
 
-def management_doors(service: BrokerService, settings: Settings) -> list[FrontDoor]:
-    """The enabled management doors, in start order (imported here, only when enabled)."""
+def management_doors(
+    service: BrokerService, settings: Settings, tls: ServerTls | None = None
+) -> list[FrontDoor]:
+    """The enabled management doors, in start order (imported here, only when enabled); with
+    ``tls``, each serves TLS only."""
     doors: list[FrontDoor] = []
     if settings.monitoring.prometheus_enabled:
         from tq.api.metrics import MetricsServer  # noqa: PLC0415 - only when enabled
 
-        doors.append(MetricsServer(service, settings))
+        doors.append(MetricsServer(service, settings, tls=tls))
     if settings.api.http_enabled:
         from tq.api.http import HttpServer  # noqa: PLC0415 - only when enabled
 
-        doors.append(HttpServer(service, settings))
+        doors.append(HttpServer(service, settings, tls=tls))
     if settings.api.grpc_enabled:
         from tq.api.grpc import GrpcServer  # noqa: PLC0415 - only when enabled
 
-        doors.append(GrpcServer(service, settings))
+        doors.append(GrpcServer(service, settings, tls=tls))
     return doors
+
+
+async def listen_tcp(
+    service: BrokerService, conns: Connections, tls: ServerTls | None
+) -> tuple[Listener, int]:
+    """The TCP door's listener and its port: plaintext, or TLS only (``tq.broker.tcp_tls``)."""
+    b = service.settings.broker
+    if tls is None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: BrokerProtocol(service, conns), b.host, b.port, backlog=1024
+        )
+        return server, server.sockets[0].getsockname()[1]
+    sock = bind(b.host, b.port)
+    listener = TlsListener(
+        [sock], tls.tcp_context, lambda: BrokerProtocol(service, conns), service.door_stats(DOOR),
+        handshake_timeout=b.handshake_timeout_s, max_handshaking=b.max_handshaking,
+    )  # fmt: skip
+    listener.start()
+    return listener, sock.getsockname()[1]
 
 
 async def start_doors(doors: list[FrontDoor]) -> list[FrontDoor]:
@@ -94,6 +131,8 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     loop = asyncio.get_running_loop()
     p, b = settings.persistence, settings.broker
     t0 = time.perf_counter()
+    check_exposure(settings)  # before anything is opened: a refusal leaves nothing behind
+    tls = ServerTls.from_settings(settings.auth)
     raise_nofile_limit(nofile_needed(b))  # before RocksDB opens its files
     tuning = RocksTuning(
         write_buffer_mb=max(1, p.write_buffer_size_bytes // _MB),
@@ -108,6 +147,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         service = BrokerService(settings, opened.store, rec.machine)
         guard = StorageGuard(service, opener)
         await guard.start(rec.repairs, opened.read_only_because)
+        await ensure_bootstrap_key(service, settings)
         log.info(
             "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
             p.data_dir, rec.tasks, time.perf_counter() - t0,
@@ -116,12 +156,15 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         conns = Connections(service)
-        server = await loop.create_server(
-            lambda: BrokerProtocol(service, conns), b.host, b.port, backlog=1024
-        )
-        port = server.sockets[0].getsockname()[1]
-        log.info("broker.listening host=%s port=%d node=%s", b.host, port, service.node_id)
-        fronts = await start_doors(management_doors(service, settings))
+        server, port = await listen_tcp(service, conns, tls)
+        log.info(
+            "broker.listening host=%s port=%d node=%s tls=%s", b.host, port, service.node_id,
+            "off" if tls is None else f"on client_certs={tls.client_auth}",
+        )  # fmt: skip
+        if tls is not None:
+            # A renewed certificate is taken without a restart: new handshakes use it.
+            loop.add_signal_handler(signal.SIGHUP, tls.reload)
+        fronts = await start_doors(management_doors(service, settings, tls))
         # Everything loaded so far (modules, FastAPI's and grpc's objects, the recovered
         # state) lives for the process: keep it out of every later garbage collection.
         gc.freeze()
@@ -156,7 +199,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
 
 
 async def _shutdown(
-    service: BrokerService, server: asyncio.Server, conns: Connections, timeout: float
+    service: BrokerService, server: Listener, conns: Connections, timeout: float
 ) -> None:
     server.close()
     # Stop reading requests too: one applied after the drain below would be made durable

@@ -16,6 +16,11 @@ not published is pushed the task's final state once durable, unless an event of 
 reaches it first (``tq.broker.delivery``). GET_STATS and metrics show the lifetime totals of
 the latest durable batch, so they never go down, not even across an outage or a crash.
 
+Access is checked here, once for every door: each use case takes the caller's ``Principal``
+(what the door authenticated, ``authenticate``; ``Principal.ANYONE`` with auth disabled) and
+``allow`` checks it first: the key still valid, its permission and queues, its rate limit
+(``tq.broker.access``, ``ratelimit``, ``scope``).
+
 Doors hold no rules: they translate their transport into this module's calls and the request
 types of ``tq.broker.requests``, and back. What several doors would otherwise each do —
 durability gating of events, bulk actions and their wording, listing filters, connection
@@ -34,24 +39,28 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from tq.broker import actions
+from tq.broker import actions, keyadmin
+from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
 from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
 from tq.broker.delivery import Backlog, Push, Pushes, kept_states
 from tq.broker.events import EventHub, Sink, Subscription
 from tq.broker.instruments import Instruments
 from tq.broker.listing import list_tasks
 from tq.broker.quotas import Quotas, check_request_queues
+from tq.broker.ratelimit import RateLimiter
 from tq.broker.requests import Action, BulkResult, ListQuery, TaskFilter, Watch
+from tq.broker.scope import narrow_filter, narrow_query, narrow_stats, narrow_watch, narrow_workers
+from tq.broker.streams import End, OpenStreams, Stream
 from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
 from tq.core.effects import Effects, TaskEvent
 from tq.core.ids import TaskId, WorkerId, format_task_id
-from tq.core.layout import Counters, Family, WorkerStats
+from tq.core.layout import ApiKey, Counters, Family, RateLimit, WorkerStats
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, Task, TaskState
 from tq.core.replies import (
@@ -68,11 +77,15 @@ from tq.errors import (
     ConflictError,
     ErrorCode,
     NotFoundError,
+    PermissionDeniedError,
     StorageError,
     TqError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from tq.protocol.records import (
+    KeyInfo,
+    KeySpec,
     QueueDepth,
     Stats,
     TaskInfo,
@@ -147,6 +160,105 @@ class BrokerService:
         self.instruments: Instruments | None = None
         #: Connection counters of each door ("tcp", ...), kept by the door, read by metrics.
         self.doors: dict[str, DoorStats] = {}
+        auth = settings.auth
+        self.keyring = KeyRing(self._key)
+        self.limiter = RateLimiter(
+            {
+                k: None if v is None else RateLimit(v.rate, v.burst)
+                for k, v in auth.rate_limits.items()
+            }
+        )
+        #: Streams (WebSocket, gRPC watches) held by each key: ended on revoke or expiry.
+        self.streams = OpenStreams()
+
+    # ------------------------------------------------------------------ access
+
+    def _key(self, key_id: str) -> ApiKey | None:
+        return self.machine.key(key_id)  # the machine of now: storage recovery swaps it
+
+    async def authenticate(self, presented: str | None) -> Principal:
+        """The caller a door serves, from the API key it presented (once per connection or
+        stream; REST per request, cheap after the first: ``access.KeyRing``). With auth
+        disabled every caller is ``Principal.ANYONE`` and a presented key is not looked at."""
+        if not self.settings.auth.enabled:
+            return Principal.ANYONE
+        return await self.keyring.verify(presented, time.time())
+
+    def allow(
+        self,
+        who: Principal,
+        permission: Permission,
+        queues: Iterable[str] = (),
+        *,
+        spend: bool = True,
+    ) -> None:
+        """The one check of every use case, for every door: ``who`` is still valid (a key
+        revoked or expired since the door authenticated it is refused now), holds
+        ``permission`` on ``queues``, and is within its rate limit for that class (``spend``
+        False: a stream's periodic tick, rate-limited once when the stream was asked for)."""
+        if who.key_id is None:
+            if self.settings.auth.enabled:  # a door that authenticated nobody: fail closed
+                raise UnauthenticatedError("no API key given: this broker requires one")
+            return
+        check_current(self.machine.key(who.key_id), who.key_id, time.time())
+        authorize(who, permission, queues)
+        if spend:
+            self.limiter.take(who, permission, time.monotonic())
+
+    def hold(self, who: Principal, end: End) -> Stream:
+        """Register an open stream of ``who`` (a TCP connection, a WebSocket, a gRPC watch):
+        ``end`` is called
+        once, with the UnauthenticatedError, when its key is revoked (at once) or expires (at
+        its expiry time). The door releases the stream when it ends by itself."""
+        return self.streams.hold(who, end)
+
+    def _queues_of(self, who: Principal, task_ids: Iterable[TaskId]) -> list[str]:
+        """The queues of the named tasks that exist, for a scoped key's check (an unscoped
+        key may use every queue: nothing is looked up)."""
+        if who.queues is None:
+            return []
+        found = (self.machine.get(i) or read_task(self.store, i) for i in task_ids)
+        return [t.queue for t in found if t is not None]
+
+    async def create_key(self, who: Principal, spec: KeySpec) -> tuple[KeyInfo, str]:
+        """A new API key and its secret (shown once). Admin of every queue only: a key
+        limited to some queues cannot make one that is not."""
+        self._allow_key_admin(who)
+        return await keyadmin.create(self, spec)
+
+    def list_keys(self, who: Principal) -> list[KeyInfo]:
+        """Every API key (revoked ones too), by id; never a secret or a hash."""
+        self._allow_key_admin(who)
+        return [keyadmin.key_info(k) for k in self.machine.api_keys()]
+
+    async def revoke_key(self, who: Principal, key_id: str) -> KeyInfo:
+        """Revoke a key (KEY_NOT_FOUND if unknown; revoking twice keeps the first time). Open
+        connections using it are refused from their next request."""
+        self._allow_key_admin(who)
+        return await keyadmin.revoke(self, key_id)
+
+    async def may_scrape(self, presented: str | None) -> None:
+        """Metrics are open unless ``auth.enabled`` and ``auth.protect_metrics``: then the
+        scraper presents a key with the read permission on every queue (metrics show every
+        queue), or is refused as any caller is."""
+        auth = self.settings.auth
+        if not (auth.enabled and auth.protect_metrics):
+            return
+        who = await self.authenticate(presented)
+        self.allow(who, Permission.READ)
+        if who.queues is not None:
+            raise PermissionDeniedError(
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: metrics show "
+                "every queue, so a scrape needs a read key of every queue"
+            )
+
+    def _allow_key_admin(self, who: Principal) -> None:
+        self.allow(who, Permission.ADMIN)
+        if who.queues is not None:
+            raise PermissionDeniedError(
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: key "
+                "administration needs an admin key of every queue"
+            )
 
     # ------------------------------------------------------------------ the apply/commit engine
 
@@ -269,10 +381,11 @@ class BrokerService:
             ) from None
 
     def submit(
-        self, specs: Sequence[TaskSpec], *, received: float | None = None
+        self, who: Principal, specs: Sequence[TaskSpec], *, received: float | None = None
     ) -> tuple[SubmitReply, Durable]:
         """Submit tasks, all or nothing. ``received``: ``time.monotonic()`` when the request
         arrived, for the submit-latency metric (measured until durable)."""
+        self.allow(who, Permission.SUBMIT, () if who.queues is None else {s.queue for s in specs})
         now = time.time()
         b = self.settings.broker
         tasks = tuple(new_task(s, now, self.ids, b, i) for i, s in enumerate(specs))
@@ -297,11 +410,26 @@ class BrokerService:
         return reply, durable
 
     def status(
-        self, task_ids: Sequence[TaskId], include_payload: bool, max_bytes: int | None = None
+        self,
+        who: Principal,
+        task_ids: Sequence[TaskId],
+        include_payload: bool,
+        max_bytes: int | None = None,
     ) -> list[TaskInfo | None]:
         """The tasks by id (None: no such task). ``max_bytes``: the most their records may
         take (``sizes.info_size``); a lookup beyond it is refused whole with REPLY_TOO_LARGE
-        as soon as the budget is passed, before the records after it are read."""
+        as soon as the budget is passed, before the records after it are read. A task of a
+        queue outside a scoped key's is PERMISSION_DENIED, the whole lookup with it."""
+        self.allow(who, Permission.READ)
+        infos = self.lookup(task_ids, include_payload, max_bytes)
+        if who.queues is not None:
+            authorize(who, Permission.READ, {i.queue for i in infos if i is not None})
+        return infos
+
+    def lookup(
+        self, task_ids: Sequence[TaskId], include_payload: bool, max_bytes: int | None = None
+    ) -> list[TaskInfo | None]:
+        """``status`` unchecked: for the service's own mechanisms (``actions``)."""
         out: list[TaskInfo | None] = []
         room = max_bytes
         for i, task_id in enumerate(task_ids):
@@ -313,7 +441,13 @@ class BrokerService:
             out.append(None if task is None else task_info(task, include_payload))
         return out
 
-    def cancel(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+    def cancel(self, who: Principal, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        """Cancel tasks; per id 0, TASK_NOT_FOUND or INVALID_STATE."""
+        self.allow(who, Permission.ADMIN, self._queues_of(who, task_ids))
+        return self.cancel_ids(task_ids)
+
+    def cancel_ids(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        """``cancel`` unchecked: for ``actions``, which checked the caller first."""
         reply, durable = self.run(c.CancelTasks(time.time(), tuple(task_ids)), ItemCodes)
         codes = list(reply.codes)
         for i, code in enumerate(codes):
@@ -321,8 +455,9 @@ class BrokerService:
                 codes[i] = ErrorCode.INVALID_STATE  # it exists but has already finished
         return codes, durable
 
-    def retry_dead(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
-        """Requeue dead-lettered tasks; per id 0, TASK_NOT_FOUND or INVALID_STATE."""
+    def retry_ids(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+        """Requeue dead-lettered tasks; per id 0, TASK_NOT_FOUND or INVALID_STATE. Unchecked:
+        for ``actions``, which checked the caller first."""
         found: list[Task] = []
         codes: list[int] = []
         slots: list[int] = []
@@ -340,9 +475,10 @@ class BrokerService:
             codes[slot] = code
         return codes, durable
 
-    def delete(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
+    def delete_ids(self, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
         """Delete finished tasks (completed, cancelled, dead letter); a live task is
-        INVALID_STATE (cancel it first), an unknown one TASK_NOT_FOUND."""
+        INVALID_STATE (cancel it first), an unknown one TASK_NOT_FOUND. Unchecked: for
+        ``actions``, which checked the caller first."""
         ids: list[TaskId] = []
         states: list[TaskState] = []
         codes: list[int] = []
@@ -360,8 +496,14 @@ class BrokerService:
         _, durable = self.run(c.PurgeTasks(time.time(), tuple(ids), tuple(states)), Affected)
         return codes, durable
 
-    def list_tasks(self, query: ListQuery) -> tuple[list[TaskInfo], bytes | None]:
-        """Filtered, cursor-paged listing (see ``tq.broker.listing``)."""
+    def list_tasks(self, who: Principal, query: ListQuery) -> tuple[list[TaskInfo], bytes | None]:
+        """Filtered, cursor-paged listing (see ``tq.broker.listing``); a scoped key's is
+        narrowed to its queues (``scope.narrow_filter``)."""
+        self.allow(who, Permission.READ)
+        return self.page(narrow_query(who, query))
+
+    def page(self, query: ListQuery) -> tuple[list[TaskInfo], bytes | None]:
+        """``list_tasks`` unchecked: for ``actions``, which checked the caller first."""
         tasks, cursor = list_tasks(self.store, query)
         # A page always holds its first task: one too large for the page alone (a big result)
         # is listed without its large fields rather than blocking the listing at it.
@@ -370,19 +512,28 @@ class BrokerService:
 
     # ------------------------------------------------------------------ management actions
 
-    async def act(self, action: Action, task_ids: Sequence[TaskId]) -> BulkResult:
-        """Cancel, retry or delete each task; per-task answers, once durable."""
+    async def act(self, who: Principal, action: Action, task_ids: Sequence[TaskId]) -> BulkResult:
+        """Cancel, retry or delete each task; per-task answers, once durable. One task of a
+        queue outside a scoped key's refuses the whole call (nothing is applied)."""
+        self.allow(who, Permission.ADMIN, self._queues_of(who, task_ids))
         return await actions.apply(self, action, task_ids)
 
-    async def act_on_filter(self, action: Action, f: TaskFilter, limit: int) -> BulkResult:
-        """Cancel, retry or delete the first ``limit`` tasks ``f`` selects."""
-        return await actions.apply_filter(self, action, f, limit)
+    async def act_on_filter(
+        self, who: Principal, action: Action, f: TaskFilter, limit: int
+    ) -> BulkResult:
+        """Cancel, retry or delete the first ``limit`` tasks ``f`` selects (within a scoped
+        key's queues: ``scope.narrow_filter``)."""
+        self.allow(who, Permission.ADMIN)
+        return await actions.apply_filter(
+            self, action, narrow_filter(who, f, Permission.ADMIN), limit
+        )
 
-    async def act_one(self, action: Action, task_id: TaskId) -> TaskInfo | None:
+    async def act_one(self, who: Principal, action: Action, task_id: TaskId) -> TaskInfo | None:
         """Cancel, retry or delete one task; raises its worded error. The task as it is now
         (None once deleted)."""
+        self.allow(who, Permission.ADMIN, self._queues_of(who, [task_id]))
         await actions.apply_one(self, action, task_id)
-        return self.status([task_id], False)[0]
+        return self.lookup([task_id], False)[0]
 
     def ready(self) -> bool:
         """Readiness: recovered, storage healthy (liveness is the process answering at all)."""
@@ -392,6 +543,7 @@ class BrokerService:
 
     def claim(
         self,
+        who: Principal,
         worker_id: WorkerId,
         queues: Sequence[str],
         max_tasks: int | None,
@@ -410,6 +562,7 @@ class BrokerService:
         ``budget()``: the bytes the reply may carry now (``sizes.claimed_size`` of its tasks;
         0: nothing now, as while the connection does not take its replies; the owner then
         calls ``wake_claims`` once it takes them again); None: no byte budget."""
+        self.allow(who, Permission.WORK, queues)
         check_request_queues(queues)
         b = self.settings.broker
         n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
@@ -444,8 +597,9 @@ class BrokerService:
     def lease(self) -> float:
         return self.settings.broker.lease_duration_s
 
-    def report(self, outcomes: Sequence[TaskOutcome]) -> tuple[list[int], Durable]:
+    def report(self, who: Principal, outcomes: Sequence[TaskOutcome]) -> tuple[list[int], Durable]:
         """Outcomes of claimed tasks: one CompleteTasks and one FailTasks command at most."""
+        self.allow(who, Permission.WORK, self._live_queues(who, (o.task_id for o in outcomes)))
         now = time.time()
         done = [i for i, o in enumerate(outcomes) if o.ok]
         failed = [i for i, o in enumerate(outcomes) if not o.ok]
@@ -503,6 +657,13 @@ class BrokerService:
                 codes[i] = ErrorCode.PAYLOAD_TOO_LARGE
         return codes, durable
 
+    def _live_queues(self, who: Principal, task_ids: Iterable[TaskId]) -> list[str]:
+        """The queues of the named live tasks (a worker's calls are about live tasks: one
+        that ended is answered by the machine, not looked up)."""
+        if who.queues is None:
+            return []
+        return [t.queue for i in task_ids if (t := self.machine.get(i)) is not None]
+
     def _live(self, outcomes: Sequence[TaskOutcome], picked: list[int]) -> list[Task | None]:
         """The tasks the picked outcomes are about, fetched before the command forgets them
         (their ``started_at`` survives the command: metrics read it afterwards)."""
@@ -510,9 +671,15 @@ class BrokerService:
         return [get(outcomes[i].task_id) for i in picked]
 
     def heartbeat(
-        self, worker_id: WorkerId, cpu: float, rss: int, running: Sequence[TaskId]
+        self,
+        who: Principal,
+        worker_id: WorkerId,
+        cpu: float,
+        rss: int,
+        running: Sequence[TaskId],
     ) -> tuple[HeartbeatReply, list[TaskId], Durable]:
         """Returns the reply, the subset of ``unknown`` that was cancelled, and durability."""
+        self.allow(who, Permission.WORK)
         stats = WorkerStats(cpu, rss, len(running))
         cmd = c.Heartbeat(time.time(), worker_id, self.lease, stats, tuple(running))
         reply, durable = self.run(cmd, HeartbeatReply)
@@ -525,6 +692,7 @@ class BrokerService:
 
     def register(
         self,
+        who: Principal,
         worker_id: WorkerId,
         *,
         name: str,
@@ -533,25 +701,31 @@ class BrokerService:
         hostname: str,
         pid: int,
     ) -> Durable:
+        self.allow(who, Permission.WORK, queues)
         check_request_queues(queues)
         cmd = c.RegisterWorker(
             time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid
         )
         return self.apply(cmd)[1]
 
-    def deregister(self, worker_id: WorkerId) -> Durable:
+    def deregister(self, who: Principal, worker_id: WorkerId) -> Durable:
+        self.allow(who, Permission.WORK)
         return self.apply(c.DeregisterWorker(time.time(), worker_id))[1]
 
-    def release(self, worker_id: WorkerId, leases: Sequence[tuple[TaskId, int]]) -> Durable:
+    def release(
+        self, who: Principal, worker_id: WorkerId, leases: Sequence[tuple[TaskId, int]]
+    ) -> Durable:
         """Hand back unstarted claims, each ``(task id, lease token)``. One the worker does not
         hold under that token (a stale release, after its lease expired and the task was
         claimed again) is ignored: it must not free the later attempt."""
+        self.allow(who, Permission.WORK, self._live_queues(who, (i for i, _ in leases)))
         items = tuple(c.ReleasedItem(task_id, token) for task_id, token in leases)
         return self.apply(c.ReleaseTasks(time.time(), worker_id, items))[1]
 
     def progress(
-        self, task_id: TaskId, lease_token: int, percent: int, message: str | None
+        self, who: Principal, task_id: TaskId, lease_token: int, percent: int, message: str | None
     ) -> Durable:
+        self.allow(who, Permission.WORK, self._live_queues(who, [task_id]))
         cmd = c.ReportProgress(time.time(), task_id, lease_token, percent, message)
         try:
             return self.apply(cmd)[1]
@@ -574,7 +748,12 @@ class BrokerService:
         states = [e.state for e in self._fx.events if e.task_id == task_id]
         return states[-1] if states else None
 
-    def workers(self) -> list[WorkerInfo]:
+    def workers(self, who: Principal) -> list[WorkerInfo]:
+        """Registered workers; a scoped key sees those serving one of its queues."""
+        self.allow(who, Permission.READ)
+        return narrow_workers(who, self._workers())
+
+    def _workers(self) -> list[WorkerInfo]:
         now = time.time()
         return [
             WorkerInfo(
@@ -589,7 +768,15 @@ class BrokerService:
 
     # ------------------------------------------------------------------ stats and listing
 
-    def stats(self) -> Stats:
+    def stats(self, who: Principal, *, tick: bool = False) -> Stats:
+        """Broker-wide figures; a scoped key's cover its queues (``scope.narrow_stats``).
+        ``tick``: the periodic stats of a stream (checked, but not rate-limited again)."""
+        self.allow(who, Permission.READ, spend=not tick)
+        if who.queues is None:
+            return self._stats()
+        return narrow_stats(who, self._stats(), len(narrow_workers(who, self._workers())))
+
+    def _stats(self) -> Stats:
         m = self.machine
         counts = m.counts()
         depths = m.queue_depths()
@@ -622,7 +809,7 @@ class BrokerService:
 
     # ------------------------------------------------------------------ events and connections
 
-    def watch(self, sink: Sink, subscription_id: int, watch: Watch) -> None:
+    def watch(self, who: Principal, sink: Sink, subscription_id: int, watch: Watch) -> None:
         """Follow ``watch`` under ``(sink, subscription_id)``, replacing what that id followed.
 
         An unknown task id is a NotFoundError and changes nothing. A task id that has already
@@ -632,7 +819,10 @@ class BrokerService:
         subscription once: one of a batch not yet durable comes with that batch. A
         subscription that would take the sink past its caps (``quotas``: subscriptions, ids,
         queues) is refused with ValidationError before anything is looked up, and changes
-        nothing."""
+        nothing. A scoped key follows its own queues only: ``all`` means all of them, and a
+        queue or task of another is PERMISSION_DENIED."""
+        self.allow(who, Permission.READ, (*watch.queues, *self._queues_of(who, watch.task_ids)))
+        watch = narrow_watch(who, watch)
         ids = list(dict.fromkeys(watch.task_ids))
         queues = tuple(dict.fromkeys(watch.queues))  # a queue named twice is followed once
         old = self.events.get(sink, subscription_id)
@@ -712,8 +902,9 @@ class BrokerService:
         if events:
             self.events.push_to(push.sink, push.subscription_id, events)
 
-    def unwatch(self, sink: Sink, subscription_id: int) -> None:
+    def unwatch(self, who: Principal, sink: Sink, subscription_id: int) -> None:
         """End a subscription (unknown ids are ignored: the request is idempotent)."""
+        self.allow(who, Permission.READ)
         self.events.remove(sink, subscription_id)
 
     def detach(self, owner: Sink) -> None:

@@ -18,15 +18,24 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from tq.broker.access import Principal
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
+from tq.broker.streams import Stream
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
-from tq.errors import ErrorCode, QueueFullError, TqError, UnavailableError, ValidationError
+from tq.errors import (
+    AuthError,
+    ErrorCode,
+    QueueFullError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+)
 from tq.protocol import (
     LENGTH_PREFIX_SIZE,
     Ack,
@@ -50,11 +59,17 @@ from tq.protocol import (
 )
 from tq.protocol import messages as m
 from tq.protocol.records import ClaimedTask as WireClaimed
+from tq.protocol.records import KeyInfo
 
 log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
 
 
+NO_CLIENT_CERT = AuthError(
+    "this broker requires a TLS client certificate signed by its auth.tls_ca_file (mutual "
+    "TLS) and none was presented: set worker.tls_cert_file and worker.tls_key_file (or "
+    "TlsConfig(cert_file=..., key_file=...))"
+)
 #: After its closing NACK a connection gets this long to take its pending output; then it is
 #: reset, so a peer that reads nothing cannot keep a closed connection's socket and buffers.
 CLOSE_GRACE_S = 5.0
@@ -91,6 +106,10 @@ class Connections:
         self.max_connections = b.max_connections
         self.max_handshaking = b.max_handshaking
         self.handshake_timeout = b.handshake_timeout_s
+        auth = service.settings.auth
+        #: Mutual TLS: a connection whose TLS handshake showed no certificate is refused here
+        #: (``tq.broker.tls`` says why not at the handshake).
+        self.client_cert_required = auth.tls_enabled and auth.require_client_cert
         #: Every connection not yet closing, handshaking or established.
         self.open: set[BrokerProtocol] = set()
         #: Handshaking connections, oldest first (a dict keeps insertion order), with their
@@ -242,6 +261,12 @@ class BrokerProtocol(asyncio.Protocol):
         self.reading = True
         self.stopped = False  # shutting down: waiting requests are never served
         self.waiting: deque[Any] = deque()
+        #: The caller, from HELLO's api_key; requests after HELLO wait while it is verified.
+        self.who: Principal = Principal.ANYONE
+        self.verifying = False
+        #: Held while the connection is authenticated by a key: its revocation or expiry
+        #: closes the connection at once (subscriptions get no event past that instant).
+        self.key_hold: Stream | None = None
 
     # ------------------------------------------------------------------ transport events
 
@@ -251,9 +276,14 @@ class BrokerProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         self.peer = str(transport.get_extra_info("peername"))
         self.conns.accepted(self)
+        if self.conns.client_cert_required and not transport.get_extra_info("peercert"):
+            self.conns.stats.drop("no_client_cert")
+            self.abort_with(NO_CLIENT_CERT)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.conns.release(self)
+        if self.key_hold is not None:
+            self.key_hold.release()
         if self._reset is not None:
             self._reset.cancel()
         self.service.detach(self)
@@ -304,7 +334,7 @@ class BrokerProtocol(asyncio.Protocol):
             self.waiting.extend(requests)
             return
         for i, req in enumerate(requests):
-            if self.write_paused or self.out_bytes + self.reserved >= self.high:
+            if self.verifying or self.write_paused or self.out_bytes + self.reserved >= self.high:
                 self.waiting.extend(requests[i:])
                 self._pause_reading()
                 return
@@ -312,7 +342,7 @@ class BrokerProtocol(asyncio.Protocol):
 
     def _resume(self) -> None:
         """Once the output is low again, serve waiting requests, then read again."""
-        if self.closed or self.stopped or self.write_paused:
+        if self.closed or self.stopped or self.write_paused or self.verifying:
             return
         if self.out_bytes + self.reserved > self.low:
             return  # it falls further: the flush after each reply comes back here
@@ -493,7 +523,44 @@ class BrokerProtocol(asyncio.Protocol):
 
 def _hello(p: BrokerProtocol, req: m.Hello) -> None:
     p.frame_limit = p.conn.peer_max_frame_size
-    p.send(p.conn.welcome())
+    if not p.service.settings.auth.enabled:
+        p.send(p.conn.welcome())
+        return
+    # Verified once per connection (bcrypt in a thread on a cache miss); the requests that
+    # follow wait, in order, until the caller is known.
+    p.verifying = True
+    task = asyncio.get_running_loop().create_task(p.service.authenticate(req.api_key))
+    _VERIFYING.add(task)
+
+    def verified(t: asyncio.Task[Principal]) -> None:
+        _VERIFYING.discard(t)
+        p.verifying = False
+        if p.closed or t.cancelled():
+            return
+        err = t.exception()
+        if err is not None:
+            why = err if isinstance(err, TqError) else TqError(f"internal error: {err!r}")
+            log.info("connection.unauthenticated peer=%s why=%s", p.peer, why.message)
+            p.abort_with(why, req.request_id)
+            return
+        p.who = t.result()
+        if p.who.key_id is not None:
+            p.key_hold = p.service.hold(p.who, lambda why: _key_ended(p, why))
+        p.send(p.conn.welcome())
+        p._resume()
+
+    task.add_done_callback(verified)
+
+
+def _key_ended(p: BrokerProtocol, why: TqError) -> None:
+    """The connection's key was revoked or expired: NACK the whole connection and close it."""
+    p.key_hold = None
+    log.info("connection.key_ended peer=%s why=%s", p.peer, why.message)
+    p.abort_with(why)
+
+
+#: Verifications and key requests under way (a reference, so none is collected early).
+_VERIFYING: set[asyncio.Task[Any]] = set()
 
 
 def _invalid(p: BrokerProtocol, req: InvalidMessage) -> None:
@@ -516,7 +583,7 @@ def _submit(p: BrokerProtocol, req: m.SubmitTask) -> None:
             ErrorCode.REPLY_TOO_LARGE,
         )
     # Latency is measured from the read that carried the request.
-    reply, durable = p.service.submit(req.tasks, received=p.last_active)
+    reply, durable = p.service.submit(p.who, req.tasks, received=p.last_active)
     rid = req.request_id
     p.after(
         durable,
@@ -533,7 +600,7 @@ def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
         p.reply(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks]))
 
     p.service.claim(
-        WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
+        p.who, WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
         received=p.last_active, budget=p.claim_budget,
     )  # fmt: skip
 
@@ -548,7 +615,7 @@ def _wire(t: ClaimedTask) -> WireClaimed:
 
 
 def _result(p: BrokerProtocol, req: m.TaskResult) -> None:
-    codes, durable = p.service.report(req.results)
+    codes, durable = p.service.report(p.who, req.results)
     rid = req.request_id
     p.after(
         durable, lambda: ResultReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
@@ -556,24 +623,24 @@ def _result(p: BrokerProtocol, req: m.TaskResult) -> None:
 
 
 def _progress(p: BrokerProtocol, req: m.Progress) -> None:
-    durable = p.service.progress(req.task_id, req.lease_token, req.percent, req.message)
+    durable = p.service.progress(p.who, req.task_id, req.lease_token, req.percent, req.message)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
 def _release(p: BrokerProtocol, req: m.ReleaseTasks) -> None:
     leases = [(lease.task_id, lease.lease_token) for lease in req.leases]
-    durable = p.service.release(WorkerId(req.worker_id), leases)
+    durable = p.service.release(p.who, WorkerId(req.worker_id), leases)
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
 
 
 def _status(p: BrokerProtocol, req: m.QueryStatus) -> None:
     budget = p.frame_limit - REPLY_OVERHEAD
-    infos = p.service.status(req.task_ids, req.include_payload, max_bytes=budget)
+    infos = p.service.status(p.who, req.task_ids, req.include_payload, max_bytes=budget)
     p.reply(StatusReply(request_id=req.request_id, tasks=infos))
 
 
 def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
-    codes, durable = p.service.cancel(req.task_ids)
+    codes, durable = p.service.cancel(p.who, req.task_ids)
     rid = req.request_id
     p.after(
         durable, lambda: CancelReply(request_id=rid, codes=codes), rid, RESERVE + 3 * len(codes)
@@ -587,33 +654,33 @@ def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
         created_after=req.created_after, created_before=req.created_before,
     )  # fmt: skip
     budget = min(PAGE_BYTES, p.frame_limit - REPLY_OVERHEAD)
-    infos, cursor = p.service.list_tasks(ListQuery(f, req.cursor, req.limit, budget))
+    infos, cursor = p.service.list_tasks(p.who, ListQuery(f, req.cursor, req.limit, budget))
     p.reply(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor))
 
 
 def _stats(p: BrokerProtocol, req: m.GetStats) -> None:
-    p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats()))
+    p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats(p.who)))
 
 
 def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
     ids = tuple(TaskId(i) for i in req.task_ids)
     watch = Watch(ids, tuple(req.queues), req.all, req.until_terminal)
-    p.service.watch(p, req.request_id, watch)
+    p.service.watch(p.who, p, req.request_id, watch)
     p.send(encode(Ack(request_id=req.request_id)))
 
 
 def _unsubscribe(p: BrokerProtocol, req: m.Unsubscribe) -> None:
-    p.service.unwatch(p, req.subscription_id)
+    p.service.unwatch(p.who, p, req.subscription_id)
     p.send(encode(Ack(request_id=req.request_id)))
 
 
 def _workers(p: BrokerProtocol, req: m.ListWorkers) -> None:
-    p.reply(WorkersReply(request_id=req.request_id, workers=p.service.workers()))
+    p.reply(WorkersReply(request_id=req.request_id, workers=p.service.workers(p.who)))
 
 
 def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
     durable = p.service.register(
-        WorkerId(req.worker_id), name=req.name, queues=req.queues,
+        p.who, WorkerId(req.worker_id), name=req.name, queues=req.queues,
         concurrency=req.concurrency, hostname=req.hostname, pid=req.pid,
     )  # fmt: skip
     b = p.service.settings.broker
@@ -632,7 +699,11 @@ def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
 
 def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
     reply, cancelled, durable = p.service.heartbeat(
-        WorkerId(req.worker_id), req.cpu_percent, req.memory_rss, [TaskId(i) for i in req.running]
+        p.who,
+        WorkerId(req.worker_id),
+        req.cpu_percent,
+        req.memory_rss,
+        [TaskId(i) for i in req.running],
     )
     gone = [i for i in reply.unknown if i not in cancelled]
     p.after(
@@ -649,8 +720,57 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
 
 
 def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
-    durable = p.service.deregister(WorkerId(req.worker_id))
+    durable = p.service.deregister(p.who, WorkerId(req.worker_id))
     p.after(durable, lambda: Ack(request_id=req.request_id), req.request_id)
+
+
+def _later(
+    p: BrokerProtocol, work: Coroutine[Any, Any, Any], make: Callable[[Any], Any], rid: int
+) -> None:
+    """Run ``work`` (a use case that awaits: bcrypt, durability) and answer ``make(result)``,
+    or NACK its error; ``RESERVE`` counts as pending output meanwhile."""
+    task = asyncio.get_running_loop().create_task(work)
+    _VERIFYING.add(task)
+    p.reserved += RESERVE
+
+    def done(t: asyncio.Task[Any]) -> None:
+        _VERIFYING.discard(t)
+        p.reserved -= RESERVE
+        if p.closed or t.cancelled():
+            return
+        err = t.exception()
+        if err is None:
+            p.reply(make(t.result()))
+        elif isinstance(err, TqError):
+            p.send(p.conn.nack(err, rid))
+        else:
+            log.error("request.crashed type=key peer=%s error=%r", p.peer, err)
+            p.send(p.conn.nack(TqError(f"internal error: {type(err).__name__}"), rid))
+
+    task.add_done_callback(done)
+
+
+def _key_create(p: BrokerProtocol, req: m.KeyCreate) -> None:
+    rid = req.request_id
+
+    def make(made: tuple[KeyInfo, str]) -> m.KeyCreateReply:
+        return m.KeyCreateReply(request_id=rid, key=made[0], secret=made[1])
+
+    _later(p, p.service.create_key(p.who, req.key), make, rid)
+
+
+def _key_list(p: BrokerProtocol, req: m.KeyList) -> None:
+    p.reply(m.KeyListReply(request_id=req.request_id, keys=p.service.list_keys(p.who)))
+
+
+def _key_revoke(p: BrokerProtocol, req: m.KeyRevoke) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.revoke_key(p.who, req.key_id),
+        lambda key: m.KeyRevokeReply(request_id=rid, key=key),
+        rid,
+    )
 
 
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
@@ -672,4 +792,7 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.RegisterWorker: _register,
     m.Heartbeat: _heartbeat,
     m.DeregisterWorker: _deregister,
+    m.KeyCreate: _key_create,
+    m.KeyList: _key_list,
+    m.KeyRevoke: _key_revoke,
 }

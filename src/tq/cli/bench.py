@@ -80,7 +80,7 @@ def bench_cmd(
         scenarios=parse_scenarios(scenarios), tasks=tasks, stored=stored, workers=workers,
         concurrency=concurrency, rate=rate, duration=duration, batch=batch, window=window,
         payload_size=payload_size, latency_count=latency_count, url=ctx.url_flag,
-        broker_settings=settings,
+        broker_settings=settings, api_key=ctx.api_key,
     )  # fmt: skip
     show = sys.stderr.isatty() if progress is None else progress
     result = run_bench(cfg, progress=show)

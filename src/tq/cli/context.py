@@ -28,10 +28,12 @@ from tq.core.times import format_rfc3339
 from tq.errors import TqError, UnavailableError
 
 if TYPE_CHECKING:
-    from tq.client import Client
+    from tq.client import Client, TlsConfig
 
 #: Where ``--url`` comes from when it is not given.
 URL_ENV = "TQ_BROKER_URL"
+#: Where ``--api-key`` comes from when it is not given (before ``worker.api_key``).
+API_KEY_ENV = "TQ_API_KEY"
 err_console = Console(stderr=True)
 #: Width of tables written to a pipe or file: rich would assume 80 columns and squeeze a
 #: 36-character id column into ellipses; lines that run long are the lesser harm.
@@ -82,6 +84,8 @@ class CliContext:
     output: str = "table"
     #: ``--url`` as typed (None: not given); ``url`` adds the environment and the settings.
     url_flag: str | None = None
+    #: ``--api-key`` as typed; ``api_key`` adds the environment and the settings.
+    api_key_flag: str | None = None
     config_path: str | None = None
     sets: tuple[str, ...] = ()
     _settings: Settings | None = field(default=None, repr=False)
@@ -91,6 +95,8 @@ class CliContext:
         if name == "sets":
             assert isinstance(value, tuple)
             self.sets = (*self.sets, *value)
+        elif name.startswith("tls_"):  # shorthand of --set worker.tls_*=FILE
+            self.sets = (*self.sets, f"worker.{name}={value}")
         else:
             setattr(self, name, value)
         self._settings = None  # loaded again, with what was just typed
@@ -102,9 +108,27 @@ class CliContext:
         return self._settings
 
     @property
+    def tls(self) -> TlsConfig | None:
+        """The worker.tls_* files for a tqs:// broker (None: none set, the system's CAs)."""
+        w = self.settings.worker
+        if w.tls_ca_file is None and w.tls_cert_file is None:
+            return None
+        from tq.client import TlsConfig  # noqa: PLC0415 - see connect()
+
+        return TlsConfig(ca_file=w.tls_ca_file, cert_file=w.tls_cert_file, key_file=w.tls_key_file)
+
+    @property
     def url(self) -> str:
         """``--url``, else ``$TQ_BROKER_URL``, else ``worker.broker_url``."""
         return self.url_flag or os.environ.get(URL_ENV) or self.settings.worker.broker_url
+
+    @property
+    def api_key(self) -> str | None:
+        """``--api-key``, else ``$TQ_API_KEY``, else ``worker.api_key`` (None: no key)."""
+        if self.api_key_flag or os.environ.get(API_KEY_ENV):
+            return self.api_key_flag or os.environ.get(API_KEY_ENV)
+        secret = self.settings.worker.api_key
+        return None if secret is None else secret.get_secret_value()
 
     def reload(
         self, overrides: Mapping[str, object], origins: Mapping[str, str] | None = None
@@ -170,6 +194,7 @@ _TIME_FIELDS = frozenset(
         "started_at",
         "registered_at",
         "last_heartbeat",
+        "revoked_at",
     }
 )
 
@@ -219,7 +244,7 @@ def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
     from tq.client import Client  # noqa: PLC0415
 
     try:
-        with Client(ctx.url, reconnect=reconnect) as client:
+        with Client(ctx.url, reconnect=reconnect, api_key=ctx.api_key, tls=ctx.tls) as client:
             if reconnect:
                 client.connect(retry=False)
             yield client

@@ -123,7 +123,8 @@ def dev_cmd(
             children.append(("broker", broker, settings.broker.shutdown_timeout_s + GRACE_S))
             ports = _wait_ready(broker, ready, stop)
             if not stop.is_set():
-                url = f"tq://{dial_host(host)}:{ports['port']}"
+                scheme = "tqs" if settings.auth.tls_enabled else "tq"
+                url = f"{scheme}://{dial_host(host)}:{ports['port']}"
                 grace = settings.worker.shutdown_timeout_s + GRACE_S
                 pids = []
                 for _ in range(workers):

@@ -66,13 +66,14 @@ def _shown(path: Path, cwd: Path) -> str:
 def addresses(settings: Settings, url: str, ports: Mapping[str, int]) -> list[tuple[str, str]]:
     """(what, where) of each door: the ports are the broker's ready file's, as bound."""
     api, mon = settings.api, settings.monitoring
+    s = "s" if settings.auth.tls_enabled else ""  # every door speaks TLS, or none
     rows = [("TCP", url)]
     if "rest_port" in ports:
-        base = f"http://{dial_host(api.rest_host)}:{ports['rest_port']}"
+        base = f"http{s}://{dial_host(api.rest_host)}:{ports['rest_port']}"
         if api.rest_enabled:
             rows += [("REST", f"{base}/v1  (e.g. {base}/v1/stats)"), ("docs", f"{base}/docs")]
         if api.websocket_enabled:
-            ws = f"ws://{dial_host(api.rest_host)}:{ports['rest_port']}/ws"
+            ws = f"ws{s}://{dial_host(api.rest_host)}:{ports['rest_port']}/ws"
             rows.append(("WebSocket", ws))
     else:
         rows.append(("REST", "off (api.rest_enabled and api.websocket_enabled are false)"))
@@ -81,7 +82,7 @@ def addresses(settings: Settings, url: str, ports: Mapping[str, int]) -> list[tu
     else:
         rows.append(("gRPC", "off (api.grpc_enabled is false)"))
     if "metrics_port" in ports:
-        where = f"http://{dial_host(mon.prometheus_host)}:{ports['metrics_port']}/metrics"
+        where = f"http{s}://{dial_host(mon.prometheus_host)}:{ports['metrics_port']}/metrics"
         rows.append(("metrics", where))
     else:
         rows.append(("metrics", "off (monitoring.prometheus_enabled is false)"))

@@ -23,6 +23,7 @@ SERVER_EXTRA: dict[str, str] = {
     "grpcio-reflection": "grpc_reflection",
     "protobuf": "google.protobuf",
     "prometheus-client": "prometheus_client",
+    "bcrypt": "bcrypt",
 }
 
 INSTALL_HINT = "pip install 'tq[server]'"

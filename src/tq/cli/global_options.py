@@ -1,5 +1,6 @@
-"""The global options, ``--config --set --output/-o --url``: defined once, accepted before the
-command and after it (``tq -o json status ID`` and ``tq status ID -o json`` alike).
+"""The global options, ``--config --set --output/-o --url --api-key`` and the TLS files
+``--tls-ca-file --tls-cert-file --tls-key-file``: defined once, accepted before the command and
+after it (``tq -o json status ID`` and ``tq status ID -o json`` alike).
 
 Every command registered on the ``tq`` group gets the same options (``attach``); their values
 go to the one ``CliContext`` of the invocation instead of to the command's function. Given twice
@@ -13,7 +14,7 @@ from typing import Any, Final
 import click
 from click.core import ParameterSource
 
-from tq.cli.context import URL_ENV, CliContext
+from tq.cli.context import API_KEY_ENV, URL_ENV, CliContext
 
 _STATE: Final = "tq.cli.context"
 OUTPUTS: Final = ("table", "json", "yaml")
@@ -63,7 +64,27 @@ def global_params() -> list[click.Option]:
             help=f"Broker address, tq://host:port (else ${URL_ENV}, else worker.broker_url).",
             **common,
         ),
+        click.Option(
+            ["--api-key", "api_key_flag"],
+            metavar="KEY",
+            help=f"API key for a broker with auth (else ${API_KEY_ENV}, else worker.api_key).",
+            **common,
+        ),
+        *(
+            click.Option(
+                [flag, name], type=click.Path(dir_okay=False), metavar="FILE", help=doc, **common
+            )
+            for flag, name, doc in _TLS_FLAGS
+        ),
     ]
+
+
+#: Shorthands of the worker.tls_* settings: ``--tls-ca-file F`` is ``--set worker.tls_ca_file=F``.
+_TLS_FLAGS = (
+    ("--tls-ca-file", "tls_ca_file", "CA bundle a tqs:// broker is verified against."),
+    ("--tls-cert-file", "tls_cert_file", "Client certificate for mutual TLS (with its key)."),
+    ("--tls-key-file", "tls_key_file", "Private key of --tls-cert-file."),
+)
 
 
 def attach(command: click.Command) -> click.Command:

@@ -2,7 +2,9 @@
 
 Global options (``tq.cli.global_options``), before or after the command: ``--config FILE``
 (else ``TQ_CONFIG``), ``--set section.key=value`` (repeatable, highest precedence),
-``--output table|json|yaml`` and ``--url`` (else ``TQ_BROKER_URL``, else ``worker.broker_url``).
+``--output table|json|yaml``, ``--url`` (else ``TQ_BROKER_URL``, else ``worker.broker_url``),
+``--api-key`` (else ``TQ_API_KEY``, else ``worker.api_key``) and
+``--tls-ca-file``/``--tls-cert-file``/``--tls-key-file`` (``worker.tls_*``).
 Every TqError becomes one line ``error: [CODE] message`` on stderr and a non-zero exit (1 when
 a task failed remotely, 2 otherwise), never a traceback.
 """
@@ -15,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, datadir, serve, submit
+from tq.cli import admin, bench, datadir, keys, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -82,8 +84,11 @@ for _command in (
     serve.dev_cmd,
     bench.bench_cmd,
     datadir.inspect_cmd,
+    keys.keys_group,
 ):
     cli.add_command(attach(_command))
+for _command in keys.keys_group.commands.values():
+    attach(_command)
 
 
 def main(argv: list[str] | None = None, prog_name: str = "tq") -> None:

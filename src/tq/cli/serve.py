@@ -141,6 +141,12 @@ def _start_logging(settings: Settings, level: str | None, fmt: str | None) -> No
     type=click.Path(dir_okay=False, path_type=Path),
     help='Write {"host", "port", "pid"} here once listening.',
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    default=None,
+    help="Listen beyond loopback although no client is authenticated (auth.insecure).",
+)
 @logging_options
 @click.pass_obj
 def broker_cmd(
@@ -149,10 +155,11 @@ def broker_cmd(
     port: int | None,
     data_dir: str | None,
     ready_file: Path | None,
+    insecure: bool | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
-    """Run the broker until SIGTERM or SIGINT."""
+    """Run the broker until SIGTERM or SIGINT; SIGHUP reloads its TLS certificate."""
     require_server("broker")
     settings = _settings(
         ctx,
@@ -160,6 +167,7 @@ def broker_cmd(
             "broker.host": ("--host", host),
             "broker.port": ("--port", port),
             "persistence.data_dir": ("--data-dir", data_dir),
+            "auth.insecure": ("--insecure", insecure),
         },
     )
     _start_logging(settings, log_level, log_format)
@@ -238,5 +246,7 @@ def worker_cmd(
         burst=burst,
         name=w.name,
         default_timeout=w.default_timeout_s,
+        api_key=ctx.api_key,
+        tls=ctx.tls,
     )
     click.get_current_context().exit(status)

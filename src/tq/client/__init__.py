@@ -18,6 +18,7 @@ from tq.client.task import (
     handler,
     task,
 )
+from tq.client.tls import TlsConfig
 from tq.protocol import (
     ClaimedTask,
     HeartbeatReply,
@@ -53,6 +54,7 @@ __all__ = [
     "TaskInfo",
     "TaskOutcome",
     "TaskSpec",
+    "TlsConfig",
     "WorkerInfo",
     "handler",
     "set_default_client",

@@ -1,5 +1,5 @@
-"""Broker addresses: ``tq://host:port`` URLs (``tqs://`` for TLS, which brokers serve once the
-security work lands; a plaintext broker is reported as such) and where the default comes from.
+"""Broker addresses: ``tq://host:port`` URLs (``tqs://`` for TLS, see ``tq.client.tls``) and
+where the default comes from.
 
 The default is ``$TQ_BROKER_URL``, else ``tq://127.0.0.1:7420``: what a local ``tq broker``
 listens on. A bad URL is a ConfigError naming it, raised when the client is built.

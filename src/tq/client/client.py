@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -26,6 +27,7 @@ from tq.client.session import Session
 from tq.client.specs import batches, task_spec
 from tq.client.specs import task_ids as parse_ids
 from tq.client.subscription import Subscription
+from tq.client.tls import TlsConfig
 from tq.client.workers import WorkerCalls
 from tq.core.ids import format_task_id, parse_task_id
 from tq.core.model import TaskState
@@ -43,6 +45,14 @@ from tq.protocol import (
     CancelReply,
     CancelTask,
     GetStats,
+    KeyCreate,
+    KeyCreateReply,
+    KeyInfo,
+    KeyList,
+    KeyListReply,
+    KeyRevoke,
+    KeyRevokeReply,
+    KeySpec,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -93,7 +103,11 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
 class AsyncClient(WorkerCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
-    until the deadline of the call that needs it. ``async with`` closes it."""
+    until the deadline of the call that needs it. ``async with`` closes it.
+
+    A ``tqs://`` URL is TLS, the broker always verified: ``tls`` is a ``TlsConfig`` (the CA
+    to trust, a client certificate for mutual TLS) or an ``ssl.SSLContext`` of your own;
+    None trusts the system's CAs. TLS settings with a ``tq://`` URL are a ConfigError."""
 
     spec = staticmethod(task_spec)
 
@@ -108,6 +122,7 @@ class AsyncClient(WorkerCalls):
         reconnect: bool = True,
         max_reconnect_delay: float = 5.0,
         client_kind: Literal["client", "worker"] = "client",
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._session = Session(
             url or default_url(),
@@ -118,6 +133,7 @@ class AsyncClient(WorkerCalls):
             request_timeout=request_timeout,
             reconnect=reconnect,
             max_reconnect_delay=max_reconnect_delay,
+            tls=tls,
         )
 
     @property
@@ -318,6 +334,29 @@ class AsyncClient(WorkerCalls):
             lambda rid: ListWorkers(request_id=rid), WorkersReply, retry=True
         )
         return list(reply.workers)
+
+    # --- API keys (an admin key of every queue) -------------------------------------------
+
+    async def create_key(self, spec: KeySpec) -> tuple[KeyInfo, str]:
+        """A new API key and its secret: shown this once, the broker keeps only a hash."""
+        reply = await self._session.call(
+            lambda rid: KeyCreate(request_id=rid, key=spec), KeyCreateReply
+        )
+        return reply.key, reply.secret
+
+    async def list_keys(self) -> list[KeyInfo]:
+        """Every API key (revoked ones too), never a secret."""
+        reply = await self._session.call(
+            lambda rid: KeyList(request_id=rid), KeyListReply, retry=True
+        )
+        return list(reply.keys)
+
+    async def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoke a key by its id: it authenticates nothing from then on."""
+        reply = await self._session.call(
+            lambda rid: KeyRevoke(request_id=rid, key_id=key_id), KeyRevokeReply, retry=True
+        )
+        return reply.key
 
     async def ping(self) -> float:
         """Round-trip time to the broker in seconds (connecting first is not counted)."""

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from typing import Final, Literal, TypeVar, cast
 
 from tq.client.address import DEFAULT_PORT, BrokerAddress
+from tq.client.tls import certificate_refused, handshake_error
 from tq.errors import (
+    AuthError,
     ErrorCode,
     ProtocolError,
     TqError,
@@ -78,20 +80,6 @@ def _foreign_peer_error(address: BrokerAddress, e: ForeignPeerError) -> Protocol
     return ProtocolError(f"{address.url} answered like {e.peer}, not a tq broker: {where}")
 
 
-def _tls_error(address: BrokerAddress, e: ssl.SSLError) -> ProtocolError:
-    """A failed TLS handshake, in one line: usually a plaintext broker behind a tqs:// URL."""
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return ProtocolError(
-            f"{address.url}: the server's TLS certificate was refused: {e.verify_message}"
-        )
-    reason = (e.reason or type(e).__name__).lower().replace("_", " ")
-    plain = address.url.replace("tqs://", "tq://", 1)
-    return ProtocolError(
-        f"{address.url}: no TLS handshake ({reason}): TLS is not enabled on that broker (tq "
-        f"brokers do not serve TLS yet; it comes with the security work): connect to {plain}"
-    )
-
-
 class Connection(asyncio.Protocol):
     """A handshaken connection; ``open()`` makes one, ``request()`` talks over it."""
 
@@ -122,6 +110,8 @@ class Connection(asyncio.Protocol):
         self._last_write = self._loop.time()
         self._keepalive: asyncio.TimerHandle | None = None
         self._keepalive_interval = KEEPALIVE_INTERVAL
+        #: We present a TLS client certificate (or may: a caller's own SSLContext).
+        self._client_cert = False
 
     @classmethod
     async def open(
@@ -134,13 +124,17 @@ class Connection(asyncio.Protocol):
         api_key: str | None = None,
         on_lost: Callable[[Connection, TqError], None] | None = None,
         keepalive: float = KEEPALIVE_INTERVAL,
+        ssl_context: ssl.SSLContext | None = None,
+        client_cert: bool = False,
     ) -> Connection:
         """Connect and handshake within ``timeout``; UnavailableError if the broker is out of
-        reach, the broker's NACK (AuthError, ProtocolError) if it refuses us."""
+        reach, the broker's NACK (AuthError, ProtocolError) if it refuses us. A ``tqs://``
+        address uses ``ssl_context`` (``tq.client.tls``), else the system's CAs."""
         loop = asyncio.get_running_loop()
         conn = cls(address, client_name=client_name, client_kind=client_kind, api_key=api_key)
         conn._keepalive_interval = keepalive
-        context = ssl.create_default_context() if address.tls else None
+        conn._client_cert = client_cert
+        context = (ssl_context or ssl.create_default_context()) if address.tls else None
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(lambda: conn, address.host, address.port, ssl=context)
@@ -152,7 +146,7 @@ class Connection(asyncio.Protocol):
             ) from None
         except ssl.SSLError as e:  # before OSError, its base: no retry makes a handshake work
             conn.close()
-            raise _tls_error(address, e) from e
+            raise handshake_error(address.url, e) from e
         except OSError as e:
             conn.close()
             raise UnavailableError(f"cannot connect to {address.url}: {e}") from e
@@ -334,13 +328,13 @@ class Connection(asyncio.Protocol):
                     log.exception("subscription.callback_failed id=%d", msg.subscription_id)
             return
         if isinstance(msg, Nack) and msg.request_id == 0:
-            self._abort(error_for_code(msg.code, msg.message))
+            self._abort(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
             return
         fut = self._pending.pop(msg.request_id, None)
         if fut is None or fut.done():
             return  # timed out, cancelled, or sent with notify()
         if isinstance(msg, Nack):
-            fut.set_exception(error_for_code(msg.code, msg.message))
+            fut.set_exception(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
         else:
             fut.set_result(msg)
 
@@ -351,6 +345,15 @@ class Connection(asyncio.Protocol):
         self._writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, ssl.SSLError) and not self._open:
+            # Under TLS 1.3 a broker refuses our certificate after our side of the handshake
+            # is done: its alert ends the wait for WELCOME.
+            self._fail(handshake_error(self.address.url, exc))
+            return
+        if self._client_cert and self.address.tls and not self._open:
+            # ... or, more often, a reset: the broker's TLS gives up without a word.
+            self._fail(certificate_refused(self.address.url, exc))
+            return
         reason = self._lost_reason or UnavailableError(
             f"connection to {self.address.url} closed" + (f": {exc}" if exc else "")
         )
@@ -380,7 +383,9 @@ class Connection(asyncio.Protocol):
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
-                # The handshake's own failure (a refused HELLO) is the broker's NACK itself.
-                fut.set_exception(reason if not was_open else self._lost_error())
+                # The handshake's own failure (a refused HELLO) is the broker's NACK itself, and
+                # so is a key ended while open (revoked, expired): retrying would not help.
+                final = not was_open or isinstance(reason, AuthError)
+                fut.set_exception(reason if final else self._lost_error())
         if was_open and self._on_lost is not None:
             self._on_lost(self, reason)

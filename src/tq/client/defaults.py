@@ -2,18 +2,22 @@
 
 ``set_default_client`` installs one; otherwise a ``Client`` (for ``.submit``) and, per event
 loop, an ``AsyncClient`` (for ``.submit_async``) are made on first use from ``TQ_BROKER_URL``
-or the default URL. An AsyncClient is bound to one loop, hence one default per loop.
+or the default URL, presenting ``TQ_API_KEY`` if set. An AsyncClient is bound to one loop,
+hence one default per loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import weakref
 
 from tq.client.client import AsyncClient
 from tq.client.sync import Client
 
+#: The API key the default clients present (the CLI and ``tq worker`` read it too).
+API_KEY_ENV = "TQ_API_KEY"
 _lock = threading.Lock()
 _client: Client | None = None
 _async_client: AsyncClient | None = None
@@ -42,8 +46,12 @@ def default_client() -> Client:
     global _client  # noqa: PLW0603
     with _lock:
         if _client is None:
-            _client = Client()
+            _client = Client(api_key=_api_key())
         return _client
+
+
+def _api_key() -> str | None:
+    return os.environ.get(API_KEY_ENV) or None
 
 
 def default_async_client() -> AsyncClient:
@@ -54,5 +62,5 @@ def default_async_client() -> AsyncClient:
             return _async_client
         client = _per_loop.get(loop)
         if client is None:
-            client = _per_loop[loop] = AsyncClient()
+            client = _per_loop[loop] = AsyncClient(api_key=_api_key())
         return client

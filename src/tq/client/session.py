@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from typing import Literal
 
@@ -22,7 +23,8 @@ from tq.client.address import parse_url
 from tq.client.connection import Connection, ConnectionLostError, R
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
-from tq.errors import ErrorCode, TqError, UnavailableError
+from tq.client.tls import TlsConfig, TlsOption, client_context
+from tq.errors import ErrorCode, RateLimitedError, TqError, UnavailableError
 from tq.protocol import MAX_WAIT_MS, Request
 
 log = logging.getLogger(__name__)
@@ -42,8 +44,14 @@ class Session:
         request_timeout: float,
         reconnect: bool,
         max_reconnect_delay: float,
+        tls: TlsOption = None,
     ) -> None:
         self.address = parse_url(url)
+        self.ssl_context = client_context(self.address.url, self.address.tls, tls)
+        # A caller's own SSLContext may hold a client certificate: we cannot tell.
+        self.client_cert = isinstance(tls, ssl.SSLContext) or (
+            isinstance(tls, TlsConfig) and tls.cert_file is not None
+        )
         self.api_key = api_key
         self.name = name
         self.client_kind: Literal["client", "worker"] = client_kind
@@ -97,9 +105,12 @@ class Session:
         retry: bool = False,
     ) -> R:
         """Send one request and return its reply, connecting first if needed; ``deadline``
-        (else ``timeout`` seconds from now) bounds the whole call."""
+        (else ``timeout`` seconds from now) bounds the whole call. A RATE_LIMITED refusal
+        (which changed nothing) is sent again after its ``retry_after`` while that fits in
+        the deadline (once, without a deadline); then it is raised."""
         if deadline is None:
             deadline = self.deadline(timeout)
+        limited = False
         while True:
             conn = await self.connection(deadline)
             # Without a deadline, a silent broker still fails the call after request_timeout.
@@ -110,6 +121,15 @@ class Session:
                 if not (retry and self.reconnect):
                     raise
                 log.debug("request.resent url=%s", self.address.url)
+            except RateLimitedError as e:
+                pause = e.retry_after
+                if pause is None:
+                    raise
+                if not (deadline.remaining() > pause if deadline.at is not None else not limited):
+                    raise
+                limited = True
+                log.debug("request.rate_limited url=%s retry_after=%.3f", self.address.url, pause)
+                await asyncio.sleep(pause)
 
     @property
     def max_wait(self) -> float:
@@ -187,6 +207,8 @@ class Session:
                 client_kind=self.client_kind,
                 api_key=self.api_key,
                 on_lost=self._on_lost,
+                ssl_context=self.ssl_context,
+                client_cert=self.client_cert,
             )
         except UnavailableError as e:
             self._last_error = e

@@ -8,6 +8,7 @@ drift apart. Safe to share between threads: calls from many threads pipeline on 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import weakref
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -17,10 +18,13 @@ from typing import Any, Literal, Self, TypeVar
 from tq.client.client import AsyncClient
 from tq.client.specs import task_spec
 from tq.client.subscription import Subscription
+from tq.client.tls import TlsConfig
 from tq.errors import UnavailableError
 from tq.protocol import (
     ClaimedTask,
     HeartbeatReply,
+    KeyInfo,
+    KeySpec,
     RegisterReply,
     RetrySpec,
     Stats,
@@ -116,6 +120,7 @@ class Client:
         reconnect: bool = True,
         max_reconnect_delay: float = 5.0,
         client_kind: Literal["client", "worker"] = "client",
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         self._async = AsyncClient(
             url,
@@ -126,6 +131,7 @@ class Client:
             reconnect=reconnect,
             max_reconnect_delay=max_reconnect_delay,
             client_kind=client_kind,
+            tls=tls,
         )
         self._runner = _LoopThread()
         # A Client dropped without close() must not leave its thread spinning forever.
@@ -233,6 +239,15 @@ class Client:
 
     def ping(self) -> float:
         return self._runner.run(self._async.ping())
+
+    def create_key(self, spec: KeySpec) -> tuple[KeyInfo, str]:
+        return self._runner.run(self._async.create_key(spec))
+
+    def list_keys(self) -> list[KeyInfo]:
+        return self._runner.run(self._async.list_keys())
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        return self._runner.run(self._async.revoke_key(key_id))
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         return self._runner.run(self._async.wait(task_id, timeout))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import types
 from pathlib import Path
-from typing import Annotated, Self, Union, get_args, get_origin
+from typing import Annotated, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -343,15 +344,32 @@ class ApiSettings(_Section):
         return self.rest_enabled or self.websocket_enabled
 
 
+PermissionClass = Literal["submit", "read", "work", "admin"]
+
+
+class RateLimitSetting(_Section):
+    rate: Annotated[float, Field(gt=0)]
+    """Tokens per second refilling the bucket."""
+    burst: Annotated[int, Field(ge=1)]
+    """Tokens the bucket holds: calls allowed at once after a quiet spell."""
+
+
 class AuthSettings(_Section):
-    """API keys, TLS and rate limits. Not built yet: ``load()`` refuses every key unless at its
-    default (``unbuilt``); the rules below are kept for when it is."""
+    """TLS, exposure, API keys and rate limits (docs/security.md)."""
 
     enabled: bool = False
     """Require an API key on every interface and check its permissions."""
-    api_keys_file: FilePath | None = None
-    """YAML file of API keys (bcrypt hashes and permissions) loaded at start; keys created at
-    run time are stored by the broker."""
+    bootstrap_key_file: FilePath | None = None
+    """File holding the secret of the admin key named ``bootstrap`` that a broker with auth
+    enabled creates when its data dir holds no key yet (else TQ_BOOTSTRAP_API_KEY, else a new
+    one written to <data_dir>/bootstrap-admin.key)."""
+    rate_limits: dict[PermissionClass, RateLimitSetting | None] = {}
+    """Token bucket per API key and permission class (submit, read, work, admin), as
+    {rate: per second, burst: tokens}; a class not given (or null) is unlimited. A key may
+    carry its own limits, set when it is created."""
+    protect_metrics: bool = False
+    """With auth enabled, require a key with the read permission on /metrics too
+    (Authorization: Bearer <key>); false: metrics stay open to whoever reaches their port."""
     tls_cert_file: FilePath | None = None
     """PEM certificate: turns on TLS for TCP, HTTP and gRPC. Needs tls_key_file."""
     tls_key_file: FilePath | None = None
@@ -360,10 +378,9 @@ class AuthSettings(_Section):
     """PEM CA bundle that client certificates are verified against."""
     require_client_cert: bool = False
     """Refuse clients without a certificate signed by tls_ca_file (mutual TLS)."""
-    rate_limit_per_key: Annotated[float, Field(gt=0)] | None = None
-    """Requests per second allowed per API key (token bucket); null: unlimited."""
-    rate_limit_burst: Count | None = None
-    """Requests a key may make at once above the rate; null: one second's worth."""
+    insecure: bool = False
+    """Let a broker listen on a non-loopback address (TCP, REST or gRPC) with neither API keys
+    nor client certificates required; it then logs a warning. Without it, it refuses to start."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -440,6 +457,28 @@ class WorkerSettings(_Section):
     """Python module whose import registers the handlers (like celery -A)."""
     name: Name | None = None
     """Worker id shown by the broker; null: <hostname>-<pid>."""
+    api_key: SecretStr | None = None
+    """API key the worker and the CLI present to a broker with auth enabled
+    (tq_<id>_<secret>); $TQ_API_KEY and --api-key come first. Shown masked by tq config."""
+    tls_ca_file: FilePath | None = None
+    """PEM CA bundle a tqs:// broker's certificate is verified against; null: the system's CAs.
+    Read by workers and the CLI."""
+    tls_cert_file: FilePath | None = None
+    """PEM client certificate presented to a tqs:// broker (mutual TLS). Needs tls_key_file."""
+    tls_key_file: FilePath | None = None
+    """PEM private key of tls_cert_file."""
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            present, missing = (
+                ("worker.tls_cert_file", "worker.tls_key_file")
+                if self.tls_key_file is None
+                else ("worker.tls_key_file", "worker.tls_cert_file")
+            )
+            value = self.tls_cert_file or self.tls_key_file
+            raise conflict(present, value, f"needs {missing} as well", missing, None)
+        return self
 
 
 # -- the whole tree ---------------------------------------------------------------------------

@@ -62,29 +62,45 @@ def _unknown(section: object, key: object | None) -> str | None:
     return None
 
 
-def _shape(section: str, key: str) -> tuple[bool, bool]:
-    """(is a list, accepts null) for a setting, read from its annotation."""
+def _shape(section: str, key: str) -> tuple[type | None, bool]:
+    """(list or dict for a collection, else None; accepts null) for a setting, read from its
+    annotation."""
     annotation: Any = SECTIONS[section].model_fields[key].annotation
     optional = False
     if get_origin(annotation) in (Union, types.UnionType):
         args = get_args(annotation)
         optional = type(None) in args
         annotation = next(arg for arg in args if arg is not type(None))
-    return get_origin(annotation) in (tuple, list), optional
+    origin = get_origin(annotation)
+    kind = list if origin in (tuple, list) else dict if origin is dict else None
+    return kind, optional
 
 
 def parse_text(section: str, key: str, text: str) -> object:
     """Turn the text of an env var or CLI flag into the value it means for this setting.
 
     Lists: a JSON array, or comma-separated items (blanks dropped; "" is the empty list).
+    Mappings (auth.rate_limits): a JSON object ("" is the empty mapping).
     Settings that accept null: "" means null. Everything else stays text for the validator,
     which parses numbers and booleans (true/false, 1/0, yes/no, on/off).
     """
-    is_list, optional = _shape(section, key)
+    kind, optional = _shape(section, key)
     stripped = text.strip()
     if optional and not stripped:
         return None
-    if is_list:
+    if kind is dict:
+        if not stripped:
+            return {}
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"is not a valid JSON object ({exc.msg} at column {exc.pos + 1})"
+            ) from None
+        if not isinstance(value, dict):
+            raise ValueError("is not a JSON object")
+        return value
+    if kind is list:
         if stripped.startswith("["):
             try:
                 return json.loads(stripped)

@@ -14,7 +14,6 @@ import pydantic
 
 from tq.config.model import SECTIONS
 
-_SECURITY = "TLS, API keys and rate limits come with the security work"
 _CLUSTER = "clustering through etcd comes with the high-availability work"
 _DASHBOARD = "the web dashboard comes with the dashboard work"
 _AGING = "priority aging (escalation of waiting tasks) is planned but not built"
@@ -40,14 +39,6 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
         "raft.etcd_client_port": _CLUSTER,
         "raft.etcd_peer_port": _CLUSTER,
         "api.dashboard_enabled": _DASHBOARD,
-        "auth.enabled": _SECURITY,
-        "auth.api_keys_file": _SECURITY,
-        "auth.tls_cert_file": _SECURITY,
-        "auth.tls_key_file": _SECURITY,
-        "auth.tls_ca_file": _SECURITY,
-        "auth.require_client_cert": _SECURITY,
-        "auth.rate_limit_per_key": _SECURITY,
-        "auth.rate_limit_burst": _SECURITY,
     }
 )
 

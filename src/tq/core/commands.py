@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from tq.core.ids import TaskId, WorkerId
-from tq.core.layout import WorkerStats
+from tq.core.layout import ApiKey, WorkerStats
 from tq.core.model import RetryPolicy, Task, TaskState
 
 
@@ -180,6 +180,20 @@ class RetryTasks(_Command, frozen=True, tag=17):
     tasks: tuple[Task, ...]
 
 
+class CreateKey(_Command, frozen=True, tag=18):
+    """Store a new API key. Its secret was drawn and bcrypt-hashed by the caller: the command
+    carries only the hash, so replaying it gives the same key on every replica."""
+
+    key: ApiKey
+
+
+class RevokeKey(_Command, frozen=True, tag=19):
+    """Revoke an API key at ``now`` (the record stays, marked; revoking twice keeps the first
+    time)."""
+
+    key_id: str
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -198,6 +212,8 @@ Command = (
     | PurgeTasks
     | BrokerStarted
     | RetryTasks
+    | CreateKey
+    | RevokeKey
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -13,6 +13,7 @@ Column families and keys (all task keys are the 16 raw bytes of the task id)::
     metadata     b"machine"            -> MachineMeta (counters, next seq / lease token)
                  b"worker/" + id utf8  -> WorkerRecord
                  b"idem/" + key utf8   -> IdempotencyRecord (task id, window end)
+                 b"key/" + id utf8     -> ApiKey (bcrypt hash of the secret, never the secret)
 
 Why this layout: a task lives in exactly one family, so a state change is one delete plus one
 put (about 1 us in total with time-ordered UUIDv7 keys), and a submit is one put. The
@@ -70,6 +71,7 @@ LIVE_FAMILIES: Final = (Family.PENDING, Family.IN_PROGRESS, Family.FAILED)
 MACHINE_KEY: Final = b"machine"
 WORKER_PREFIX: Final = b"worker/"
 IDEM_PREFIX: Final = b"idem/"
+KEY_PREFIX: Final = b"key/"
 
 #: A storage mutation: (family, key, value); value None means delete.
 Mutation = tuple[Family, bytes, bytes | None]
@@ -120,6 +122,30 @@ class IdempotencyRecord(msgspec.Struct, array_like=True, frozen=True):
     until: float
 
 
+class RateLimit(msgspec.Struct, array_like=True, frozen=True):
+    """A token bucket: ``rate`` tokens per second refill it, up to ``burst`` tokens."""
+
+    rate: float
+    burst: int
+
+
+class ApiKey(msgspec.Struct, array_like=True, frozen=True):
+    """An API key as stored: its public id and rules, and the bcrypt hash of its whole secret
+    string (``tq_<id>_<secret>``). Revoked keys stay (``revoked_at`` set), so an id is never
+    reused and ``tq keys list`` shows what was revoked when."""
+
+    id: str
+    name: str
+    permissions: tuple[str, ...]
+    queues: tuple[str, ...] | None  # None: every queue
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+    hash: bytes
+    #: Per permission class, overriding ``auth.rate_limits`` for this key (None: the defaults).
+    rate_limits: dict[str, RateLimit] | None = None
+
+
 def worker_key(worker_id: str) -> bytes:
     return WORKER_PREFIX + worker_id.encode()
 
@@ -128,10 +154,15 @@ def idem_key(key: str) -> bytes:
     return IDEM_PREFIX + key.encode()
 
 
+def api_key_key(key_id: str) -> bytes:
+    return KEY_PREFIX + key_id.encode()
+
+
 _enc = msgspec.msgpack.Encoder()
 _meta_dec = msgspec.msgpack.Decoder(MachineMeta)
 _worker_dec = msgspec.msgpack.Decoder(WorkerRecord)
 _idem_dec = msgspec.msgpack.Decoder(IdempotencyRecord)
+_key_dec = msgspec.msgpack.Decoder(ApiKey)
 
 
 def encode(obj: msgspec.Struct) -> bytes:
@@ -148,3 +179,7 @@ def decode_worker(data: bytes) -> WorkerRecord:
 
 def decode_idem(data: bytes) -> IdempotencyRecord:
     return _idem_dec.decode(data)
+
+
+def decode_api_key(data: bytes) -> ApiKey:
+    return _key_dec.decode(data)

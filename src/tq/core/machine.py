@@ -28,13 +28,16 @@ import msgspec
 from tq.core import commands as c
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, format_task_id
+from tq.core.keys import validate_key
 from tq.core.layout import (
     FAMILY_OF_STATE,
     MACHINE_KEY,
+    ApiKey,
     Family,
     IdempotencyRecord,
     MachineMeta,
     WorkerRecord,
+    api_key_key,
     encode,
     idem_key,
     worker_key,
@@ -52,7 +55,7 @@ from tq.core.replies import (
     SubmitReply,
 )
 from tq.core.sizes import claimed_size
-from tq.errors import ConflictError, ErrorCode, QueueFullError, ValidationError
+from tq.errors import ConflictError, ErrorCode, NotFoundError, QueueFullError, ValidationError
 
 PENDING, SCHEDULED, IN_PROGRESS = TaskState.PENDING, TaskState.SCHEDULED, TaskState.IN_PROGRESS
 COMPLETED, FAILED, DEAD, CANCELLED = (
@@ -76,6 +79,7 @@ class Machine:
         self._workers: dict[WorkerId, WorkerRecord] = {}
         self._held: dict[WorkerId, dict[TaskId, None]] = {}  # in-progress tasks per worker
         self._idem: dict[str, IdempotencyRecord] = {}
+        self._keys: dict[str, ApiKey] = {}  # API keys by id, revoked ones included
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._queue_counts: dict[str, list[int]] = {}  # live tasks per queue, by _STATE_INDEX
         self.meta = MachineMeta()
@@ -97,6 +101,8 @@ class Machine:
             c.PurgeTasks: self._purge,  # type: ignore[dict-item]
             c.BrokerStarted: self._started,  # type: ignore[dict-item]
             c.RetryTasks: self._retry,  # type: ignore[dict-item]
+            c.CreateKey: self._create_key,  # type: ignore[dict-item]
+            c.RevokeKey: self._revoke_key,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -149,6 +155,14 @@ class Machine:
         """Ids of the tasks the worker holds, sorted (canonical across restarts)."""
         return sorted(self._held.get(worker_id, ()))
 
+    def key(self, key_id: str) -> ApiKey | None:
+        """An API key by id, revoked or not (a cheap dict lookup: asked on every request)."""
+        return self._keys.get(key_id)
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every API key, revoked ones included, by id."""
+        return [self._keys[k] for k in sorted(self._keys)]
+
     def live_tasks(self) -> Iterable[Task]:
         return self._tasks.values()
 
@@ -169,6 +183,7 @@ class Machine:
         terminal_state: Callable[[TaskId], TaskState | None],
         now: float,
         fx: Effects,
+        keys: Iterable[ApiKey] = (),
     ) -> Machine:
         """Rebuild from stored records (live tasks, workers, keys, the machine record).
 
@@ -185,6 +200,8 @@ class Machine:
             m._held[rec.id] = {}
         for key, idem in sorted(idempotency, key=lambda kv: (kv[1].until, kv[0])):
             m._idem[key] = idem
+        for api_key in keys:
+            m._keys[api_key.id] = api_key
         pending: list[Task] = []
         waiting_deps: list[Task] = []
         for task in tasks:
@@ -254,6 +271,7 @@ class Machine:
             "workers": sorted(encode(w) for w in self._workers.values()),
             "held": sorted((w, sorted(h)) for w, h in self._held.items() if h),
             "idempotency": sorted((k, encode(r)) for k, r in self._idem.items()),
+            "keys": sorted((k, encode(r)) for k, r in self._keys.items()),
             "counts": sorted((s.value, n) for s, n in self._counts.items()),
             "queue_counts": {
                 q: sorted((s.value, n) for s, n in by_state.items())
@@ -720,6 +738,29 @@ class Machine:
             purged.append(task_id)
         self.meta.counters.purged += len(purged)
         return Affected(purged)
+
+    # ------------------------------------------------------------------ API keys
+
+    def _create_key(self, cmd: c.CreateKey, fx: Effects) -> Reply:
+        key = cmd.key
+        validate_key(key)
+        if key.id in self._keys:
+            raise ConflictError(
+                f"an API key with id {key.id} already exists", ErrorCode.KEY_ALREADY_EXISTS
+            )
+        self._keys[key.id] = key
+        fx.put(Family.METADATA, api_key_key(key.id), encode(key))
+        return DONE
+
+    def _revoke_key(self, cmd: c.RevokeKey, fx: Effects) -> Reply:
+        key = self._keys.get(cmd.key_id)
+        if key is None:
+            raise NotFoundError(f"no API key with id {cmd.key_id!r}", ErrorCode.KEY_NOT_FOUND)
+        if key.revoked_at is None:
+            key = msgspec.structs.replace(key, revoked_at=cmd.now)
+            self._keys[key.id] = key
+            fx.put(Family.METADATA, api_key_key(key.id), encode(key))
+        return DONE
 
     # ------------------------------------------------------------------ helpers
 

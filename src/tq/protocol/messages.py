@@ -21,11 +21,14 @@ from tq.protocol.records import (
     ClaimedTask,
     Count,
     CpuPercent,
+    KeyInfo,
+    KeySpec,
     Name,
     Percent,
     PositiveSeconds,
     Priority,
     RequestId,
+    Seconds,
     ShortText,
     Stats,
     TaskIdBytes,
@@ -74,6 +77,12 @@ class MessageType(IntEnum):
     HEARTBEAT = 0x32
     HEARTBEAT_REPLY = 0x33
     DEREGISTER_WORKER = 0x34
+    KEY_CREATE = 0x40
+    KEY_CREATE_REPLY = 0x41
+    KEY_LIST = 0x42
+    KEY_LIST_REPLY = 0x43
+    KEY_REVOKE = 0x44
+    KEY_REVOKE_REPLY = 0x45
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -136,6 +145,8 @@ class Nack(_Correlated, kw_only=True, frozen=True):
     type_code = _T.NACK
     code: Count
     message: str = ""
+    #: RATE_LIMITED: seconds until the same request would be allowed.
+    retry_after: Seconds | None = None
 
 
 class Ping(_Correlated, kw_only=True, frozen=True):
@@ -346,3 +357,38 @@ class HeartbeatReply(_Correlated, kw_only=True, frozen=True):
 class DeregisterWorker(_Correlated, kw_only=True, frozen=True):
     type_code = _T.DEREGISTER_WORKER
     worker_id: Name
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+
+class KeyCreate(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.KEY_CREATE
+    key: KeySpec
+
+
+class KeyCreateReply(_Correlated, kw_only=True, frozen=True):
+    """``secret``: the whole key, shown this once (the broker keeps only its hash)."""
+
+    type_code = _T.KEY_CREATE_REPLY
+    key: KeyInfo
+    secret: str
+
+
+class KeyList(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.KEY_LIST
+
+
+class KeyListReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.KEY_LIST_REPLY
+    keys: list[KeyInfo] = []
+
+
+class KeyRevoke(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.KEY_REVOKE
+    key_id: Name
+
+
+class KeyRevokeReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.KEY_REVOKE_REPLY
+    key: KeyInfo

@@ -7,12 +7,13 @@ constraints live here as ``msgspec.Meta`` so a bad value is refused at decode wi
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
 
 from tq.core.ids import TASK_ID_LEN, TaskId
+from tq.core.keys import MAX_NAME as MAX_KEY_NAME
 from tq.core.times import MAX_INSTANT  # 9999-12-31T23:59:59Z
 
 # --- constrained scalar types shared by records and messages -------------------------------
@@ -211,3 +212,38 @@ class WorkerInfo(WireStruct, kw_only=True, frozen=True):
     memory_rss: Count = 0
     running: Count = 0
     alive: bool = True
+
+
+#: Permission classes of API keys (``admin`` implies the others), as every door spells them.
+PermissionName = Literal["submit", "read", "work", "admin"]
+
+
+class RateSpec(WireStruct, kw_only=True, frozen=True):
+    """A token bucket: ``rate`` tokens per second, holding at most ``burst``."""
+
+    rate: Annotated[float, Meta(gt=0, le=MAX_SECONDS)]
+    burst: Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class KeySpec(WireStruct, kw_only=True, frozen=True):
+    """A key to create. ``queues`` None: every queue; ``rate_limits`` per permission class
+    override the broker's ``auth.rate_limits`` for this key."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_KEY_NAME)]
+    permissions: Annotated[list[PermissionName], Meta(min_length=1, max_length=4)]
+    queues: Annotated[list[Name], Meta(min_length=1, max_length=1000)] | None = None
+    expires_at: Timestamp | None = None
+    rate_limits: dict[PermissionName, RateSpec] | None = None
+
+
+class KeyInfo(WireStruct, kw_only=True, frozen=True):
+    """An API key as ``tq keys list`` shows it: never its secret, nor its hash."""
+
+    id: str
+    name: str
+    permissions: list[str]
+    queues: list[str] | None = None
+    created_at: Timestamp
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
+    rate_limits: dict[str, RateSpec] | None = None

@@ -19,6 +19,12 @@ from tq.protocol.messages import (
     Heartbeat,
     HeartbeatReply,
     Hello,
+    KeyCreate,
+    KeyCreateReply,
+    KeyList,
+    KeyListReply,
+    KeyRevoke,
+    KeyRevokeReply,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -50,12 +56,13 @@ _T = MessageType
 Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
-    | RegisterWorker | Heartbeat | DeregisterWorker
+    | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
+    | KeyCreateReply | KeyListReply | KeyRevokeReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -88,4 +95,7 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.REGISTER_WORKER: _T.REGISTER_REPLY,
     _T.HEARTBEAT: _T.HEARTBEAT_REPLY,
     _T.DEREGISTER_WORKER: _T.ACK,
+    _T.KEY_CREATE: _T.KEY_CREATE_REPLY,
+    _T.KEY_LIST: _T.KEY_LIST_REPLY,
+    _T.KEY_REVOKE: _T.KEY_REVOKE_REPLY,
 }

@@ -18,13 +18,16 @@ from tq.core.effects import Effects
 from tq.core.ids import TaskId, format_task_id
 from tq.core.layout import (
     IDEM_PREFIX,
+    KEY_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
     TASK_FAMILIES,
     WORKER_PREFIX,
+    ApiKey,
     Family,
     IdempotencyRecord,
     WorkerRecord,
+    decode_api_key,
     decode_idem,
     decode_meta,
     decode_worker,
@@ -66,6 +69,7 @@ def recover(store: Store, now: float) -> Recovered:
         terminal_state=lambda task_id: terminal_state(store, task_id),
         now=now,
         fx=fx,
+        keys=list(_keys(store)),
     )
     return Recovered(machine, fx, count)
 
@@ -97,6 +101,11 @@ def _idempotency(store: Store) -> Iterator[tuple[str, IdempotencyRecord]]:
     for key, value in store.iterate(Family.METADATA, prefix=IDEM_PREFIX):
         rec = _decode(decode_idem, value, Family.METADATA, key)
         yield key[len(IDEM_PREFIX) :].decode(), rec
+
+
+def _keys(store: Store) -> Iterator[ApiKey]:
+    for key, value in store.iterate(Family.METADATA, prefix=KEY_PREFIX):
+        yield _decode(decode_api_key, value, Family.METADATA, key)
 
 
 def _decode(fn: Callable[[bytes], T], raw: bytes, family: Family, key: bytes) -> T:

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -46,6 +47,8 @@ class BrokerLink:
         heartbeat_interval: float | None,
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
+        api_key: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.worker_id = worker_id
@@ -54,7 +57,12 @@ class BrokerLink:
         self._pool = pool
         self._heartbeat_override = heartbeat_interval
         self.client = AsyncClient(
-            url, name=f"tq-worker {worker_id}", reconnect=True, client_kind="worker"
+            url,
+            name=f"tq-worker {worker_id}",
+            reconnect=True,
+            client_kind="worker",
+            api_key=api_key,
+            tls=tls,
         )
         self.reporter = Reporter(self.client)
         self.progress = ProgressSender(self.client, asyncio.get_running_loop())

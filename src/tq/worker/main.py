@@ -15,6 +15,7 @@ import signal
 from collections.abc import Sequence
 
 from tq import eventloop
+from tq.client import TlsConfig
 from tq.errors import TqError
 from tq.worker.registry import handlers_of
 from tq.worker.worker import PoolName, Worker
@@ -39,6 +40,8 @@ def run_worker(
     burst: bool = False,
     name: str | None = None,
     default_timeout: float | None = None,
+    api_key: str | None = None,
+    tls: TlsConfig | None = None,
 ) -> int:
     """Serve the handlers of ``modules`` (one name or several) until stopped; the exit status.
 
@@ -59,6 +62,8 @@ def run_worker(
         burst=burst,
         name=name,
         default_timeout=default_timeout,
+        api_key=api_key,
+        tls=tls,
     )
     return eventloop.run(_serve(worker))
 

@@ -10,7 +10,14 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from tq.errors import AuthError, ConfigError, ProtocolError, TqError, ValidationError
+from tq.errors import (
+    AuthError,
+    ConfigError,
+    ProtocolError,
+    RateLimitedError,
+    TqError,
+    ValidationError,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -18,8 +25,11 @@ T = TypeVar("T")
 
 
 def is_fatal(exc: BaseException) -> bool:
-    """Errors no retry can fix: bad credentials, a protocol mismatch, a request refused as
-    invalid. Everything else (lost connection, broker restarting, timeouts) is transient."""
+    """Errors no retry can fix: bad credentials or permissions, a protocol mismatch, a
+    request refused as invalid. Everything else (lost connection, broker restarting,
+    timeouts, a rate limit: it refills) is transient."""
+    if isinstance(exc, RateLimitedError):
+        return False
     return isinstance(exc, AuthError | ProtocolError | ValidationError | ConfigError)
 
 

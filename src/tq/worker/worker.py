@@ -25,11 +25,13 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from tq.client import TlsConfig
 from tq.core.ids import format_task_id
 from tq.errors import ConfigError, TqError
 from tq.protocol.records import ClaimedTask
@@ -76,6 +78,8 @@ class Worker:
         burst: bool = False,
         name: str | None = None,
         default_timeout: float | None = None,
+        api_key: str | None = None,
+        tls: TlsConfig | ssl.SSLContext | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"worker concurrency must be >= 1, got {concurrency}")
@@ -85,6 +89,9 @@ class Worker:
         if not len(self.registry):
             raise ConfigError(f"no tq handlers found in {getattr(handlers, '__name__', handlers)}")
         self.url = url
+        self._api_key = api_key  # with the work permission (docs/security.md)
+        # Built now, so a TLS file that does not load stops the worker before it starts.
+        self.tls = tls.context() if isinstance(tls, TlsConfig) else tls
         self.queues = list(queues)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else max(0, prefetch)
@@ -142,6 +149,8 @@ class Worker:
             heartbeat_interval=self._heartbeat_interval,
             held=lambda: [*self._running, *(t.id for t in self._waiting)],
             disown=self._disown,
+            api_key=self._api_key,
+            tls=self.tls,
         )
         try:
             await self._pool.start()
@@ -154,20 +163,28 @@ class Worker:
                     self.concurrency,
                     ",".join(self.registry.names()),
                 )
-                async with asyncio.TaskGroup() as tg:
-                    self._tg = tg
-                    beats = tg.create_task(link.heartbeats.run())
-                    reports = tg.create_task(link.reporter.run())
-                    try:
-                        await self._claim_loop()
-                    except BaseException:
-                        # Fatal error or forced stop: no new task may start while the task
-                        # group unwinds (it refuses new tasks then).
-                        self._stop.set()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        self._tg = tg
+                        beats = tg.create_task(link.heartbeats.run())
+                        reports = tg.create_task(link.reporter.run())
+                        try:
+                            await self._claim_loop()
+                        except BaseException:
+                            # Fatal error or forced stop: no new task may start while the
+                            # task group unwinds (it refuses new tasks then).
+                            self._stop.set()
+                            raise
+                        await self._drain()
+                        beats.cancel()
+                        reports.cancel()
+                except BaseExceptionGroup as group:
+                    # A fatal broker answer (a revoked key, a missing permission) is the
+                    # worker's exit reason, told in one line by the caller, not a group.
+                    fatal = _tq_error(group)
+                    if fatal is None:
                         raise
-                    await self._drain()
-                    beats.cancel()
-                    reports.cancel()
+                    raise fatal from None
                 await link.deregister()
             _log.info(
                 "worker.stopped id=%s completed=%d failed=%d",
@@ -370,3 +387,13 @@ class Worker:
                     task.cancel()
                 await asyncio.wait(late, timeout=GOODBYE_TIMEOUT)
         await self._link.flush()
+
+
+def _tq_error(group: BaseExceptionGroup[BaseException]) -> TqError | None:
+    """The first TqError in ``group`` (nested groups included), if any."""
+    for exc in group.exceptions:
+        if isinstance(exc, TqError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _tq_error(exc)) is not None:
+            return inner
+    return None

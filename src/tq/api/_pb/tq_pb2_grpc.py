@@ -112,6 +112,21 @@ class TaskQueueStub:
                 request_serializer=tq_dot_v1_dot_tq__pb2.WatchStatsRequest.SerializeToString,
                 response_deserializer=tq_dot_v1_dot_tq__pb2.Stats.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/tq.v1.TaskQueue/CreateKey',
+                request_serializer=tq_dot_v1_dot_tq__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/tq.v1.TaskQueue/ListKeys',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/tq.v1.TaskQueue/RevokeKey',
+                request_serializer=tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ApiKey.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -221,6 +236,29 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API key administration (an admin key of every queue). The answer holds the new key's
+        secret: the only time the broker shows it (it stores a bcrypt hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Every key, revoked ones too, by id; never a secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Revoke a key: refused from its next call on, its open streams ended at once
+        (NOT_FOUND, 3006, for an unknown id). Answers the key as it is afterwards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +336,21 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.WatchStats,
                     request_deserializer=tq_dot_v1_dot_tq__pb2.WatchStatsRequest.FromString,
                     response_serializer=tq_dot_v1_dot_tq__pb2.Stats.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.CreateKeyRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ListKeysRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ApiKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -705,6 +758,87 @@ class TaskQueue:
             '/tq.v1.TaskQueue/WatchStats',
             tq_dot_v1_dot_tq__pb2.WatchStatsRequest.SerializeToString,
             tq_dot_v1_dot_tq__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/CreateKey',
+            tq_dot_v1_dot_tq__pb2.CreateKeyRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ListKeys',
+            tq_dot_v1_dot_tq__pb2.ListKeysRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/RevokeKey',
+            tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ApiKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,6 +32,9 @@ class TaskQueueStub:
     ListQueues: grpc.UnaryUnaryMultiCallable[tq_pb2.ListQueuesRequest, tq_pb2.ListQueuesResponse]
     WatchTasks: grpc.UnaryStreamMultiCallable[tq_pb2.WatchTasksRequest, tq_pb2.TaskEvents]
     WatchStats: grpc.UnaryStreamMultiCallable[tq_pb2.WatchStatsRequest, tq_pb2.Stats]
+    CreateKey: grpc.UnaryUnaryMultiCallable[tq_pb2.CreateKeyRequest, tq_pb2.CreateKeyResponse]
+    ListKeys: grpc.UnaryUnaryMultiCallable[tq_pb2.ListKeysRequest, tq_pb2.ListKeysResponse]
+    RevokeKey: grpc.UnaryUnaryMultiCallable[tq_pb2.RevokeKeyRequest, tq_pb2.ApiKey]
 
 
 class TaskQueueServicer:
@@ -50,6 +53,9 @@ class TaskQueueServicer:
     def ListQueues(self, request: tq_pb2.ListQueuesRequest, context: Any) -> tq_pb2.ListQueuesResponse | Awaitable[tq_pb2.ListQueuesResponse]: ...
     def WatchTasks(self, request: tq_pb2.WatchTasksRequest, context: Any) -> Iterator[tq_pb2.TaskEvents] | AsyncIterator[tq_pb2.TaskEvents] | Awaitable[None]: ...
     def WatchStats(self, request: tq_pb2.WatchStatsRequest, context: Any) -> Iterator[tq_pb2.Stats] | AsyncIterator[tq_pb2.Stats] | Awaitable[None]: ...
+    def CreateKey(self, request: tq_pb2.CreateKeyRequest, context: Any) -> tq_pb2.CreateKeyResponse | Awaitable[tq_pb2.CreateKeyResponse]: ...
+    def ListKeys(self, request: tq_pb2.ListKeysRequest, context: Any) -> tq_pb2.ListKeysResponse | Awaitable[tq_pb2.ListKeysResponse]: ...
+    def RevokeKey(self, request: tq_pb2.RevokeKeyRequest, context: Any) -> tq_pb2.ApiKey | Awaitable[tq_pb2.ApiKey]: ...
 
 
 def add_TaskQueueServicer_to_server(

@@ -1,0 +1,266 @@
+"""A broker with auth on and the keys the access tests present, plus every TCP operation as a
+row: what it needs (permission, whether a queue-scoped key must hold its queue), how to set it
+up with the admin key, and the reply it gets when permitted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.integration.rawconn import RawConn
+from tq.core.ids import TaskId
+from tq.protocol import (
+    Ack,
+    CancelReply,
+    CancelTask,
+    ClaimReply,
+    ClaimTask,
+    DeregisterWorker,
+    GetStats,
+    Heartbeat,
+    HeartbeatReply,
+    KeyCreate,
+    KeyCreateReply,
+    KeyList,
+    KeyListReply,
+    KeyRevoke,
+    KeyRevokeReply,
+    KeySpec,
+    ListReply,
+    ListTasks,
+    ListWorkers,
+    Nack,
+    Ping,
+    Pong,
+    Progress,
+    QueryStatus,
+    RegisterReply,
+    RegisterWorker,
+    ReleaseTasks,
+    ResultReply,
+    StatsReply,
+    StatusReply,
+    SubmitReply,
+    SubmitTask,
+    Subscribe,
+    TaskLease,
+    TaskOutcome,
+    TaskResult,
+    TaskSpec,
+    Unsubscribe,
+    WorkersReply,
+)
+
+Q = "q"  #: the queue every operation names
+
+
+async def call(conn: RawConn, build: Callable[[int], Any]) -> Any:
+    return await conn.call(build(conn.rid()))
+
+
+async def ok(conn: RawConn, build: Callable[[int], Any]) -> Any:
+    reply = await call(conn, build)
+    assert not isinstance(reply, Nack), reply
+    return reply
+
+
+async def submit(admin: RawConn, queue: str = Q) -> TaskId:
+    reply = await ok(
+        admin, lambda r: SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t", queue=queue)])
+    )
+    return TaskId(reply.ids[0])
+
+
+async def claimed(admin: RawConn) -> tuple[TaskId, int]:
+    """A task of Q claimed by worker "adm" (other tasks of Q are cancelled first, so the claim
+    takes this one)."""
+    task_id = await submit(admin)
+    reply = await ok(
+        admin, lambda r: ClaimTask(request_id=r, worker_id="adm", queues=[Q], max_tasks=1000)
+    )
+    mine = [t for t in reply.tasks if t.id == task_id]
+    assert mine, "the task just submitted was not claimed"
+    return task_id, mine[0].lease_token
+
+
+async def create_key(admin: RawConn, spec: KeySpec) -> tuple[str, str]:
+    """(id, secret) of a new key."""
+    reply = await ok(admin, lambda r: KeyCreate(request_id=r, key=spec))
+    return reply.key.id, reply.secret
+
+
+async def snapshot(admin: RawConn) -> tuple[Any, ...]:
+    """What any refused request must leave as it was: counts, totals, workers and keys. A
+    HEARTBEAT of "adm" first: answered once durable, so the totals shown (those of the latest
+    durable batch) include every change made before it."""
+    await ok(admin, lambda r: Heartbeat(request_id=r, worker_id="adm"))
+    stats = (await ok(admin, lambda r: GetStats(request_id=r))).stats
+    workers = (await ok(admin, lambda r: ListWorkers(request_id=r))).workers
+    keys = (await ok(admin, lambda r: KeyList(request_id=r))).keys
+    counts = (stats.pending, stats.scheduled, stats.in_progress, stats.failed, stats.dead_letter)
+    return (
+        counts,
+        sorted(stats.totals.items()),
+        sorted(w.id for w in workers),
+        sorted((k.id, k.revoked_at) for k in keys),
+    )
+
+
+Build = Callable[[int], Any]
+Prepare = Callable[[RawConn], Awaitable[Build]]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    permission: str | None  #: None: no permission needed (PING)
+    scoped: bool  #: a queue-scoped key of another queue is refused it
+    prepare: Prepare
+    request: type
+    reply: type
+
+
+def _fixed(build: Build) -> Prepare:
+    async def prepare(admin: RawConn) -> Build:
+        return build
+
+    return prepare
+
+
+async def _status(admin: RawConn) -> Build:
+    task_id = await submit(admin)
+    return lambda r: QueryStatus(request_id=r, task_ids=[task_id])
+
+
+async def _result(admin: RawConn) -> Build:
+    task_id, token = await claimed(admin)
+    outcome = TaskOutcome(task_id=task_id, lease_token=token, ok=True)
+    return lambda r: TaskResult(request_id=r, results=[outcome])
+
+
+async def _progress(admin: RawConn) -> Build:
+    task_id, token = await claimed(admin)
+    return lambda r: Progress(request_id=r, task_id=task_id, lease_token=token, percent=50)
+
+
+async def _release(admin: RawConn) -> Build:
+    task_id, token = await claimed(admin)
+    lease = TaskLease(task_id=task_id, lease_token=token)
+    return lambda r: ReleaseTasks(request_id=r, worker_id="adm", leases=[lease])
+
+
+async def _cancel(admin: RawConn) -> Build:
+    task_id = await submit(admin)
+    return lambda r: CancelTask(request_id=r, task_ids=[task_id])
+
+
+async def _claim(admin: RawConn) -> Build:
+    await submit(admin)
+    return lambda r: ClaimTask(request_id=r, worker_id="w", queues=[Q], max_tasks=1)
+
+
+async def _revoke(admin: RawConn) -> Build:
+    key_id, _ = await create_key(admin, KeySpec(name="doomed", permissions=["read"]))
+    return lambda r: KeyRevoke(request_id=r, key_id=key_id)
+
+
+def _submit_build(r: int) -> SubmitTask:
+    return SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t", queue=Q)])
+
+
+OPS: list[Op] = [
+    Op("ping", None, False, _fixed(lambda r: Ping(request_id=r)), Ping, Pong),
+    Op("submit", "submit", True, _fixed(_submit_build), SubmitTask, SubmitReply),
+    Op("status", "read", True, _status, QueryStatus, StatusReply),
+    Op(
+        "list",
+        "read",
+        True,
+        _fixed(lambda r: ListTasks(request_id=r, queue=Q)),
+        ListTasks,
+        ListReply,
+    ),
+    Op("stats", "read", False, _fixed(lambda r: GetStats(request_id=r)), GetStats, StatsReply),
+    Op(
+        "workers",
+        "read",
+        False,
+        _fixed(lambda r: ListWorkers(request_id=r)),
+        ListWorkers,
+        WorkersReply,
+    ),
+    Op(
+        "subscribe",
+        "read",
+        True,
+        _fixed(lambda r: Subscribe(request_id=r, queues=[Q])),
+        Subscribe,
+        Ack,
+    ),
+    Op(
+        "unsubscribe",
+        "read",
+        False,
+        _fixed(lambda r: Unsubscribe(request_id=r, subscription_id=99)),
+        Unsubscribe,
+        Ack,
+    ),
+    Op(
+        "register",
+        "work",
+        True,
+        _fixed(lambda r: RegisterWorker(request_id=r, worker_id="w", queues=[Q])),
+        RegisterWorker,
+        RegisterReply,
+    ),
+    Op("claim", "work", True, _claim, ClaimTask, ClaimReply),
+    Op(
+        "heartbeat",
+        "work",
+        False,
+        _fixed(lambda r: Heartbeat(request_id=r, worker_id="w")),
+        Heartbeat,
+        HeartbeatReply,
+    ),
+    Op("result", "work", True, _result, TaskResult, ResultReply),
+    Op("progress", "work", True, _progress, Progress, Ack),
+    Op("release", "work", True, _release, ReleaseTasks, Ack),
+    Op(
+        "deregister",
+        "work",
+        False,
+        _fixed(lambda r: DeregisterWorker(request_id=r, worker_id="w")),
+        DeregisterWorker,
+        Ack,
+    ),
+    Op("cancel", "admin", True, _cancel, CancelTask, CancelReply),
+    Op(
+        "key_create",
+        "admin",
+        True,
+        _fixed(lambda r: KeyCreate(request_id=r, key=KeySpec(name="m", permissions=["read"]))),
+        KeyCreate,
+        KeyCreateReply,
+    ),
+    Op("key_list", "admin", True, _fixed(lambda r: KeyList(request_id=r)), KeyList, KeyListReply),
+    Op("key_revoke", "admin", True, _revoke, KeyRevoke, KeyRevokeReply),
+]
+
+
+def permits(permissions: frozenset[str], queues: frozenset[str] | None, op: Op) -> bool:
+    """What the documented model says: the permission (admin implies all), then the scope."""
+    if op.permission is not None and not ({op.permission, "admin"} & permissions):
+        return False
+    return queues is None or Q in queues or not op.scoped
+
+
+async def until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for ``cond`` (polled), failing with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
