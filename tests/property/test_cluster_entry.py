@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tq.cluster.entry import FORMAT_VERSION, CorruptEntryError, decode_entry, encode_entry
+from tq.cluster.entry import (
+    FORMAT_VERSION,
+    CorruptEntryError,
+    _crc,
+    decode_entry,
+    encode_entry,
+)
 from tq.core import commands as c
 from tq.errors import ErrorCode, ValidationError
 
@@ -64,7 +70,17 @@ def test_the_entry_stores_exactly_the_commands_bytes_in_order(batch: list[c.Comm
     data = encode_entry(7, 3, batch)
     inner = b"".join(msgspec.msgpack.encode(x) for x in batch)
     assert data.endswith(inner)
-    assert c.decode_commands(msgspec.msgpack.encode(batch)) is not None
+    assert data.endswith(c.encode_commands(batch))
+
+
+@given(commands, st.data())
+def test_any_damaged_byte_is_refused(batch: list[c.Command], data: st.DataObject) -> None:
+    whole = encode_entry(3, 2, batch)
+    at = data.draw(st.integers(0, len(whole) - 1))
+    flip = data.draw(st.integers(1, 255))
+    bad = whole[:at] + bytes([whole[at] ^ flip]) + whole[at + 1 :]
+    with pytest.raises(CorruptEntryError, match="log entry 3"):
+        decode_entry(3, bad)
 
 
 @given(commands, st.data())
@@ -113,9 +129,10 @@ def test_an_unknown_format_version_is_named_even_when_the_layout_changed_too() -
         decode_entry(1, same_layout)
 
 
-def test_an_unknown_command_tag_is_refused() -> None:
-    data = msgspec.msgpack.encode([FORMAT_VERSION, 1, 1, [[99, 1.0]]])
-    with pytest.raises(CorruptEntryError, match="log entry 1"):
+def test_an_unknown_command_tag_is_refused_even_with_a_right_checksum() -> None:
+    body = msgspec.msgpack.encode([[99, 1.0]])
+    data = msgspec.msgpack.encode([FORMAT_VERSION, 1, 1, _crc(1, 1, body), body])
+    with pytest.raises(CorruptEntryError, match="log entry 1: its commands cannot be decoded"):
         decode_entry(1, data)
 
 
@@ -123,6 +140,6 @@ def test_an_unknown_command_tag_is_refused() -> None:
 def test_positions_below_one_are_refused_both_ways(index: int, epoch: int) -> None:
     with pytest.raises(ValidationError, match="1 or more"):
         encode_entry(index, epoch, [])
-    data = msgspec.msgpack.encode([FORMAT_VERSION, index, epoch, []])
+    data = msgspec.msgpack.encode([FORMAT_VERSION, index, epoch, 0, b"\x90"])
     with pytest.raises(CorruptEntryError, match="must be 1 or more"):
         decode_entry(index, data)

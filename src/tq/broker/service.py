@@ -41,7 +41,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from tq.broker import actions, keyadmin
 from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
@@ -109,6 +109,14 @@ def _log_failure(e: BaseException) -> None:
     log.critical("storage.failed error=%s", e)
 
 
+class BatchSink(Protocol):
+    """Hears the commands of each batch written, in the order they were applied: what a
+    leader appends to the replicated log as one entry (``tq.cluster.entry``). Called on the
+    loop once the batch's WriteBatch is written, before its fsync; it must not raise."""
+
+    def batch(self, commands: list[c.Command]) -> None: ...
+
+
 @dataclass
 class DoorStats:
     """One door's connection counters: kept by the door, read by the metrics door."""
@@ -125,7 +133,13 @@ class DoorStats:
 
 class BrokerService:
     def __init__(
-        self, settings: Settings, store: Store, machine: Machine, *, node_id: str | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        machine: Machine,
+        *,
+        node_id: str | None = None,
+        sink: BatchSink | None = None,
     ) -> None:
         b = settings.broker
         self.settings = settings
@@ -144,6 +158,10 @@ class BrokerService:
         )
         self.dead_after = b.heartbeat_interval_s * b.dead_worker_missed_heartbeats * 1.1
         self._fx = Effects()
+        #: With a sink (a cluster leader): the commands applied in this turn, for its entry.
+        #: None in single-node mode: nothing is kept, so nothing changes there.
+        self.sink = sink
+        self._commands: list[c.Command] | None = None if sink is None else []
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog = Backlog()  # events of written batches not published yet
@@ -267,6 +285,8 @@ class BrokerService:
         if self.failed is not None:
             raise StorageError(f"writes refused: {self.failed}")
         reply = self.machine.apply(cmd, self._fx)
+        if self._commands is not None:  # only what applied: a refused command changed nothing
+            self._commands.append(cmd)
         return reply, self._batch_future()
 
     def _batch_future(self) -> Durable:
@@ -281,6 +301,7 @@ class BrokerService:
         if self.failed is not None:  # storage failed during this turn: nothing more is written
             fut, self._batch, self._fx = self._batch, None, Effects()
             assert fut is not None
+            self._take_commands()  # not written: nothing to replicate
             self._backlog.forget()
             self._fail(self.failed, fut)
             return
@@ -297,12 +318,15 @@ class BrokerService:
         assert fut is not None
         self.machine.end_batch(fx)
         totals = copy.copy(self.machine.meta.counters)
+        commands = self._take_commands()
         try:
             self.commit.write(fx.mutations)
         except StorageError as e:
             self._backlog.forget()  # a failed write leaves nothing on disk: nothing to tell
             self._fail(e, fut)
             return
+        if commands is not None:
+            self.captured(commands)
         self._backlog.write(fut, fx.events)
 
         def durable(err: StorageError | None) -> None:
@@ -315,6 +339,18 @@ class BrokerService:
             self.batch_durable(events, totals)
 
         self.commit.when_durable(durable)
+
+    def _take_commands(self) -> list[c.Command] | None:
+        commands = self._commands
+        if commands is not None:
+            self._commands = []
+        return commands
+
+    def captured(self, commands: list[c.Command]) -> None:
+        """A batch of ``commands`` was written: the sink hears it (also for the storage
+        guard's start batch, written outside ``_flush``)."""
+        if self.sink is not None:
+            self.sink.batch(commands)
 
     def batch_durable(self, events: list[TaskEvent], totals: Counters) -> None:
         """A written batch is durable: its totals are the ones shown, its events go out."""

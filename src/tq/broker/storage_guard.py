@@ -197,11 +197,13 @@ class StorageGuard:
         durable before writes are accepted (the service refuses them until then)."""
         s = self.service
         now = time.time()
-        s.machine.apply(c.BrokerStarted(now), fx)
-        s.machine.apply(c.ExpireLeases(now), fx)
+        start: list[c.Command] = [c.BrokerStarted(now), c.ExpireLeases(now)]
+        for cmd in start:
+            s.machine.apply(cmd, fx)
         s.machine.end_batch(fx)
         totals = copy.copy(s.machine.meta.counters)
         s.commit.write(fx.mutations)
+        s.captured(start)  # recovery's repairs are no commands: see tq.cluster.replica
         try:
             if s.commit.relaxed:  # nothing waits for an fsync in relaxed mode; this batch must
                 await asyncio.to_thread(s.store.sync_wal)

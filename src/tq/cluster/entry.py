@@ -1,18 +1,19 @@
 """The replication log entry: one group-commit batch of commands, as the log stores it.
 
-An entry is a MessagePack array ``[version, index, epoch, [command, ...]]``: the format
-version, the entry's position in the log, the epoch of the leader that appended it (its
-leader key's etcd ``create_revision``), and the batch's commands in the order the leader
-applied them. Each command inside is byte for byte its own ``tq.core.commands`` encoding
-(MessagePack nests arrays by concatenation), so the log stores exactly the commands' bytes.
+An entry is a MessagePack array ``[version, index, epoch, crc, body]``: the format version,
+the entry's position in the log, the epoch of the leader that appended it (its leader key's
+etcd ``create_revision``), a CRC-32 of index, epoch and body, and the body: the batch's
+commands in the order the leader applied them, exactly as ``tq.core.commands.encode_commands``
+writes them (so the log stores exactly the commands' bytes).
 
 Decoding is strict and all-or-nothing: a damaged, truncated, misplaced or unknown-version
 entry raises ``CorruptEntryError`` naming the index and what is wrong, before any command of
-it can be applied.
+it can be applied. The checksum catches what still parses (a flipped byte in a timestamp).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -30,8 +31,8 @@ class CorruptEntryError(StorageError):
     """A log entry that cannot be applied as it is: nothing of it was applied."""
 
 
-class Entry(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """One log entry: the commands one group commit applied, in order."""
+class Entry(msgspec.Struct, frozen=True):
+    """One log entry, decoded: the commands one group commit applied, in order."""
 
     version: int
     index: int
@@ -39,8 +40,16 @@ class Entry(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
     commands: tuple[c.Command, ...]
 
 
+class _Stored(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    version: int
+    index: int
+    epoch: int
+    crc: int
+    body: bytes
+
+
 _encoder: Final = msgspec.msgpack.Encoder()
-_decoder: Final = msgspec.msgpack.Decoder(Entry)
+_decoder: Final = msgspec.msgpack.Decoder(_Stored)
 _header: Final = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _int: Final = msgspec.msgpack.Decoder(int)
 
@@ -51,7 +60,8 @@ def encode_entry(index: int, epoch: int, commands: Sequence[c.Command]) -> bytes
         raise ValidationError(
             f"a log entry needs index and epoch of 1 or more, not {index}, {epoch}"
         )
-    return _encoder.encode(Entry(FORMAT_VERSION, index, epoch, tuple(commands)))
+    body = c.encode_commands(list(commands))
+    return _encoder.encode(_Stored(FORMAT_VERSION, index, epoch, _crc(index, epoch, body), body))
 
 
 def decode_entry(index: int, data: bytes) -> Entry:
@@ -72,7 +82,17 @@ def decode_entry(index: int, data: bytes) -> Entry:
         )
     if entry.index != index:
         raise CorruptEntryError(f"{where}: the entry says it is entry {entry.index}")
-    return entry
+    if entry.crc != _crc(entry.index, entry.epoch, entry.body):
+        raise CorruptEntryError(f"{where}: checksum mismatch (the entry was damaged)")
+    try:
+        commands = c.decode_commands(entry.body)
+    except msgspec.DecodeError as e:  # checksum right, body wrong: written by a faulty encoder
+        raise CorruptEntryError(f"{where}: its commands cannot be decoded: {e}") from e
+    return Entry(entry.version, entry.index, entry.epoch, tuple(commands))
+
+
+def _crc(index: int, epoch: int, body: bytes) -> int:
+    return zlib.crc32(body, zlib.crc32(_encoder.encode((index, epoch))))
 
 
 def _version_message(where: str, version: int) -> str:

@@ -14,6 +14,7 @@ Column families and keys (all task keys are the 16 raw bytes of the task id)::
                  b"worker/" + id utf8  -> WorkerRecord
                  b"idem/" + key utf8   -> IdempotencyRecord (task id, window end)
                  b"key/" + id utf8     -> ApiKey (bcrypt hash of the secret, never the secret)
+                 b"cluster/applied"    -> AppliedMark (a cluster node: last log entry applied)
 
 Why this layout: a task lives in exactly one family, so a state change is one delete plus one
 put (about 1 us in total with time-ordered UUIDv7 keys), and a submit is one put. The
@@ -72,6 +73,8 @@ MACHINE_KEY: Final = b"machine"
 WORKER_PREFIX: Final = b"worker/"
 IDEM_PREFIX: Final = b"idem/"
 KEY_PREFIX: Final = b"key/"
+#: A cluster node's place in the replicated log, written in the same batch as the entry's data.
+APPLIED_KEY: Final = b"cluster/applied"
 
 #: A storage mutation: (family, key, value); value None means delete.
 Mutation = tuple[Family, bytes, bytes | None]
@@ -146,6 +149,14 @@ class ApiKey(msgspec.Struct, array_like=True, frozen=True):
     rate_limits: dict[str, RateLimit] | None = None
 
 
+class AppliedMark(msgspec.Struct, array_like=True, frozen=True):
+    """The last replicated log entry a node's store holds: its index and its leader's epoch
+    (index 0: none yet). Stored atomically with that entry's mutations."""
+
+    index: int = 0
+    epoch: int = 0
+
+
 def worker_key(worker_id: str) -> bytes:
     return WORKER_PREFIX + worker_id.encode()
 
@@ -163,6 +174,7 @@ _meta_dec = msgspec.msgpack.Decoder(MachineMeta)
 _worker_dec = msgspec.msgpack.Decoder(WorkerRecord)
 _idem_dec = msgspec.msgpack.Decoder(IdempotencyRecord)
 _key_dec = msgspec.msgpack.Decoder(ApiKey)
+_applied_dec = msgspec.msgpack.Decoder(AppliedMark)
 
 
 def encode(obj: msgspec.Struct) -> bytes:
@@ -183,3 +195,7 @@ def decode_idem(data: bytes) -> IdempotencyRecord:
 
 def decode_api_key(data: bytes) -> ApiKey:
     return _key_dec.decode(data)
+
+
+def decode_applied(data: bytes) -> AppliedMark:
+    return _applied_dec.decode(data)
