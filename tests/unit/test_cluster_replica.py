@@ -18,6 +18,7 @@ from tests.replication import EPOCH, Op, contents, leader, live_states, ops, run
 from tq.cluster.entry import CorruptEntryError, decode_entry, encode_entry
 from tq.cluster.replica import DivergenceError, LogOrderError, Replica, applied_mark
 from tq.core import commands as c
+from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import AppliedMark
 from tq.errors import ErrorCode, StorageError
 from tq.storage.rocksdb import RocksStore
@@ -218,8 +219,8 @@ def test_a_command_this_node_refuses_leaves_memory_and_store_as_they_were(
             n,
             EPOCH,
             [
-                c.RegisterWorker(5.0, "w9", "w9", ("a",), 1),
-                c.ReportProgress(5.0, b"\x00" * 16, 1, 50),  # no such task: refused
+                c.RegisterWorker(5.0, WorkerId("w9"), "w9", ("a",), 1),
+                c.ReportProgress(5.0, TaskId(b"\x00" * 16), 1, 50),  # no such task: refused
             ],
         )
         with pytest.raises(
