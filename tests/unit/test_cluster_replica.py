@@ -241,3 +241,15 @@ def test_a_corrupt_applied_mark_is_named(tmp_path: Path) -> None:
         store.write([(Family.METADATA, APPLIED_KEY, b"\xc1")])
         with pytest.raises(StorageError, match="metadata under key cluster/applied"):
             Replica.open(store)
+
+
+def test_the_cluster_page_says_running_a_cluster_is_not_available_while_raft_is_refused() -> None:
+    from tq.config.unbuilt import UNBUILT
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cluster.md").read_text()
+    assert "## Design (being built)" in page
+    refused = "raft.enabled" in UNBUILT
+    assert refused == ("**Running a cluster is not available yet.**" in page), (
+        "docs/cluster.md must say running a cluster is not available exactly while the raft "
+        "settings are refused"
+    )
