@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tq.broker.access import Principal
 from tq.broker.service import BrokerService
+from tq.broker.storage_guard import StorageGuard
 from tq.cluster.entry import encode_entry
 from tq.config import load
 from tq.core import commands as c
@@ -27,8 +28,8 @@ from tq.errors import TqError
 from tq.protocol.records import TaskOutcome, TaskSpec
 from tq.storage.base import Store
 from tq.storage.recovery import recover
+from tq.storage.reopen import RocksOpener, open_at_start
 from tq.storage.retention import find_expired
-from tq.storage.rocksdb import RocksStore
 
 ANYONE = Principal.ANYONE
 QUEUES = ("a", "b")
@@ -48,18 +49,25 @@ class Recorder:
 
 
 @asynccontextmanager
-async def leader(path: Path) -> AsyncIterator[tuple[BrokerService, Recorder]]:
-    """A service over a fresh RocksDB store in ``path``, recording its entries; every batch
-    is settled when the block ends."""
-    store = RocksStore(path)
-    recorder = Recorder()
-    svc = BrokerService(load(env={}), store, recover(store, time.time()).machine, sink=recorder)
+async def leader(
+    path: Path, recorder: Recorder | None = None
+) -> AsyncIterator[tuple[BrokerService, Recorder]]:
+    """A service over the RocksDB store in ``path`` started as the server starts it (recovery,
+    then the guard's start batch), recording its entries in ``recorder`` (a new one if None:
+    pass the last one on to restart a leader on the same log); every batch is settled when the
+    block ends."""
+    opener = RocksOpener(path)
+    opened = open_at_start(opener)
+    rec = recover(opened.store, time.time())
+    recorder = recorder or Recorder()
+    svc = BrokerService(load(env={}), opened.store, rec.machine, sink=recorder)
     try:
+        await StorageGuard(svc, opener).start(rec.repairs, opened.read_only_because)
         yield svc, recorder
     finally:
         await svc.drain()
         await svc.close()
-        store.close()
+        svc.store.close()
 
 
 Op = tuple[str, int, int]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.replication import EPOCH, Op, contents, leader, live_states, ops, run_workload
+from tests.replication import EPOCH, Op, Recorder, contents, leader, live_states, ops, run_workload
 
 from tq.cluster.entry import CorruptEntryError, decode_entry, encode_entry
 from tq.cluster.replica import DivergenceError, LogOrderError, Replica, applied_mark
@@ -37,19 +37,34 @@ BUSY: list[Op] = [
 
 @dataclass
 class Led:
-    """What a leader left: its log entries, its store's contents, its machine's snapshot."""
+    """What a leader left: its log entries, its store's contents, its machine's snapshot, and
+    the epoch of its last entry."""
 
     entries: list[bytes]
     contents: Contents
     snapshot: dict[str, object]
+    epoch: int = EPOCH
 
 
-def lead(path: Path, steps: Sequence[Op]) -> Led:
+def lead(path: Path, steps: Sequence[Op], restart_at: int | None = None) -> Led:
+    """Run ``steps`` on a leader in ``path``; with ``restart_at``, the leader stops after
+    that many steps and starts again on the same store and log, in a new epoch."""
+    cut = len(steps) if restart_at is None else restart_at
+
     async def body() -> Led:
-        async with leader(path) as (svc, recorder):
-            await run_workload(svc, steps)
-            await svc.drain()
-            return Led(recorder.entries, contents(svc.store), svc.machine.snapshot())
+        recorder: Recorder | None = None
+        led: Led | None = None
+        for part in (steps[:cut], steps[cut:]) if restart_at is not None else (steps,):
+            if recorder is not None:
+                recorder.epoch += 1  # a restarted leader campaigns again: a new epoch
+            async with leader(path, recorder) as (svc, recorder):
+                await run_workload(svc, part)
+                await svc.drain()
+                led = Led(
+                    recorder.entries, contents(svc.store), svc.machine.snapshot(), recorder.epoch
+                )
+        assert led is not None
+        return led
 
     return asyncio.run(asyncio.wait_for(body(), 60))
 
@@ -67,18 +82,20 @@ def follow(path: Path, entries: Sequence[bytes], first: int = 1) -> tuple[Conten
 def same_as_leader(store: RocksStore, led: Led) -> None:
     assert contents(store) == led.contents
     n = len(led.entries)
-    assert applied_mark(store) == AppliedMark(n, EPOCH if n else 0)
+    assert applied_mark(store) == AppliedMark(n, led.epoch if n else 0)
     # The store recovers exactly like the leader's: the same machine, byte for byte.
     assert Replica.open(store).machine.snapshot() == led.snapshot
 
 
 @REPLAYS
-@given(ops)
+@given(ops, st.none() | st.integers(0, 80))
 def test_a_replica_applying_the_leaders_entries_holds_the_leaders_durable_state(
-    steps: list[Op],
+    steps: list[Op], restart_at: int | None
 ) -> None:
+    """Also across a restart of the leader (``restart_at`` steps in): its start batch (a new
+    lease epoch, the leases that ran out) is an entry like any other."""
     with tempfile.TemporaryDirectory() as tmp:
-        led = lead(Path(tmp, "leader"), steps)
+        led = lead(Path(tmp, "leader"), steps, restart_at)
         with RocksStore(Path(tmp, "replica")) as store:
             replica = Replica.open(store)
             for i, data in enumerate(led.entries, 1):
@@ -90,7 +107,8 @@ def test_a_replica_applying_the_leaders_entries_holds_the_leaders_durable_state(
 
 def test_the_fixed_workload_reaches_every_kind_of_state(tmp_path: Path) -> None:
     """Keeps the workload honest: it is not a run of refusals that leaves nothing to compare."""
-    led = lead(tmp_path / "leader", BUSY)
+    led = lead(tmp_path / "leader", BUSY, restart_at=12)
+    assert led.epoch == EPOCH + 1
     follow(tmp_path / "replica", led.entries)
     with RocksStore(tmp_path / "replica") as store:
         same_as_leader(store, led)
@@ -104,7 +122,7 @@ def test_the_fixed_workload_reaches_every_kind_of_state(tmp_path: Path) -> None:
     }
     assert {
         "SubmitTasks", "ClaimTasks", "CompleteTasks", "FailTasks", "CancelTasks", "RetryTasks",
-        "PurgeTasks", "ReleaseTasks", "Heartbeat", "ExpireLeases", "PromoteDue",
+        "PurgeTasks", "ReleaseTasks", "Heartbeat", "ExpireLeases", "PromoteDue", "BrokerStarted",
     } <= kinds  # fmt: skip
 
 
