@@ -107,7 +107,7 @@ def test_a_replica_applying_the_leaders_entries_holds_the_leaders_durable_state(
 
 def test_the_fixed_workload_reaches_every_kind_of_state(tmp_path: Path) -> None:
     """Keeps the workload honest: it is not a run of refusals that leaves nothing to compare."""
-    led = lead(tmp_path / "leader", BUSY, restart_at=12)
+    led = lead(tmp_path / "leader", BUSY, restart_at=17)
     assert led.epoch == EPOCH + 1
     follow(tmp_path / "replica", led.entries)
     with RocksStore(tmp_path / "replica") as store:
