@@ -18,10 +18,11 @@ from tq.broker.access import Principal
 from tq.broker.service import BrokerService
 from tq.broker.storage_guard import StorageGuard
 from tq.cluster.entry import encode_entry
+from tq.cluster.replica import Replica, applied_mark
 from tq.config import load
 from tq.core import commands as c
 from tq.core.ids import TaskId, WorkerId
-from tq.core.layout import ALL_FAMILIES, APPLIED_KEY, Family
+from tq.core.layout import ALL_FAMILIES, APPLIED_KEY, AppliedMark, Family
 from tq.core.model import TaskState
 from tq.core.replies import ClaimedTask
 from tq.errors import TqError
@@ -30,6 +31,7 @@ from tq.storage.base import Store
 from tq.storage.recovery import recover
 from tq.storage.reopen import RocksOpener, open_at_start
 from tq.storage.retention import find_expired
+from tq.storage.rocksdb import RocksStore
 
 ANYONE = Principal.ANYONE
 QUEUES = ("a", "b")
@@ -70,6 +72,7 @@ async def leader(
         svc.store.close()
 
 
+Contents = dict[str, list[tuple[bytes, bytes]]]
 Op = tuple[str, int, int]
 #: (what, a count or choice, another) — interpreted by ``run_workload``.
 ops = st.lists(
@@ -175,7 +178,41 @@ async def _step(svc: BrokerService, w: Workload, what: str, n: int, k: int, late
     return later
 
 
-def contents(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:
+@dataclass
+class Led:
+    """What a leader left: its log entries, its store's contents, its machine's snapshot, and
+    the epoch of its last entry."""
+
+    entries: list[bytes]
+    contents: Contents
+    snapshot: dict[str, object]
+    epoch: int = EPOCH
+
+
+def lead(path: Path, steps: Sequence[Op], restart_at: int | None = None) -> Led:
+    """Run ``steps`` on a leader in ``path``; with ``restart_at``, the leader stops after
+    that many steps and starts again on the same store and log, in a new epoch."""
+    cut = len(steps) if restart_at is None else restart_at
+
+    async def body() -> Led:
+        recorder: Recorder | None = None
+        led: Led | None = None
+        for part in (steps[:cut], steps[cut:]) if restart_at is not None else (steps,):
+            if recorder is not None:
+                recorder.epoch += 1  # a restarted leader campaigns again: a new epoch
+            async with leader(path, recorder) as (svc, recorder):
+                await run_workload(svc, part)
+                await svc.drain()
+                led = Led(
+                    recorder.entries, contents(svc.store), svc.machine.snapshot(), recorder.epoch
+                )
+        assert led is not None
+        return led
+
+    return asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def contents(store: Store) -> Contents:
     """Every key and value of every family, except a node's own applied mark."""
     return {
         f.cf_name: [
@@ -188,3 +225,21 @@ def contents(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:
 def live_states(store: Store) -> dict[TaskState, int]:
     rec = recover(store, time.time())
     return {s: n for s, n in rec.machine.counts().items() if n}
+
+
+def follow(path: Path, entries: Sequence[bytes], first: int = 1) -> tuple[Contents, int]:
+    """Open the replica store in ``path``, apply ``entries`` (numbered from ``first``), and
+    return its contents and applied index (closed again)."""
+    with RocksStore(path) as store:
+        replica = Replica.open(store)
+        for i, data in enumerate(entries, first):
+            replica.apply_entry(i, data)
+        return contents(store), replica.applied_index
+
+
+def same_as_leader(store: RocksStore, led: Led) -> None:
+    assert contents(store) == led.contents
+    n = len(led.entries)
+    assert applied_mark(store) == AppliedMark(n, led.epoch if n else 0)
+    # The store recovers exactly like the leader's: the same machine, byte for byte.
+    assert Replica.open(store).machine.snapshot() == led.snapshot

@@ -4,27 +4,22 @@ redelivery, refusing gaps, and unchanged by an entry it cannot apply."""
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.replication import EPOCH, Op, Recorder, contents, leader, live_states, ops, run_workload
+from tests.replication import EPOCH, Op, contents, follow, lead, live_states, ops, same_as_leader
 
 from tq.cluster.entry import CorruptEntryError, decode_entry, encode_entry
-from tq.cluster.replica import DivergenceError, LogOrderError, Replica, applied_mark
+from tq.cluster.replica import DivergenceError, LogOrderError, Replica
 from tq.core import commands as c
 from tq.core.ids import TaskId, WorkerId
-from tq.core.layout import AppliedMark
 from tq.errors import ErrorCode, StorageError
 from tq.storage.rocksdb import RocksStore
 
-Contents = dict[str, list[tuple[bytes, bytes]]]
-REPLAYS = settings(max_examples=25, deadline=None)
+REPLAYS = settings(max_examples=60, deadline=None)
 #: A fixed workload touching every kind of operation, for the tests that are not properties.
 BUSY: list[Op] = [
     ("register", 0, 0), ("submit", 5, 0), ("submit", 3, 3), ("turn", 0, 0), ("claim", 4, 0),
@@ -33,58 +28,6 @@ BUSY: list[Op] = [
     ("promote", 3, 0), ("retry", 4, 0), ("submit", 4, 2), ("claim", 5, 1), ("release", 0, 1),
     ("turn", 0, 0), ("reap", 0, 0), ("purge", 0, 0), ("deregister", 0, 1), ("submit", 2, 0),
 ]  # fmt: skip
-
-
-@dataclass
-class Led:
-    """What a leader left: its log entries, its store's contents, its machine's snapshot, and
-    the epoch of its last entry."""
-
-    entries: list[bytes]
-    contents: Contents
-    snapshot: dict[str, object]
-    epoch: int = EPOCH
-
-
-def lead(path: Path, steps: Sequence[Op], restart_at: int | None = None) -> Led:
-    """Run ``steps`` on a leader in ``path``; with ``restart_at``, the leader stops after
-    that many steps and starts again on the same store and log, in a new epoch."""
-    cut = len(steps) if restart_at is None else restart_at
-
-    async def body() -> Led:
-        recorder: Recorder | None = None
-        led: Led | None = None
-        for part in (steps[:cut], steps[cut:]) if restart_at is not None else (steps,):
-            if recorder is not None:
-                recorder.epoch += 1  # a restarted leader campaigns again: a new epoch
-            async with leader(path, recorder) as (svc, recorder):
-                await run_workload(svc, part)
-                await svc.drain()
-                led = Led(
-                    recorder.entries, contents(svc.store), svc.machine.snapshot(), recorder.epoch
-                )
-        assert led is not None
-        return led
-
-    return asyncio.run(asyncio.wait_for(body(), 60))
-
-
-def follow(path: Path, entries: Sequence[bytes], first: int = 1) -> tuple[Contents, int]:
-    """Open the replica store in ``path``, apply ``entries`` (numbered from ``first``), and
-    return its contents and applied index (closed again)."""
-    with RocksStore(path) as store:
-        replica = Replica.open(store)
-        for i, data in enumerate(entries, first):
-            replica.apply_entry(i, data)
-        return contents(store), replica.applied_index
-
-
-def same_as_leader(store: RocksStore, led: Led) -> None:
-    assert contents(store) == led.contents
-    n = len(led.entries)
-    assert applied_mark(store) == AppliedMark(n, led.epoch if n else 0)
-    # The store recovers exactly like the leader's: the same machine, byte for byte.
-    assert Replica.open(store).machine.snapshot() == led.snapshot
 
 
 @REPLAYS
