@@ -8,6 +8,8 @@ batch: at the end of the turn ``_flush`` serves waiting long-poll claims, writes
 resolves and the batch's task events are published to subscribers. Submits, results and
 everything a client waits on are answered only after that future; claims are answered at
 once (a crash before durability only means the task is handed out again: at-least-once).
+A cluster leader's ``BatchSink`` hears the commands of each written batch, in applied order
+(one replicated log entry each); a single broker has none, and keeps no commands.
 
 Events and totals show only what is durable. When a written batch's fsync fails, the disk may
 have kept it or not: its events wait until memory is rebuilt from the disk (``adopt``), which
