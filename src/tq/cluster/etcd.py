@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions
+import grpc
 from aetcd import rpc
 
 from tq.errors import UnavailableError, ValidationError
@@ -29,6 +30,7 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     aetcd.exceptions.InternalError,
     TimeoutError,
 )
+_RETRYABLE_STATUS = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,22 +98,33 @@ class Etcd:
         if client is not None:
             # The member may be gone: then there is nothing left to close cleanly.
             with contextlib.suppress(TimeoutError, aetcd.exceptions.ClientError, OSError):
-                await asyncio.wait_for(client.close(), self.timeout_s)
+                await asyncio.wait_for(client.close(), min(1.0, self.timeout_s))
 
     async def call(self, what: str, op: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """``op`` on the current member within the deadline, else on the next ones in turn."""
         failures: list[str] = []
         for _ in range(len(self.endpoints)):
             client = self._connect()
+            endpoint = self.endpoint
             try:
                 await asyncio.wait_for(client.connect(), self.timeout_s)
                 return await asyncio.wait_for(op(client), self.timeout_s)
+            except grpc.aio.AioRpcError as exc:  # a stub called directly (range)
+                if exc.code() not in _RETRYABLE_STATUS:
+                    raise UnavailableError(
+                        f"etcd {what} failed at {endpoint}: {exc.details()}"
+                    ) from exc
+                failures.append(f"{endpoint}: {exc.code().name} {exc.details()}")
+                if self._client is client:
+                    self._current = (self._current + 1) % len(self.endpoints)
+                    await self._drop()
             except _RETRYABLE as exc:
-                failures.append(f"{self.endpoint}: {type(exc).__name__} {exc}".strip())
-                await self._drop()
-                self._current = (self._current + 1) % len(self.endpoints)
+                failures.append(f"{endpoint}: {type(exc).__name__} {exc}".strip())
+                if self._client is client:  # not yet moved on by a concurrent call
+                    self._current = (self._current + 1) % len(self.endpoints)
+                    await self._drop()
             except aetcd.exceptions.ClientError as exc:
-                raise UnavailableError(f"etcd {what} failed at {self.endpoint}: {exc}") from exc
+                raise UnavailableError(f"etcd {what} failed at {endpoint}: {exc}") from exc
         raise UnavailableError(
             f"etcd {what}: no endpoint answered within {self.timeout_s}s "
             f"(tried {'; '.join(failures)})"
