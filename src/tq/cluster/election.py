@@ -191,7 +191,7 @@ class Election:
 
     async def resign(self) -> None:
         """Stop leading: the key is deleted (if still ours) and the lease revoked."""
-        await self._stop_tasks()
+        await self.stop()
         if self.epoch is not None and not self.lost.is_set():
             ops = self.etcd.ops
             await self.etcd.txn([ops.create(self.key) == self.epoch], [ops.delete(self.key)], [])
@@ -201,7 +201,9 @@ class Election:
                 await self.etcd.revoke_lease(self._lease)
             self._lease = None
 
-    async def _stop_tasks(self) -> None:
+    async def stop(self) -> None:
+        """End the keepalive and the watch without telling etcd, as a crash would: the lease
+        then expires by itself within its TTL (resign() is the polite way)."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
