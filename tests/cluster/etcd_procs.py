@@ -45,8 +45,15 @@ def free_ports(count: int) -> list[int]:
 class EtcdCluster:
     """``size`` etcd members named m0..m<size-1>, data and logs under ``root``."""
 
-    def __init__(self, root: Path, size: int = 3, flags: tuple[str, ...] = TEST_FLAGS) -> None:
-        self.binary = require_tool("etcd")
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        flags: tuple[str, ...] = TEST_FLAGS,
+        binary: str | None = None,
+    ) -> None:
+        """``binary``: the etcd executable; None looks it up (skipping the test without it)."""
+        self.binary = binary if binary is not None else require_tool("etcd")
         self.root = root
         self.size = size
         self.flags = flags

@@ -138,7 +138,8 @@ class Election:
             return
         self.lost_reason = reason
         self.lost.set()
-        log.warning("node %s lost leadership (epoch %s): %s", self.node_id, self.epoch, reason)
+        level = logging.INFO if reason == "resigned" else logging.WARNING
+        log.log(level, "node %s lost leadership (epoch %s): %s", self.node_id, self.epoch, reason)
         if self.on_lost is not None:
             self.on_lost(reason)
 
