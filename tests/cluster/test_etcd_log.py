@@ -153,3 +153,28 @@ def test_any_entries_read_back_byte_for_byte(etcd: EtcdCluster, sizes: list[int]
         await client.close()
 
     asyncio.run(main())
+
+
+def test_a_leader_notices_at_once_when_its_key_is_taken_away(etcd: EtcdCluster) -> None:
+    """Not only a failed keepalive: the leader key deleted (an operator, a bug) ends the
+    leadership too, well before the lease would expire."""
+
+    async def main() -> None:
+        lost: list[str] = []
+        client = Etcd(etcd.endpoints)
+        election = Election(client, "k", "a", "a:1", ttl_s=30, on_lost=lost.append)
+        epoch = await election.campaign(timeout_s=20)
+        seen = await election.observe()
+        assert seen is not None
+        assert (seen.node_id, seen.address, seen.epoch) == ("a", "a:1", epoch)
+        await client.delete_range(election.key, election.key + b"\0")
+        await asyncio.wait_for(election.lost.wait(), 5)
+        assert not election.is_leader
+        assert lost == ["leader key gone or taken by another node"]
+        assert await election.observe() is None
+        with pytest.raises(NotLeaderError):
+            await ReplicatedLog(client, "k").append(b"late", epoch=epoch)
+        await election.resign()
+        await client.close()
+
+    asyncio.run(main())

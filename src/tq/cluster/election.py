@@ -90,12 +90,18 @@ class Election:
         ops = self.etcd.ops
         while True:
             lease = await self.etcd.grant_lease(self.ttl_s)
-            won = await self.etcd.txn(
-                [ops.create(self.key) == 0],
-                [ops.put(self.key, _value(self.node_id, self.address), lease=lease)],
-                [],
-            )
-            held = await self.etcd.get(self.key)
+            try:
+                won = await self.etcd.txn(
+                    [ops.create(self.key) == 0],
+                    [ops.put(self.key, _value(self.node_id, self.address), lease=lease)],
+                    [],
+                )
+                held = await self.etcd.get(self.key)
+            except UnavailableError:
+                # Unknown whether the key is ours: revoking the lease deletes it if it is.
+                with contextlib.suppress(UnavailableError):
+                    await self.etcd.revoke_lease(lease)
+                raise
             if won and held is not None and held.lease == lease:
                 self._lease, self.epoch = lease, held.create_revision
                 self.lost.clear()
