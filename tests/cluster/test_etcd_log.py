@@ -178,3 +178,26 @@ def test_a_leader_notices_at_once_when_its_key_is_taken_away(etcd: EtcdCluster) 
         await client.close()
 
     asyncio.run(main())
+
+
+def test_a_follower_resumes_in_order_when_its_etcd_member_dies(etcd: EtcdCluster) -> None:
+    async def main() -> None:
+        client, election, log = await leader(etcd)
+        assert election.epoch is not None
+        # The follower talks to a member that is not the Raft leader, then loses it.
+        victim = next(i for i in range(etcd.size) if i != etcd.raft_leader())
+        others = [e for i, e in enumerate(etcd.endpoints) if i != victim]
+        follower = ReplicatedLog(Etcd([etcd.endpoints[victim], *others], timeout_s=1.0), "t")
+        seen = asyncio.create_task(collect(follower, 1, 200))
+        for i in range(200):
+            if i == 100:
+                etcd.kill(victim)
+            await log.append(b"%d" % i, epoch=election.epoch)
+        got = await asyncio.wait_for(seen, 30)
+        assert got == [(i + 1, b"%d" % i) for i in range(200)]
+        assert follower.etcd.endpoint != etcd.endpoints[victim]
+        await election.resign()
+        await client.close()
+        await follower.etcd.close()
+
+    asyncio.run(main())
