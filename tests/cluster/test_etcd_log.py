@@ -104,6 +104,7 @@ def test_trim_keeps_the_tail_and_a_reader_below_it_is_told(etcd: EtcdCluster) ->
         for i in range(1, 21):
             await log.append(b"e%d" % i, epoch=election.epoch)
         assert await log.trim(15) == 15
+        assert await log.trim(5) == 15  # already trimmed further: says where the log starts
         assert await log.first_index() == 15
         assert [i for i, _ in await log.read(15)] == list(range(15, 21))
         with pytest.raises(LogTrimmedError) as trimmed:

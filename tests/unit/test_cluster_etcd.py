@@ -71,5 +71,7 @@ def test_bad_log_arguments_are_refused_before_etcd_is_asked() -> None:
             await log.read(0)
         with pytest.raises(ValidationError, match="start at 1"):
             await log.trim(0)
+        with pytest.raises(ValidationError, match="start at 1"):
+            await anext(log.follow(0))
 
     asyncio.run(main())

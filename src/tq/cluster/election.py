@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tq.cluster.etcd import Etcd
-from tq.errors import UnavailableError, ValidationError
+from tq.errors import TqError, UnavailableError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Election:
             sent = time.monotonic()
             try:
                 ttl = await asyncio.wait_for(self.etcd.refresh_lease(self._lease), self.ttl_s / 4)
-            except (TimeoutError, UnavailableError) as exc:
+            except (TimeoutError, TqError) as exc:  # etcd unreachable or refusing
                 if time.monotonic() - last_ok >= self.ttl_s:
                     self._lose(f"lease not refreshed for {self.ttl_s}s ({exc})")
                     return

@@ -120,7 +120,12 @@ class ReplicatedLog:
     ) -> AsyncIterator[tuple[int, bytes]]:
         """Every entry from ``from_index`` on, in order, forever: what is stored first, then a
         watch from the revision of that read. After a broken watch, a gap or ``idle_s`` without
-        events it reads again from the next index, so nothing is missed or repeated."""
+        events it reads again from the next index, so nothing is missed or repeated. etcd
+        being unreachable is retried (backoff up to 1 s) until the caller stops iterating;
+        close it (``contextlib.aclosing``) to end its watch at once. LogTrimmedError when
+        ``from_index`` is no longer held: install a checkpoint, then follow from after it."""
+        if from_index < 1:
+            raise ValidationError(f"log index {from_index}: indexes start at 1")
         following = from_index
         backoff = 0.05
         while True:
@@ -187,6 +192,6 @@ class ReplicatedLog:
         if below <= 1:
             return await self.first_index()
         await self.etcd.delete_range(self.prefix, self.key(below))
-        revision, _ = await self.etcd.range(self.prefix, self.end, limit=1)
+        revision, entries = await self.etcd.range(self.prefix, self.end, limit=1)
         await self.etcd.compact(revision)
-        return below
+        return self.index_of(entries[0].key)
