@@ -84,7 +84,8 @@ class Election:
         return None if entry is None else _leader(entry.value, entry.create_revision)
 
     async def campaign(self, timeout_s: float | None = None) -> int:
-        """Lead, waiting while another node does; the epoch. UnavailableError at the deadline."""
+        """Lead, waiting while another node does; the epoch. UnavailableError at the deadline,
+        or when no etcd member answers (the caller decides whether to try again)."""
         assert self.epoch is None, "campaign() once per Election"
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         ops = self.etcd.ops
@@ -115,9 +116,9 @@ class Election:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise UnavailableError(f"node {self.node_id}: not leader within {timeout_s}s")
-            await self._wait_vacant(held, left)
+            await self._wait_vacant(left)
 
-    async def _wait_vacant(self, held: object, left: float | None) -> None:
+    async def _wait_vacant(self, left: float | None) -> None:
         """Until the leader key is deleted (its holder resigned or its lease expired), the
         deadline, or a TTL (then the caller tries again: a missed event costs one TTL)."""
         entry = await self.etcd.get(self.key)
