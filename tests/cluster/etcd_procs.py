@@ -5,6 +5,7 @@ deadline; only the processes started here are signalled, by pid."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,9 +14,19 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tests.tools import require_tool
+
+T = TypeVar("T")
+
+
+def run_bounded(main: Coroutine[Any, Any, T], timeout_s: float = 90.0) -> T:
+    """``asyncio.run(main)`` that fails (with main's stack cancelled) past ``timeout_s``."""
+    return asyncio.run(asyncio.wait_for(main, timeout_s))
+
 
 #: etcd settings for tests: short Raft timeouts make elections take ~0.5 s instead of ~1 s.
 TEST_FLAGS = (

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.etcd_procs import EtcdCluster
+from tests.cluster.etcd_procs import EtcdCluster, run_bounded
 from tq.cluster.election import Election
 from tq.cluster.etcd import Etcd
 from tq.cluster.log import ReplicatedLog
@@ -114,7 +114,7 @@ def observed(etcd: EtcdCluster) -> tuple[str, int] | None:
         finally:
             await client.close()
 
-    return asyncio.run(main())
+    return run_bounded(main())
 
 
 def test_one_leader_among_three_and_another_within_the_ttl_after_kill_9(
@@ -192,7 +192,7 @@ def test_appends_continue_in_the_same_epoch_when_the_etcd_leader_dies(
         await client.close()
         return pause
 
-    pause = asyncio.run(main())
+    pause = run_bounded(main())
     report(f"etcd raft leader kill -9 -> appends resumed after {pause:.2f}s")
     assert pause < 10
 
@@ -221,10 +221,10 @@ def test_every_acknowledged_entry_survives_killing_all_etcd_members(etcd: EtcdCl
         await client.close()
         return held
 
-    acked = asyncio.run(append_some())
+    acked = run_bounded(append_some())
     for i in range(etcd.size):
         etcd.restart(i)
     report(f"all etcd members kill -9 -> healthy again in {etcd.wait_healthy(30):.2f}s")
-    held = asyncio.run(read_all())
+    held = run_bounded(read_all())
     assert {i: held.get(i) for i in acked} == acked
     assert sorted(held) == list(range(1, len(held) + 1))

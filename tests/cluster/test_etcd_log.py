@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cluster.etcd_procs import EtcdCluster
+from tests.cluster.etcd_procs import EtcdCluster, run_bounded
 from tq.cluster.election import Election
 from tq.cluster.etcd import Etcd
 from tq.cluster.log import ReplicatedLog
@@ -52,7 +52,7 @@ def test_appends_are_contiguous_and_a_follower_sees_each_in_order(etcd: EtcdClus
         await client.close()
         await follower.etcd.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_a_deposed_leaders_append_is_refused(etcd: EtcdCluster) -> None:
@@ -62,7 +62,7 @@ def test_a_deposed_leaders_append_is_refused(etcd: EtcdCluster) -> None:
         old = election.epoch
         assert await log.append(b"one", epoch=old) == 1
         await election.resign()
-        _, second, _ = await leader(etcd, "b")
+        second_client, second, _ = await leader(etcd, "b")
         assert second.epoch is not None
         assert second.epoch > old
         with pytest.raises(NotLeaderError):
@@ -72,9 +72,10 @@ def test_a_deposed_leaders_append_is_refused(etcd: EtcdCluster) -> None:
         with pytest.raises(ValidationError):
             await log.append(b"x" * (log.max_entry_bytes + 1), epoch=second.epoch)
         await second.resign()
+        await second_client.close()
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_a_new_writer_continues_after_what_etcd_holds(etcd: EtcdCluster) -> None:
@@ -94,7 +95,7 @@ def test_a_new_writer_continues_after_what_etcd_holds(etcd: EtcdCluster) -> None
         await election.resign()
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_trim_keeps_the_tail_and_a_reader_below_it_is_told(etcd: EtcdCluster) -> None:
@@ -118,7 +119,7 @@ def test_trim_keeps_the_tail_and_a_reader_below_it_is_told(etcd: EtcdCluster) ->
         await election.resign()
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_no_endpoint_answering_names_every_endpoint_tried(etcd: EtcdCluster) -> None:
@@ -132,7 +133,7 @@ def test_no_endpoint_answering_names_every_endpoint_tried(etcd: EtcdCluster) -> 
             assert endpoint in failed.value.message
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 @settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -153,7 +154,7 @@ def test_any_entries_read_back_byte_for_byte(etcd: EtcdCluster, sizes: list[int]
         await election.resign()
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_a_leader_notices_at_once_when_its_key_is_taken_away(etcd: EtcdCluster) -> None:
@@ -178,7 +179,7 @@ def test_a_leader_notices_at_once_when_its_key_is_taken_away(etcd: EtcdCluster) 
         await election.resign()
         await client.close()
 
-    asyncio.run(main())
+    run_bounded(main())
 
 
 def test_a_follower_resumes_in_order_when_its_etcd_member_dies(etcd: EtcdCluster) -> None:
@@ -201,4 +202,4 @@ def test_a_follower_resumes_in_order_when_its_etcd_member_dies(etcd: EtcdCluster
         await client.close()
         await follower.etcd.close()
 
-    asyncio.run(main())
+    run_bounded(main())

@@ -110,7 +110,7 @@ class Election:
                     asyncio.create_task(self._keepalive(), name=f"tq-lease-{self.node_id}"),
                     asyncio.create_task(self._watch_key(), name=f"tq-leader-{self.node_id}"),
                 ]
-                log.info("node %s leads, epoch %d", self.node_id, self.epoch)
+                log.info("cluster.leader node=%s epoch=%d", self.node_id, self.epoch)
                 return self.epoch
             await self.etcd.revoke_lease(lease)
             left = None if deadline is None else deadline - time.monotonic()
@@ -146,7 +146,13 @@ class Election:
         self.lost_reason = reason
         self.lost.set()
         level = logging.INFO if reason == "resigned" else logging.WARNING
-        log.log(level, "node %s lost leadership (epoch %s): %s", self.node_id, self.epoch, reason)
+        log.log(
+            level,
+            "cluster.leader_lost node=%s epoch=%s reason=%s",
+            self.node_id,
+            self.epoch,
+            reason,
+        )
         if self.on_lost is not None:
             self.on_lost(reason)
 
@@ -215,6 +221,6 @@ class Election:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # Bounded: a task stuck in the etcd client's teardown must not hang the caller.
+            await asyncio.wait(tasks, timeout=2.0)

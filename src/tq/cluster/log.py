@@ -134,7 +134,7 @@ class ReplicatedLog:
             except LogTrimmedError:
                 raise
             except Exception as exc:  # noqa: BLE001 (etcd unreachable: retry, bounded backoff)
-                log.debug("log follow: read from %d failed (%s), retrying", following, exc)
+                log.debug("cluster.log_read_retry from=%d error=%s", following, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(1.0, backoff * 2)
                 continue
@@ -165,7 +165,7 @@ class ReplicatedLog:
                 except (TimeoutError, StopAsyncIteration):
                     return
                 except Exception as exc:  # noqa: BLE001 (broken or compacted watch: read again)
-                    log.debug("log follow: watch ended (%s)", exc)
+                    log.debug("cluster.log_watch_ended error=%s", exc)
                     return
                 if event.kind != "PUT":
                     continue
@@ -180,7 +180,7 @@ class ReplicatedLog:
             try:
                 await asyncio.wait_for(watch.cancel(), 1.0)
             except Exception:  # noqa: BLE001 (the stream is gone already)
-                log.debug("log follow: watch cancel failed")
+                log.debug("cluster.log_watch_cancel_failed")
 
     async def trim(self, below_index: int) -> int:
         """Delete the entries below ``below_index`` (never the last one, so the next index
