@@ -109,6 +109,13 @@ class Etcd:
             try:
                 await asyncio.wait_for(client.connect(), self.timeout_s)
                 return await asyncio.wait_for(op(client), self.timeout_s)
+            except asyncio.CancelledError:
+                # grpc cancels the calls of a channel a concurrent call closed on failing
+                # over; that is not our task being cancelled, so retry on the new member.
+                task = asyncio.current_task()
+                if (task is not None and task.cancelling()) or self._client is client:
+                    raise
+                failures.append(f"{endpoint}: closed by a concurrent failover")
             except grpc.aio.AioRpcError as exc:  # a stub called directly (range)
                 if exc.code() not in _RETRYABLE_STATUS:
                     raise UnavailableError(
