@@ -1,5 +1,5 @@
 # Every target bootstraps .venv itself: `make run` needs only python3 (3.11+) and make.
-# Test-only tools (promtool, from Debian's prometheus package) are installed by `make test`
+# Test-only tools (promtool, from Debian's prometheus package; etcd, from etcd-server) are installed by `make test`
 # alone; where apt-get or root is missing it says so in one line and their tests skip.
 PYTHON ?= python3
 VENV := .venv
@@ -32,7 +32,7 @@ run: $(RUN_STAMP)
 	$(BIN)/tq dev $(RUN_MODULES)
 
 test-tools:
-	scripts/install-test-deps prometheus
+	scripts/install-test-deps prometheus etcd-server
 
 test: $(DEV_STAMP) test-tools
 	$(BIN)/python -m pytest -q -n 2 --timeout=300

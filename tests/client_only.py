@@ -28,6 +28,7 @@ SERVER_MODULES = (
     "google.protobuf",
     "prometheus_client",
     "bcrypt",
+    "aetcd",
     "starlette",
 )
 

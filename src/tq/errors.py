@@ -10,12 +10,14 @@ client in any language sees the same code for the same failure::
     ├── ConflictError            task exists, invalid state transition, stale lease
     ├── QueueFullError           backpressure: pending depth above the threshold
     ├── UnavailableError         too many connections, shutting down, not leader, timeout
+    │   └── NotLeaderError           this node is not (or no longer) the cluster's leader
     ├── AuthError                unauthenticated / permission denied / rate limited
     │   ├── UnauthenticatedError     no key, or one that is malformed, wrong, revoked, expired
     │   ├── PermissionDeniedError    the key lacks the permission or the queue
     │   └── RateLimitedError         the key's token bucket is empty; carries retry_after
     ├── ConfigError              invalid configuration (names the key and the bad value)
     ├── StorageError             the store failed or holds data it cannot decode
+    │   └── LogTrimmedError          the replicated log no longer holds the entries asked for
     └── TaskFailedError          a task ended in dead_letter/cancelled; carries remote type
 
 Control-flow signals (a handler asking for a retry, a task learning it was cancelled) are not
@@ -194,6 +196,13 @@ class UnavailableError(TqError):
     default_code = ErrorCode.SHUTTING_DOWN
 
 
+class NotLeaderError(UnavailableError):
+    """This node is not the cluster's leader, or was deposed: etcd refused its fenced append
+    (the leader key's create_revision, its epoch, changed). It must step down."""
+
+    default_code = ErrorCode.NOT_LEADER
+
+
 class AuthError(TqError):
     default_code = ErrorCode.UNAUTHENTICATED
 
@@ -225,6 +234,15 @@ class ConfigError(TqError):
 
 class StorageError(TqError):
     default_code = ErrorCode.STORAGE_ERROR
+
+
+class LogTrimmedError(StorageError):
+    """The replicated log no longer holds the entries asked for: they were trimmed, so the
+    reader must install a checkpoint first. ``first_index``: the oldest entry still held."""
+
+    def __init__(self, message: str, *, first_index: int) -> None:
+        super().__init__(message)
+        self.first_index = first_index
 
 
 class TaskFailedError(TqError):

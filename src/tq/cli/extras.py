@@ -24,6 +24,7 @@ SERVER_EXTRA: dict[str, str] = {
     "protobuf": "google.protobuf",
     "prometheus-client": "prometheus_client",
     "bcrypt": "bcrypt",
+    "aetcd": "aetcd",
 }
 
 INSTALL_HINT = "pip install 'tq[server]'"
