@@ -255,6 +255,25 @@ def test_a_delayed_task_is_not_claimed_before_its_time(h: Harness) -> None:
     assert [x.id for x in h.claim(now=10.0).tasks] == [t.id]
 
 
+def test_a_delayed_dependant_keeps_its_timer_when_its_dependency_completes_first(
+    h: Harness,
+) -> None:
+    # Commands carry their own clocks, which need not agree (another node, an adjusted
+    # clock): the dependant's timer fires while it still waits and is dropped; its dependency
+    # then completes at an earlier time. The dependant must still be promoted at its time.
+    a = spec()
+    d = spec(depends_on=(a.id,), scheduled_at=10.0)
+    h.submit(a, d, now=0.0)
+    lease = h.claim(now=1.0).tasks[0].lease_token
+    h.m.apply(c.PromoteDue(11.0), h.fx)  # d's timer fires while d waits on a
+    h.codes(c.CompleteTasks(5.0, (c.CompletedItem(a.id, lease),)))
+    assert h.state(d.id) is TaskState.SCHEDULED
+    assert h.m.next_timer_at() == 10.0
+    r = h.m.apply(c.PromoteDue(10.0), h.fx)
+    assert isinstance(r, Affected) and r.task_ids == [d.id]
+    assert [x.id for x in h.claim(now=10.0).tasks] == [d.id]
+
+
 def test_a_result_under_a_stale_lease_is_rejected_after_reassignment(h: Harness) -> None:
     t = spec()
     h.submit(t)

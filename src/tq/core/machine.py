@@ -823,6 +823,11 @@ class Machine:
                             self._enqueue(d)
                             fx.put_task(Family.PENDING, d)
                             fx.event(d)
+                        else:
+                            # Its timer may have fired, and been dropped, while it waited (a
+                            # clock that went back between commands): due later, it needs
+                            # one, as recovery would give it. A duplicate entry is harmless.
+                            heapq.heappush(self._timers, (d.scheduled_at, d.id))
                 else:
                     del self._waiting[dep_id]
                     d.error = f"dependency {format_task_id(t.id)} ended {t.state.value}"
