@@ -198,9 +198,18 @@ class UnavailableError(TqError):
 
 class NotLeaderError(UnavailableError):
     """This node is not the cluster's leader, or was deposed: etcd refused its fenced append
-    (the leader key's create_revision, its epoch, changed). It must step down."""
+    (the leader key's create_revision, its epoch, changed). It must step down. ``leader``: the
+    address (``host:port`` of its TCP door) of the node that leads now, when one is known; a
+    client retries there. A refusal with this code changed nothing: the request was not
+    applied."""
 
     default_code = ErrorCode.NOT_LEADER
+
+    def __init__(
+        self, message: str, code: ErrorCode | None = None, *, leader: str | None = None
+    ) -> None:
+        super().__init__(message, code)
+        self.leader = leader
 
 
 class AuthError(TqError):
