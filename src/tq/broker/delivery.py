@@ -43,6 +43,12 @@ class Backlog:
         self._ids = None
         return self.written.pop(batch)
 
+    def drop(self, batch: asyncio.Future[None]) -> None:
+        """``batch`` was refused (a cluster leader deposed before its entry was logged): its
+        events are not published (if the log holds it after all, applying it tells them)."""
+        self._ids = None
+        self.written.pop(batch, None)
+
     def not_durable(self, batch: asyncio.Future[None]) -> None:
         """``batch``'s fsync failed: keep its events until the rebuild."""
         self.keep(self.written.pop(batch))

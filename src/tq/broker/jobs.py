@@ -3,9 +3,9 @@ idle connections, retention and compaction (and the relaxed-mode fsync timer).
 
 Time-driven state changes are commands like any other (``ExpireLeases``, ``PromoteDue``,
 ``ReapDeadWorkers``, ``PurgeTasks``), so a replica applying the log does exactly the same.
-While storage refuses writes (``tq.broker.storage_guard``) each job skips its turn: the resume
-expires leases and refreshes worker clocks itself, and nothing else is late by more than one
-interval after it.
+While storage refuses writes (``tq.broker.storage_guard``), or on a cluster node that does
+not lead, each job skips its turn: the resume (or the new leader's first entry) expires leases
+and refreshes worker clocks itself, and nothing else is late by more than one interval after it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ async def lease_monitor(service: BrokerService) -> None:
     interval = service.settings.broker.lease_check_interval_s
     while True:
         await asyncio.sleep(interval)
-        if not service.ready():
+        if not service.may_write():
             continue
         reply, _ = service.run(c.ExpireLeases(time.time()), Affected)
         if reply.task_ids:
@@ -44,11 +44,11 @@ async def scheduler(service: BrokerService) -> None:
         due = service.machine.next_timer_at()
         now = time.time()
         wait = interval  # also while writes are refused: a past timer stays due, do not spin
-        if due is not None and service.ready():
+        if due is not None and service.may_write():
             wait = min(interval, max(0.0, due - now))
         await asyncio.sleep(wait)
         due = service.machine.next_timer_at()
-        if due is not None and due <= time.time() and service.ready():
+        if due is not None and due <= time.time() and service.may_write():
             service.run(c.PromoteDue(time.time()), Affected)
 
 
@@ -58,7 +58,7 @@ async def maintenance(service: BrokerService, close_idle: Callable[[float], None
     b = service.settings.broker
     while True:
         await asyncio.sleep(b.maintenance_interval_s)
-        if service.ready():
+        if service.may_write():
             reply, _ = service.run(c.ReapDeadWorkers(time.time(), service.dead_after), Affected)
             if reply.task_ids:
                 log.warning("worker.dead requeued=%d", len(reply.task_ids))
@@ -70,7 +70,7 @@ async def retention(service: BrokerService) -> None:
     p = service.settings.persistence
     while True:
         await asyncio.sleep(p.compaction_interval_s)
-        if not service.ready():
+        if not service.may_write():
             continue
         try:
             await purge_once(service, time.time() - p.retention_s)

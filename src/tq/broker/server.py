@@ -31,11 +31,14 @@ from tq.broker.bootstrap import ensure_bootstrap_key
 from tq.broker.exposure import check_exposure
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
 from tq.broker.limits import nofile_needed, raise_nofile_limit
+from tq.broker.node import ClusterNode
 from tq.broker.service import BrokerService
 from tq.broker.storage_guard import StorageGuard
 from tq.broker.tcp import DOOR, BrokerProtocol, Connections
 from tq.broker.tcp_tls import TlsListener, bind
 from tq.broker.tls import ServerTls
+from tq.cluster.etcd import Etcd
+from tq.cluster.replica import Replica
 from tq.config import Settings, SyncMode
 from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
 from tq.storage.recovery import recover
@@ -142,17 +145,31 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     opener = RocksOpener(p.data_dir, tuning)
     opened = open_at_start(opener)
     service: BrokerService | None = None
+    clustered = settings.raft.enabled
+    node: ClusterNode | None = None
     try:
-        rec = recover(opened.store, time.time())
-        service = BrokerService(settings, opened.store, rec.machine)
-        guard = StorageGuard(service, opener)
-        await guard.start(rec.repairs, opened.read_only_because)
-        await ensure_bootstrap_key(service, settings)
-        log.info(
-            "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
-            p.data_dir, rec.tasks, time.perf_counter() - t0,
-        )  # fmt: skip
         stop = asyncio.Event()
+        if clustered:
+            # A cluster node's store is a prefix of the log: no local repairs, no start batch
+            # (the elected leader's first entry does that for every node).
+            if opened.read_only_because is not None:
+                raise StorageError(f"cannot join the cluster: {opened.read_only_because}")
+            service = BrokerService(
+                settings, opened.store, Replica.open(opened.store).machine, cluster=True,
+                node_id=settings.node_id,
+            )  # fmt: skip
+            service.commit.relaxed = True  # the log in etcd is what makes a change durable
+            guard = None
+        else:
+            rec = recover(opened.store, time.time())
+            service = BrokerService(settings, opened.store, rec.machine)
+            guard = StorageGuard(service, opener)
+            await guard.start(rec.repairs, opened.read_only_because)
+            await ensure_bootstrap_key(service, settings)
+            log.info(
+                "broker.recovered data_dir=%s tasks=%d seconds=%.3f",
+                p.data_dir, rec.tasks, time.perf_counter() - t0,
+            )  # fmt: skip
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         conns = Connections(service)
@@ -161,6 +178,8 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             "broker.listening host=%s port=%d node=%s tls=%s", b.host, port, service.node_id,
             "off" if tls is None else f"on client_certs={tls.client_auth}",
         )  # fmt: skip
+        if clustered:
+            node = _cluster_node(service, settings, port, stop)
         if tls is not None:
             # A renewed certificate is taken without a restart: new handshakes use it.
             loop.add_signal_handler(signal.SIGHUP, tls.reload)
@@ -177,10 +196,13 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
                 tg.create_task(scheduler(service)),
                 tg.create_task(maintenance(service, conns.close_idle)),
                 tg.create_task(retention(service)),
-                tg.create_task(guard.run()),
             ]
-            if p.sync_mode is SyncMode.RELAXED:
+            if guard is not None:  # a cluster node has none: a storage failure stops it
+                jobs.append(tg.create_task(guard.run()))
+            if p.sync_mode is SyncMode.RELAXED or clustered:
                 jobs.append(tg.create_task(relaxed_sync(service)))
+            if node is not None:
+                jobs.append(tg.create_task(node.run(stop)))
             await stop.wait()
             log.info("broker.stopping")
             for job in jobs:
@@ -189,6 +211,9 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             with contextlib.suppress(Exception):
                 await front.stop()
         await _shutdown(service, server, conns, b.shutdown_timeout_s)
+        if node is not None:
+            await node.close()
+            return 1 if node.fatal is not None or service.failed is not None else 0
         return 1 if service.failed is not None else 0
     finally:
         try:  # the guard may have swapped stores during an outage: close the current one
@@ -217,6 +242,27 @@ async def _shutdown(
             await server.wait_closed()
     with contextlib.suppress(StorageError):
         await service.close()
+
+
+def _cluster_node(
+    service: BrokerService, settings: Settings, port: int, stop: asyncio.Event
+) -> ClusterNode:
+    """This broker's cluster node, reached at ``raft.advertise_address`` (else the TCP door's
+    host and the port it got). A fault that makes the node stop (a diverged log, a failed
+    local write) stops the broker, with exit status 1."""
+    r = settings.raft
+    address = r.advertise_address or f"{settings.broker.host}:{port}"
+    etcd = Etcd(list(r.etcd_endpoints), timeout_s=r.etcd_timeout_s)
+    node = ClusterNode(service, settings, etcd, address)
+
+    def storage_failed(error: BaseException) -> None:
+        log.critical("storage.failed error=%s (a cluster node stops: the log keeps it all)", error)
+        node.fatal = error
+        stop.set()
+
+    node.on_fatal = lambda _: stop.set()
+    service.on_storage_failure = storage_failed
+    return node
 
 
 def _write_ready(path: Path, host: str, ports: dict[str, int]) -> None:

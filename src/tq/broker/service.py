@@ -62,7 +62,7 @@ from tq.config import Settings, SyncMode
 from tq.core import commands as c
 from tq.core.effects import Effects, TaskEvent
 from tq.core.ids import TaskId, WorkerId, format_task_id
-from tq.core.layout import ApiKey, Counters, Family, RateLimit, WorkerStats
+from tq.core.layout import ApiKey, Counters, Family, Mutation, RateLimit, WorkerStats
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, Task, TaskState
 from tq.core.replies import (
@@ -79,6 +79,7 @@ from tq.errors import (
     ConflictError,
     ErrorCode,
     NotFoundError,
+    NotLeaderError,
     PermissionDeniedError,
     StorageError,
     TqError,
@@ -119,6 +120,19 @@ class BatchSink(Protocol):
     def batch(self, commands: list[c.Command]) -> None: ...
 
 
+class Replicator(Protocol):
+    """A cluster leader's log appender (``tq.cluster.leader``): takes each applied batch (its
+    commands and mutations) in order and calls ``done`` once the batch is committed in the
+    replicated log and written to this node's store, or with why it is not."""
+
+    def submit(
+        self,
+        commands: list[c.Command],
+        mutations: list[Mutation],
+        done: Callable[[BaseException | None], None],
+    ) -> None: ...
+
+
 @dataclass
 class DoorStats:
     """One door's connection counters: kept by the door, read by the metrics door."""
@@ -142,6 +156,7 @@ class BrokerService:
         *,
         node_id: str | None = None,
         sink: BatchSink | None = None,
+        cluster: bool = False,
     ) -> None:
         b = settings.broker
         self.settings = settings
@@ -163,7 +178,18 @@ class BrokerService:
         #: With a sink (a cluster leader): the commands applied in this turn, for its entry.
         #: None in single-node mode: nothing is kept, so nothing changes there.
         self.sink = sink
-        self._commands: list[c.Command] | None = None if sink is None else []
+        self._commands: list[c.Command] | None = None if sink is None and not cluster else []
+        #: A cluster node: writes wait for the replicated log (``lead``); a single broker
+        #: always leads and writes to its own WAL.
+        self.cluster = cluster
+        self.leading = not cluster
+        #: While leading a cluster: the appender each batch goes through before it is answered.
+        self.replicator: Replicator | None = None
+        #: The TCP address of the cluster's leader as last seen (this node's own while it
+        #: leads; None between leaders): what a refused write names.
+        self.leader_address: str | None = None
+        #: Why this node does not lead, for the refusal (set by the cluster node).
+        self.follower_reason = "this node is a follower"
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog = Backlog()  # events of written batches not published yet
@@ -284,6 +310,8 @@ class BrokerService:
 
     def apply(self, cmd: c.Command) -> tuple[Reply, Durable]:
         """Apply one command now; the future resolves when its batch is durable."""
+        if not self.leading:
+            raise self.not_leader()
         if self.failed is not None:
             raise StorageError(f"writes refused: {self.failed}")
         reply = self.machine.apply(cmd, self._fx)
@@ -299,7 +327,50 @@ class BrokerService:
             loop.call_soon(self._flush)
         return self._batch
 
+    def not_leader(self) -> NotLeaderError:
+        """The refusal of a write on a node that does not lead (nothing was applied)."""
+        where = self.leader_address
+        then = f"; the leader is {where}" if where else "; no leader is elected right now"
+        return NotLeaderError(
+            f"{self.follower_reason}: writes go to the leader{then}", leader=where
+        )
+
+    def lead(self, replicator: Replicator, address: str) -> None:
+        """This cluster node leads from now on: every batch goes through ``replicator``."""
+        self.replicator = replicator
+        self.leader_address = address
+        self.leading = True
+
+    def step_down(self, machine: Machine, why: str) -> None:
+        """Stop leading and carry on over ``machine``, rebuilt from the store (a prefix of the
+        log): the state applied here but never committed is dropped. Batches still waiting for
+        the log were answered by the replicator; the batch of this turn is refused by
+        ``_flush``; parked claims are answered with no tasks."""
+        self.leading = False
+        self.replicator = None
+        self.follower_reason = why
+        if self.leader_address is not None:
+            self.leader_address = None
+        self.machine = machine
+        self._totals = copy.copy(machine.meta.counters)
+        self.waiters.cancel_all()
+
+    def follow(self, machine: Machine, events: list[TaskEvent]) -> None:
+        """A follower applied a log entry: ``machine`` is the node's state now (the same object
+        unless it was rebuilt); its events go out (the entry is committed in the log)."""
+        self.machine = machine
+        self.batch_durable(events, copy.copy(machine.meta.counters))
+
     def _flush(self) -> None:
+        if self.failed is None and self.cluster and self.replicator is None:
+            # Leadership ended during this turn: its changes were never logged.
+            fut, self._batch, self._fx = self._batch, None, Effects()
+            assert fut is not None
+            self._take_commands()
+            self._backlog.forget()
+            fut.set_exception(self.not_leader())
+            fut.exception()
+            return
         if self.failed is not None:  # storage failed during this turn: nothing more is written
             fut, self._batch, self._fx = self._batch, None, Effects()
             assert fut is not None
@@ -321,6 +392,10 @@ class BrokerService:
         self.machine.end_batch(fx)
         totals = copy.copy(self.machine.meta.counters)
         commands = self._take_commands()
+        if self.replicator is not None:
+            assert commands is not None
+            self._replicate(fut, fx, commands, totals)
+            return
         try:
             self.commit.write(fx.mutations)
         except StorageError as e:
@@ -341,6 +416,29 @@ class BrokerService:
             self.batch_durable(events, totals)
 
         self.commit.when_durable(durable)
+
+    def _replicate(
+        self, fut: Durable, fx: Effects, commands: list[c.Command], totals: Counters
+    ) -> None:
+        """A cluster leader's batch: answered once its log entry is committed and written
+        (``tq.cluster.leader``); its events wait until then, as a single broker's wait for
+        the fsync. A refused batch's events are dropped: if its entry reached the log after
+        all, the rebuild applies it and publishes them."""
+        assert self.replicator is not None
+        self._backlog.write(fut, fx.events)
+
+        def done(err: BaseException | None) -> None:
+            if err is not None:
+                self._backlog.drop(fut)
+                if not fut.done():
+                    fut.set_exception(err)
+                    fut.exception()
+                return
+            events = self._backlog.durable(fut)
+            fut.set_result(None)
+            self.batch_durable(events, totals)
+
+        self.replicator.submit(commands, fx.mutations, done)
 
     def _take_commands(self) -> list[c.Command] | None:
         commands = self._commands
@@ -574,8 +672,14 @@ class BrokerService:
         return self.lookup([task_id], False)[0]
 
     def ready(self) -> bool:
-        """Readiness: recovered, storage healthy (liveness is the process answering at all)."""
+        """Readiness: recovered, storage healthy (liveness is the process answering at all).
+        A cluster follower is ready: it serves reads and names the leader for writes."""
         return self.failed is None
+
+    def may_write(self) -> bool:
+        """Whether commands may be applied now: this node leads and storage takes writes (the
+        time-driven jobs skip their turn otherwise; the leader's jobs do it for the cluster)."""
+        return self.leading and self.failed is None
 
     # ------------------------------------------------------------------ workers
 
@@ -784,6 +888,13 @@ class BrokerService:
     def _pending_state(self, task_id: TaskId) -> TaskState | None:
         """A state reached in the batch not yet written (rare path: only for unknown ids)."""
         states = [e.state for e in self._fx.events if e.task_id == task_id]
+        if not states and self.replicator is not None:
+            # A cluster leader writes a batch only once it is logged: until then its states
+            # are in memory only (newest batch last).
+            for events in reversed(self._backlog.written.values()):
+                states = [e.state for e in events if e.task_id == task_id]
+                if states:
+                    break
         return states[-1] if states else None
 
     def workers(self, who: Principal) -> list[WorkerInfo]:

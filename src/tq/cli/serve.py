@@ -147,6 +147,17 @@ def _start_logging(settings: Settings, level: str | None, fmt: str | None) -> No
     default=None,
     help="Listen beyond loopback although no client is authenticated (auth.insecure).",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    default=None,
+    help="Join the cluster replicated through etcd (raft.enabled); see docs/cluster.md.",
+)
+@click.option(
+    "--etcd",
+    help="Comma-separated etcd client URLs, e.g. http://127.0.0.1:2379 (raft.etcd_endpoints).",
+)
+@click.option("--node-id", help="This node's id in the cluster (raft.node_id).")
 @logging_options
 @click.pass_obj
 def broker_cmd(
@@ -156,11 +167,15 @@ def broker_cmd(
     data_dir: str | None,
     ready_file: Path | None,
     insecure: bool | None,
+    cluster: bool | None,
+    etcd: str | None,
+    node_id: str | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Run the broker until SIGTERM or SIGINT; SIGHUP reloads its TLS certificate."""
     require_server("broker")
+    endpoints = None if etcd is None else [e.strip() for e in etcd.split(",") if e.strip()]
     settings = _settings(
         ctx,
         {
@@ -168,6 +183,9 @@ def broker_cmd(
             "broker.port": ("--port", port),
             "persistence.data_dir": ("--data-dir", data_dir),
             "auth.insecure": ("--insecure", insecure),
+            "raft.enabled": ("--cluster", cluster),
+            "raft.etcd_endpoints": ("--etcd", endpoints),
+            "raft.node_id": ("--node-id", node_id),
         },
     )
     _start_logging(settings, log_level, log_format)

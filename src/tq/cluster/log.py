@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from tq.cluster.election import leader_key
 from tq.cluster.etcd import Entry, Etcd, prefix_end
@@ -53,23 +53,28 @@ class ReplicatedLog:
         _, entries = await self.etcd.range(self.prefix, self.end, limit=1)
         return self.index_of(entries[0].key) if entries else 0
 
-    async def append(self, entry: bytes, *, epoch: int) -> int:
+    async def append(self, entry: bytes | Callable[[int], bytes], *, epoch: int) -> int:
         """Append ``entry`` as the leader of ``epoch``; its index once etcd committed it.
+        ``entry`` may be a function of the index it gets (an entry that names its own place,
+        as ``tq.cluster.entry`` does), called once that index is known.
 
         NotLeaderError: the leader key is no longer the one created at ``epoch`` (this node
         was deposed; nothing was written). UnavailableError: etcd did not answer, the outcome
         is unknown (the entry may be in the log); the next append starts from what etcd holds.
         """
-        if not isinstance(entry, bytes):
+        if not (isinstance(entry, bytes) or callable(entry)):
             raise ValidationError(f"log entry must be bytes, not {type(entry).__name__}")
-        if len(entry) > self.max_entry_bytes:
-            raise ValidationError(
-                f"log entry of {len(entry)} bytes is above the {self.max_entry_bytes} byte limit"
-            )
         async with self._append_lock:
             if self._next is None:
                 self._next = await self.last_index() + 1
             index = self._next
+            if not isinstance(entry, bytes):
+                entry = entry(index)
+            if len(entry) > self.max_entry_bytes:
+                raise ValidationError(
+                    f"log entry of {len(entry)} bytes is above the {self.max_entry_bytes} "
+                    "byte limit"
+                )
             ops = self.etcd.ops
             self._next = None  # unknown until this append's outcome is known
             appended = await self.etcd.txn(
@@ -85,13 +90,15 @@ class ReplicatedLog:
     async def _refused(self, index: int, entry: bytes, epoch: int) -> None:
         """Why the txn failed: deposed (NotLeaderError), or the index is taken — by this very
         entry when an earlier try committed but its reply was lost (then it is appended)."""
+        # Ours first: an earlier try may have committed this very entry before this node was
+        # deposed; it is in the log then, and saying "not appended" would be false.
+        held = await self.etcd.get(self.key(index))
+        if held is not None and held.value == entry:
+            return
         leader = await self.etcd.get(self.leader_key)
         if leader is None or leader.create_revision != epoch:
             now = "no leader" if leader is None else f"epoch {leader.create_revision}"
             raise NotLeaderError(f"append refused: epoch {epoch} is over (etcd holds {now})")
-        held = await self.etcd.get(self.key(index))
-        if held is not None and held.value == entry:
-            return
         raise ConflictError(
             f"log index {index} already holds another entry in epoch {epoch}: "
             "a second writer with this epoch"
@@ -117,7 +124,7 @@ class ReplicatedLog:
 
     async def follow(
         self, from_index: int, *, idle_s: float = 1.0
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         """Every entry from ``from_index`` on, in order, forever: what is stored first, then a
         watch from the revision of that read. After a broken watch, a gap or ``idle_s`` without
         events it reads again from the next index, so nothing is missed or repeated. etcd

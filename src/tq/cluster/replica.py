@@ -14,11 +14,13 @@ unsynced tail in a power loss applies those entries again from its mark.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from tq.cluster.entry import decode_entry
 from tq.core.effects import Effects, TaskEvent
-from tq.core.layout import APPLIED_KEY, AppliedMark, Family, decode_applied, encode
+from tq.core.layout import APPLIED_KEY, AppliedMark, Family, Mutation, decode_applied, encode
 from tq.core.machine import Machine
 from tq.errors import StorageError
 from tq.storage.base import Store
@@ -43,13 +45,25 @@ class Replica:
 
     The store stays the caller's: it opens it before ``Replica.open`` and closes it after."""
 
-    def __init__(self, store: Store, machine: Machine, mark: AppliedMark) -> None:
+    def __init__(
+        self,
+        store: Store,
+        machine: Machine,
+        mark: AppliedMark,
+        *,
+        write: Callable[[list[Mutation]], None] | None = None,
+    ) -> None:
         self._store = store
         self._machine = machine
         self._mark = mark
+        #: How an entry's WriteBatch reaches the store: ``store.write``, or a broker's group
+        #: commit (whose fsync timer then covers the entries applied).
+        self._write = store.write if write is None else write
 
     @classmethod
-    def open(cls, store: Store) -> Replica:
+    def open(
+        cls, store: Store, *, write: Callable[[list[Mutation]], None] | None = None
+    ) -> Replica:
         """The node as its store left it: the machine recovered from the families exactly as a
         broker recovers, and the applied mark read with it."""
         mark = applied_mark(store)
@@ -60,7 +74,7 @@ class Replica:
                 "dependant of a failed task is still waiting): it was edited outside tq; "
                 "install a checkpoint from the leader instead"
             )
-        return cls(store, rec.machine, mark)
+        return cls(store, rec.machine, mark, write=write)
 
     @property
     def applied_index(self) -> int:
@@ -113,7 +127,7 @@ class Replica:
         new_mark = AppliedMark(index, entry.epoch)
         fx.put(Family.METADATA, APPLIED_KEY, encode(new_mark))
         try:
-            self._store.write(fx.mutations)
+            self._write(fx.mutations)
         except StorageError:
             self._rebuild()  # memory went ahead of a store that did not take the batch
             raise

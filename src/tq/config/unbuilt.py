@@ -14,7 +14,7 @@ import pydantic
 
 from tq.config.model import SECTIONS
 
-_CLUSTER = "clustering through etcd comes with the high-availability work"
+_CLUSTER = "this part of clustering is not built yet (see docs/cluster.md)"
 _DASHBOARD = "the web dashboard comes with the dashboard work"
 _AGING = "priority aging (escalation of waiting tasks) is planned but not built"
 
@@ -23,16 +23,9 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
     {
         "broker.priority_aging_interval_s": _AGING,
         "broker.priority_aging_step": _AGING,
-        "raft.enabled": _CLUSTER,
-        "raft.etcd_endpoints": _CLUSTER,
-        "raft.cluster_name": _CLUSTER,
-        "raft.node_id": _CLUSTER,
-        "raft.advertise_address": _CLUSTER,
         "raft.members": _CLUSTER,
-        "raft.leader_lease_ttl_s": _CLUSTER,
         "raft.log_trim_interval_s": _CLUSTER,
         "raft.snapshot_threshold": _CLUSTER,
-        "raft.etcd_timeout_s": _CLUSTER,
         "raft.manage_local_etcd": _CLUSTER,
         "raft.etcd_data_dir": _CLUSTER,
         "raft.etcd_binary": _CLUSTER,

@@ -1,0 +1,277 @@
+"""A broker as a node of a cluster (``raft.enabled``): follows the replicated log, campaigns
+for leadership, leads, and steps down; the service is the same one a single broker runs.
+
+Theory of operation, one term after another:
+
+- **Follow**: apply every log entry after the store's applied mark, in order, through the
+  same ``Machine.apply`` (``tq.cluster.replica``), publishing each entry's events; meanwhile
+  campaign (``tq.cluster.election``) and keep the leader's address for refusals (a follower
+  refuses writes with NOT_LEADER naming it, and serves reads from its own state).
+- **Lead**: once elected, no older leader can append any more (its appends compare the leader
+  key), so the log is read to its end and applied: the entries whose acknowledgement never
+  reached the previous leader are in it, and count. Then the service leads through a
+  ``Replicator`` (a batch is answered once its entry is committed in etcd and written here),
+  and the term's first entry is ``BrokerStarted`` (lease tokens move to a new epoch, so a
+  token handed out by a deposed leader is never valid here; workers get a fresh heartbeat
+  clock to reconnect) and ``ExpireLeases``.
+- **Step down**: when the lease is lost, or an append is refused or unconfirmed, or the local
+  write fails: batches not logged are refused, memory is rebuilt from the store (always a
+  prefix of the log here), and the node follows again; the log tells what happened to the
+  append in doubt.
+
+A fault that would make this node's state differ from the log's (an entry this machine refuses,
+a damaged entry) stops the broker with exit status 1 rather than serve a diverged state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from tq.broker.bootstrap import ensure_bootstrap_key
+from tq.broker.service import BrokerService
+from tq.cluster.election import Election, Leader
+from tq.cluster.etcd import Etcd
+from tq.cluster.leader import Replicator
+from tq.cluster.log import ReplicatedLog
+from tq.cluster.replica import Replica, applied_mark
+from tq.config import Settings
+from tq.core import commands as c
+from tq.errors import LogTrimmedError, StorageError, TqError
+
+log = logging.getLogger(__name__)
+
+#: Room for an entry's own fields beside the largest frame's commands.
+ENTRY_OVERHEAD_BYTES = 1 << 20
+#: How often a follower reads who leads (for the address its refusals name).
+OBSERVE_INTERVAL_S = 0.25
+
+
+class ClusterNode:
+    """One broker's part in the cluster (see the module docstring). ``run`` until ``stop``
+    is set; ``close`` after the service drained, to hand leadership over at once."""
+
+    def __init__(
+        self, service: BrokerService, settings: Settings, etcd: Etcd, address: str
+    ) -> None:
+        r = settings.raft
+        self.service = service
+        self.settings = settings
+        self.etcd = etcd
+        self.address = address
+        self.node_id = settings.node_id
+        self.cluster = r.cluster_name
+        self.ttl_s = r.leader_lease_ttl_s
+        max_entry = settings.broker.max_frame_size_bytes + ENTRY_OVERHEAD_BYTES
+        self.log = ReplicatedLog(etcd, self.cluster, max_entry_bytes=max_entry)
+        # The service's machine was recovered from this store (``Replica.open``).
+        store = service.store
+        self.replica = Replica(
+            store, service.machine, applied_mark(store), write=service.commit.write
+        )
+        self.role = "follower"
+        self.epoch: int | None = None
+        self.leader: Leader | None = None
+        self.leader_changes = 0
+        #: What stopped this node for good (a diverged or unreadable log): exit status 1.
+        self.fatal: BaseException | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None
+        self._election: Election | None = None
+        self._replicator: Replicator | None = None
+        self._ended = asyncio.Event()  # this term is over (lease lost, append failed)
+        self._why = ""
+
+    @property
+    def applied_index(self) -> int:
+        """The last log entry this node's store holds."""
+        if self._replicator is not None and self._replicator.applied_index:
+            return self._replicator.applied_index
+        return self.replica.applied_index
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                epoch = await self._follow_until_elected(stop)
+                if epoch is None:
+                    return
+                await self._lead(epoch, stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 (stop the broker, saying why, never serve on)
+            self._die(e)
+
+    def _die(self, e: BaseException) -> None:
+        why = e.message if isinstance(e, TqError) else f"{type(e).__name__}: {e}"
+        log.critical("cluster.node_stopped node=%s error=%s", self.node_id, why)
+        self.fatal = e
+        if self.on_fatal is not None:
+            self.on_fatal(e)
+
+    # ------------------------------------------------------------------ following
+
+    async def _follow_until_elected(self, stop: asyncio.Event) -> int | None:
+        """Apply the log and campaign; the epoch once elected (None: asked to stop)."""
+        self.role = "follower"
+        election = Election(
+            self.etcd, self.cluster, self.node_id, self.address, ttl_s=self.ttl_s,
+            on_lost=self._lost,
+        )  # fmt: skip
+        self._election = election
+        follower = asyncio.create_task(self._follow(), name="tq-follow")
+        observer = asyncio.create_task(self._observe(election), name="tq-observe")
+        campaign = asyncio.create_task(self._campaign(election), name="tq-campaign")
+        stopping = asyncio.create_task(stop.wait(), name="tq-stop")
+        try:
+            await asyncio.wait({follower, campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (follower, observer, stopping):
+                task.cancel()
+            if not campaign.done():
+                campaign.cancel()
+            await asyncio.wait({follower, observer, stopping, campaign}, timeout=5.0)
+        if follower.done() and not follower.cancelled() and follower.exception() is not None:
+            await election.stop()
+            raise follower.exception()  # type: ignore[misc]
+        if not campaign.done() or campaign.cancelled() or stop.is_set():
+            await self._quit(election)
+            return None
+        return campaign.result()
+
+    async def _follow(self) -> None:
+        try:
+            async with contextlib.aclosing(self.log.follow(self.replica.applied_index + 1)) as it:
+                async for index, data in it:
+                    self._apply(index, data)
+        except LogTrimmedError as e:
+            raise StorageError(
+                f"node {self.node_id} applied the log up to entry {self.replica.applied_index}, "
+                f"but the log now starts at {e.first_index}: this node must be restored from a "
+                "checkpoint of a live node (docs/cluster.md, Replace a node)"
+            ) from e
+
+    def _apply(self, index: int, data: bytes) -> None:
+        events = self.replica.apply_entry(index, data)
+        if events is not None:
+            self.service.follow(self.replica.machine, events)
+
+    async def _observe(self, election: Election) -> None:
+        """Keep the service's idea of who leads current (the address refusals name)."""
+        while True:
+            try:
+                leader = await election.observe()
+            except TqError:
+                leader = None
+            if leader != self.leader:
+                self.leader = leader
+                log.info(
+                    "cluster.leader_seen node=%s leader=%s epoch=%s", self.node_id,
+                    None if leader is None else leader.node_id,
+                    None if leader is None else leader.epoch,
+                )  # fmt: skip
+            mine = leader is not None and leader.node_id == self.node_id
+            self.service.leader_address = None if leader is None or mine else leader.address
+            await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+    async def _campaign(self, election: Election) -> int:
+        backoff = 0.1
+        while True:
+            try:
+                return await election.campaign()
+            except TqError as e:  # etcd unreachable: keep trying, the follower keeps serving
+                log.warning("cluster.campaign_failed node=%s error=%s", self.node_id, e.message)
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+
+    # ------------------------------------------------------------------ leading
+
+    async def _lead(self, epoch: int, stop: asyncio.Event) -> None:
+        election = self._election
+        assert election is not None
+        self._ended.clear()
+        self._why = ""
+        try:
+            # No older leader can append now: what the log holds is final until we append.
+            last = await self.log.last_index()
+            while self.replica.applied_index < last:
+                for index, data in await self.log.read(self.replica.applied_index + 1):
+                    self._apply(index, data)
+        except (TqError, OSError) as e:
+            if isinstance(e, StorageError):
+                raise
+            log.warning("cluster.catch_up_failed node=%s error=%s", self.node_id, e)
+            await self._quit(election)
+            return
+        self.epoch = epoch
+        self.role = "leader"
+        self.leader_changes += 1
+        self.leader = Leader(self.node_id, self.address, epoch)
+        replicator = Replicator(
+            self.log, epoch, self.service.commit.write, self._append_failed,
+            max_entry_bytes=self.log.max_entry_bytes,
+        )  # fmt: skip
+        replicator.applied_index = self.replica.applied_index
+        self._replicator = replicator
+        replicator.start()
+        self.service.lead(replicator, self.address)
+        log.info(
+            "cluster.leading node=%s epoch=%d applied=%d", self.node_id, epoch,
+            self.replica.applied_index,
+        )  # fmt: skip
+        now = time.time()
+        self.service.apply(c.BrokerStarted(now))
+        self.service.apply(c.ExpireLeases(now))
+        try:
+            await ensure_bootstrap_key(self.service, self.settings)
+        except TqError as e:
+            log.warning("cluster.bootstrap_key_failed node=%s error=%s", self.node_id, e.message)
+        stopping = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            await asyncio.wait({stopping, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            ended.cancel()
+        if stop.is_set() and not self._ended.is_set():
+            return  # leading on while the broker drains; ``close`` hands over
+        await self._step_down(election, self._why or election.lost_reason)
+
+    def _lost(self, reason: str) -> None:
+        self._why = self._why or f"lost the leader lease: {reason}"
+        self._ended.set()
+
+    def _append_failed(self, error: BaseException) -> None:
+        why = error.message if isinstance(error, TqError) else str(error)
+        self._why = self._why or f"log append failed: {why}"
+        self._ended.set()
+
+    async def _step_down(self, election: Election, why: str) -> None:
+        log.warning("cluster.step_down node=%s epoch=%s reason=%s", self.node_id, self.epoch, why)
+        replicator, self._replicator = self._replicator, None
+        if replicator is not None:
+            await replicator.stop()
+        # Rebuilt from the store: everything applied here but not logged is gone.
+        self.replica = Replica.open(self.service.store, write=self.service.commit.write)
+        self.service.step_down(self.replica.machine, f"this node stopped leading ({why})")
+        self.role = "follower"
+        self.epoch = None
+        await self._quit(election)
+
+    async def _quit(self, election: Election) -> None:
+        """End a candidacy or a term: the key released if still ours, so another node need
+        not wait for the lease to expire (bounded: etcd may be what failed)."""
+        with contextlib.suppress(TqError, TimeoutError, OSError):
+            await asyncio.wait_for(election.resign(), self.ttl_s)
+        await election.stop()
+
+    async def close(self) -> None:
+        """After the broker drained: stop appending and hand leadership over."""
+        replicator, self._replicator = self._replicator, None
+        if replicator is not None:
+            await replicator.stop()
+        if self._election is not None:
+            await self._quit(self._election)
+        self.service.leading = False
+        await self.etcd.close()
