@@ -33,6 +33,9 @@ pytestmark = pytest.mark.timeout(300)
 SETTINGS: dict[str, object] = {
     "api.rest_enabled": True, "api.websocket_enabled": True, "api.grpc_enabled": True,
     "monitoring.prometheus_enabled": True, "auth.protect_metrics": True,
+    # The matrix compares snapshots before and after each refused call for about a minute on
+    # a loaded machine: no lease may expire and no worker be reaped meanwhile.
+    "broker.lease_duration_s": 900, "broker.heartbeat_interval_s": 120,
 }  # fmt: skip
 ADMIN = new_api_key()
 #: Callers a key cannot be verified for: refused on every operation.

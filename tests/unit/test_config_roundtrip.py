@@ -61,6 +61,13 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
         "{}://{}:{}".format, st.sampled_from(["tq", "tqs"]), hosts, ports
     ),
     "worker.queues": st.lists(names, min_size=1, max_size=4, unique=True).map(tuple),
+    # raft.enabled needs etcd endpoints, and an advertised address when broker.host is a
+    # wildcard: those rules have their own tests (test_config_load); here it stays off.
+    "raft.enabled": st.just(False),
+    "raft.etcd_endpoints": st.lists(
+        st.builds("http://{}:{}".format, hosts, ports), max_size=3, unique=True
+    ).map(tuple),
+    "raft.advertise_address": st.one_of(st.none(), st.builds("{}:{}".format, hosts, ports)),
     # A secret: dump masks it, so it cannot round-trip (its own test is below).
     "worker.api_key": st.none(),
     "auth.rate_limits": st.dictionaries(

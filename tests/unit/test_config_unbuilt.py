@@ -21,16 +21,9 @@ from tq.errors import ConfigError
 NOT_DEFAULT: dict[str, Any] = {
     "broker.priority_aging_interval_s": 30.0,
     "broker.priority_aging_step": 5,
-    "raft.enabled": True,
-    "raft.etcd_endpoints": ["http://10.0.0.1:2379"],
-    "raft.cluster_name": "other",
-    "raft.node_id": "node-2",
-    "raft.advertise_address": "10.0.0.2:7420",
     "raft.members": ["node-1=10.0.0.1:7420"],
-    "raft.leader_lease_ttl_s": 10,
     "raft.log_trim_interval_s": 30.0,
     "raft.snapshot_threshold": 500,
-    "raft.etcd_timeout_s": 2.0,
     "raft.manage_local_etcd": True,
     "raft.etcd_data_dir": "/var/lib/etcd",
     "raft.etcd_binary": "/usr/local/bin/etcd",
@@ -167,10 +160,10 @@ def test_the_example_message_reads_as_one_sentence() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"raft.leader_lease_ttl_s": "1"},  # would break its own bound
-        {"raft.enabled": "true"},  # would need etcd endpoints
+        {"raft.snapshot_threshold": "-1"},  # would break its own bound
+        {"raft.manage_local_etcd": "true"},  # would need raft.enabled... and is refused
         {"raft.manage_local_etcd": "true", "raft.etcd_peer_port": "2379"},  # ports clash
-        {"raft.enabled": "maybe"},  # not even a boolean
+        {"raft.manage_local_etcd": "maybe"},  # not even a boolean
     ],
 )
 def test_a_refused_setting_is_reported_as_refused_not_as_a_broken_rule(
@@ -203,3 +196,9 @@ def test_every_command_that_loads_the_configuration_refuses_it(command: list[str
         "error: [CONFIG_ERROR] invalid configuration: api.dashboard_enabled = 'true'"
     )
     assert "not available yet" in line
+
+
+def test_a_built_cluster_setting_is_checked_by_its_own_rules() -> None:
+    message = refusal(env={}, overrides={"raft.enabled": "true"})
+    assert "not available yet" not in message
+    assert "raft.etcd_endpoints" in message and "at least one etcd endpoint" in message

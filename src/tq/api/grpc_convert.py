@@ -19,6 +19,7 @@ from tq.core.ids import TaskId, format_task_id, parse_task_id
 from tq.core.model import PriorityTier, TaskState
 from tq.errors import ValidationError
 from tq.protocol.records import (
+    ClusterStatus,
     Name,
     Priority,
     QueueDepth,
@@ -180,6 +181,22 @@ def stats_to_pb(s: Stats, at: float) -> pb.Stats:
         pending=s.pending, scheduled=s.scheduled, in_progress=s.in_progress, failed=s.failed,
         dead_letter=s.dead_letter, workers=s.workers, queues=queues_to_pb(s.queues),
         totals=s.totals, uptime=s.uptime, node_id=s.node_id, at=at,
+    )  # fmt: skip
+
+
+def cluster_to_pb(s: ClusterStatus) -> pb.ClusterStatus:
+    nodes = [
+        pb.ClusterMember(
+            node_id=n.node_id, address=n.address, role=n.role, applied_index=n.applied_index,
+            lag=n.lag, updated_at=n.updated_at,
+        )
+        for n in s.nodes
+    ]  # fmt: skip
+    return pb.ClusterStatus(
+        enabled=s.enabled, name=s.name, node_id=s.node_id, role=s.role, leader_id=s.leader_id,
+        leader_address=s.leader_address, epoch=s.epoch, applied_index=s.applied_index,
+        log_first_index=s.log_first_index, log_last_index=s.log_last_index,
+        leader_changes=s.leader_changes, nodes=nodes,
     )  # fmt: skip
 
 

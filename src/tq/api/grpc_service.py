@@ -27,6 +27,7 @@ from tq.api._pb import tq_pb2 as pb
 from tq.api._pb import tq_pb2_grpc
 from tq.api.credentials import presented_key
 from tq.api.grpc_convert import (
+    cluster_to_pb,
     list_query,
     parse_id,
     parse_ids,
@@ -231,6 +232,12 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
     @_rpc
     async def GetStats(self, request: pb.GetStatsRequest, context: Ctx, who: Principal) -> pb.Stats:
         return stats_to_pb(self.service.stats(who), time.time())
+
+    @_rpc
+    async def GetClusterStatus(
+        self, request: pb.GetClusterStatusRequest, context: Ctx, who: Principal
+    ) -> pb.ClusterStatus:
+        return cluster_to_pb(self.service.cluster_status(who))
 
     @_rpc
     async def ListWorkers(

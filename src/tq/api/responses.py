@@ -7,7 +7,7 @@ shows it); bytes as ``<name>`` (text, when valid UTF-8) plus ``<name>_base64`` (
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +15,7 @@ from tq.core.ids import format_task_id
 from tq.core.model import TaskState
 from tq.core.times import format_rfc3339
 from tq.errors import ErrorCode
-from tq.protocol.records import Stats, TaskInfo, WorkerInfo
+from tq.protocol.records import ClusterStatus, Stats, TaskInfo, WorkerInfo
 
 
 class _Out(BaseModel):
@@ -187,6 +187,37 @@ class StatsOut(_Out):
     def of(cls, s: Stats) -> StatsOut:
         queues = {n: QueueDepthOut(**_fields(q)) for n, q in s.queues.items()}
         return cls(**{**_fields(s), "queues": queues})
+
+
+class ClusterMemberOut(_Out):
+    node_id: str
+    address: str = Field(description="host:port of the node's TCP door")
+    role: Literal["leader", "follower"]
+    applied_index: int = Field(description="the last log entry its store holds")
+    lag: int = Field(description="log entries it has still to apply")
+    updated_at: float = Field(description="when its record was last written (unix seconds)")
+
+
+class ClusterOut(_Out):
+    """The cluster as the node asked sees it; a single broker answers ``enabled: false``."""
+
+    enabled: bool
+    name: str = Field(description="raft.cluster_name")
+    node_id: str = Field(description="the node that answered")
+    role: Literal["single", "leader", "follower"]
+    leader_id: str | None
+    leader_address: str | None = Field(description="host:port of the leader's TCP door")
+    epoch: int | None = Field(description="the leader's epoch")
+    applied_index: int
+    log_first_index: int
+    log_last_index: int
+    leader_changes: int
+    nodes: list[ClusterMemberOut]
+
+    @classmethod
+    def of(cls, s: ClusterStatus) -> ClusterOut:
+        nodes = [ClusterMemberOut(**_fields(n)) for n in s.nodes]
+        return cls(**{**_fields(s), "nodes": nodes})
 
 
 class QueueOut(QueueDepthOut):

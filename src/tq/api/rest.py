@@ -21,6 +21,7 @@ from tq.api.http_auth import Caller
 from tq.api.responses import (
     BulkItem,
     BulkOut,
+    ClusterOut,
     ErrorBody,
     ErrorResponse,
     QueueOut,
@@ -230,6 +231,12 @@ async def delete_task(task_id: UUID, service: Service, who: Caller) -> Response:
 @router.get("/v1/stats", operation_id="stats", responses=errors())
 async def stats(service: Service, who: Caller) -> StatsOut:
     return StatsOut.of(service.stats(who))
+
+
+@router.get("/v1/cluster", operation_id="cluster", responses=errors())
+async def cluster(service: Service, who: Caller) -> ClusterOut:
+    """Nodes, leader, epoch, applied index and lag, as this node last read them."""
+    return ClusterOut.of(service.cluster_status(who))
 
 
 @router.get("/v1/workers", operation_id="workers", responses=errors())

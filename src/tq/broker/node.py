@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from tq.broker.bootstrap import ensure_bootstrap_key
 from tq.broker.service import BrokerService
-from tq.cluster.election import Election, Leader
+from tq.cluster.election import Election, Leader, leader_key, parse_leader
 from tq.cluster.etcd import Etcd
 from tq.cluster.leader import Replicator
 from tq.cluster.log import ReplicatedLog
@@ -41,6 +41,7 @@ from tq.cluster.replica import Replica, applied_mark
 from tq.config import Settings
 from tq.core import commands as c
 from tq.errors import LogTrimmedError, StorageError, TqError
+from tq.protocol.records import ClusterMember, ClusterStatus
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class ClusterNode:
         self.epoch: int | None = None
         self.leader: Leader | None = None
         self.leader_changes = 0
+        self.log_first_index = 0
+        self.log_last_index = 0
         #: What stopped this node for good (a diverged or unreadable log): exit status 1.
         self.fatal: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
@@ -92,6 +95,7 @@ class ClusterNode:
         return self.replica.applied_index
 
     async def run(self, stop: asyncio.Event) -> None:
+        observer = asyncio.create_task(self._observe(), name="tq-observe")
         try:
             while not stop.is_set():
                 epoch = await self._follow_until_elected(stop)
@@ -102,6 +106,28 @@ class ClusterNode:
             raise
         except Exception as e:  # noqa: BLE001 (stop the broker, saying why, never serve on)
             self._die(e)
+        finally:
+            observer.cancel()
+
+    def status(self) -> ClusterStatus:
+        """What ``tq cluster status`` shows, from what this node last read (no etcd call)."""
+        leader = self.leader
+        applied = self.applied_index
+        last = max(self.log_last_index, applied)
+        me = ClusterMember(
+            node_id=self.node_id, address=self.address,
+            role="leader" if self.role == "leader" else "follower",
+            applied_index=applied, lag=last - applied, updated_at=time.time(),
+        )  # fmt: skip
+        return ClusterStatus(
+            enabled=True, name=self.cluster, node_id=self.node_id,
+            role="leader" if self.role == "leader" else "follower",
+            leader_id=None if leader is None else leader.node_id,
+            leader_address=None if leader is None else leader.address,
+            epoch=None if leader is None else leader.epoch,
+            applied_index=applied, log_first_index=self.log_first_index,
+            log_last_index=last, leader_changes=self.leader_changes, nodes=[me],
+        )  # fmt: skip
 
     def _die(self, e: BaseException) -> None:
         why = e.message if isinstance(e, TqError) else f"{type(e).__name__}: {e}"
@@ -121,17 +147,16 @@ class ClusterNode:
         )  # fmt: skip
         self._election = election
         follower = asyncio.create_task(self._follow(), name="tq-follow")
-        observer = asyncio.create_task(self._observe(election), name="tq-observe")
         campaign = asyncio.create_task(self._campaign(election), name="tq-campaign")
         stopping = asyncio.create_task(stop.wait(), name="tq-stop")
         try:
             await asyncio.wait({follower, campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (follower, observer, stopping):
+            for task in (follower, stopping):
                 task.cancel()
             if not campaign.done():
                 campaign.cancel()
-            await asyncio.wait({follower, observer, stopping, campaign}, timeout=5.0)
+            await asyncio.wait({follower, stopping, campaign}, timeout=5.0)
         if follower.done() and not follower.cancelled() and follower.exception() is not None:
             await election.stop()
             raise follower.exception()  # type: ignore[misc]
@@ -157,11 +182,16 @@ class ClusterNode:
         if events is not None:
             self.service.follow(self.replica.machine, events)
 
-    async def _observe(self, election: Election) -> None:
-        """Keep the service's idea of who leads current (the address refusals name)."""
+    async def _observe(self) -> None:
+        """Keep who leads (the address a follower's refusals name) and the log's extent
+        current, for refusals and ``status``."""
+        key = leader_key(self.cluster)
         while True:
             try:
-                leader = await election.observe()
+                held = await self.etcd.get(key)
+                leader = None if held is None else parse_leader(held.value, held.create_revision)
+                self.log_last_index = await self.log.last_index()
+                self.log_first_index = await self.log.first_index()
             except TqError:
                 leader = None
             if leader != self.leader:
@@ -171,8 +201,9 @@ class ClusterNode:
                     None if leader is None else leader.node_id,
                     None if leader is None else leader.epoch,
                 )  # fmt: skip
-            mine = leader is not None and leader.node_id == self.node_id
-            self.service.leader_address = None if leader is None or mine else leader.address
+            if self.role != "leader":
+                mine = leader is not None and leader.node_id == self.node_id
+                self.service.leader_address = None if leader is None or mine else leader.address
             await asyncio.sleep(OBSERVE_INTERVAL_S)
 
     async def _campaign(self, election: Election) -> int:

@@ -261,6 +261,7 @@ def _cluster_node(
         stop.set()
 
     node.on_fatal = lambda _: stop.set()
+    service.cluster_view = node.status
     service.on_storage_failure = storage_failed
     return node
 

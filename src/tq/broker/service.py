@@ -87,6 +87,7 @@ from tq.errors import (
     UnavailableError,
 )
 from tq.protocol.records import (
+    ClusterStatus,
     KeyInfo,
     KeySpec,
     QueueDepth,
@@ -190,6 +191,8 @@ class BrokerService:
         self.leader_address: str | None = None
         #: Why this node does not lead, for the refusal (set by the cluster node).
         self.follower_reason = "this node is a follower"
+        #: The cluster node's view (``tq.broker.node``); None on a single broker.
+        self.cluster_view: Callable[[], ClusterStatus] | None = None
         self._batch: Durable | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._backlog = Backlog()  # events of written batches not published yet
@@ -950,6 +953,14 @@ class BrokerService:
             uptime=max(0.0, time.time() - self.started),
             node_id=self.node_id,
         )
+
+    def cluster_status(self, who: Principal) -> ClusterStatus:
+        """The cluster's nodes, leader and log as this node sees them (any node answers, from
+        what it last read: no etcd call); a single broker says so."""
+        self.allow(who, Permission.READ)
+        if self.cluster_view is None:
+            return ClusterStatus(node_id=self.node_id)
+        return self.cluster_view()
 
     def totals(self) -> Counters:
         """The lifetime totals as of the latest durable batch (read them, never mutate them):

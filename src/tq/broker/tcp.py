@@ -662,6 +662,11 @@ def _stats(p: BrokerProtocol, req: m.GetStats) -> None:
     p.reply(StatsReply(request_id=req.request_id, stats=p.service.stats(p.who)))
 
 
+def _cluster_status(p: BrokerProtocol, req: m.GetClusterStatus) -> None:
+    status = p.service.cluster_status(p.who)
+    p.reply(m.ClusterStatusReply(request_id=req.request_id, status=status))
+
+
 def _subscribe(p: BrokerProtocol, req: m.Subscribe) -> None:
     ids = tuple(TaskId(i) for i in req.task_ids)
     watch = Watch(ids, tuple(req.queues), req.all, req.until_terminal)
@@ -786,6 +791,7 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.CancelTask: _cancel,
     m.ListTasks: _list,
     m.GetStats: _stats,
+    m.GetClusterStatus: _cluster_status,
     m.Subscribe: _subscribe,
     m.Unsubscribe: _unsubscribe,
     m.ListWorkers: _workers,

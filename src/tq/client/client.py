@@ -44,6 +44,9 @@ from tq.errors import (
 from tq.protocol import (
     CancelReply,
     CancelTask,
+    ClusterStatus,
+    ClusterStatusReply,
+    GetClusterStatus,
     GetStats,
     KeyCreate,
     KeyCreateReply,
@@ -328,6 +331,14 @@ class AsyncClient(WorkerCalls):
             lambda rid: GetStats(request_id=rid), StatsReply, retry=True
         )
         return reply.stats
+
+    async def cluster_status(self) -> ClusterStatus:
+        """The cluster's nodes, leader and log as the connected node sees them (a single
+        broker answers ``enabled=False``)."""
+        reply = await self._session.call(
+            lambda rid: GetClusterStatus(request_id=rid), ClusterStatusReply, retry=True
+        )
+        return reply.status
 
     async def workers(self) -> list[WorkerInfo]:
         reply = await self._session.call(

@@ -34,6 +34,7 @@ from tq.protocol import (
     TaskSpec,
     WorkerInfo,
 )
+from tq.protocol.records import ClusterStatus
 
 T = TypeVar("T")
 
@@ -236,6 +237,10 @@ class Client:
 
     def workers(self) -> list[WorkerInfo]:
         return self._runner.run(self._async.workers())
+
+    def cluster_status(self) -> ClusterStatus:
+        """The cluster as the connected node sees it (``AsyncClient.cluster_status``)."""
+        return self._runner.run(self._async.cluster_status())
 
     def ping(self) -> float:
         return self._runner.run(self._async.ping())

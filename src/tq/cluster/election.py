@@ -38,7 +38,8 @@ def _value(node_id: str, address: str) -> bytes:
     return json.dumps({"node_id": node_id, "address": address}).encode()
 
 
-def _leader(value: bytes, epoch: int) -> Leader:
+def parse_leader(value: bytes, epoch: int) -> Leader:
+    """The leader a leader key's value names (``epoch``: the key's create_revision)."""
     try:
         fields = json.loads(value)
         return Leader(str(fields["node_id"]), str(fields["address"]), epoch)
@@ -81,7 +82,7 @@ class Election:
     async def observe(self) -> Leader | None:
         """The current leader as etcd holds it, or None between leaders."""
         entry = await self.etcd.get(self.key)
-        return None if entry is None else _leader(entry.value, entry.create_revision)
+        return None if entry is None else parse_leader(entry.value, entry.create_revision)
 
     async def campaign(self, timeout_s: float | None = None) -> int:
         """Lead, waiting while another node does; the epoch. UnavailableError at the deadline,

@@ -64,17 +64,15 @@ class ReplicatedLog:
         """
         if not (isinstance(entry, bytes) or callable(entry)):
             raise ValidationError(f"log entry must be bytes, not {type(entry).__name__}")
+        if isinstance(entry, bytes):
+            self._check_size(entry)  # before etcd is asked anything
         async with self._append_lock:
             if self._next is None:
                 self._next = await self.last_index() + 1
             index = self._next
             if not isinstance(entry, bytes):
                 entry = entry(index)
-            if len(entry) > self.max_entry_bytes:
-                raise ValidationError(
-                    f"log entry of {len(entry)} bytes is above the {self.max_entry_bytes} "
-                    "byte limit"
-                )
+                self._check_size(entry)
             ops = self.etcd.ops
             self._next = None  # unknown until this append's outcome is known
             appended = await self.etcd.txn(
@@ -86,6 +84,12 @@ class ReplicatedLog:
                 await self._refused(index, entry, epoch)
             self._next = index + 1
             return index
+
+    def _check_size(self, entry: bytes) -> None:
+        if len(entry) > self.max_entry_bytes:
+            raise ValidationError(
+                f"log entry of {len(entry)} bytes is above the {self.max_entry_bytes} byte limit"
+            )
 
     async def _refused(self, index: int, entry: bytes, epoch: int) -> None:
         """Why the txn failed: deposed (NotLeaderError), or the index is taken — by this very

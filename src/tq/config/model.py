@@ -254,8 +254,8 @@ class RaftMember(_Section):
 
 
 class RaftSettings(_Section):
-    """Clustering through etcd. Not built yet: ``load()`` refuses every key unless at its default
-    (``unbuilt``); the rules below are kept for when it is."""
+    """Clustering through etcd (``tq.broker.node``). The keys still listed in
+    ``tq.config.unbuilt`` are refused unless at their default."""
 
     enabled: bool = False
     """Replicate through etcd (3 or 5 nodes). Off: single node, the local RocksDB WAL is the log."""

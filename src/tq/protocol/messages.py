@@ -19,6 +19,7 @@ from msgspec import Meta
 from tq.core.model import TaskState
 from tq.protocol.records import (
     ClaimedTask,
+    ClusterStatus,
     Count,
     CpuPercent,
     KeyInfo,
@@ -83,6 +84,8 @@ class MessageType(IntEnum):
     KEY_LIST_REPLY = 0x43
     KEY_REVOKE = 0x44
     KEY_REVOKE_REPLY = 0x45
+    CLUSTER_STATUS = 0x50
+    CLUSTER_STATUS_REPLY = 0x51
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -392,3 +395,14 @@ class KeyRevoke(_Correlated, kw_only=True, frozen=True):
 class KeyRevokeReply(_Correlated, kw_only=True, frozen=True):
     type_code = _T.KEY_REVOKE_REPLY
     key: KeyInfo
+
+
+class GetClusterStatus(_Correlated, kw_only=True, frozen=True):
+    """The cluster's nodes, leader and log, as the node asked sees them (any node answers)."""
+
+    type_code = _T.CLUSTER_STATUS
+
+
+class ClusterStatusReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.CLUSTER_STATUS_REPLY
+    status: ClusterStatus

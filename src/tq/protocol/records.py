@@ -197,6 +197,36 @@ class Stats(WireStruct, kw_only=True, frozen=True):
     node_id: str = ""
 
 
+class ClusterMember(WireStruct, kw_only=True, frozen=True):
+    """One broker of a cluster, as its record in etcd says (kept alive by its lease: a node
+    that stopped drops out within the lease TTL)."""
+
+    node_id: str
+    address: str = ""  #: host:port of its TCP door
+    role: Literal["leader", "follower"] = "follower"
+    applied_index: Count = 0  #: the last log entry its store holds
+    lag: Count = 0  #: log entries it has still to apply (the log's last index minus its own)
+    updated_at: Timestamp = 0.0  #: when its record was last written
+
+
+class ClusterStatus(WireStruct, kw_only=True, frozen=True):
+    """The cluster as the node that answers sees it. On a single broker ``enabled`` is False,
+    ``role`` is ``"single"`` and the rest is empty."""
+
+    enabled: bool = False
+    name: str = ""  #: raft.cluster_name: the etcd key prefix
+    node_id: str = ""  #: the node that answered
+    role: Literal["single", "leader", "follower"] = "single"
+    leader_id: str | None = None
+    leader_address: str | None = None  #: host:port of the leader's TCP door
+    epoch: Count | None = None  #: the leader's epoch (its etcd leader key's create_revision)
+    applied_index: Count = 0  #: the last log entry the answering node applied
+    log_first_index: Count = 0  #: the oldest entry still held in etcd (older ones were trimmed)
+    log_last_index: Count = 0  #: the newest entry, as last read by the answering node
+    leader_changes: Count = 0  #: times the answering node became leader since it started
+    nodes: list[ClusterMember] = []
+
+
 class WorkerInfo(WireStruct, kw_only=True, frozen=True):
     """One registered worker as the broker sees it. ``alive`` False: heartbeats stopped."""
 

@@ -14,7 +14,9 @@ from tq.protocol.messages import (
     CancelTask,
     ClaimReply,
     ClaimTask,
+    ClusterStatusReply,
     DeregisterWorker,
+    GetClusterStatus,
     GetStats,
     Heartbeat,
     HeartbeatReply,
@@ -57,12 +59,13 @@ Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
+    | GetClusterStatus
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
-    | KeyCreateReply | KeyListReply | KeyRevokeReply
+    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -98,4 +101,5 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.KEY_CREATE: _T.KEY_CREATE_REPLY,
     _T.KEY_LIST: _T.KEY_LIST_REPLY,
     _T.KEY_REVOKE: _T.KEY_REVOKE_REPLY,
+    _T.CLUSTER_STATUS: _T.CLUSTER_STATUS_REPLY,
 }

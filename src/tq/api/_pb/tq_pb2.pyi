@@ -321,6 +321,54 @@ class Stats(_message.Message):
     at: float
     def __init__(self, pending: _Optional[int] = ..., scheduled: _Optional[int] = ..., in_progress: _Optional[int] = ..., failed: _Optional[int] = ..., dead_letter: _Optional[int] = ..., workers: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueDepth, _Mapping]]] = ..., totals: _Optional[_Mapping[str, int]] = ..., uptime: _Optional[float] = ..., node_id: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
 
+class GetClusterStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterMember(_message.Message):
+    __slots__ = ("node_id", "address", "role", "applied_index", "lag", "updated_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    role: str
+    applied_index: int
+    lag: int
+    updated_at: float
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., applied_index: _Optional[int] = ..., lag: _Optional[int] = ..., updated_at: _Optional[float] = ...) -> None: ...
+
+class ClusterStatus(_message.Message):
+    __slots__ = ("enabled", "name", "node_id", "role", "leader_id", "leader_address", "epoch", "applied_index", "log_first_index", "log_last_index", "leader_changes", "nodes")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LOG_LAST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    name: str
+    node_id: str
+    role: str
+    leader_id: str
+    leader_address: str
+    epoch: int
+    applied_index: int
+    log_first_index: int
+    log_last_index: int
+    leader_changes: int
+    nodes: _containers.RepeatedCompositeFieldContainer[ClusterMember]
+    def __init__(self, enabled: _Optional[bool] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., applied_index: _Optional[int] = ..., log_first_index: _Optional[int] = ..., log_last_index: _Optional[int] = ..., leader_changes: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[ClusterMember, _Mapping]]] = ...) -> None: ...
+
 class ListWorkersRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

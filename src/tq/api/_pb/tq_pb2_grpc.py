@@ -127,6 +127,11 @@ class TaskQueueStub:
                 request_serializer=tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=tq_dot_v1_dot_tq__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.GetClusterStatus = channel.unary_unary(
+                '/tq.v1.TaskQueue/GetClusterStatus',
+                request_serializer=tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ClusterStatus.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -259,6 +264,14 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterStatus(self, request, context):
+        """The cluster's nodes, leader, epoch and log as the node asked sees them (any node
+        answers; a single broker answers enabled=false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +364,11 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.FromString,
                     response_serializer=tq_dot_v1_dot_tq__pb2.ApiKey.SerializeToString,
+            ),
+            'GetClusterStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterStatus,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ClusterStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -839,6 +857,33 @@ class TaskQueue:
             '/tq.v1.TaskQueue/RevokeKey',
             tq_dot_v1_dot_tq__pb2.RevokeKeyRequest.SerializeToString,
             tq_dot_v1_dot_tq__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/GetClusterStatus',
+            tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ClusterStatus.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,7 @@ class TaskQueueStub:
     CreateKey: grpc.UnaryUnaryMultiCallable[tq_pb2.CreateKeyRequest, tq_pb2.CreateKeyResponse]
     ListKeys: grpc.UnaryUnaryMultiCallable[tq_pb2.ListKeysRequest, tq_pb2.ListKeysResponse]
     RevokeKey: grpc.UnaryUnaryMultiCallable[tq_pb2.RevokeKeyRequest, tq_pb2.ApiKey]
+    GetClusterStatus: grpc.UnaryUnaryMultiCallable[tq_pb2.GetClusterStatusRequest, tq_pb2.ClusterStatus]
 
 
 class TaskQueueServicer:
@@ -56,6 +57,7 @@ class TaskQueueServicer:
     def CreateKey(self, request: tq_pb2.CreateKeyRequest, context: Any) -> tq_pb2.CreateKeyResponse | Awaitable[tq_pb2.CreateKeyResponse]: ...
     def ListKeys(self, request: tq_pb2.ListKeysRequest, context: Any) -> tq_pb2.ListKeysResponse | Awaitable[tq_pb2.ListKeysResponse]: ...
     def RevokeKey(self, request: tq_pb2.RevokeKeyRequest, context: Any) -> tq_pb2.ApiKey | Awaitable[tq_pb2.ApiKey]: ...
+    def GetClusterStatus(self, request: tq_pb2.GetClusterStatusRequest, context: Any) -> tq_pb2.ClusterStatus | Awaitable[tq_pb2.ClusterStatus]: ...
 
 
 def add_TaskQueueServicer_to_server(
