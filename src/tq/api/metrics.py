@@ -81,6 +81,7 @@ class BrokerCollector(Collector):
         yield from self._workers_and_connections()
         yield from self._histograms()
         yield from self._storage()
+        yield from self._cluster()
 
     def _broker(self) -> Iterable[Metric]:
         s = self.service
@@ -235,6 +236,51 @@ class BrokerCollector(Collector):
             "tq_group_commit_fsync_duration_seconds",
             "Duration of one WAL fsync.",
             ins.fsync_latency,
+        )
+
+    def _cluster(self) -> Iterable[Metric]:
+        """Only on a cluster node (``raft.enabled``): its role, place in the log, lag, and
+        the leader's appends."""
+        s = self.service
+        if s.cluster_view is None:
+            return
+        status = s.cluster_view()
+        yield GaugeMetricFamily(
+            "tq_cluster_leader", "1 while this node leads the cluster, else 0.",
+            status.role == "leader",
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "tq_cluster_epoch", "The current leader's epoch (0 while none is known).",
+            status.epoch or 0,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "tq_cluster_leader_changes",
+            "Times this node became the leader since it started.",
+            status.leader_changes,
+        )
+        yield GaugeMetricFamily(
+            "tq_cluster_applied_index", "The last log entry this node applied.",
+            status.applied_index,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "tq_cluster_log_last_index", "The newest log entry in etcd, as last read.",
+            status.log_last_index,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "tq_cluster_apply_lag_entries",
+            "Log entries this node has still to apply (the log's last index minus its own).",
+            max(0, status.log_last_index - status.applied_index),
+        )
+        ins = self.instruments
+        yield _histogram(
+            "tq_cluster_append_duration_seconds",
+            "A leader's log append: from sending the entry to etcd's commit.",
+            ins.append_latency,
+        )
+        yield _histogram(
+            "tq_cluster_append_commands",
+            "Commands per log entry a leader appended.",
+            ins.append_commands,
         )
 
     def _storage(self) -> Iterable[Metric]:

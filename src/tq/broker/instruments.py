@@ -74,6 +74,14 @@ class Instruments:
         }
         self.commit_batch = Histogram(BATCH_BUCKETS)
         self.fsync_latency = Histogram(DURABLE_LATENCY_BUCKETS)
+        #: A cluster leader's log appends: seconds from sending an entry to etcd's commit.
+        self.append_latency = Histogram(DURABLE_LATENCY_BUCKETS)
+        self.append_commands = Histogram(BATCH_BUCKETS)
+
+    def on_append(self, seconds: float, commands: int) -> None:
+        """``Replicator.on_append``: one log entry of ``commands`` committed in ``seconds``."""
+        self.append_latency.observe(seconds)
+        self.append_commands.observe(commands)
 
     def on_sync(self, mutations: int, seconds: float) -> None:
         """``GroupCommit.on_sync``: one fsync made ``mutations`` durable in ``seconds``."""

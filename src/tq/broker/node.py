@@ -244,6 +244,8 @@ class ClusterNode:
             max_entry_bytes=self.log.max_entry_bytes,
         )  # fmt: skip
         replicator.applied_index = self.replica.applied_index
+        if self.service.instruments is not None:
+            replicator.on_append = self.service.instruments.on_append
         self._replicator = replicator
         replicator.start()
         self.service.lead(replicator, self.address)

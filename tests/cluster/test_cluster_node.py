@@ -1,0 +1,151 @@
+"""Three real brokers on a real 3-member etcd cluster (loopback): one leads, the others follow
+the log; a follower refuses writes naming the leader and serves reads; status on every door;
+a restarted follower resumes from its applied index; the leader's death hands over with every
+acknowledged task. (The fault suite with a history checker is test_cluster_faults.py.)"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.etcd_procs import EtcdCluster
+from tq.client import Client
+from tq.errors import ErrorCode, TqError
+from tq.testing import BrokerProcess
+
+pytestmark = pytest.mark.timeout(150)
+
+
+def node_settings(etcd: EtcdCluster, node_id: str) -> dict[str, object]:
+    return {
+        "raft.enabled": True,
+        "raft.etcd_endpoints": ",".join(f"http://{e}" for e in etcd.endpoints),
+        "raft.node_id": node_id,
+        "raft.leader_lease_ttl_s": 2,
+        "api.grpc_enabled": False,
+    }
+
+
+@pytest.fixture
+def nodes(etcd: EtcdCluster, tmp_path: Path) -> Iterator[list[BrokerProcess]]:
+    procs = [
+        BrokerProcess(tmp_path / f"n{i}", settings=node_settings(etcd, f"n{i}")) for i in range(3)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def wait_for(what: str, check: object, timeout: float = 20.0) -> object:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()  # type: ignore[operator]
+        except TqError as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(0.05)  # polling a condition with a deadline
+    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def leader_of(nodes: list[BrokerProcess]) -> BrokerProcess:
+    def find() -> BrokerProcess | None:
+        for n in nodes:
+            if n.proc is None or n.proc.poll() is not None:
+                continue
+            with Client(n.url) as c:
+                if c.cluster_status().role == "leader":
+                    return n
+        return None
+
+    found = wait_for("a leader", find)
+    assert isinstance(found, BrokerProcess)
+    return found
+
+
+def test_a_follower_refuses_writes_naming_the_leader_and_serves_reads(
+    nodes: list[BrokerProcess],
+) -> None:
+    leader = leader_of(nodes)
+    followers = [n for n in nodes if n is not leader]
+    with Client(leader.url) as c:
+        ids = [c.submit("job", b"%d" % i) for i in range(50)]
+    for f in followers:
+        with Client(f.url) as c:
+            wait_for("the follower applied every submit", lambda c=c: c.stats().pending == 50)
+            assert c.status(ids[-1]).state == "pending"
+            with pytest.raises(TqError) as refused:
+                c.submit("job", b"x")
+            assert refused.value.code == ErrorCode.NOT_LEADER
+            assert f"the leader is 127.0.0.1:{leader.port}" in refused.value.message
+            status = c.cluster_status()
+            assert status.role == "follower" and status.leader_address == f"127.0.0.1:{leader.port}"
+            assert status.applied_index == status.log_last_index > 0
+        # The same on REST, and metrics say who leads.
+        rest = f"http://127.0.0.1:{f.ports['rest_port']}"
+        with urllib.request.urlopen(f"{rest}/v1/cluster", timeout=5) as r:
+            body = json.load(r)
+        assert body["enabled"] is True and body["role"] == "follower"
+        assert body["leader_id"] == f"n{nodes.index(leader)}"
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{f.ports['metrics_port']}/metrics", timeout=5
+        ) as r:
+            scraped = r.read().decode()
+        assert "tq_cluster_leader 0.0" in scraped
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{leader.ports['metrics_port']}/metrics", timeout=5
+    ) as r:
+        scraped = r.read().decode()
+    assert "tq_cluster_leader 1.0" in scraped
+    assert "tq_cluster_append_duration_seconds_count" in scraped
+
+
+def test_a_restarted_follower_resumes_from_its_applied_index(
+    nodes: list[BrokerProcess],
+) -> None:
+    leader = leader_of(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client(leader.url) as c:
+        first = [c.submit("job", b"a") for _ in range(20)]
+    with Client(follower.url) as c:
+        wait_for("applied", lambda: c.stats().pending == 20)
+    follower.kill()
+    with Client(leader.url) as c:
+        second = [c.submit("job", b"b") for _ in range(20)]
+        c.cancel(first[0])
+    follower.start()
+    with Client(follower.url) as c:
+        wait_for("caught up", lambda: c.stats().pending == 39)
+        assert c.status(first[0]).state == "cancelled"
+        assert all(c.status(i).state == "pending" for i in second)
+    assert "cluster.node_stopped" not in follower.log_tail(200)
+
+
+def test_the_leaders_death_hands_over_every_acknowledged_task(
+    nodes: list[BrokerProcess],
+) -> None:
+    leader = leader_of(nodes)
+    with Client(leader.url) as c:
+        acked = [c.submit("job", b"%d" % i) for i in range(100)]
+    leader.kill()
+    t0 = time.monotonic()
+    survivors = [n for n in nodes if n is not leader]
+    new = leader_of(survivors)
+    took = time.monotonic() - t0
+    assert took < 5.0, f"failover took {took:.2f} s"
+    with Client(new.url) as c:
+        assert c.submit("job", b"after") is not None
+        states = [c.status(i).state for i in acked]
+    assert states == ["pending"] * 100
