@@ -33,7 +33,7 @@ TEST_FLAGS = (
     "--snapshot-count",
     "5000",
     "--max-request-bytes",
-    str(16 << 20),
+    str(32 << 20),
     "--heartbeat-interval",
     "50",
     "--election-timeout",
