@@ -149,3 +149,31 @@ def test_the_leaders_death_hands_over_every_acknowledged_task(
         assert c.submit("job", b"after") is not None
         states = [c.status(i).state for i in acked]
     assert states == ["pending"] * 100
+
+
+def test_a_follower_cut_off_from_etcd_refuses_reads_past_its_staleness_bound(
+    nodes: list[BrokerProcess], etcd: EtcdCluster
+) -> None:
+    leader = leader_of(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client(leader.url) as c:
+        task = c.submit("job", b"x")
+    with Client(follower.url) as c:
+        wait_for("the follower serves the read", lambda: c.status(task).state == "pending")
+        for i in range(3):
+            etcd.kill(i)
+        started = time.monotonic()
+
+        def refused() -> bool:
+            try:
+                c.status(task)
+            except TqError as e:
+                assert e.code == ErrorCode.NOT_LEADER, e
+                assert "may be stale" in e.message, e.message
+                return True
+            return False
+
+        wait_for("reads refused", refused, timeout=10.0)
+        # Refused after the bound (TTL 2 s), not before; the cluster itself still answers.
+        assert time.monotonic() - started >= 1.5
+        assert c.cluster_status().role == "follower"

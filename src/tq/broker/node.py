@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 from tq.broker.bootstrap import ensure_bootstrap_key
@@ -79,6 +80,10 @@ class ClusterNode:
         self.leader_changes = 0
         self.log_first_index = 0
         self.log_last_index = 0
+        #: (when asked, the log's last index then): what a follower's freshness is proved by.
+        self._seen: deque[tuple[float, int]] = deque(maxlen=1024)
+        self._fresh_at = -float("inf")
+        service.stale = "it has not read the log yet"
         #: What stopped this node for good (a diverged or unreadable log): exit status 1.
         self.fatal: BaseException | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None
@@ -187,13 +192,16 @@ class ClusterNode:
         current, for refusals and ``status``."""
         key = leader_key(self.cluster)
         while True:
+            asked = time.monotonic()
             try:
                 held = await self.etcd.get(key)
                 leader = None if held is None else parse_leader(held.value, held.create_revision)
                 self.log_last_index = await self.log.last_index()
                 self.log_first_index = await self.log.first_index()
+                self._seen.append((asked, self.log_last_index))
             except TqError:
                 leader = None
+            self._check_fresh()
             if leader != self.leader:
                 self.leader = leader
                 log.info(
@@ -205,6 +213,23 @@ class ClusterNode:
                 mine = leader is not None and leader.node_id == self.node_id
                 self.service.leader_address = None if leader is None or mine else leader.address
             await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+    def _check_fresh(self) -> None:
+        """A follower vouches for its reads while it has applied everything etcd held at most
+        ``raft.leader_lease_ttl_s`` ago (its staleness bound); past that (behind, or cut off
+        from etcd) its reads are refused with NOT_LEADER until it catches up."""
+        applied = self.applied_index
+        seen = self._seen
+        while seen and seen[0][1] <= applied:
+            self._fresh_at = seen.popleft()[0]
+        behind = time.monotonic() - self._fresh_at
+        if self.role == "leader" or behind <= self.ttl_s:
+            self.service.stale = None
+        else:
+            self.service.stale = (
+                f"it has not confirmed for {behind:.1f} s that it applied the whole log "
+                f"(bound {self.ttl_s} s; applied {applied}, log at {self.log_last_index})"
+            )
 
     async def _campaign(self, election: Election) -> int:
         backoff = 0.1

@@ -191,6 +191,9 @@ class BrokerService:
         self.leader_address: str | None = None
         #: Why this node does not lead, for the refusal (set by the cluster node).
         self.follower_reason = "this node is a follower"
+        #: Set (why) while this follower cannot vouch that it applied everything etcd held
+        #: up to ``raft.leader_lease_ttl_s`` ago: its reads are refused (``allow``).
+        self.stale: str | None = None
         #: The cluster node's view (``tq.broker.node``); None on a single broker.
         self.cluster_view: Callable[[], ClusterStatus] | None = None
         self._batch: Durable | None = None
@@ -240,19 +243,25 @@ class BrokerService:
         queues: Iterable[str] = (),
         *,
         spend: bool = True,
+        current: bool = True,
     ) -> None:
         """The one check of every use case, for every door: ``who`` is still valid (a key
         revoked or expired since the door authenticated it is refused now), holds
         ``permission`` on ``queues``, and is within its rate limit for that class (``spend``
-        False: a stream's periodic tick, rate-limited once when the stream was asked for)."""
+        False: a stream's periodic tick, rate-limited once when the stream was asked for).
+        A call on a cluster follower whose view may be older than the staleness bound is
+        refused with NOT_LEADER naming the leader (``current`` False: a read about the
+        cluster itself, answered anyway)."""
         if who.key_id is None:
             if self.settings.auth.enabled:  # a door that authenticated nobody: fail closed
                 raise UnauthenticatedError("no API key given: this broker requires one")
-            return
-        check_current(self.machine.key(who.key_id), who.key_id, time.time())
-        authorize(who, permission, queues)
-        if spend:
-            self.limiter.take(who, permission, time.monotonic())
+        else:
+            check_current(self.machine.key(who.key_id), who.key_id, time.time())
+            authorize(who, permission, queues)
+            if spend:
+                self.limiter.take(who, permission, time.monotonic())
+        if self.stale is not None and current and not self.leading:
+            raise self.not_leader(f"this follower's view may be stale ({self.stale})")
 
     def hold(self, who: Principal, end: End) -> Stream:
         """Register an open stream of ``who`` (a TCP connection, a WebSocket, a gRPC watch):
@@ -330,13 +339,14 @@ class BrokerService:
             loop.call_soon(self._flush)
         return self._batch
 
-    def not_leader(self) -> NotLeaderError:
-        """The refusal of a write on a node that does not lead (nothing was applied)."""
+    def not_leader(self, why: str | None = None) -> NotLeaderError:
+        """The refusal of a write on a node that does not lead (nothing was applied), or of a
+        read on a follower that may be behind (``why``)."""
         where = self.leader_address
         then = f"; the leader is {where}" if where else "; no leader is elected right now"
-        return NotLeaderError(
-            f"{self.follower_reason}: writes go to the leader{then}", leader=where
-        )
+        if why is None:
+            why = f"{self.follower_reason}: writes go to the leader"
+        return NotLeaderError(why + then, leader=where)
 
     def lead(self, replicator: Replicator, address: str) -> None:
         """This cluster node leads from now on: every batch goes through ``replicator``."""
@@ -957,7 +967,7 @@ class BrokerService:
     def cluster_status(self, who: Principal) -> ClusterStatus:
         """The cluster's nodes, leader and log as this node sees them (any node answers, from
         what it last read: no etcd call); a single broker says so."""
-        self.allow(who, Permission.READ)
+        self.allow(who, Permission.READ, current=False)
         if self.cluster_view is None:
             return ClusterStatus(node_id=self.node_id)
         return self.cluster_view()
