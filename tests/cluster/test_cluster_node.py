@@ -164,16 +164,16 @@ def test_a_follower_cut_off_from_etcd_refuses_reads_past_its_staleness_bound(
             etcd.kill(i)
         started = time.monotonic()
 
-        def refused() -> bool:
+        def refused() -> TqError | None:
             try:
                 c.status(task)
             except TqError as e:
-                assert e.code == ErrorCode.NOT_LEADER, e
-                assert "may be stale" in e.message, e.message
-                return True
-            return False
+                return e
+            return None
 
-        wait_for("reads refused", refused, timeout=10.0)
+        error = wait_for("reads refused", refused, timeout=10.0)
+        assert isinstance(error, TqError) and error.code == ErrorCode.NOT_LEADER, error
+        assert "may be stale" in error.message, error.message
         # Refused after the bound (TTL 2 s), not before; the cluster itself still answers.
         assert time.monotonic() - started >= 1.5
         assert c.cluster_status().role == "follower"

@@ -195,9 +195,7 @@ def test_typed_overrides_are_taken_as_they_are() -> None:
     assert settings.persistence.data_dir == Path("/var/lib/tq")
 
 
-def test_a_cluster_node_configuration_is_refused_only_for_the_keys_still_unbuilt(
-    write_config: WriteConfig,
-) -> None:
+def test_a_cluster_node_configuration_loads(write_config: WriteConfig) -> None:
     path = write_config(
         """
 broker:
@@ -213,12 +211,14 @@ auth:
   rate_limits: {submit: {rate: 500, burst: 1000}}
 """
     )
+    settings = load(path, env={})
+    assert settings.raft.enabled and settings.node_id == "node-2"
+    assert [m.node_id for m in settings.raft.members] == ["node-1", "node-2", "node-3"]
+    assert settings.advertise_address == "10.0.0.2:7420"
+
+
+def test_a_managed_etcd_needs_the_members_it_forms_a_cluster_of() -> None:
     with pytest.raises(ConfigError) as caught:
-        load(path, env={})
-    message = caught.value.message
-    # raft.enabled, etcd_endpoints and advertise_address are built; raft.members is not yet
-    # (broker.* and auth.* are built).
-    assert message.startswith("invalid configuration: raft.members = "), message
-    assert message.count("not available yet") == 1
-    assert "raft.members = ['node-1=10.0.0.1:7420', 'node-2=10.0.0.2:7420', " in message
-    assert "auth." not in message
+        load(env={}, overrides={"raft.enabled": "true", "raft.manage_local_etcd": "true"})
+    assert "raft.members" in caught.value.message
+    assert "must list every node" in caught.value.message

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from pydantic.fields import FieldInfo
 
 from tq.config import Settings, dump, load, setting_keys
-from tq.config.model import SECTIONS, RateLimitSetting
+from tq.config.model import SECTIONS, RaftMember, RateLimitSetting
 from tq.config.unbuilt import UNBUILT
 
 MiB = 1024 * 1024
@@ -68,6 +68,14 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
         st.builds("http://{}:{}".format, hosts, ports), max_size=3, unique=True
     ).map(tuple),
     "raft.advertise_address": st.one_of(st.none(), st.builds("{}:{}".format, hosts, ports)),
+    "raft.members": st.lists(
+        st.builds(RaftMember, node_id=names, address=st.builds("{}:{}".format, hosts, ports)),
+        max_size=3,
+        unique_by=lambda m: m.node_id,
+    ).map(tuple),
+    # Each in a range of its own: a managed etcd's ports must not clash with any listener.
+    "raft.etcd_client_port": st.integers(11000, 11999),
+    "raft.etcd_peer_port": st.integers(12000, 12999),
     # A secret: dump masks it, so it cannot round-trip (its own test is below).
     "worker.api_key": st.none(),
     "auth.rate_limits": st.dictionaries(

@@ -21,14 +21,8 @@ from tq.errors import ConfigError
 NOT_DEFAULT: dict[str, Any] = {
     "broker.priority_aging_interval_s": 30.0,
     "broker.priority_aging_step": 5,
-    "raft.members": ["node-1=10.0.0.1:7420"],
     "raft.log_trim_interval_s": 30.0,
     "raft.snapshot_threshold": 500,
-    "raft.manage_local_etcd": True,
-    "raft.etcd_data_dir": "/var/lib/etcd",
-    "raft.etcd_binary": "/usr/local/bin/etcd",
-    "raft.etcd_client_port": 12379,
-    "raft.etcd_peer_port": 12380,
     "api.dashboard_enabled": True,
 }
 DEFAULTS = dump(Settings())
@@ -161,9 +155,9 @@ def test_the_example_message_reads_as_one_sentence() -> None:
     "overrides",
     [
         {"raft.snapshot_threshold": "-1"},  # would break its own bound
-        {"raft.manage_local_etcd": "true"},  # would need raft.enabled... and is refused
-        {"raft.manage_local_etcd": "true", "raft.etcd_peer_port": "2379"},  # ports clash
-        {"raft.manage_local_etcd": "maybe"},  # not even a boolean
+        {"raft.log_trim_interval_s": "-1"},  # so would this one
+        {"raft.snapshot_threshold": "5", "raft.log_trim_interval_s": "0"},  # both refused
+        {"raft.snapshot_threshold": "maybe"},  # not even a number
     ],
 )
 def test_a_refused_setting_is_reported_as_refused_not_as_a_broken_rule(

@@ -38,6 +38,7 @@ from tq.broker.tcp import DOOR, BrokerProtocol, Connections
 from tq.broker.tcp_tls import TlsListener, bind
 from tq.broker.tls import ServerTls
 from tq.cluster.etcd import Etcd
+from tq.cluster.etcd_member import ManagedEtcd, etcd_endpoints, plan
 from tq.cluster.replica import Replica
 from tq.config import Settings, SyncMode
 from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
@@ -147,6 +148,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
     service: BrokerService | None = None
     clustered = settings.raft.enabled
     node: ClusterNode | None = None
+    member: ManagedEtcd | None = None
     try:
         stop = asyncio.Event()
         if clustered:
@@ -179,6 +181,9 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             "off" if tls is None else f"on client_certs={tls.client_auth}",
         )  # fmt: skip
         if clustered:
+            if settings.raft.manage_local_etcd:
+                member = ManagedEtcd(plan(settings))
+                await member.start()
             node = _cluster_node(service, settings, port, stop)
         if tls is not None:
             # A renewed certificate is taken without a restart: new handshakes use it.
@@ -203,6 +208,8 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
                 jobs.append(tg.create_task(relaxed_sync(service)))
             if node is not None:
                 jobs.append(tg.create_task(node.run(stop)))
+            if member is not None:
+                jobs.append(tg.create_task(member.run()))
             await stop.wait()
             log.info("broker.stopping")
             for job in jobs:
@@ -216,6 +223,8 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             return 1 if node.fatal is not None or service.failed is not None else 0
         return 1 if service.failed is not None else 0
     finally:
+        if member is not None:  # after the node handed over: its etcd goes last
+            await member.stop()
         try:  # the guard may have swapped stores during an outage: close the current one
             (opened.store if service is None else service.store).close()
         except StorageError as e:
@@ -252,7 +261,7 @@ def _cluster_node(
     local write) stops the broker, with exit status 1."""
     r = settings.raft
     address = r.advertise_address or f"{settings.broker.host}:{port}"
-    etcd = Etcd(list(r.etcd_endpoints), timeout_s=r.etcd_timeout_s)
+    etcd = Etcd(etcd_endpoints(settings), timeout_s=r.etcd_timeout_s)
     node = ClusterNode(service, settings, etcd, address)
 
     def storage_failed(error: BaseException) -> None:

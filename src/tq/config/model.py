@@ -302,6 +302,15 @@ class RaftSettings(_Section):
                 "raft.manage_local_etcd",
                 False,
             )
+        if self.enabled and self.manage_local_etcd and not self.members:
+            raise conflict(
+                "raft.members",
+                [],
+                "must list every node, this one included, when raft.manage_local_etcd is on "
+                "(each node runs an etcd member at the host of its address)",
+                "raft.manage_local_etcd",
+                True,
+            )
         if self.manage_local_etcd and self.etcd_client_port == self.etcd_peer_port:
             raise conflict(
                 "raft.etcd_peer_port",

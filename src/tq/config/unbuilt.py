@@ -23,14 +23,8 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
     {
         "broker.priority_aging_interval_s": _AGING,
         "broker.priority_aging_step": _AGING,
-        "raft.members": _CLUSTER,
         "raft.log_trim_interval_s": _CLUSTER,
         "raft.snapshot_threshold": _CLUSTER,
-        "raft.manage_local_etcd": _CLUSTER,
-        "raft.etcd_data_dir": _CLUSTER,
-        "raft.etcd_binary": _CLUSTER,
-        "raft.etcd_client_port": _CLUSTER,
-        "raft.etcd_peer_port": _CLUSTER,
         "api.dashboard_enabled": _DASHBOARD,
     }
 )
