@@ -16,7 +16,8 @@ import pytest
 from tests.cluster.etcd_procs import EtcdCluster
 from tq.client import Client
 from tq.errors import ErrorCode, TqError
-from tq.testing import BrokerProcess
+from tq.protocol import KeySpec
+from tq.testing import BrokerProcess, new_api_key
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -177,3 +178,51 @@ def test_a_follower_cut_off_from_etcd_refuses_reads_past_its_staleness_bound(
         # Refused after the bound (TTL 2 s), not before; the cluster itself still answers.
         assert time.monotonic() - started >= 1.5
         assert c.cluster_status().role == "follower"
+
+
+def test_keys_replicate_and_a_revocation_on_the_leader_ends_a_followers_connections(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    admin = new_api_key()
+    procs = [
+        BrokerProcess(tmp_path / f"n{i}", settings=node_settings(etcd, f"n{i}"), api_key=admin)
+        for i in range(3)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        leader = leader_of_with(procs, admin)
+        follower = next(p for p in procs if p is not leader)
+        with Client(leader.url, api_key=admin) as c:
+            info, secret = c.create_key(KeySpec(name="reader", permissions=["read"]))
+        with Client(follower.url, api_key=secret) as reader:
+            wait_for("the key reached the follower", lambda: reader.stats() is not None)
+            with Client(leader.url, api_key=admin) as c:
+                c.revoke_key(info.id)
+
+            def refused() -> TqError | None:
+                try:
+                    reader.stats()
+                except TqError as e:
+                    return e
+                return None
+
+            error = wait_for("the follower refuses the revoked key", refused)
+            assert isinstance(error, TqError) and error.code == ErrorCode.UNAUTHENTICATED
+            assert "revoked" in error.message, error.message
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def leader_of_with(nodes: list[BrokerProcess], api_key: str) -> BrokerProcess:
+    def find() -> BrokerProcess | None:
+        for n in nodes:
+            with Client(n.url, api_key=api_key) as c:
+                if c.cluster_status().role == "leader" and c.list_keys():
+                    return n
+        return None
+
+    found = wait_for("a leader that created the bootstrap key", find)
+    assert isinstance(found, BrokerProcess)
+    return found

@@ -75,6 +75,7 @@ from tq.core.replies import (
     SubmitReply,
 )
 from tq.core.sizes import info_size
+from tq.core.times import format_rfc3339
 from tq.errors import (
     ConflictError,
     ErrorCode,
@@ -373,6 +374,14 @@ class BrokerService:
         unless it was rebuilt); its events go out (the entry is committed in the log)."""
         self.machine = machine
         self.batch_durable(events, copy.copy(machine.meta.counters))
+        for key_id in self.streams.holders():  # a key revoked on the leader ends here too
+            key = machine.key(key_id)
+            if key is not None and key.revoked_at is not None:
+                self.keyring.forget(key_id)
+                self.limiter.forget(key_id)
+                when = format_rfc3339(key.revoked_at, "seconds")
+                why = UnauthenticatedError(f"API key {key_id} was revoked at {when}")
+                self.streams.revoked(key_id, why)
 
     def _flush(self) -> None:
         if self.failed is None and self.cluster and self.replicator is None:

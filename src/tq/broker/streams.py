@@ -79,5 +79,9 @@ class OpenStreams:
         for stream in list(self._by_key.get(key_id, ())):
             stream.end(why)
 
+    def holders(self) -> list[str]:
+        """The key ids that hold open streams now."""
+        return list(self._by_key)
+
     def count(self, key_id: str) -> int:
         return len(self._by_key.get(key_id, ()))
