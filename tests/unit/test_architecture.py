@@ -1,7 +1,7 @@
 """Dependencies point inward (STYLE.md): the import-linter contracts of pyproject.toml hold.
 
-cli -> bench -> broker.server (composition root) -> api | broker.tcp | broker.jobs | worker
--> broker.service | client | testing -> storage | protocol -> core | config -> errors
+cli -> bench -> broker.server (composition root) -> api | broker.tcp | broker.jobs | broker.node
+| worker | testing -> broker.service | client | cluster -> storage | protocol -> core | config -> errors
 """
 
 from __future__ import annotations
