@@ -1,7 +1,8 @@
 """Dependencies point inward (STYLE.md): the import-linter contracts of pyproject.toml hold.
 
 cli -> bench -> broker.server (composition root) -> api | broker.tcp | broker.jobs | broker.node
-| worker | testing -> broker.service | client | cluster -> storage | protocol -> core | config -> errors
+| worker | testing -> broker.service | client | cluster -> storage | protocol
+-> core | config -> errors
 """
 
 from __future__ import annotations
