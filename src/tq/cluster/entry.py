@@ -60,7 +60,16 @@ def encode_entry(index: int, epoch: int, commands: Sequence[c.Command]) -> bytes
         raise ValidationError(
             f"a log entry needs index and epoch of 1 or more, not {index}, {epoch}"
         )
-    body = c.encode_commands(list(commands))
+    return encode_body(index, epoch, c.encode_commands(list(commands)))
+
+
+def encode_body(index: int, epoch: int, body: bytes) -> bytes:
+    """``encode_entry`` of commands already encoded (``commands.encode_commands``): a leader
+    encodes a batch once, to know its size before the index it gets is known."""
+    if index < 1 or epoch < 1:
+        raise ValidationError(
+            f"a log entry needs index and epoch of 1 or more, not {index}, {epoch}"
+        )
     return _encoder.encode(_Stored(FORMAT_VERSION, index, epoch, _crc(index, epoch, body), body))
 
 

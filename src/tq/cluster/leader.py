@@ -25,13 +25,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tq.cluster.entry import encode_entry
+from tq.cluster.entry import encode_body
 from tq.cluster.log import ReplicatedLog
 from tq.core import commands as c
+from tq.core.commands import encode_commands
 from tq.core.layout import APPLIED_KEY, AppliedMark, Family, Mutation, encode
 from tq.errors import ErrorCode, NotLeaderError, StorageError, TqError, UnavailableError
 
 log = logging.getLogger(__name__)
+
+#: An entry's fields around its commands' bytes (version, index, epoch, checksum): at most.
+ENTRY_HEADER_BYTES = 48
 
 #: Told None once the batch is committed and written locally, else why it is not (a
 #: NotLeaderError: certainly not applied; an UnavailableError: the outcome is unknown).
@@ -129,11 +133,11 @@ class Replicator:
             if not commands:  # nothing to log (a turn that only served replies): settled
                 self._settle(take, None)
                 return
-            body = encode_entry(1, self.epoch, commands)  # its size; the index changes little
-            if len(body) + 32 <= self.max_entry_bytes or take == 1:
+            body = encode_commands(commands)  # once: the entry wraps it with its index
+            if len(body) + ENTRY_HEADER_BYTES <= self.max_entry_bytes or take == 1:
                 break
             take = max(1, take // 2)
-        if len(body) + 32 > self.max_entry_bytes:
+        if len(body) + ENTRY_HEADER_BYTES > self.max_entry_bytes:
             raise StorageError(
                 f"one batch of {len(commands)} commands takes {len(body)} bytes, above the "
                 f"{self.max_entry_bytes} byte limit of a log entry (raise etcd's "
@@ -142,7 +146,7 @@ class Replicator:
         t0 = time.perf_counter()
         try:
             index = await self.log.append(
-                lambda i: encode_entry(i, self.epoch, commands), epoch=self.epoch
+                lambda i: encode_body(i, self.epoch, body), epoch=self.epoch
             )
         except NotLeaderError:
             raise
