@@ -188,10 +188,12 @@ class Reference:
         self._pend(t, keep_order=True)
         return True
 
-    def beat(self, now: float, worker: WorkerId) -> None:
+    def beat(self, now: float, worker: WorkerId, listed: set[TaskId]) -> None:
+        """Only the listed leases are extended: a held task the worker does not list (its
+        claim's reply was lost) keeps its expiry."""
         self.heartbeat[worker] = now
         for t in self.tasks.values():
-            if t.state is S.IN_PROGRESS and t.worker == worker:
+            if t.state is S.IN_PROGRESS and t.worker == worker and t.id in listed:
                 t.lease_until = now + LEASE
 
     def reap(self, now: float) -> None:
@@ -320,10 +322,15 @@ class MachineVsReference(RuleBasedStateMachine):
         assert reply.codes == [0 if applied else ErrorCode.LEASE_MISMATCH]
         assert applied == (not stale and not other_worker)
 
-    @rule(worker=st.sampled_from(WORKERS))
-    def heartbeat(self, worker: WorkerId) -> None:
-        self.apply(c.Heartbeat(self.now, worker, LEASE))
-        self.ref.beat(self.now, worker)
+    @rule(worker=st.sampled_from(WORKERS), data=st.data())
+    def heartbeat(self, worker: WorkerId, data: st.DataObject) -> None:
+        held = sorted(
+            t.id for t in self.ref.tasks.values()
+            if t.state is S.IN_PROGRESS and t.worker == worker
+        )  # fmt: skip
+        listed = data.draw(st.lists(st.sampled_from(held), unique=True)) if held else []
+        self.apply(c.Heartbeat(self.now, worker, LEASE, running=tuple(listed)))
+        self.ref.beat(self.now, worker, set(listed))
 
     @rule(dt=st.floats(0.1, 15.0))
     def time_passes(self, dt: float) -> None:

@@ -273,18 +273,23 @@ class ClusterNode:
             replicator.on_append = self.service.instruments.on_append
         self._replicator = replicator
         replicator.start()
-        self.service.lead(replicator, self.address)
-        log.info(
-            "cluster.leading node=%s epoch=%d applied=%d", self.node_id, epoch,
-            self.replica.applied_index,
-        )  # fmt: skip
         now = time.time()
-        self.service.apply(c.BrokerStarted(now))
-        self.service.apply(c.ExpireLeases(now))
         try:
-            await ensure_bootstrap_key(self.service, self.settings)
+            await self.service.lead(
+                replicator, self.address, [c.BrokerStarted(now), c.ExpireLeases(now)]
+            )
         except TqError as e:
-            log.warning("cluster.bootstrap_key_failed node=%s error=%s", self.node_id, e.message)
+            self._append_failed(e)
+        if self.service.leading:
+            log.info(
+                "cluster.leading node=%s epoch=%d applied=%d", self.node_id, epoch,
+                self.replica.applied_index,
+            )  # fmt: skip
+            try:
+                await ensure_bootstrap_key(self.service, self.settings)
+            except TqError as e:
+                why = e.message
+                log.warning("cluster.bootstrap_key_failed node=%s error=%s", self.node_id, why)
         stopping = asyncio.create_task(stop.wait())
         ended = asyncio.create_task(self._ended.wait())
         try:

@@ -349,11 +349,26 @@ class BrokerService:
             why = f"{self.follower_reason}: writes go to the leader"
         return NotLeaderError(why + then, leader=where)
 
-    def lead(self, replicator: Replicator, address: str) -> None:
-        """This cluster node leads from now on: every batch goes through ``replicator``."""
+    async def lead(self, replicator: Replicator, address: str, start: Sequence[c.Command]) -> None:
+        """This cluster node leads from now on: every batch goes through ``replicator``.
+
+        ``start`` (the term's ``BrokerStarted``, which moves lease tokens to a new epoch)
+        is applied and logged first, and nothing else is accepted before it is committed:
+        a leader deposed before its first entry was logged must not have handed out a
+        lease token in an epoch the next leader will also start (that one never saw it), or
+        a stale worker's result could match a token handed out again."""
         self.replicator = replicator
         self.leader_address = address
-        self.leading = True
+        durable: Durable | None = None
+        for cmd in start:
+            self.machine.apply(cmd, self._fx)
+            if self._commands is not None:
+                self._commands.append(cmd)
+            durable = self._batch_future()
+        if durable is not None:
+            await self.confirmed(durable)
+        if self.replicator is replicator:  # not deposed meanwhile
+            self.leading = True
 
     def step_down(self, machine: Machine, why: str) -> None:
         """Stop leading and carry on over ``machine``, rebuilt from the store (a prefix of the
@@ -717,6 +732,7 @@ class BrokerService:
         *,
         received: float | None = None,
         budget: Budget | None = None,
+        refuse: Callable[[TqError], None] | None = None,
     ) -> None:
         """Claim now; with nothing to hand out and ``wait`` > 0, park a long-poll waiter that
         the end of a later turn serves (or its deadline answers with no tasks). ``max_tasks``
@@ -725,9 +741,15 @@ class BrokerService:
         beyond the caps that finds nothing is answered at once); ``received``: as for ``submit``.
         ``budget()``: the bytes the reply may carry now (``sizes.claimed_size`` of its tasks;
         0: nothing now, as while the connection does not take its replies; the owner then
-        calls ``wake_claims`` once it takes them again); None: no byte budget."""
+        calls ``wake_claims`` once it takes them again); None: no byte budget.
+
+        On a cluster leader, tasks are handed out only once the claim is committed in the
+        log (a leader deposed before that must not have a worker run a task the cluster may
+        never have had); if it is not, ``refuse`` hears why (else the reply has no tasks)."""
         self.allow(who, Permission.WORK, queues)
         check_request_queues(queues)
+        if self.cluster:
+            respond = self._once_logged(respond, refuse)
         b = self.settings.broker
         n = min(b.default_claim_batch if max_tasks is None else max_tasks, b.max_claim_batch)
         room = 0 if budget is None else budget()
@@ -744,6 +766,32 @@ class BrokerService:
             # Until answered, or parked: a long poll's wait for work is the queue's emptiness,
             # not the broker's latency.
             ins.claim_latency.observe(time.monotonic() - received)
+
+    def _once_logged(
+        self,
+        respond: Callable[[list[ClaimedTask]], None],
+        refuse: Callable[[TqError], None] | None,
+    ) -> Callable[[list[ClaimedTask]], None]:
+        """``respond`` deferred until the batch that leased its tasks is committed (an empty
+        answer goes at once: it leased nothing)."""
+
+        def answer(tasks: list[ClaimedTask]) -> None:
+            if not tasks:
+                respond(tasks)
+                return
+
+            def done(f: Durable) -> None:
+                err = f.exception()
+                if err is None:
+                    respond(tasks)
+                elif refuse is not None and isinstance(err, TqError):
+                    refuse(err)
+                else:
+                    respond([])
+
+            self._batch_future().add_done_callback(done)
+
+        return answer
 
     def _claim_for_waiter(
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int, max_bytes: int

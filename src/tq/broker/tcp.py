@@ -599,9 +599,12 @@ def _claim(p: BrokerProtocol, req: m.ClaimTask) -> None:
     def respond(tasks: list[ClaimedTask]) -> None:
         p.reply(ClaimReply(request_id=rid, tasks=[_wire(t) for t in tasks]))
 
+    def refuse(err: TqError) -> None:
+        p.send(p.conn.nack(err, rid))
+
     p.service.claim(
         p.who, WorkerId(req.worker_id), req.queues, req.max_tasks, req.wait_ms / 1000, respond, p,
-        received=p.last_active, budget=p.claim_budget,
+        received=p.last_active, budget=p.claim_budget, refuse=refuse,
     )  # fmt: skip
 
 

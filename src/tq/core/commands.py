@@ -132,7 +132,8 @@ class DeregisterWorker(_Command, frozen=True, tag=10):
 
 
 class Heartbeat(_Command, frozen=True, tag=11):
-    """Worker liveness + stats; registers an unknown worker; extends all its leases."""
+    """Worker liveness + stats; registers an unknown worker; extends the leases it lists in
+    ``running`` (a held task not listed keeps its expiry)."""
 
     worker_id: WorkerId
     lease_duration: float

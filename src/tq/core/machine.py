@@ -630,7 +630,13 @@ class Machine:
         rec.last_heartbeat = cmd.now
         rec.stats = cmd.stats
         fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
-        self._extend(c.ExtendLeases(cmd.now, cmd.worker_id, cmd.lease_duration), fx)
+        # Only the leases it lists: a task held but not listed was claimed by a request
+        # whose reply never reached the worker (lost with a connection, or a failover); it
+        # keeps its expiry and returns to the queue then, instead of staying leased for as
+        # long as the worker lives.
+        listed = tuple(i for i in cmd.running if i in held)
+        if listed:
+            self._extend(c.ExtendLeases(cmd.now, cmd.worker_id, cmd.lease_duration, listed), fx)
         unknown = [i for i in cmd.running if i not in held]
         return HeartbeatReply(cmd.now + cmd.lease_duration, unknown)
 
