@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.cluster.brokers import BrokerCluster
 from tests.cluster.driver import LoopThread, Workload, node_view, node_views
-from tests.cluster.history import History, Views, check
+from tests.cluster.history import History, Views, check, phantoms
 
 #: Issue 11: failover within 5 s.
 FAILOVER_LIMIT_S = 5.0
@@ -91,9 +91,11 @@ class Chaos:
             for i, url in enumerate(self.cluster.urls)
             if self.cluster.alive(i) and i not in self.cluster.paused
         }
-        figures = self._converged(live, 20.0)
+        figures, views = self._converged(live, 20.0)
         out = {"failover_s": round(failover_s, 2), "write_gap_s": round(gap, 2), **figures}
         print(f"\nchaos fault={fault!r} {out} client_errors={self.history.errors}")  # noqa: T201
+        for line in phantoms(self.history, views):
+            print(f"  phantom claim: {line}")  # noqa: T201
         assert failover_s < FAILOVER_LIMIT_S, f"{fault}: failover took {failover_s:.2f}s"
         assert gap < FAILOVER_LIMIT_S, f"{fault}: no submit acknowledged for {gap:.2f}s"
         return out
@@ -110,13 +112,13 @@ class Chaos:
         }
         return not self.unfinished
 
-    def _converged(self, live: dict[str, str], timeout_s: float) -> dict[str, float]:
+    def _converged(self, live: dict[str, str], timeout_s: float) -> tuple[dict[str, float], Views]:
         """The checker's figures once every live node caught up; its last complaint else."""
         deadline = time.monotonic() + timeout_s
         while True:
             views: Views = asyncio.run(node_views(live))
             try:
-                return {k: float(v) for k, v in check(self.history, views).items()}
+                return {k: float(v) for k, v in check(self.history, views).items()}, views
             except AssertionError:
                 if time.monotonic() > deadline:
                     raise

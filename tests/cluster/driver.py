@@ -224,15 +224,16 @@ class Workload:
                 sent = time.monotonic()
                 worker_id = me.id
                 try:
-                    claim = functools.partial(_claim, worker_id=worker_id)
-                    tasks, node, uncertain = await driver.call(claim, sent + 10.0)
+                    ask = functools.partial(_claim, worker_id=worker_id)
+                    tasks, node, uncertain = await driver.call(ask, sent + 10.0)
                 except TimeoutError:
                     tasks, node, uncertain = [], "", True
                 received = time.monotonic()
                 for t in tasks:
-                    self.history.claimed(
-                        Claim(format_task_id(t.id), t.lease_token, node, worker_id, sent, received)
-                    )
+                    key = t.payload.decode()
+                    task_id = format_task_id(t.id)
+                    got = Claim(task_id, t.lease_token, node, worker_id, sent, received, key)
+                    self.history.claimed(got)
                 if uncertain and self.renew_id:
                     me.renew()
                 for t in tasks:

@@ -40,6 +40,7 @@ class Claim:
     worker: str
     sent: float
     received: float
+    key: str = ""  # the task's idempotency key (its payload): which submit it came from
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,19 @@ def check(history: History, views: Views) -> dict[str, int]:
         "phantom_results": phantom,
         "epochs": len({epoch(c.token) for c in history.claims}),
     }
+
+
+def phantoms(history: History, views: Views) -> list[str]:
+    """Claims of tasks no node holds, described: handed out from a deposed leader's state
+    that never reached the log (see ``_check_results``)."""
+    held = next(iter(views.values()))
+    acked = {s.key: s.task_id for s in history.acked_submits()}
+    return [
+        f"{c.worker} got {c.task_id} (key {c.key}, token epoch {epoch(c.token)}) from {c.node}; "
+        f"that key's submit was acknowledged as {acked.get(c.key)}"
+        for c in history.claims
+        if c.task_id not in held
+    ]
 
 
 def _check_claims(history: History) -> None:

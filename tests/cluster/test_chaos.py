@@ -183,6 +183,37 @@ def test_partition_the_leader_from_etcd(tmp_path: Path) -> None:
         print(f"cut-off leader refused a submit with: {refused!r}")  # noqa: T201
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a leader answers a claim before the claim's entry is committed, so a leader cut "
+    "off from etcd hands out a task whose submit it then refuses with NOT_LEADER",
+)
+def test_a_task_whose_submit_was_refused_is_never_handed_out(tmp_path: Path) -> None:
+    """NOT_LEADER means not applied: a worker must never run a task its client was told was
+    never submitted. A leader just cut off from etcd still takes the submit (its append will
+    fail) and, meanwhile, a worker's claim on it."""
+    with chaos(tmp_path, proxied=True) as run:
+        run.cluster.wait_for_leader(30.0)
+        old = run.cluster.leader()
+        assert old is not None
+        url = run.cluster.urls[old]
+        client = AsyncClient(url, request_timeout=15.0, name="tq-chaos-cut")
+        worker = AsyncClient(url, request_timeout=15.0, name="tq-chaos-w", client_kind="worker")
+        run.side.run(client.connect())
+        run.side.run(worker.connect())
+        run.cluster.cut(old)
+        submit = run.side.spawn(client.submit("chaos", b"x", queue="phantom"))
+        claimed = run.side.run(worker.claim("w", ["phantom"], max_tasks=1, wait=2.0), 20.0)
+        with pytest.raises(UnavailableError) as refused:
+            submit.result(20.0)
+        assert refused.value.code == ErrorCode.NOT_LEADER, refused.value
+        run.side.run(client.close())
+        run.side.run(worker.close())
+        assert claimed == [], (
+            f"the task of a refused submit was handed out: {claimed} ({refused.value})"
+        )
+
+
 # ---------------------------------------------------------------------- helpers
 
 
