@@ -13,6 +13,7 @@ in the current round is kept, so a failure names every URL tried and why.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from tq.client.address import BrokerAddress, leader_address, parse_urls
@@ -31,7 +32,7 @@ class Brokers:
         #: Where the next connection goes.
         self.address = self.addresses[0]
         #: Position in ``addresses`` of the last listed node chosen (a leader we were sent to
-        #: may be outside the list: when it fails, the rotation resumes from here).
+        #: may be outside the list: when it fails, the rotation goes on after this one).
         self._index = 0
         #: Failed attempts in a row, and the last error of each node among them.
         self._failures = 0
@@ -50,7 +51,7 @@ class Brokers:
         """An attempt on ``at`` failed with ``error``: move to the next node. True if that
         ended a round: the Backoff then holds the next attempt back (``backoff.wait()``);
         within a round the next node is tried at once."""
-        self._errors[at] = error.message
+        self._errors[at] = _reason(error)
         self._failures += 1
         if self.address == at:
             self._next()
@@ -70,7 +71,7 @@ class Brokers:
         True if it named one (the request may go there at once), False if it did not (we moved
         to the next node: pause first). Also False for an address that is no use (``at``
         itself, or one that does not parse)."""
-        self._errors[at] = refusal.message
+        self._errors[at] = f"not the leader: {refusal.message}"
         target = None if refusal.leader is None else leader_address(refusal.leader, at)
         if target is not None and target != at:
             listed = next((a for a in self.addresses if a == target), target)
@@ -87,26 +88,38 @@ class Brokers:
         return False
 
     def _next(self) -> None:
+        """The listed node after the current one (after the last listed one chosen, when the
+        current one is a leader outside the list)."""
         if self.address in self.addresses:
-            self._index = (self.addresses.index(self.address) + 1) % len(self.addresses)
+            self._index = self.addresses.index(self.address)
+        self._index = (self._index + 1) % len(self.addresses)
         self.address = self.addresses[self._index]
 
     def last_errors(self) -> str:
-        """``url: error`` of every node that failed in this round, ``; ``-separated."""
-        return "; ".join(f"{a.url}: {why}" for a, why in self._errors.items())
+        """``url (error)`` of every node that failed in this round, comma-separated."""
+        return ", ".join(f"{a.url} ({why})" for a, why in self._errors.items())
 
     def unreachable(self, last: TqError) -> str:
         """Why no node could be reached: for one node ``cannot reach the broker at URL: why``
         (as ever), for several every URL with its last error."""
         if not self.several:
             return f"cannot reach the broker at {self.addresses[0].url}: {last.message}"
-        return f"cannot reach any of the brokers {self.urls}: {self.last_errors()}"
+        return f"cannot reach any of the brokers: {self.last_errors()}"
 
     def nowhere(self, describe: str, last: TqError | None) -> str:
         """The message of a call whose deadline passed without a connection."""
         if not self.several:
             cause = f" (last error: {last.message})" if last else ""
             return f"no connection to {self.addresses[0].url} {describe}{cause}"
-        errors = self.last_errors() or (last.message if last else "")
-        cause = f" (last errors: {errors})" if errors else ""
-        return f"no connection to any of {self.urls} {describe}{cause}"
+        tried = self.last_errors() or self.urls
+        return f"no connection to any of the brokers {describe}: {tried}"
+
+
+def _reason(error: TqError) -> str:
+    """What went wrong, short: the socket's own words when a socket error lies beneath."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return os.strerror(seen.errno) if seen.errno else str(seen) or type(seen).__name__
+        seen = seen.__cause__
+    return error.message
