@@ -3,9 +3,9 @@
 child processes can reach it too.
 
 It does what a follower does at its door and nothing more: it answers HELLO, PING, SUBSCRIBE
-and UNSUBSCRIBE (a follower serves reads: its subscriptions simply push nothing here), and
-refuses every other request NACK NOT_LEADER naming ``leader`` (None: no leader known, as
-during an election). It applies nothing, so a test that ends with the work done on a real
+and UNSUBSCRIBE (a follower serves reads: its subscriptions simply push nothing here; or,
+with ``serves_subscriptions=False``, refuses them too), and refuses every other request NACK
+NOT_LEADER naming ``leader`` (None: no leader known, as during an election). It applies nothing, so a test that ends with the work done on a real
 broker shows the client moved there. ``seen`` lists the type of each request it refused.
 """
 
@@ -36,9 +36,11 @@ _THREAD_TIMEOUT = 10.0
 class FakeFollower:
     """``with FakeFollower(leader="127.0.0.1:7420") as f: Client(f.url)``."""
 
-    def __init__(self, leader: str | None) -> None:
+    def __init__(self, leader: str | None, *, serves_subscriptions: bool = True) -> None:
         #: Where refusals point (read on each refusal: a test may change it meanwhile).
         self.leader = leader
+        #: False: SUBSCRIBE is refused NOT_LEADER too (a cluster that sends watchers on).
+        self.serves_subscriptions = serves_subscriptions
         self.seen: Counter[str] = Counter()
         self.connections = 0
         self.port = 0
@@ -96,7 +98,7 @@ class FakeFollower:
             return conn.welcome()
         if isinstance(request, Ping):
             return conn.send(Pong(request_id=request.request_id))
-        if isinstance(request, Subscribe | Unsubscribe):
+        if isinstance(request, Subscribe | Unsubscribe) and self.serves_subscriptions:
             return conn.send(Ack(request_id=request.request_id))
         rid = getattr(request, "request_id", None)
         self.seen[type(request).__name__] += 1

@@ -13,6 +13,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,6 +188,28 @@ async def test_a_wait_subscribed_on_a_follower_moves_with_the_client_and_gets_it
 
 
 @aio
+async def test_a_wait_whose_subscribe_is_refused_not_leader_subscribes_at_the_leader(
+    broker: BrokerProcess,
+) -> None:
+    q = queue()
+    async with AsyncClient(broker.url) as direct:
+        task_id = await direct.submit("t", queue=q)
+        with FakeFollower(leader=leader_of(broker), serves_subscriptions=False) as follower:
+            async with AsyncClient(follower.url) as client:
+                waiting = asyncio.ensure_future(client.result(task_id, timeout=60))
+                async with asyncio.timeout(30):
+                    while client.url != broker.url:
+                        await asyncio.sleep(0.02)  # polling a condition under a deadline
+                (claimed,) = await direct.claim("w", [q], max_tasks=1, wait=5.0)
+                outcome = TaskOutcome(
+                    task_id=claimed.id, lease_token=claimed.lease_token, ok=True, result=b"ok"
+                )
+                assert await direct.report([outcome]) == [0]
+                assert await waiting == b"ok"
+                assert follower.seen["Subscribe"] == 1
+
+
+@aio
 async def test_a_worker_follows_the_leader_registers_there_and_runs_its_tasks(
     broker: BrokerProcess,
 ) -> None:
@@ -227,3 +250,44 @@ def test_the_cli_takes_a_comma_list_and_names_every_url_it_could_not_reach(
         assert follower.seen["SubmitTask"] == 1
     with Client(broker.url) as direct:
         assert direct.status(task_id).state == "pending"
+
+
+@aio
+async def test_a_worker_whose_broker_dies_mid_task_moves_on_and_keeps_working(
+    tmp_path: Path,
+) -> None:
+    q = queue()
+    name = f"mover-{uuid.uuid4().hex[:6]}"
+    first = await asyncio.to_thread(BrokerProcess(tmp_path / "first").start)
+    second = await asyncio.to_thread(BrokerProcess(tmp_path / "second").start)
+    try:
+        with FakeFollower(leader=leader_of(second)) as follower:
+            worker = Worker(
+                tq.worker.examples, url=[first.url, follower.url], queues=[q], name=name
+            )
+            running = asyncio.create_task(worker.run())
+            try:
+                async with AsyncClient(first.url) as on_first:
+                    slow = await on_first.submit("sleep", b'{"seconds": 2}', queue=q)
+                    async with asyncio.timeout(30):
+                        while (await on_first.status(slow)).state != "in_progress":
+                            await asyncio.sleep(0.05)  # polling a condition under a deadline
+                await asyncio.to_thread(first.kill)  # gone, with the task running
+                async with AsyncClient(second.url) as on_second:
+                    task_id = await on_second.submit("echo", b"after", queue=q)
+                    assert await on_second.result(task_id, timeout=60) == b"after"
+                    assert [w.name for w in await on_second.workers() if w.alive] == [name]
+                # The task it held ran to its end: its outcome went to the node it moved to
+                # (which never had that task, and refused it), and the worker went on.
+                async with asyncio.timeout(30):
+                    while worker.completed < 2:
+                        await asyncio.sleep(0.05)  # polling a condition under a deadline
+                assert not running.done()
+                assert follower.seen["RegisterWorker"] >= 1
+            finally:
+                worker.request_stop()
+                async with asyncio.timeout(30):
+                    await running
+    finally:
+        await asyncio.to_thread(first.stop)
+        await asyncio.to_thread(second.stop)

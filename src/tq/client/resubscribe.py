@@ -153,13 +153,13 @@ class Subscriptions:
             if sub.until_terminal and not sub.task_ids:
                 sub.conn, sub.sid = conn, 0  # every id already had its event: nothing to ask
         unbound = [s for s in unbound if s.conn is None]
+        refused: NotLeaderError | None = None
         results = await asyncio.gather(
             *(self._bind(s, conn, s.restore_by) for s in unbound), return_exceptions=True
         )
         for sub, result in zip(unbound, results, strict=True):
             if isinstance(result, NotLeaderError):
-                if not self._session.follow(conn, result):
-                    self._session.backoff.failed()  # no leader yet: the next dial waits
+                refused = result
                 continue
             if isinstance(result, UnavailableError):
                 continue  # lost again or too slow: the next connection tries again
@@ -169,6 +169,10 @@ class Subscriptions:
             elif isinstance(result, BaseException):
                 raise result
         self.dirty = any(s.conn is None and not s.restore_by.passed for s in self._subs)
+        if refused is not None and not self._session.follow(conn, refused):
+            # No leader named (an election): wait before the next attempt, which the
+            # restorer makes at once otherwise.
+            await asyncio.sleep(self._session.backoff.failed())
 
     def lost(self, conn: Connection, reason: TqError, *, moved: bool = False) -> None:
         """``conn`` is gone: restore its subscriptions, or fail them without ``reconnect``

@@ -183,9 +183,10 @@ class Session:
 
     def follow(self, conn: Connection, refusal: NotLeaderError) -> bool:
         """Move calls to the leader ``refusal`` names (True), else to the next node (False).
-        The first caller to hear it retires ``conn``: it closes once its replies are in."""
+        The first caller to hear it retires ``conn`` (unless it is still the node to ask: a
+        single URL): it closes once its replies are in."""
         named = self.brokers.follow(refusal, conn.address)
-        if conn is self._conn:
+        if conn is self._conn and self.brokers.address != conn.address:
             self._conn = None
             conn.retire(self.request_timeout)
         return named
