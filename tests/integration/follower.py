@@ -5,8 +5,9 @@ child processes can reach it too.
 It does what a follower does at its door and nothing more: it answers HELLO, PING, SUBSCRIBE
 and UNSUBSCRIBE (a follower serves reads: its subscriptions simply push nothing here; or,
 with ``serves_subscriptions=False``, refuses them too), and refuses every other request NACK
-NOT_LEADER naming ``leader`` (None: no leader known, as during an election). It applies nothing, so a test that ends with the work done on a real
-broker shows the client moved there. ``seen`` lists the type of each request it refused.
+NOT_LEADER naming ``leader`` (None: no leader known, as during an election). It applies
+nothing, so a test that ends with the work done on a real broker shows the client moved
+there. ``seen`` counts the type of each request it refused.
 """
 
 from __future__ import annotations
