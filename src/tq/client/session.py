@@ -73,6 +73,8 @@ class Session:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The last connection was lost (not left for the leader): reconnect=False ends here.
         self._lost = False
+        #: Connections left for the leader, closing once their replies are in.
+        self._retired: set[Connection] = set()
         self.closed = False
         self._closing = asyncio.Event()
         #: Why the last attempt failed or the last connection ended (None while connected).
@@ -188,6 +190,7 @@ class Session:
         named = self.brokers.follow(refusal, conn.address)
         if conn is self._conn and self.brokers.address != conn.address:
             self._conn = None
+            self._retired.add(conn)
             conn.retire(self.request_timeout)
         return named
 
@@ -300,6 +303,7 @@ class Session:
         self.subs.unsubscribe(sub)
 
     def _on_lost(self, conn: Connection, reason: TqError) -> None:
+        self._retired.discard(conn)
         moved = conn is not self._conn  # retired after a NOT_LEADER: the calls went on
         if isinstance(reason, NotLeaderError):  # the node said so for the whole connection
             self.brokers.follow(reason, conn.address)
@@ -316,6 +320,8 @@ class Session:
         self.closed = True
         self._closing.set()
         await self.subs.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in [*self._retired, self._conn]:
+            if conn is not None:
+                conn.close()
+        self._conn = None
+        self._retired.clear()
