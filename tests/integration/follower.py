@@ -5,7 +5,8 @@ child processes can reach it too.
 It does what a follower does at its door and nothing more: it answers HELLO, PING, SUBSCRIBE
 and UNSUBSCRIBE (a follower serves reads: its subscriptions simply push nothing here; or,
 with ``serves_subscriptions=False``, refuses them too), and refuses every other request NACK
-NOT_LEADER naming ``leader`` (None: no leader known, as during an election). It applies
+NOT_LEADER naming ``leader`` (None: no leader known, as during an election); the first
+``deposed`` of those it answers TIMEOUT instead, as a deposed leader may. It applies
 nothing, so a test that ends with the work done on a real broker shows the client moved
 there. ``seen`` counts the type of each request it refused.
 """
@@ -18,7 +19,7 @@ from collections import Counter
 from types import TracebackType
 from typing import Self
 
-from tq.errors import NotLeaderError
+from tq.errors import ErrorCode, NotLeaderError, UnavailableError
 from tq.protocol import (
     Ack,
     FrameError,
@@ -37,9 +38,14 @@ _THREAD_TIMEOUT = 10.0
 class FakeFollower:
     """``with FakeFollower(leader="127.0.0.1:7420") as f: Client(f.url)``."""
 
-    def __init__(self, leader: str | None, *, serves_subscriptions: bool = True) -> None:
+    def __init__(
+        self, leader: str | None, *, serves_subscriptions: bool = True, deposed: int = 0
+    ) -> None:
         #: Where refusals point (read on each refusal: a test may change it meanwhile).
         self.leader = leader
+        #: Writes answered TIMEOUT first, as a leader deposed while they waited for their log
+        #: append answers them (the outcome unknown), before it refuses NOT_LEADER.
+        self.deposed = deposed
         #: False: SUBSCRIBE is refused NOT_LEADER too (a cluster that sends watchers on).
         self.serves_subscriptions = serves_subscriptions
         self.seen: Counter[str] = Counter()
@@ -103,6 +109,13 @@ class FakeFollower:
             return conn.send(Ack(request_id=request.request_id))
         rid = getattr(request, "request_id", None)
         self.seen[type(request).__name__] += 1
+        if self.deposed > 0:
+            self.deposed -= 1
+            unknown = UnavailableError(
+                "the log append was not confirmed: the change may or may not be applied",
+                ErrorCode.TIMEOUT,
+            )
+            return conn.nack(unknown, rid)
         refusal = NotLeaderError("not applied: this node is a follower", leader=self.leader)
         return conn.nack(refusal, rid)
 

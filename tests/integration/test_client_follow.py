@@ -149,6 +149,27 @@ async def test_a_leader_named_later_is_followed_once_the_election_is_over(
 
 
 @aio
+async def test_a_timeout_from_a_deposed_leader_is_sent_again_only_when_keyed(
+    broker: BrokerProcess,
+) -> None:
+    with FakeFollower(leader=leader_of(broker), deposed=1) as follower:
+        async with AsyncClient(follower.url) as client:
+            # Outcome unknown: a plain submit is not sent again (it might be twice in the log).
+            with pytest.raises(UnavailableError) as info:
+                await client.submit("t", queue=queue())
+            assert info.value.code is ErrorCode.TIMEOUT
+            assert follower.seen["SubmitTask"] == 1
+        follower.deposed = 1
+        async with AsyncClient(follower.url) as client, AsyncClient(broker.url) as direct:
+            # Keyed, it is harmless to repeat: sent again, refused NOT_LEADER, then applied
+            # once on the leader.
+            key = uuid.uuid4().hex
+            task_id = await client.submit("t", queue=queue(), idempotency_key=key)
+            assert follower.seen["SubmitTask"] == 3
+            assert await direct.submit("t", queue=queue(), idempotency_key=key) == task_id
+
+
+@aio
 async def test_every_url_unreachable_names_each_one_in_the_error() -> None:
     first, second = dead_url(), dead_url()
     async with AsyncClient(f"{first},{second}", request_timeout=1.0) as client:
