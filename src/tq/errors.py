@@ -327,15 +327,19 @@ for _cls, _codes in (
         _CLASS_FOR_CODE[_code] = _cls
 
 
-def error_for_code(code: int, message: str, *, retry_after: float | None = None) -> TqError:
+def error_for_code(
+    code: int, message: str, *, retry_after: float | None = None, leader: str | None = None
+) -> TqError:
     """Build the typed exception for a code received from the wire (unknown codes -> TqError);
-    ``retry_after`` goes to a RateLimitedError."""
+    ``retry_after`` goes to a RateLimitedError, ``leader`` to a NotLeaderError."""
     try:
         ec = ErrorCode(code)
     except ValueError:
         return TqError(f"{message} (unknown error code {code})", ErrorCode.INTERNAL)
     if ec is ErrorCode.RATE_LIMITED:
         return RateLimitedError(message, ec, retry_after=retry_after)
+    if ec is ErrorCode.NOT_LEADER:
+        return NotLeaderError(message, ec, leader=leader)
     return _CLASS_FOR_CODE[ec](message, ec)
 
 
@@ -345,6 +349,7 @@ __all__ = [
     "ConflictError",
     "ErrorCode",
     "NotFoundError",
+    "NotLeaderError",
     "PermissionDeniedError",
     "ProtocolError",
     "QueueFullError",

@@ -1,10 +1,12 @@
 """What the OpenAPI document promises is what a real broker does, case by case: a body the
 schema declares valid is accepted and one it declares invalid is refused (exclusive fields,
 formats, bounds); unknown query parameters are refused as unknown body fields are; times are
-taken and shown as the CLI takes and shows them; ``GET /ws`` without an upgrade is a 426."""
+taken and shown as the CLI takes and shows them; ``GET /ws`` without an upgrade is a 426;
+every write declares the 503 NOT_LEADER body a cluster follower answers."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,9 @@ import httpx
 import jsonschema_rs
 import pytest
 
+from tq.api.http_errors import tq_error_response
 from tq.core.times import format_rfc3339
+from tq.errors import NotLeaderError
 from tq.testing import BrokerProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -171,3 +175,32 @@ def test_get_ws_without_the_upgrade_is_426_in_the_error_shape(http: httpx.Client
     assert "WebSocket" in err["message"]
     refused = http.post("/ws")
     assert (refused.status_code, refused.headers["allow"]) == (405, "GET")
+
+
+def test_every_write_declares_the_503_a_follower_answers_naming_the_leader(
+    http: httpx.Client,
+) -> None:
+    doc = http.get("/openapi.json").json()
+    writes = [
+        (path, method, op)
+        for path, item in doc["paths"].items()
+        if path.startswith("/v1/")
+        for method, op in item.items()
+        if method in ("post", "put", "patch", "delete")
+    ]
+    assert len(writes) >= 6
+    answers = [
+        tq_error_response(NotLeaderError("not applied", leader="10.0.0.2:7420")),
+        tq_error_response(NotLeaderError("not applied")),  # none known: "leader": null
+    ]
+    for answer in answers:
+        assert answer.status_code == 503
+        body = json.loads(bytes(answer.body))
+        assert set(body["error"]) == {"code", "name", "message", "leader"}
+        for path, method, op in writes:
+            declared = op["responses"]["503"]["content"]["application/json"]["schema"]
+            validator = jsonschema_rs.validator_for({**declared, "components": doc["components"]})
+            assert validator.is_valid(body), (method, path, body)
+            # ... and a 503 that is not about the leader leaves it out, valid all the same.
+            assert validator.is_valid({"error": {"code": 6001, "name": "SHUTTING_DOWN",
+                                                 "message": "bye"}})  # fmt: skip

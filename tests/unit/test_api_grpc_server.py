@@ -20,12 +20,12 @@ from grpc_health.v1 import health_pb2
 
 from tq.api._pb import tq_pb2 as pb
 from tq.api.grpc import GrpcServer
-from tq.api.grpc_service import ERROR_CODE_KEY, TaskQueueService
+from tq.api.grpc_service import ERROR_CODE_KEY, LEADER_KEY, TaskQueueService
 from tq.broker.access import Principal
 from tq.broker.service import BrokerService
 from tq.config import load
 from tq.core.machine import Machine
-from tq.errors import ConfigError, ErrorCode, NotFoundError, TqError
+from tq.errors import ConfigError, ErrorCode, NotFoundError, NotLeaderError, TqError
 from tq.storage import MemoryStore
 
 ANYONE = Principal.ANYONE
@@ -151,6 +151,14 @@ def test_a_bug_is_internal_without_a_traceback(caplog: pytest.LogCaptureFixture)
     assert "Traceback" not in details
     assert "grpc.crashed method=Test" in caplog.text
     assert abort_of(NotFoundError("no task"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_not_leader_is_unavailable_with_the_leader_in_a_trailer() -> None:
+    status, _, metadata = abort_of(NotLeaderError("not applied", leader="10.0.0.2:7420"))
+    assert status == grpc.StatusCode.UNAVAILABLE
+    assert metadata == ((ERROR_CODE_KEY, "6000"), (LEADER_KEY, "10.0.0.2:7420"))
+    # No leader known (an election): no trailer, rather than an empty one.
+    assert abort_of(NotLeaderError("not applied"))[2] == ((ERROR_CODE_KEY, "6000"),)
 
 
 def test_every_rpc_of_the_schema_is_implemented() -> None:

@@ -3,12 +3,14 @@
 
 Convert the request (``grpc_convert``), call the service, await durability where the service
 hands back a future, convert the answer. Rules (bulk selection, per-task wording) are the
-service's. A ``TqError`` becomes the gRPC status of its stable
-code, with the number in trailing metadata ``tq-error-code`` (and, when rate limited, the
-seconds to wait in ``retry-after``); anything else is logged and answered INTERNAL (never
-UNKNOWN, never a traceback). The caller is authenticated by the service from the call's
-metadata (``authorization: Bearer <key>`` or ``x-api-key``) before the RPC runs, once per
-call or stream (``tq.api.credentials``); health and reflection are other services: open.
+service's. A ``TqError`` becomes the gRPC status of its stable code, with the number in
+trailing metadata ``tq-error-code`` (and, when rate limited, the seconds to wait in
+``retry-after``; when this node is not the leader, UNAVAILABLE with the leader's
+``host:port`` in ``tq-leader``, absent while none is known); anything else is logged and
+answered INTERNAL (never UNKNOWN, never a traceback). The caller is authenticated by the
+service from the call's metadata (``authorization: Bearer <key>`` or ``x-api-key``) before
+the RPC runs, once per call or stream (``tq.api.credentials``); health and reflection are
+other services: open.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from tq.broker.access import Principal
 from tq.broker.requests import DEFAULT_BULK_LIMIT, MAX_BULK, Action
 from tq.broker.service import BrokerService
 from tq.core.ids import TaskId, format_task_id
-from tq.errors import NotFoundError, RateLimitedError, TqError, ValidationError
+from tq.errors import NotFoundError, NotLeaderError, RateLimitedError, TqError, ValidationError
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["TaskQueue"].full_name
 ERROR_CODE_KEY: Final = "tq-error-code"
 RETRY_AFTER_KEY: Final = "retry-after"
+LEADER_KEY: Final = "tq-leader"
 #: Most tasks one SubmitTasks may name (one loop turn of work at most).
 MAX_BATCH: Final = MAX_BULK
 T = TypeVar("T")
@@ -70,6 +73,8 @@ async def _abort(context: Ctx, err: TqError) -> NoReturn:
     trailers: tuple[tuple[str, str], ...] = ((ERROR_CODE_KEY, str(int(err.code))),)
     if isinstance(err, RateLimitedError) and err.retry_after is not None:
         trailers += ((RETRY_AFTER_KEY, f"{err.retry_after:.3f}"),)
+    if isinstance(err, NotLeaderError) and err.leader is not None:
+        trailers += ((LEADER_KEY, err.leader),)
     await context.abort(code, err.message, trailing_metadata=trailers)
 
 

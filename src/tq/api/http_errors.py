@@ -1,7 +1,8 @@
 """The HTTP door's one error shape: every refusal leaves as ``{"error": {"code", "name",
 "message"}}`` with the HTTP status of its ``ErrorCode``, whether the service, pydantic,
 Starlette's router (404, 405) or the door itself (426 for a plain GET of /ws) refused it.
-A 401 carries ``WWW-Authenticate: Bearer``; a 429 ``Retry-After`` and ``retry_after``.
+A 401 carries ``WWW-Authenticate: Bearer``; a 429 ``Retry-After`` and ``retry_after``; a
+503 NOT_LEADER ``leader`` (the leader's TCP address, null while none is known).
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from tq.api.responses import ErrorBody, ErrorResponse, RateLimitedBody, RateLimitedResponse
+from tq.api.responses import (
+    ErrorBody,
+    ErrorResponse,
+    RateLimitedBody,
+    RateLimitedResponse,
+    UnavailableBody,
+    UnavailableResponse,
+)
 from tq.api.schemas import describe_errors
-from tq.errors import ErrorCode, RateLimitedError, TqError
+from tq.errors import ErrorCode, NotLeaderError, RateLimitedError, TqError
 
 
 def install(app: FastAPI) -> None:
@@ -46,7 +54,8 @@ async def _on_tq_error(request: Request, exc: Exception) -> JSONResponse:
 
 def tq_error_response(exc: TqError) -> JSONResponse:
     """The answer to a TqError: 401 names the Bearer scheme (``WWW-Authenticate``); 429 says
-    when to retry (``Retry-After``, whole seconds rounded up, and ``retry_after`` exact)."""
+    when to retry (``Retry-After``, whole seconds rounded up, and ``retry_after`` exact);
+    503 NOT_LEADER names the leader (``leader``, null when no node leads now)."""
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
         body = RateLimitedBody(
             code=int(exc.code), name=exc.code.name, message=exc.message,
@@ -55,6 +64,12 @@ def tq_error_response(exc: TqError) -> JSONResponse:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
         content = RateLimitedResponse(error=body).model_dump()
         return JSONResponse(content, exc.code.http_status, headers)
+    if isinstance(exc, NotLeaderError):
+        unavailable = UnavailableBody(
+            code=int(exc.code), name=exc.code.name, message=exc.message, leader=exc.leader
+        )
+        content = UnavailableResponse(error=unavailable).model_dump()
+        return JSONResponse(content, exc.code.http_status)
     if exc.code is ErrorCode.UNAUTHENTICATED:
         return error_response(exc.code, exc.message, headers={"WWW-Authenticate": "Bearer"})
     return error_response(exc.code, exc.message)

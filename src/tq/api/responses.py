@@ -60,6 +60,21 @@ class ErrorResponse(_Out):
     error: ErrorBody
 
 
+class UnavailableBody(ErrorBody):
+    leader: str | None = Field(
+        None,
+        description="with code 6000 NOT_LEADER: host:port of the TCP door of the node that "
+        "leads now, null while none is known (the request was not applied: retry it there, "
+        "or through that node's own REST door)",
+    )
+
+
+class UnavailableResponse(_Out):
+    """A 503's body: the error, and with NOT_LEADER where the leader is (``leader``)."""
+
+    error: UnavailableBody
+
+
 class RateLimitedBody(ErrorBody):
     retry_after: float = Field(description="seconds until the call would be allowed")
 

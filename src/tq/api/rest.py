@@ -32,6 +32,7 @@ from tq.api.responses import (
     SubmittedBatch,
     TaskOut,
     TaskPage,
+    UnavailableResponse,
     WorkerOut,
     WorkersOut,
     task_id_text,
@@ -60,14 +61,19 @@ _WHY = {
     413: "request body or task payload above its limit",
     422: "a parameter or field has a bad value (the message names it)",
     500: "internal or storage error",
-    503: "not ready, queue full, storage unavailable (retry later) or shutting down",
+    503: "not ready, queue full, storage unavailable (retry later), shutting down, or not the "
+    "cluster's leader (NOT_LEADER: not applied; `leader` names the node to retry on)",
     504: "durability not confirmed in time",
 }
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI error responses: the given statuses plus 422 and 500, all ErrorResponse."""
-    return {s: {"model": ErrorResponse, "description": _WHY[s]} for s in (*statuses, 422, 500)}
+    """OpenAPI error responses: the given statuses plus 422 and 500, all ErrorResponse but
+    503's UnavailableResponse (which may name the leader)."""
+    return {
+        s: {"model": UnavailableResponse if s == 503 else ErrorResponse, "description": _WHY[s]}
+        for s in (*statuses, 422, 500)
+    }
 
 
 async def _service(request: Request) -> BrokerService:

@@ -121,7 +121,7 @@ class KeysOut(BaseModel):
 KeyId = Annotated[str, Path(pattern=KEY_ID_PATTERN, description="a key id (12 hex digits)")]
 
 
-@router.post("/v1/keys", status_code=201, operation_id="create_key", responses=errors(400))
+@router.post("/v1/keys", status_code=201, operation_id="create_key", responses=errors(400, 503))
 async def create_key(body: KeyCreate, service: Service, who: Caller) -> KeyCreated:
     """Create an API key (admin of every queue). The answer holds its secret: the only time
     the broker shows it."""
@@ -141,7 +141,7 @@ _UNKNOWN: dict[int | str, dict[str, Any]] = {
 
 
 @router.delete(
-    "/v1/keys/{key_id}", operation_id="revoke_key", responses={**_UNKNOWN, **errors(400)}
+    "/v1/keys/{key_id}", operation_id="revoke_key", responses={**_UNKNOWN, **errors(400, 503)}
 )
 async def revoke_key(key_id: KeyId, service: Service, who: Caller) -> KeyOut:
     """Revoke a key: refused from its next request on, its open streams ended at once.

@@ -42,7 +42,7 @@ from tq.broker.service import BrokerService
 from tq.core.effects import TaskEvent
 from tq.core.ids import TaskId
 from tq.core.times import format_rfc3339
-from tq.errors import ErrorCode, RateLimitedError, TqError, ValidationError
+from tq.errors import ErrorCode, NotLeaderError, RateLimitedError, TqError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +314,11 @@ def event_message(ev: TaskEvent) -> dict[str, Any]:
 
 
 def error_message(e: TqError) -> dict[str, Any]:
-    """An error message; a rate-limited one says when to retry (``retry_after`` seconds)."""
+    """An error message; a rate-limited one says when to retry (``retry_after`` seconds), a
+    NOT_LEADER one where the leader is (``leader``, null while none is known)."""
     body: dict[str, Any] = ErrorBody.of(e.code, e.message).model_dump()
     if isinstance(e, RateLimitedError) and e.retry_after is not None:
         body["retry_after"] = e.retry_after
+    if isinstance(e, NotLeaderError):
+        body["leader"] = e.leader
     return {"type": "error", "error": body}

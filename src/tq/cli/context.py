@@ -119,7 +119,8 @@ class CliContext:
 
     @property
     def url(self) -> str:
-        """``--url``, else ``$TQ_BROKER_URL``, else ``worker.broker_url``."""
+        """``--url``, else ``$TQ_BROKER_URL``, else ``worker.broker_url``: one URL, or a
+        cluster's nodes comma-separated."""
         return self.url_flag or os.environ.get(URL_ENV) or self.settings.worker.broker_url
 
     @property
@@ -236,9 +237,11 @@ def _network_cause(exc: BaseException) -> OSError | None:
 def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
     """A connected sync client; a refused or lost connection becomes one clear error line.
 
-    One connection attempt: a command line should fail at once, not retry for seconds. With
-    ``reconnect`` (a command that waits), a connection lost later is redialled until the
-    command's own deadline, as any client's would be.
+    One connection attempt per node: a command line should fail at once, not retry for
+    seconds. With ``reconnect`` (a command that waits), a connection lost later is redialled
+    until the command's own deadline, as any client's would be. With several nodes, the
+    error names each URL tried and why it failed; a node that is not the leader hands the
+    command on to the leader (``tq.client.session``).
     """
     # Imported late: `tq config` and `tq broker` should not pay for (or need) the client.
     from tq.client import Client  # noqa: PLC0415
@@ -252,6 +255,8 @@ def connect(ctx: CliContext, *, reconnect: bool = False) -> Iterator[Client]:
         cause = _network_cause(exc)
         if cause is None:
             raise
+        if isinstance(exc, UnavailableError) and "," in ctx.url:
+            raise CliError(exc.message) from exc  # names every URL tried, with its error
         reason = os.strerror(cause.errno) if cause.errno else str(cause) or type(cause).__name__
         raise CliError(f"cannot reach the broker at {ctx.url}: {reason}") from exc
 

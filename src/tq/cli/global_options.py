@@ -61,7 +61,10 @@ def global_params() -> list[click.Option]:
         click.Option(
             ["--url", "url_flag"],
             metavar="URL",
-            help=f"Broker address, tq://host:port (else ${URL_ENV}, else worker.broker_url).",
+            help=(
+                "Broker address, tq://host:port; a cluster's nodes comma-separated, "
+                f"tq://a:7420,tq://b:7420 (else ${URL_ENV}, else worker.broker_url)."
+            ),
             **common,
         ),
         click.Option(

@@ -1,6 +1,7 @@
 """tq's client: ``AsyncClient``, the blocking ``Client`` facade, and the ``@task`` API.
 
-Imports no server code: it speaks the wire protocol (``tq.protocol``) over TCP to a broker.
+Imports no server code: it speaks the wire protocol (``tq.protocol``) over TCP to a broker,
+or to the nodes of a cluster, following their leader (``tq.client.session``).
 """
 
 from tq.client.client import AsyncClient, task_outcome

@@ -9,6 +9,11 @@ without a timeout have none). A request lost with its connection is sent again o
 is harmless: reads (status, list_tasks, stats, workers, ping), waits and subscriptions, and
 submits whose every task has an idempotency key. Plain submits, ``submit_nowait`` and cancels
 raise ConnectionLostError instead: their outcome is unknown.
+
+A cluster client names several nodes (``AsyncClient(["tq://a:7420", "tq://b:7420"])`` or
+``"tq://a:7420,tq://b:7420"``): it moves to the next when one cannot be reached, and to the
+leader when a node refuses a write NOT_LEADER, sending the refused request again there (it
+was not applied). ``tq.client.session`` states the rules.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from tq.core.model import TaskState
 from tq.errors import (
     ErrorCode,
     NotFoundError,
+    NotLeaderError,
     ProtocolError,
     TaskFailedError,
     TqError,
@@ -108,6 +114,11 @@ class AsyncClient(WorkerCalls):
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
     until the deadline of the call that needs it. ``async with`` closes it.
 
+    ``url``: one broker, or the nodes of a cluster (a list of URLs, or one string of
+    comma-separated URLs); None: ``$TQ_BROKER_URL``, else ``tq://127.0.0.1:7420``. The
+    client follows the cluster's leader by itself; the API key and TLS settings serve
+    every node.
+
     A ``tqs://`` URL is TLS, the broker always verified: ``tls`` is a ``TlsConfig`` (the CA
     to trust, a client certificate for mutual TLS) or an ``ssl.SSLContext`` of your own;
     None trusts the system's CAs. TLS settings with a ``tq://`` URL are a ConfigError."""
@@ -116,7 +127,7 @@ class AsyncClient(WorkerCalls):
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         api_key: str | None = None,
         name: str | None = None,
@@ -141,10 +152,16 @@ class AsyncClient(WorkerCalls):
 
     @property
     def url(self) -> str:
+        """The node calls go to now (the leader, once a node named it)."""
         return self._session.address.url
 
+    @property
+    def urls(self) -> list[str]:
+        """Every node the client was given, in order."""
+        return [a.url for a in self._session.brokers.addresses]
+
     def __repr__(self) -> str:
-        return f"AsyncClient({self.url!r})"
+        return f"AsyncClient({self._session.brokers.urls!r})"
 
     @property
     def connected(self) -> bool:
@@ -206,14 +223,15 @@ class AsyncClient(WorkerCalls):
     def submit_nowait(self, spec: TaskSpec) -> asyncio.Future[str]:
         """The pipelining fast path: send one task now and return a future of its id, set
         once the broker has made it durable. No per-call timeout and no resend: a lost
-        connection fails the future. Needs an open connection (``await connect()``)::
+        connection fails the future, and so does a NOT_LEADER refusal (not applied; the
+        client then heads for the leader: ``await connect()`` and send again). Needs an
+        open connection (``await connect()``)::
 
             spec = client.spec("resize", payload)
             ids = await asyncio.gather(*(client.submit_nowait(spec) for _ in range(10_000)))
         """
-        sent = self._session.current().request_nowait(
-            lambda rid: SubmitTask(request_id=rid, tasks=[spec])
-        )
+        conn = self._session.current()
+        sent = conn.request_nowait(lambda rid: SubmitTask(request_id=rid, tasks=[spec]))
         out: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def settle(f: asyncio.Future[Reply]) -> None:
@@ -222,6 +240,8 @@ class AsyncClient(WorkerCalls):
             if f.cancelled():
                 out.cancel()
             elif (err := f.exception()) is not None:
+                if isinstance(err, NotLeaderError):
+                    self._session.follow(conn, err)  # the next connect() goes to the leader
                 out.set_exception(err)
             else:
                 reply = f.result()

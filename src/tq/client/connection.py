@@ -64,12 +64,21 @@ class ConnectionLostError(UnavailableError):
     """The connection closed while a request was outstanding: its outcome is unknown."""
 
 
+class ReplyTimeoutError(UnavailableError):
+    """No reply came within the request's time (code TIMEOUT): its outcome is unknown. Its
+    own class tells it from a TIMEOUT the broker answered."""
+
+
 def _validate(frame: bytes) -> None:
     """Decode ``frame`` as the broker will: a constraint it breaks is named with its path."""
     try:
         decode_payload(frame[LENGTH_PREFIX_SIZE], memoryview(frame)[LENGTH_PREFIX_SIZE + 1 :])
     except FrameError as e:
         raise ValidationError(e.message) from None
+
+
+def _nack_error(msg: Nack) -> TqError:
+    return error_for_code(msg.code, msg.message, retry_after=msg.retry_after, leader=msg.leader)
 
 
 def _foreign_peer_error(address: BrokerAddress, e: ForeignPeerError) -> ProtocolError:
@@ -106,6 +115,8 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._open = False
+        #: The client moved away (``retire``): close once nothing is outstanding.
+        self._retiring = False
         self._lost_reason: TqError | None = None
         self._last_write = self._loop.time()
         self._keepalive: asyncio.TimerHandle | None = None
@@ -207,9 +218,12 @@ class Connection(asyncio.Protocol):
                 finally:
                     self._pending.pop(rid, None)
         except TimeoutError:
-            raise UnavailableError(
+            raise ReplyTimeoutError(
                 f"no reply from {self.address.url} within {timeout:g} s", ErrorCode.TIMEOUT
             ) from None
+        finally:
+            if self._retiring and not self._pending:
+                self._loop.call_soon(self._close_if_idle)
         if not isinstance(reply, expect):
             raise ProtocolError(f"expected {expect.__name__}, got {type(reply).__name__}")
         return reply
@@ -262,6 +276,19 @@ class Connection(asyncio.Protocol):
         """Stop routing events to the subscription and tell the broker (without waiting)."""
         if self._subscriptions.pop(subscription_id, None) is not None:
             self.notify(lambda rid: Unsubscribe(request_id=rid, subscription_id=subscription_id))
+
+    def retire(self, grace: float) -> None:
+        """Take no new requests and close once the outstanding ones are answered (their
+        replies still count), or after ``grace`` seconds: the client moved to another node."""
+        self._retiring = True
+        if not self._pending:
+            self.close()
+        else:
+            self._loop.call_later(grace, self.close)
+
+    def _close_if_idle(self) -> None:
+        if not self._pending:
+            self.close()
 
     def close(self) -> None:
         self._fail(UnavailableError(f"connection to {self.address.url} closed by the client"))
@@ -328,15 +355,18 @@ class Connection(asyncio.Protocol):
                     log.exception("subscription.callback_failed id=%d", msg.subscription_id)
             return
         if isinstance(msg, Nack) and msg.request_id == 0:
-            self._abort(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
+            self._abort(_nack_error(msg))
             return
         fut = self._pending.pop(msg.request_id, None)
         if fut is None or fut.done():
             return  # timed out, cancelled, or sent with notify()
         if isinstance(msg, Nack):
-            fut.set_exception(error_for_code(msg.code, msg.message, retry_after=msg.retry_after))
+            fut.set_exception(_nack_error(msg))
         else:
             fut.set_result(msg)
+        if self._retiring and not self._pending:
+            # Once the waiters of this read have their replies (and may send again).
+            self._loop.call_soon(self._close_if_idle)
 
     def pause_writing(self) -> None:
         self._writable.clear()

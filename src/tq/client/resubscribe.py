@@ -5,6 +5,8 @@ attempt at a time so that it stops as soon as nobody is left waiting) and each s
 is sent again on the new connection. A result wait's subscription is restored until its
 owner's deadline (the owner then ends it); an event stream's for a grace period after each
 loss (``max(request_timeout, connect_timeout)``), then the stream fails with the last error.
+A connection the client left for the cluster's leader counts as a loss (its subscriptions
+move with the client, even with ``reconnect=False``); so does a SUBSCRIBE refused NOT_LEADER.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tq.client.connection import Connection, ConnectionLostError
-from tq.client.pacing import Deadline, latest
+from tq.client.pacing import Backoff, Deadline, latest
 from tq.core.ids import TaskId
-from tq.errors import ErrorCode, TqError, UnavailableError
+from tq.errors import ErrorCode, NotLeaderError, TqError, UnavailableError
 from tq.protocol import Subscribe, TaskEvent
 
 if TYPE_CHECKING:
@@ -88,6 +90,7 @@ class Subscriptions:
         """Start ``sub``, through lost connections until ``deadline``; raises the broker's
         refusal (e.g. NotFoundError for an unknown id)."""
         session = self._session
+        pacing = Backoff(session.backoff.cap)
         while True:
             conn = await session.connection(deadline)
             try:
@@ -96,6 +99,8 @@ class Subscriptions:
             except ConnectionLostError:
                 if not session.reconnect:
                     raise
+            except NotLeaderError as e:
+                await session.refused(conn, e, deadline, pacing)
         if sub.closed:
             return
         self._subs.add(sub)
@@ -148,10 +153,14 @@ class Subscriptions:
             if sub.until_terminal and not sub.task_ids:
                 sub.conn, sub.sid = conn, 0  # every id already had its event: nothing to ask
         unbound = [s for s in unbound if s.conn is None]
+        refused: NotLeaderError | None = None
         results = await asyncio.gather(
             *(self._bind(s, conn, s.restore_by) for s in unbound), return_exceptions=True
         )
         for sub, result in zip(unbound, results, strict=True):
+            if isinstance(result, NotLeaderError):
+                refused = result
+                continue
             if isinstance(result, UnavailableError):
                 continue  # lost again or too slow: the next connection tries again
             if isinstance(result, TqError):
@@ -160,9 +169,14 @@ class Subscriptions:
             elif isinstance(result, BaseException):
                 raise result
         self.dirty = any(s.conn is None and not s.restore_by.passed for s in self._subs)
+        if refused is not None and not self._session.follow(conn, refused):
+            # No leader named (an election): wait before the next attempt, which the
+            # restorer makes at once otherwise.
+            await asyncio.sleep(self._session.backoff.failed())
 
-    def lost(self, conn: Connection, reason: TqError) -> None:
-        """``conn`` is gone: restore its subscriptions, or fail them without ``reconnect``."""
+    def lost(self, conn: Connection, reason: TqError, *, moved: bool = False) -> None:
+        """``conn`` is gone: restore its subscriptions, or fail them without ``reconnect``
+        (unless the client ``moved`` to another node on purpose)."""
         orphans = [sub for sub in self._subs if sub.conn is conn]
         for sub in orphans:
             self._orphan(sub)
@@ -170,7 +184,7 @@ class Subscriptions:
             return
         self.dirty = True
         log.info("connection.lost url=%s subscriptions=%d", conn.address.url, len(orphans))
-        if self._session.reconnect:
+        if self._session.reconnect or moved:
             self._restore_soon()
             return
         for sub in orphans:

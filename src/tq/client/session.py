@@ -1,14 +1,20 @@
-"""The client's link to one broker: lazy connect, and reconnect until the caller's deadline.
+"""The client's link to its broker (one node of several, ``tq.client.brokers``): lazy connect,
+reconnect until the caller's deadline, and following the cluster's leader.
 
 Rules. Connecting: a call that finds no open connection dials, and retries a refused or lost
-connection (spaced by the client's Backoff) until the call's own deadline, however many
-attempts that takes; then UnavailableError TIMEOUT names the deadline and the last cause. A
-handshake refused by the broker (AuthError, ProtocolError) is final. ``reconnect=False``: one
-attempt, and a lost connection stays lost.
+connection (the next node at once, the Backoff between rounds over every node) until the
+call's own deadline, however many attempts that takes; then UnavailableError TIMEOUT names
+the deadline and each node's last error. A handshake refused by the broker (AuthError,
+ProtocolError) is final. ``reconnect=False``: one round of attempts, and a lost connection
+stays lost (moving to the leader is not a loss).
 Requests: one lost with its connection has an unknown outcome. It is sent again on the next
 connection (until its deadline) only when the caller says repeating it is harmless
-(``retry=True``); otherwise the caller gets ConnectionLostError.
-Subscriptions outlive connections: ``tq.client.resubscribe`` says how.
+(``retry=True``); otherwise the caller gets ConnectionLostError. So is one the broker answers
+TIMEOUT (a deposed leader whose log append was not confirmed: outcome unknown). A NOT_LEADER
+refusal changed nothing: the request is always sent again, to the leader it names (at once),
+or, when it names none, to the next node after a pause, until the call's deadline. The
+connection left behind closes once its outstanding replies are in.
+Subscriptions outlive connections and moves: ``tq.client.resubscribe`` says how.
 """
 
 from __future__ import annotations
@@ -16,26 +22,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
-from tq.client.address import parse_url
-from tq.client.connection import Connection, ConnectionLostError, R
+from tq.client.address import BrokerAddress
+from tq.client.brokers import Brokers
+from tq.client.connection import Connection, ConnectionLostError, R, ReplyTimeoutError
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
 from tq.client.tls import TlsConfig, TlsOption, client_context
-from tq.errors import ErrorCode, RateLimitedError, TqError, UnavailableError
+from tq.errors import ErrorCode, NotLeaderError, RateLimitedError, TqError, UnavailableError
 from tq.protocol import MAX_WAIT_MS, Request
 
 log = logging.getLogger(__name__)
 
 
 class Session:
-    """Owns the current Connection of one client and replaces it when it is lost."""
+    """Owns the current Connection of one client and replaces it when it is lost or when the
+    cluster's leader is elsewhere."""
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         api_key: str | None,
         name: str,
@@ -46,8 +54,10 @@ class Session:
         max_reconnect_delay: float,
         tls: TlsOption = None,
     ) -> None:
-        self.address = parse_url(url)
-        self.ssl_context = client_context(self.address.url, self.address.tls, tls)
+        self.backoff = Backoff(max_reconnect_delay)
+        self.brokers = Brokers(urls, self.backoff)
+        # One TLS setting for every node (parse_urls made sure they agree on TLS).
+        self.ssl_context = client_context(self.brokers.urls, self.brokers.address.tls, tls)
         # A caller's own SSLContext may hold a client certificate: we cannot tell.
         self.client_cert = isinstance(tls, ssl.SSLContext) or (
             isinstance(tls, TlsConfig) and tls.cert_file is not None
@@ -58,11 +68,13 @@ class Session:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.reconnect = reconnect
-        self.backoff = Backoff(max_reconnect_delay)
         self._conn: Connection | None = None
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ever_connected = False
+        #: The last connection was lost (not left for the leader): reconnect=False ends here.
+        self._lost = False
+        #: Connections left for the leader, closing once their replies are in.
+        self._retired: set[Connection] = set()
         self.closed = False
         self._closing = asyncio.Event()
         #: Why the last attempt failed or the last connection ended (None while connected).
@@ -83,15 +95,19 @@ class Session:
         return self.until(self.request_timeout if timeout is None else timeout)
 
     @property
+    def address(self) -> BrokerAddress:
+        """The node calls go to now."""
+        return self.brokers.address
+
+    @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.is_open
 
     def late_error(self, deadline: Deadline, waiting_for: str = "") -> UnavailableError:
         """The error of a call whose deadline passed without a connection to the broker."""
-        cause = f" (last error: {self._last_error.message})" if self._last_error else ""
         suffix = f" while waiting for {waiting_for}" if waiting_for else ""
         return UnavailableError(
-            f"no connection to {self.address.url} {deadline.describe()}{cause}{suffix}",
+            self.brokers.nowhere(deadline.describe(), self._last_error) + suffix,
             ErrorCode.TIMEOUT,
         )
 
@@ -107,10 +123,12 @@ class Session:
         """Send one request and return its reply, connecting first if needed; ``deadline``
         (else ``timeout`` seconds from now) bounds the whole call. A RATE_LIMITED refusal
         (which changed nothing) is sent again after its ``retry_after`` while that fits in
-        the deadline (once, without a deadline); then it is raised."""
+        the deadline (once, without a deadline); then it is raised. NOT_LEADER, and with
+        ``retry`` a lost connection or a TIMEOUT answer: see the module docstring."""
         if deadline is None:
             deadline = self.deadline(timeout)
         limited = False
+        pacing: Backoff | None = None  # spaces this call's resends to a cluster in flux
         while True:
             conn = await self.connection(deadline)
             # Without a deadline, a silent broker still fails the call after request_timeout.
@@ -120,7 +138,10 @@ class Session:
             except ConnectionLostError:
                 if not (retry and self.reconnect):
                     raise
-                log.debug("request.resent url=%s", self.address.url)
+                log.debug("request.resent url=%s", conn.address.url)
+            except NotLeaderError as e:
+                pacing = pacing or Backoff(self.backoff.cap)
+                await self.refused(conn, e, deadline, pacing)
             except RateLimitedError as e:
                 pause = e.retry_after
                 if pause is None:
@@ -128,8 +149,50 @@ class Session:
                 if not (deadline.remaining() > pause if deadline.at is not None else not limited):
                     raise
                 limited = True
-                log.debug("request.rate_limited url=%s retry_after=%.3f", self.address.url, pause)
+                log.debug("request.rate_limited url=%s retry_after=%.3f", conn.address.url, pause)
                 await asyncio.sleep(pause)
+            except ReplyTimeoutError:
+                raise
+            except UnavailableError as e:
+                # The broker's own TIMEOUT (e.g. a deposed leader's unconfirmed append): the
+                # outcome is unknown, so only a harmless request is sent again.
+                if not (retry and e.code is ErrorCode.TIMEOUT):
+                    raise
+                pacing = pacing or Backoff(self.backoff.cap)
+                pause = pacing.failed()
+                if deadline.remaining() <= pause:
+                    raise
+                log.debug("request.resent url=%s after=%s", conn.address.url, e.code.name)
+                await self._pause(pause)
+
+    async def refused(
+        self, conn: Connection, refusal: NotLeaderError, deadline: Deadline, pacing: Backoff
+    ) -> None:
+        """``conn``'s node refused a request as not the leader (nothing applied): follow the
+        leader, pausing first if none was named or this call was sent on before. Raises the
+        refusal, naming the nodes, if the pause would not fit in ``deadline``."""
+        named = self.follow(conn, refusal)
+        pause = pacing.failed()
+        if named and pacing.failures == 1:
+            return  # the first move to a named leader goes at once
+        if deadline.remaining() <= pause:
+            raise NotLeaderError(
+                f"{refusal.message} (no leader reached among {self.brokers.urls} "
+                f"{deadline.describe()})",
+                leader=refusal.leader,
+            ) from refusal
+        await self._pause(pause)
+
+    def follow(self, conn: Connection, refusal: NotLeaderError) -> bool:
+        """Move calls to the leader ``refusal`` names (True), else to the next node (False).
+        The first caller to hear it retires ``conn`` (unless it is still the node to ask: a
+        single URL): it closes once its replies are in."""
+        named = self.brokers.follow(refusal, conn.address)
+        if conn is self._conn and self.brokers.address != conn.address:
+            self._conn = None
+            self._retired.add(conn)
+            conn.retire(self.request_timeout)
+        return named
 
     @property
     def max_wait(self) -> float:
@@ -165,7 +228,7 @@ class Session:
             if self.closed:
                 raise UnavailableError("the client is closed")
             if not self.connected:
-                if self._ever_connected and not self.reconnect:
+                if self._lost and not self.reconnect:
                     raise ConnectionLostError(
                         f"connection to {self.address.url} lost (reconnect=False)"
                     )
@@ -175,17 +238,26 @@ class Session:
                 if conn is None or not conn.is_open:
                     if self.backoff.wait() > 0:
                         continue  # another caller's attempt failed meanwhile: wait our turn
+                    address = self.address
                     try:
-                        conn = self._conn = await self._open()
+                        conn = self._conn = await self._open(address)
                     except UnavailableError as e:
-                        if once or not self.reconnect or self.closed:
-                            raise UnavailableError(
-                                f"cannot reach the broker at {self.address.url}: {e.message}",
-                                e.code,
-                            ) from e
+                        if self.closed:
+                            raise
+                        self._last_error = e
+                        round_over = self.brokers.failed(address, e)
+                        log.debug(
+                            "connect.failed url=%s client=%s rounds=%d retry_in=%.2fs error=%s",
+                            address.url, self.name, self.backoff.failures, self.backoff.wait(),
+                            e.message,
+                        )  # fmt: skip
+                        if round_over and (once or not self.reconnect):
+                            raise UnavailableError(self.brokers.unreachable(e), e.code) from e
                         continue
                 if self.subs.dirty:
                     await self.subs.rebind(conn)
+                    if conn is not self._conn:
+                        continue  # a SUBSCRIBE was refused NOT_LEADER: we moved
                 return conn
 
     async def _pause(self, seconds: float) -> None:
@@ -197,38 +269,29 @@ class Session:
             except TimeoutError:
                 pass
 
-    async def _open(self) -> Connection:
+    async def _open(self, address: BrokerAddress) -> Connection:
         """One attempt. The caller's deadline cancels it; ``connect_timeout`` bounds it."""
-        try:
-            conn = await Connection.open(
-                self.address,
-                timeout=self.connect_timeout,
-                client_name=self.name,
-                client_kind=self.client_kind,
-                api_key=self.api_key,
-                on_lost=self._on_lost,
-                ssl_context=self.ssl_context,
-                client_cert=self.client_cert,
-            )
-        except UnavailableError as e:
-            self._last_error = e
-            pause = self.backoff.failed()
-            log.debug(
-                "connect.failed url=%s client=%s attempt=%d retry_in=%.2fs error=%s",
-                self.address.url, self.name, self.backoff.failures, pause, e.message,
-            )  # fmt: skip
-            raise
+        conn = await Connection.open(
+            address,
+            timeout=self.connect_timeout,
+            client_name=self.name,
+            client_kind=self.client_kind,
+            api_key=self.api_key,
+            on_lost=self._on_lost,
+            ssl_context=self.ssl_context,
+            client_cert=self.client_cert,
+        )
         if self.closed:  # closed while this attempt was under way: do not leak it
             conn.close()
             raise UnavailableError("the client is closed")
         if self.backoff.failures:
             log.info(
-                "connection.restored url=%s client=%s attempts=%d",
-                self.address.url, self.name, self.backoff.failures,
+                "connection.restored url=%s client=%s rounds=%d",
+                address.url, self.name, self.backoff.failures,
             )  # fmt: skip
-        self.backoff.succeeded()
+        self.brokers.succeeded()
         self._last_error = None
-        self._ever_connected = True
+        self._lost = False
         return conn
 
     # --- subscriptions ---------------------------------------------------------------------
@@ -240,16 +303,25 @@ class Session:
         self.subs.unsubscribe(sub)
 
     def _on_lost(self, conn: Connection, reason: TqError) -> None:
+        self._retired.discard(conn)
+        moved = conn is not self._conn  # retired after a NOT_LEADER: the calls went on
+        if isinstance(reason, NotLeaderError):  # the node said so for the whole connection
+            self.brokers.follow(reason, conn.address)
+            moved = True
         if conn is self._conn:
             self._conn = None
         if not self.closed:
-            self._last_error = reason
-            self.subs.lost(conn, reason)
+            if not moved:
+                self._lost = True
+                self._last_error = reason
+            self.subs.lost(conn, reason, moved=moved)
 
     async def close(self) -> None:
         self.closed = True
         self._closing.set()
         await self.subs.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in [*self._retired, self._conn]:
+            if conn is not None:
+                conn.close()
+        self._conn = None
+        self._retired.clear()

@@ -112,7 +112,7 @@ class Client:
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         api_key: str | None = None,
         name: str | None = None,
@@ -140,7 +140,13 @@ class Client:
 
     @property
     def url(self) -> str:
+        """The node calls go to now (the leader, once a node named it)."""
         return self._async.url
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node the client was given, in order."""
+        return self._async.urls
 
     @property
     def async_client(self) -> AsyncClient:
@@ -148,7 +154,7 @@ class Client:
         return self._async
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"
+        return f"Client({','.join(self.urls)!r})"
 
     def connect(self, timeout: float | None = None, *, retry: bool = True) -> None:
         self._runner.run(self._async.connect(timeout, retry=retry))

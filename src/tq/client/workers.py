@@ -4,7 +4,8 @@ The worker (``tq.worker``) decides when to heartbeat, how long to long-poll and 
 these methods only speak the messages. Task ids stay raw 16 bytes here, as claims carry them.
 Each reconnects until its deadline; one lost with its connection is sent again when harmless
 (register, heartbeat, progress, release, deregister), never when it holds a lease (claim,
-report: ConnectionLostError, and the worker decides).
+report: ConnectionLostError, and the worker decides). Any of them refused NOT_LEADER (not
+applied) is sent to the cluster's leader, claims and reports included.
 """
 
 from __future__ import annotations

@@ -67,15 +67,38 @@ def _host_port(value: str) -> str:
 
 
 def url(schemes: tuple[str, ...]) -> AfterValidator:
+    return AfterValidator(lambda value: _check_url(value, schemes))
+
+
+def _check_url(value: str, schemes: tuple[str, ...]) -> str:
+    example = f"{schemes[0]}://host:port"
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        raise ValueError(f"must be a URL like {example}") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"must be a URL like {example} (scheme {' or '.join(schemes)})")
+    return value
+
+
+def url_list(schemes: tuple[str, ...]) -> AfterValidator:
+    """One URL, or several separated by commas (the nodes of a cluster), each in full and all
+    with the same scheme; kept as written (the client splits it)."""
+
     def check(value: str) -> str:
-        example = f"{schemes[0]}://host:port"
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises ValueError on a non-numeric or out-of-range port
-        except ValueError:
-            raise ValueError(f"must be a URL like {example}") from None
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ValueError(f"must be a URL like {example} (scheme {' or '.join(schemes)})")
+        items = [item.strip() for item in value.split(",")]
+        if len(items) > 1 and not all(items):
+            raise ValueError("has an empty item in its comma-separated list (a stray comma?)")
+        for item in items:
+            try:
+                _check_url(item, schemes)
+            except ValueError as e:
+                if len(items) == 1:
+                    raise
+                raise ValueError(f"item {item!r} {e}") from None
+        if len({urlsplit(item).scheme for item in items}) > 1:
+            raise ValueError(f"mixes {' and '.join(schemes)} URLs: use one scheme for every node")
         return value
 
     return AfterValidator(check)

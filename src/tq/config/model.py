@@ -49,6 +49,7 @@ from tq.config.fields import (
     origin_url,
     unique,
     url,
+    url_list,
 )
 
 
@@ -439,8 +440,10 @@ class MonitoringSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    broker_url: Annotated[str, url(("tq", "tqs"))] = "tq://127.0.0.1:7420"
-    """Broker to connect to: tq://host:port, or tqs://host:port over TLS."""
+    broker_url: Annotated[str, url_list(("tq", "tqs"))] = "tq://127.0.0.1:7420"
+    """Broker to connect to: tq://host:port, or tqs://host:port over TLS; the nodes of a
+    cluster as a comma-separated list (tq://a:7420,tq://b:7420): the worker and the CLI follow
+    the leader among them."""
     queues: Annotated[
         tuple[Annotated[str, Field(min_length=1)], ...],
         Field(min_length=1),

@@ -19,7 +19,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Final, Generic, Literal, TypeVar
 
-from tq.errors import ErrorCode, ProtocolError, RateLimitedError, TqError, ValidationError
+from tq.errors import (
+    ErrorCode,
+    NotLeaderError,
+    ProtocolError,
+    RateLimitedError,
+    TqError,
+    ValidationError,
+)
 from tq.protocol.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     LENGTH_PREFIX_SIZE,
@@ -89,8 +96,15 @@ def nack_frame(request_id: int | None, error: TqError) -> bytes:
     """The NACK frame answering ``request_id`` (None: the connection as a whole)."""
     rid = CONNECTION_REQUEST_ID if request_id is None else request_id
     retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+    leader = error.leader if isinstance(error, NotLeaderError) else None
     return encode(
-        Nack(request_id=rid, code=int(error.code), message=error.message, retry_after=retry_after)
+        Nack(
+            request_id=rid,
+            code=int(error.code),
+            message=error.message,
+            retry_after=retry_after,
+            leader=leader,
+        )
     )
 
 

@@ -150,6 +150,8 @@ class Nack(_Correlated, kw_only=True, frozen=True):
     message: str = ""
     #: RATE_LIMITED: seconds until the same request would be allowed.
     retry_after: Seconds | None = None
+    #: NOT_LEADER: ``host:port`` of the node that leads now (its TCP door), if one is known.
+    leader: ShortText | None = None
 
 
 class Ping(_Correlated, kw_only=True, frozen=True):

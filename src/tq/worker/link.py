@@ -1,8 +1,10 @@
 """The worker's session with its broker: registration, heartbeats, outcomes, progress, goodbye.
 
-Everything here survives broker restarts: registration is retried with backoff until it
-succeeds (or the worker stops), and any lost call marks the link for re-registration, since
-a restarted broker may have forgotten the worker. Claiming stays with the worker's loop.
+Everything here survives broker restarts and leader changes: registration is retried with
+backoff until it succeeds (or the worker stops), and any lost call marks the link for
+re-registration, since a restarted broker may have forgotten the worker; so does a move to
+another node of a cluster (the client follows the leader by itself, ``tq.client.session``).
+Claiming stays with the worker's loop.
 Goodbyes (release, deregister) go only to a broker that answers at once (``reachable``):
 one that is down would hold a stopping worker for their timeouts, while it reclaims the
 tasks (their leases expire) and forgets the worker (missed heartbeats) on its own.
@@ -38,7 +40,7 @@ class BrokerLink:
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         worker_id: str,
         *,
         queues: Sequence[str],
@@ -50,7 +52,6 @@ class BrokerLink:
         api_key: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.url = url
         self.worker_id = worker_id
         self._queues = list(queues)
         self._concurrency = concurrency
@@ -69,11 +70,22 @@ class BrokerLink:
         self.heartbeats = Heartbeater(
             self.client, worker_id, held=held, disown=disown, lost=self.lost
         )
-        self.needs_register = True
+        self._registered_on: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The node the worker talks to now."""
+        return self.client.url
+
+    @property
+    def needs_register(self) -> bool:
+        """Never registered, a call failed for want of a broker since, or the client moved to
+        another node (the leader) since: register before the next claim."""
+        return self._registered_on != self.client.url
 
     def lost(self) -> None:
         """A call failed for want of a broker: register again before the next claim."""
-        self.needs_register = True
+        self._registered_on = None
 
     async def register(self, stop: asyncio.Event) -> bool:
         """Register, retrying until the broker answers; False if ``stop`` is set first."""
@@ -100,7 +112,7 @@ class BrokerLink:
                 continue
             if reply is None:
                 break
-            self.needs_register = False
+            self._registered_on = self.client.url
             # Never slower than the broker asks: it declares a worker dead after missed beats.
             self.heartbeats.interval = min(
                 self._heartbeat_override or reply.heartbeat_interval, reply.heartbeat_interval

@@ -30,7 +30,7 @@ EXIT_FORCED = 130  # 128 + SIGINT, the shell's convention for "interrupted"
 def run_worker(
     modules: str | Sequence[str],
     *,
-    url: str,
+    url: str | Sequence[str],
     queues: Sequence[str] = ("default",),
     concurrency: int = 4,
     pool: PoolName = "asyncio",

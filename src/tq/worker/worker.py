@@ -16,7 +16,9 @@ attempts), flush outcomes, deregister. A call still dialling a broker that is do
 at once, and the goodbyes go only to a broker that answers (``BrokerLink.reachable``), so a
 worker whose broker is gone stops in about a second. ``burst``: stop once a claim finds
 nothing and nothing runs. Every broker call survives restarts: transient errors are retried
-with backoff.
+with backoff. ``url`` may name the nodes of a cluster (a list, or comma-separated): the
+worker follows the leader, registers with it, and keeps running what it holds; outcomes and
+heartbeats of those tasks go to the new leader, which refuses a stale lease as any broker.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Worker:
         self,
         handlers: HandlerSource,
         *,
-        url: str,
+        url: str | Sequence[str],
         queues: Sequence[str] = ("default",),
         concurrency: int = 4,
         pool: PoolName = "asyncio",
