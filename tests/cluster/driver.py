@@ -74,8 +74,11 @@ class LeaderDriver:
         while time.monotonic() < deadline:
             for _ in range(len(self.urls)):
                 i = self.current
+                client = self._client(i)
                 try:
-                    return await fn(self._client(i)), self.urls[i], uncertain
+                    reply = await fn(client)
+                    # The node that answered: the client follows a leader a refusal names.
+                    return reply, client.url, uncertain
                 except UnavailableError as e:
                     if e.code == ErrorCode.NOT_LEADER:  # nothing was applied
                         self.history.error("NOT_LEADER")

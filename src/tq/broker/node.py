@@ -31,6 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 from tq.broker.bootstrap import ensure_bootstrap_key
 from tq.broker.service import BrokerService
@@ -119,14 +120,14 @@ class ClusterNode:
         leader = self.leader
         applied = self.applied_index
         last = max(self.log_last_index, applied)
+        # A leader says so once it takes writes (its term's first entry committed).
+        role: Literal["leader", "follower"] = "leader" if self.service.leading else "follower"
         me = ClusterMember(
-            node_id=self.node_id, address=self.address,
-            role="leader" if self.role == "leader" else "follower",
+            node_id=self.node_id, address=self.address, role=role,
             applied_index=applied, lag=last - applied, updated_at=time.time(),
         )  # fmt: skip
         return ClusterStatus(
-            enabled=True, name=self.cluster, node_id=self.node_id,
-            role="leader" if self.role == "leader" else "follower",
+            enabled=True, name=self.cluster, node_id=self.node_id, role=role,
             leader_id=None if leader is None else leader.node_id,
             leader_address=None if leader is None else leader.address,
             epoch=None if leader is None else leader.epoch,
