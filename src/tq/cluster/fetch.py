@@ -13,9 +13,17 @@ import urllib.request
 from pathlib import Path
 
 from tq.cluster.checkpoint import Manifest
-from tq.cluster.install import receive_checkpoint
+from tq.cluster.entry import CorruptEntryError, decode_entry
+from tq.cluster.install import CheckpointError, receive_checkpoint
+from tq.cluster.log import ReplicatedLog
 from tq.core.layout import AppliedMark
-from tq.errors import TqError, UnavailableError, ValidationError, error_for_code
+from tq.errors import (
+    LogTrimmedError,
+    TqError,
+    UnavailableError,
+    ValidationError,
+    error_for_code,
+)
 
 #: Path of the endpoint on a node's HTTP door.
 CHECKPOINT_PATH = "/v1/cluster/checkpoint"
@@ -80,3 +88,30 @@ def _refusal(url: str, exc: urllib.error.HTTPError) -> TqError:
         return error_for_code(int(error["code"]), f"checkpoint from {url}: {error['message']}")
     except (ValueError, KeyError, TypeError, OSError):
         return UnavailableError(f"checkpoint from {url}: HTTP {exc.code} {exc.reason}")
+
+
+async def check_committed(log: ReplicatedLog, mark: AppliedMark) -> None:
+    """CheckpointError unless the checkpoint's last entry is the one the log holds at its
+    index. A leader writes a batch to its store before etcd commits it, so a checkpoint of a
+    leader deposed mid-append can hold an entry the log never took (its index absent, or
+    taken by the next leader's entry of another epoch): install none such. An index already
+    trimmed passes (only entries every holding node applied are trimmed: it was committed)."""
+    if mark.index == 0:
+        return
+    try:
+        held = await log.read(mark.index, limit=1)
+    except LogTrimmedError:
+        return
+    if not held:
+        raise CheckpointError(
+            f"checkpoint holds entry {mark.index}, which the log does not: never committed"
+        )
+    try:
+        epoch = decode_entry(mark.index, held[0][1]).epoch
+    except CorruptEntryError as exc:
+        raise CheckpointError(f"checkpoint's entry {mark.index}: {exc.message}") from exc
+    if epoch != mark.epoch:
+        raise CheckpointError(
+            f"checkpoint holds entry {mark.index} of epoch {mark.epoch}, the log holds it of "
+            f"epoch {epoch}: a deposed leader's uncommitted batch"
+        )
