@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from tq.cluster.election import leader_key
 from tq.cluster.etcd import Entry, Etcd, prefix_end
@@ -117,7 +117,7 @@ class ReplicatedLog:
 
     async def follow(
         self, from_index: int, *, idle_s: float = 1.0
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    ) -> AsyncGenerator[tuple[int, bytes], None]:
         """Every entry from ``from_index`` on, in order, forever: what is stored first, then a
         watch from the revision of that read. After a broken watch, a gap or ``idle_s`` without
         events it reads again from the next index, so nothing is missed or repeated. etcd
