@@ -14,7 +14,13 @@ import pytest
 from tests.replication import Led, contents, follow, lead
 from tests.unit.test_cluster_replica import BUSY
 
-from tq.cluster.checkpoint import MANIFEST_NAME, Manifest, Snapshot, take_checkpoint
+from tq.cluster.checkpoint import (
+    MANIFEST_NAME,
+    Manifest,
+    Snapshot,
+    clear_checkpoints,
+    take_checkpoint,
+)
 from tq.cluster.install import CheckpointError, finish_install, receive_checkpoint, swap_in
 from tq.cluster.replica import applied_mark
 from tq.core.layout import AppliedMark, Family
@@ -199,3 +205,14 @@ def test_the_manifest_is_strict_json(tmp_path: Path, led: Led) -> None:
     assert manifest == snapshot.manifest
     assert {f.name for f in manifest.files} >= {"CURRENT"}
     assert all(len(f.sha256) == 64 for f in manifest.files)
+
+
+def test_checkpoints_left_by_a_crash_are_cleared_at_start(tmp_path: Path, led: Led) -> None:
+    node(tmp_path / "source", led)
+    with RocksStore(tmp_path / "source") as store:
+        left = [take_checkpoint(store, tmp_path / "work") for _ in range(2)]
+    (tmp_path / "work" / "mine").mkdir()  # not a checkpoint: stays
+    assert all(s.path.is_dir() for s in left)
+    assert clear_checkpoints(tmp_path / "work") == 2
+    assert [p.name for p in (tmp_path / "work").iterdir()] == ["mine"]
+    assert clear_checkpoints(tmp_path / "nothing") == 0

@@ -34,6 +34,7 @@ MANIFEST_NAME: Final = "MANIFEST.json"
 CHUNK: Final = 1 << 20
 _BLOCK: Final = tarfile.BLOCKSIZE
 _counter = itertools.count()
+_PREFIX: Final = "checkpoint-"
 
 
 class FileEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -126,7 +127,7 @@ def take_checkpoint(store: Store, work_dir: Path) -> Snapshot:
     system, so RocksDB hard-links the SST files) and describe it. Blocking (it flushes the
     memtables and hashes every file): call it in a thread (``take_checkpoint_async``)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    path = work_dir / f"checkpoint-{os.getpid()}-{next(_counter)}-{time.time_ns()}"
+    path = work_dir / f"{_PREFIX}{os.getpid()}-{next(_counter)}-{time.time_ns()}"
     store.checkpoint(path)
     try:
         with open_store(path, create=False, read_only=True) as snap:
@@ -141,6 +142,17 @@ def take_checkpoint(store: Store, work_dir: Path) -> Snapshot:
 
 async def take_checkpoint_async(store: Store, work_dir: Path) -> Snapshot:
     return await asyncio.to_thread(take_checkpoint, store, work_dir)
+
+
+def clear_checkpoints(work_dir: Path) -> int:
+    """Delete the checkpoint directories left in ``work_dir`` by an earlier run (its process
+    died mid-stream); call at start, before serving any. How many there were."""
+    if not work_dir.is_dir():
+        return 0
+    stale = [p for p in work_dir.iterdir() if p.name.startswith(_PREFIX) and p.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(stale)
 
 
 def _describe(directory: Path, name: str) -> FileEntry:

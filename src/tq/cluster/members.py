@@ -198,7 +198,7 @@ class Membership:
                     last_try = time.monotonic()
                     try:
                         await self._write()
-                    except TqError as exc:
+                    except Exception as exc:  # noqa: BLE001 (the writer must outlive any failure)
                         log.debug("cluster.member_write_retry key=%s error=%s", self.key, exc)
                         self._changed.set()
             if time.monotonic() >= next_refresh:
@@ -219,7 +219,7 @@ class Membership:
             return
         try:
             ttl = await self.etcd.refresh_lease(self._lease)
-        except TqError as exc:
+        except Exception as exc:  # noqa: BLE001 (etcd unreachable: try again at the next turn)
             log.debug("cluster.member_keepalive_retry node=%s error=%s", self.key, exc)
             return
         if ttl <= 0:
