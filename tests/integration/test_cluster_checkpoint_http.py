@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -146,6 +147,40 @@ def test_the_route_is_declared_only_where_a_checkpoint_source_is_wired(tmp_path:
                     assert head.headers["content-type"] == "application/x-tar"
                     assert int(head.headers["content-length"]) == len(head.content)
                     assert head.headers["x-tq-applied-index"] == "42"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_the_route_conforms_to_its_openapi_document(tmp_path: Path, auth: bool) -> None:
+    """schemathesis (every check) on the route, which the broker-process run of
+    test_api_schemathesis cannot reach until a broker runs as a cluster node."""
+
+    async def scenario() -> None:
+        async with door(tmp_path / "leader", auth=auth) as (_, address, _made):
+            argv = [
+                str(Path(sys.executable).with_name("schemathesis")), "run",
+                f"http://{address}/openapi.json",
+                "--include-path", CHECKPOINT_PATH,
+                "--checks", "all",
+                "--phases", "examples,coverage,fuzzing",
+                "--max-examples", "10",
+                "--seed", "20240901",
+                "--workers", "1",
+                "--generation-database", "none",
+                "--no-color",
+                *(["--header", f"Authorization: Bearer {ADMIN}"] if auth else []),
+            ]  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            out, _ = await asyncio.wait_for(proc.communicate(), 50)
+            report = out.decode()[-6000:]
+            assert proc.returncode == 0, report
+            assert "Tested: 1" in report, report
 
     run(scenario())
 
