@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,14 @@ from tq.cluster.checkpoint import Snapshot, take_checkpoint_async
 from tq.cluster.election import Election
 from tq.cluster.entry import encode_entry
 from tq.cluster.etcd import Etcd
-from tq.cluster.fetch import check_committed, checkpoint_url, fetch_checkpoint
+from tq.cluster.fetch import check_committed, checkpoint_url, fetch_committed
 from tq.cluster.install import CheckpointError, swap_in
 from tq.cluster.log import ReplicatedLog
 from tq.cluster.members import Membership, Role
 from tq.cluster.replica import Replica
 from tq.cluster.trim import LogTrimmer, TrimPolicy
 from tq.config import load
-from tq.core.layout import AppliedMark
+from tq.core.layout import APPLIED_KEY, AppliedMark, Family, encode
 from tq.errors import LogTrimmedError
 from tq.storage.recovery import recover
 from tq.storage.rocksdb import RocksStore
@@ -48,6 +49,24 @@ async def apply_all(log: ReplicatedLog, replica: Replica, upto: int) -> None:
             replica.apply_entry(index, data)
             if index == upto:
                 return
+
+
+@contextlib.asynccontextmanager
+async def serving(store: RocksStore, work: Path) -> AsyncIterator[str]:
+    """``store`` behind an HTTP door that serves its checkpoints: the endpoint's URL."""
+    settings = load(env={}, overrides={"api.rest_port": 0, "api.grpc_enabled": False})
+    service = BrokerService(settings, store, recover(store, time.time()).machine)
+
+    async def source() -> Snapshot:
+        return await take_checkpoint_async(store, work)
+
+    door = HttpServer(service, settings, checkpoint=source)
+    port = await door.start()
+    try:
+        yield checkpoint_url(f"127.0.0.1:{port}")
+    finally:
+        await door.stop()
+        await service.close()
 
 
 def test_a_node_behind_the_trimmed_log_installs_a_checkpoint_and_follows_on(
@@ -81,32 +100,16 @@ def test_a_node_behind_the_trimmed_log_installs_a_checkpoint_and_follows_on(
         first = await log.first_index()
         assert first == len(first_part) - 1
 
-        # a's HTTP door serves checkpoints of its store.
-        settings = load(env={}, overrides={"api.rest_port": 0, "api.grpc_enabled": False})
-        service = BrokerService(settings, store_a, recover(store_a, time.time()).machine)
-
-        async def source() -> Snapshot:
-            return await take_checkpoint_async(store_a, tmp_path / "a-checkpoints")
-
-        door = HttpServer(service, settings, checkpoint=source)
-        port = await door.start()
-        try:
-            # b comes back: the log no longer holds what it needs next.
-            with pytest.raises(LogTrimmedError) as trimmed:
-                await log.read(3)
-            assert trimmed.value.first_index == first
-            manifest = await fetch_checkpoint(
-                checkpoint_url(f"127.0.0.1:{port}"),
-                tmp_path / "b",
-                have=AppliedMark(2, replica_b.applied_epoch),
-                timeout_s=10,
+        # b comes back: the log no longer holds what it needs next; a's door serves it.
+        with pytest.raises(LogTrimmedError) as trimmed:
+            await log.read(3)
+        assert trimmed.value.first_index == first
+        async with serving(store_a, tmp_path / "a-checkpoints") as url:
+            manifest = await fetch_committed(
+                log, url, tmp_path / "b", have=AppliedMark(2, replica_b.applied_epoch)
             )
-            assert manifest.applied_index == len(first_part)
-            await check_committed(log, manifest.mark)
-            swap_in(tmp_path / "b")
-        finally:
-            await door.stop()
-            await service.close()
+        assert manifest.applied_index == len(first_part)
+        swap_in(tmp_path / "b")
 
         for data in last_part:
             await log.append(data, epoch=epoch)
@@ -130,7 +133,7 @@ def test_a_node_behind_the_trimmed_log_installs_a_checkpoint_and_follows_on(
 
 
 def test_a_checkpoint_whose_last_entry_the_log_does_not_hold_is_refused(
-    etcd: EtcdCluster,
+    etcd: EtcdCluster, tmp_path: Path
 ) -> None:
     async def main() -> None:
         client = Etcd(etcd.endpoints, timeout_s=2.0)
@@ -147,6 +150,14 @@ def test_a_checkpoint_whose_last_entry_the_log_does_not_hold_is_refused(
             await check_committed(log, AppliedMark(5, 8))
         await log.trim(4)
         await check_committed(log, AppliedMark(2, 3))  # trimmed: committed long ago
+
+        # Served by a node whose store holds an entry the log never took: nothing is left.
+        with RocksStore(tmp_path / "deposed") as store:
+            store.write([(Family.METADATA, APPLIED_KEY, encode(AppliedMark(6, 9)))])
+            async with serving(store, tmp_path / "work") as url:
+                with pytest.raises(CheckpointError, match="never committed"):
+                    await fetch_committed(log, url, tmp_path / "node" / "db")
+        assert list((tmp_path / "node").iterdir()) == []
         await election.resign()
         await client.close()
 

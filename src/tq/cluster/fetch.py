@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tq.cluster.checkpoint import Manifest
 from tq.cluster.entry import CorruptEntryError, decode_entry
-from tq.cluster.install import CheckpointError, receive_checkpoint
+from tq.cluster.install import CheckpointError, discard_ready, receive_checkpoint
 from tq.cluster.log import ReplicatedLog
 from tq.core.layout import AppliedMark
 from tq.errors import (
@@ -115,3 +115,26 @@ async def check_committed(log: ReplicatedLog, mark: AppliedMark) -> None:
             f"checkpoint holds entry {mark.index} of epoch {mark.epoch}, the log holds it of "
             f"epoch {epoch}: a deposed leader's uncommitted batch"
         )
+
+
+async def fetch_committed(
+    log: ReplicatedLog,
+    url: str,
+    store_dir: Path,
+    *,
+    have: AppliedMark | None = None,
+    api_key: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    timeout_s: float = 30.0,
+) -> Manifest:
+    """``fetch_checkpoint`` then ``check_committed``: what a node told ``LogTrimmedError``
+    calls. On any refusal nothing is left beside the store; on success ``swap_in`` is next."""
+    manifest = await fetch_checkpoint(
+        url, store_dir, have=have, api_key=api_key, tls=tls, timeout_s=timeout_s
+    )
+    try:
+        await check_committed(log, manifest.mark)
+    except BaseException:
+        discard_ready(Path(store_dir))
+        raise
+    return manifest

@@ -202,6 +202,11 @@ def swap_in(store_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def discard_ready(store_dir: Path) -> None:
+    """Drop a received checkpoint that will not be installed (it failed a later check)."""
+    shutil.rmtree(_beside(Path(store_dir), "ready"), ignore_errors=True)
+
+
 def finish_install(store_dir: Path) -> str | None:
     """After a crash mid-install: complete or undo it, so ``store_dir`` is a whole store
     again. Call before opening the store. What was done (None: nothing to do)."""
