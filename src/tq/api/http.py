@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import http_errors, rest, rest_keys, ws
+from tq.api import http_errors, rest, rest_cluster, rest_keys, ws
 from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
@@ -148,7 +148,10 @@ def create_app(
     *,
     ws_buffer: int,
     ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
+    checkpoint: rest_cluster.CheckpointSource | None = None,
 ) -> FastAPI:
+    """The app of ``service``; ``checkpoint`` (a cluster node's) mounts
+    ``GET /v1/cluster/checkpoint``, which streams what it makes."""
     app = FastAPI(
         title="tq",
         version=__version__,
@@ -161,6 +164,9 @@ def create_app(
     if settings.api.rest_enabled:
         app.include_router(rest.router)
         app.include_router(rest_keys.router)
+    if checkpoint is not None:
+        app.state.checkpoint_source = checkpoint
+        app.include_router(rest_cluster.router)
     if settings.auth.enabled:
         app.openapi = secure(app)  # type: ignore[method-assign]
     if settings.api.websocket_enabled:
@@ -206,12 +212,17 @@ class HttpServer:
         ws_buffer: int = ws.MAX_BUFFERED,
         ws_buffer_bytes: int = ws.MAX_BUFFERED_BYTES,
         tls: ServerTls | None = None,
+        checkpoint: rest_cluster.CheckpointSource | None = None,
     ) -> None:
         self.settings = settings
         self.tls = tls
         self.port = settings.api.rest_port
         self.app = create_app(
-            service, settings, ws_buffer=ws_buffer, ws_buffer_bytes=ws_buffer_bytes
+            service,
+            settings,
+            ws_buffer=ws_buffer,
+            ws_buffer_bytes=ws_buffer_bytes,
+            checkpoint=checkpoint,
         )
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
