@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,17 +86,29 @@ def test_a_follower_refuses_writes_naming_the_leader_and_serves_reads(
         ids = [c.submit("job", b"%d" % i) for i in range(50)]
     for f in followers:
         with Client(f.url) as c:
-            wait_for("the follower applied every submit", lambda c=c: c.stats().pending == 50)
+            n = len(ids)
+            wait_for("the follower applied every submit", lambda c=c, n=n: c.stats().pending == n)
             assert c.status(ids[-1]).state == "pending"
-            with pytest.raises(TqError) as refused:
-                c.submit("job", b"x")
-            assert refused.value.code == ErrorCode.NOT_LEADER
-            assert f"the leader is 127.0.0.1:{leader.port}" in refused.value.message
             status = c.cluster_status()
             assert status.role == "follower" and status.leader_address == f"127.0.0.1:{leader.port}"
             assert status.applied_index == status.log_last_index > 0
-        # The same on REST, and metrics say who leads.
+        # The follower refuses a write, naming the leader (REST: 503 with the leader's
+        # address); a client of this follower follows that leader by itself.
         rest = f"http://127.0.0.1:{f.ports['rest_port']}"
+        request = urllib.request.Request(
+            f"{rest}/v1/tasks", data=b'{"task_type": "job"}',
+            headers={"Content-Type": "application/json"}, method="POST",
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 503
+        error = json.load(refused.value)["error"]
+        assert error["name"] == "NOT_LEADER", error
+        assert error["leader"] == f"127.0.0.1:{leader.port}", error
+        with Client(f.url) as c:
+            moved = c.submit("job", b"x")
+            assert c.url == leader.url
+        ids.append(moved)
         with urllib.request.urlopen(f"{rest}/v1/cluster", timeout=5) as r:
             body = json.load(r)
         assert body["enabled"] is True and body["role"] == "follower"
@@ -226,3 +239,51 @@ def leader_of_with(nodes: list[BrokerProcess], api_key: str) -> BrokerProcess:
     found = wait_for("a leader that created the bootstrap key", find)
     assert isinstance(found, BrokerProcess)
     return found
+
+
+def test_a_follower_behind_the_trimmed_log_installs_a_checkpoint_and_catches_up(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    settings = {"raft.log_trim_interval_s": 0.5}
+    procs = [
+        BrokerProcess(tmp_path / f"n{i}", settings={**node_settings(etcd, f"n{i}"), **settings})
+        for i in range(3)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        leader = leader_of(procs)
+        behind = next(p for p in procs if p is not leader)
+        with Client(leader.url) as c:
+            first = c.submit("job", b"before")
+        with Client(behind.url) as c:
+            wait_for("applied", lambda: c.stats().pending == 1)
+        behind.kill()
+        # More entries than the trim keeps (1,000), each submit its own entry.
+        with Client(leader.url) as c:
+            ids = [c.submit("job", b"%d" % i) for i in range(1300)]
+            c.cancel(first)
+            wait_for(
+                "the log trimmed past the stopped node",
+                lambda: c.cluster_status().log_first_index > 300,
+                30.0,
+            )
+        behind.start()
+        with Client(behind.url) as c:
+            wait_for("caught up from a checkpoint", lambda: c.stats().pending == 1300, 60.0)
+            assert c.status(first).state == "cancelled"
+            assert c.status(ids[-1]).state == "pending"
+            wait_for(
+                "every node in the status",
+                lambda: {n.node_id for n in c.cluster_status().nodes} == {"n0", "n1", "n2"},
+            )
+        wait_for(  # logged through a buffered stream: it may come a little later
+            "the install logged", lambda: "cluster.checkpoint_installed" in behind.log_tail(400)
+        )
+        with Client(leader.url) as c:
+            c.submit("job", b"after")
+        with Client(behind.url) as c:
+            wait_for("it follows the log again", lambda: c.stats().pending == 1301)
+    finally:
+        for p in procs:
+            p.stop()

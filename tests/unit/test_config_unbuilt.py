@@ -21,8 +21,6 @@ from tq.errors import ConfigError
 NOT_DEFAULT: dict[str, Any] = {
     "broker.priority_aging_interval_s": 30.0,
     "broker.priority_aging_step": 5,
-    "raft.log_trim_interval_s": 30.0,
-    "raft.snapshot_threshold": 500,
     "api.dashboard_enabled": True,
 }
 DEFAULTS = dump(Settings())
@@ -154,10 +152,10 @@ def test_the_example_message_reads_as_one_sentence() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"raft.snapshot_threshold": "-1"},  # would break its own bound
-        {"raft.log_trim_interval_s": "-1"},  # so would this one
-        {"raft.snapshot_threshold": "5", "raft.log_trim_interval_s": "0"},  # both refused
-        {"raft.snapshot_threshold": "maybe"},  # not even a number
+        {"broker.priority_aging_step": "-1"},  # would break its own bound
+        {"broker.priority_aging_interval_s": "-1"},  # so would this one
+        {"broker.priority_aging_step": "5", "api.dashboard_enabled": "maybe"},  # both refused
+        {"api.dashboard_enabled": "maybe"},  # not even a boolean
     ],
 )
 def test_a_refused_setting_is_reported_as_refused_not_as_a_broken_rule(

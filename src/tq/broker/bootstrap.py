@@ -42,6 +42,13 @@ def _given_secret(settings: Settings, environ: Mapping[str, str]) -> tuple[str, 
     return None
 
 
+def bootstrap_secret(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bootstrap admin key given to this broker (file or environment), if any: what a
+    cluster node presents to fetch another node's checkpoint."""
+    given = _given_secret(settings, os.environ if environ is None else environ)
+    return None if given is None else given[0]
+
+
 def _write_secret(path: Path, secret: str) -> None:
     """Owner-only from its creation: never readable by others, not even for an instant."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -28,22 +28,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Literal
 
-from tq.broker.bootstrap import ensure_bootstrap_key
+from tq.broker.bootstrap import bootstrap_secret, ensure_bootstrap_key
 from tq.broker.service import BrokerService
 from tq.cluster.election import Election, Leader, leader_key, parse_leader
 from tq.cluster.etcd import Etcd
+from tq.cluster.fetch import checkpoint_url, fetch_committed
+from tq.cluster.install import swap_in
 from tq.cluster.leader import Replicator
 from tq.cluster.log import ReplicatedLog
+from tq.cluster.members import MemberRecord, Membership, Role, members
 from tq.cluster.replica import Replica, applied_mark
+from tq.cluster.trim import LogTrimmer, TrimPolicy
 from tq.config import Settings
 from tq.core import commands as c
+from tq.core.layout import AppliedMark
 from tq.errors import LogTrimmedError, StorageError, TqError
 from tq.protocol.records import ClusterMember, ClusterStatus
+from tq.storage.reopen import RocksOpener
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +61,26 @@ ENTRY_OVERHEAD_BYTES = 1 << 20
 OBSERVE_INTERVAL_S = 0.25
 
 
+def _client_tls(settings: Settings) -> ssl.SSLContext | None:
+    """How this node verifies another node's HTTP door: None when the doors are plaintext."""
+    if settings.auth.tls_cert_file is None:
+        return None
+    ca = settings.worker.tls_ca_file
+    return ssl.create_default_context(cafile=None if ca is None else str(ca))
+
+
 class ClusterNode:
     """One broker's part in the cluster (see the module docstring). ``run`` until ``stop``
     is set; ``close`` after the service drained, to hand leadership over at once."""
 
     def __init__(
-        self, service: BrokerService, settings: Settings, etcd: Etcd, address: str
+        self,
+        service: BrokerService,
+        settings: Settings,
+        etcd: Etcd,
+        address: str,
+        *,
+        opener: RocksOpener | None = None,
     ) -> None:
         r = settings.raft
         self.service = service
@@ -79,6 +101,19 @@ class ClusterNode:
         self.epoch: int | None = None
         self.leader: Leader | None = None
         self.leader_changes = 0
+        #: Reopens this node's store after a checkpoint was swapped in (None: no catch-up).
+        self.opener = opener
+        #: host:port of this node's HTTP door (its checkpoints), once it listens.
+        self.http_address: str | None = None
+        self.membership: Membership | None = None
+        self.roster: tuple[MemberRecord, ...] = ()
+        self.checkpoints_installed = 0
+        #: What a fetch of another node's checkpoint presents: the bootstrap admin key (the
+        #: same on every node, from auth.bootstrap_key_file or TQ_BOOTSTRAP_API_KEY) and, when
+        #: the doors serve TLS, a context verifying them with worker.tls_ca_file.
+        self.api_key = bootstrap_secret(settings) if settings.auth.enabled else None
+        self.http_tls = _client_tls(settings)
+        self._trimmer: asyncio.Task[None] | None = None
         self.log_first_index = 0
         self.log_last_index = 0
         #: (when asked, the log's last index then): what a follower's freshness is proved by.
@@ -101,6 +136,16 @@ class ClusterNode:
         return self.replica.applied_index
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.membership = Membership(
+            self.etcd, self.cluster, self.node_id, self.address,
+            http_address=self.http_address, ttl_s=self.ttl_s,
+        )  # fmt: skip
+        try:
+            await self.membership.start()
+        except TqError as e:  # etcd unreachable now: the record is written once it answers
+            log.warning("cluster.member_record_failed node=%s error=%s", self.node_id, e.message)
+            self.membership.update(applied_index=self.applied_index)
+            self.membership.start_writer()
         observer = asyncio.create_task(self._observe(), name="tq-observe")
         try:
             while not stop.is_set():
@@ -126,13 +171,23 @@ class ClusterNode:
             node_id=self.node_id, address=self.address, role=role,
             applied_index=applied, lag=last - applied, updated_at=time.time(),
         )  # fmt: skip
+        nodes = [me] + [
+            ClusterMember(
+                node_id=r.node_id, address=r.address, role=r.role.value,
+                applied_index=r.applied_index, lag=max(0, last - r.applied_index),
+                updated_at=r.updated_at,
+            )
+            for r in self.roster
+            if r.node_id != self.node_id
+        ]  # fmt: skip
         return ClusterStatus(
             enabled=True, name=self.cluster, node_id=self.node_id, role=role,
             leader_id=None if leader is None else leader.node_id,
             leader_address=None if leader is None else leader.address,
             epoch=None if leader is None else leader.epoch,
             applied_index=applied, log_first_index=self.log_first_index,
-            log_last_index=last, leader_changes=self.leader_changes, nodes=[me],
+            log_last_index=last, leader_changes=self.leader_changes,
+            nodes=sorted(nodes, key=lambda n: n.node_id),
         )  # fmt: skip
 
     def _die(self, e: BaseException) -> None:
@@ -172,16 +227,71 @@ class ClusterNode:
         return campaign.result()
 
     async def _follow(self) -> None:
-        try:
-            async with contextlib.aclosing(self.log.follow(self.replica.applied_index + 1)) as it:
-                async for index, data in it:
-                    self._apply(index, data)
-        except LogTrimmedError as e:
+        while True:
+            try:
+                start = self.replica.applied_index + 1
+                async with contextlib.aclosing(self.log.follow(start)) as entries:
+                    async for index, data in entries:
+                        self._apply(index, data)
+            except LogTrimmedError as e:
+                await self._install_checkpoint(e.first_index)
+
+    async def _install_checkpoint(self, first: int) -> None:
+        """Too far behind (the log starts past what this node applied): fetch a checkpoint
+        of a node that applied more (the leader's, else the most advanced), verify it, swap
+        it in for this node's store, and follow the log after it. A failed try is logged
+        and tried again (a second from now); the node serves nothing stale meanwhile (its
+        reads are refused past the staleness bound)."""
+        have = self.replica.applied_index
+        log.warning(
+            "cluster.behind node=%s applied=%d log_first=%d: installing a checkpoint",
+            self.node_id, have, first,
+        )  # fmt: skip
+        while True:
+            try:
+                await self._fetch_and_swap(first)
+                return
+            except (TqError, OSError) as e:
+                why = e.message if isinstance(e, TqError) else str(e)
+                log.warning("cluster.checkpoint_failed node=%s error=%s", self.node_id, why)
+                await asyncio.sleep(1.0)
+
+    async def _fetch_and_swap(self, first: int) -> None:
+        if self.opener is None:
+            raise StorageError("this node cannot install a checkpoint (no store opener)")
+        roster = await members(self.etcd, self.cluster)
+        sources = sorted(
+            (r for r in roster if r.node_id != self.node_id and r.http_address
+             and r.applied_index >= first - 1),
+            key=lambda r: (r.role is not Role.LEADER, -r.applied_index),
+        )  # fmt: skip
+        if not sources:
             raise StorageError(
-                f"node {self.node_id} applied the log up to entry {self.replica.applied_index}, "
-                f"but the log now starts at {e.first_index}: this node must be restored from a "
-                "checkpoint of a live node (docs/cluster.md, Replace a node)"
-            ) from e
+                f"no node with an HTTP door has applied entry {first - 1} yet to serve a "
+                "checkpoint (api.rest_enabled must be on for the nodes to fetch from each other)"
+            )
+        source = sources[0]
+        assert source.http_address is not None
+        store_dir = Path(self.opener.path)
+        url = checkpoint_url(source.http_address, tls=self.http_tls is not None)
+        manifest = await fetch_committed(
+            self.log, url, store_dir,
+            have=AppliedMark(self.replica.applied_index, self.replica.applied_epoch),
+            api_key=self.api_key, tls=self.http_tls,
+        )  # fmt: skip
+        service = self.service
+        await service.commit.idle()  # no fsync of the old store is running
+        service.store.close()
+        swap_in(store_dir)
+        store = self.opener.open(read_only=False)
+        replica = Replica.open(store, write=service.commit.write)
+        service.adopt(store, replica.machine)
+        self.replica = replica
+        self.checkpoints_installed += 1
+        log.info(
+            "cluster.checkpoint_installed node=%s from=%s applied=%d", self.node_id,
+            source.node_id, manifest.applied_index,
+        )  # fmt: skip
 
     def _apply(self, index: int, data: bytes) -> None:
         events = self.replica.apply_entry(index, data)
@@ -200,9 +310,16 @@ class ClusterNode:
                 self.log_last_index = await self.log.last_index()
                 self.log_first_index = await self.log.first_index()
                 self._seen.append((asked, self.log_last_index))
+                self.roster = tuple(await members(self.etcd, self.cluster))
             except TqError:
                 leader = None
             self._check_fresh()
+            if self.membership is not None:
+                leading = self.service.leading
+                self.membership.update(
+                    applied_index=self.applied_index,
+                    role=Role.LEADER if leading else Role.FOLLOWER,
+                )
             if leader != self.leader:
                 self.leader = leader
                 log.info(
@@ -256,8 +373,10 @@ class ClusterNode:
                 for index, data in await self.log.read(self.replica.applied_index + 1):
                     self._apply(index, data)
         except (TqError, OSError) as e:
-            if isinstance(e, StorageError):
+            if isinstance(e, StorageError) and not isinstance(e, LogTrimmedError):
                 raise
+            # etcd unreachable, or this node is so far behind that it needs a checkpoint
+            # first (its follower does that): not the leader this time.
             log.warning("cluster.catch_up_failed node=%s error=%s", self.node_id, e)
             await self._quit(election)
             return
@@ -286,6 +405,12 @@ class ClusterNode:
                 "cluster.leading node=%s epoch=%d applied=%d", self.node_id, epoch,
                 self.replica.applied_index,
             )  # fmt: skip
+            r = self.settings.raft
+            trimmer = LogTrimmer(
+                self.etcd, self.cluster, self.log, [m.node_id for m in r.members],
+                TrimPolicy(max_lag=r.snapshot_threshold),
+            )  # fmt: skip
+            self._trimmer = asyncio.create_task(trimmer.run(r.log_trim_interval_s))
             try:
                 await ensure_bootstrap_key(self.service, self.settings)
             except TqError as e:
@@ -311,8 +436,14 @@ class ClusterNode:
         self._why = self._why or f"log append failed: {why}"
         self._ended.set()
 
+    def _stop_trimming(self) -> None:
+        trimmer, self._trimmer = self._trimmer, None
+        if trimmer is not None:
+            trimmer.cancel()
+
     async def _step_down(self, election: Election, why: str) -> None:
         log.warning("cluster.step_down node=%s epoch=%s reason=%s", self.node_id, self.epoch, why)
+        self._stop_trimming()
         replicator, self._replicator = self._replicator, None
         if replicator is not None:
             await replicator.stop()
@@ -332,6 +463,9 @@ class ClusterNode:
 
     async def close(self) -> None:
         """After the broker drained: stop appending and hand leadership over."""
+        self._stop_trimming()
+        if self.membership is not None:
+            await self.membership.stop()
         replicator, self._replicator = self._replicator, None
         if replicator is not None:
             await replicator.stop()

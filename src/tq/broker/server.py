@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -37,8 +38,10 @@ from tq.broker.storage_guard import StorageGuard
 from tq.broker.tcp import DOOR, BrokerProtocol, Connections
 from tq.broker.tcp_tls import TlsListener, bind
 from tq.broker.tls import ServerTls
+from tq.cluster.checkpoint import Snapshot, clear_checkpoints, take_checkpoint_async
 from tq.cluster.etcd import Etcd
 from tq.cluster.etcd_member import ManagedEtcd, etcd_endpoints, plan
+from tq.cluster.install import finish_install
 from tq.cluster.replica import Replica
 from tq.config import Settings, SyncMode
 from tq.errors import ErrorCode, StorageError, TqError, UnavailableError
@@ -48,6 +51,11 @@ from tq.storage.rocksdb import RocksTuning
 
 log = logging.getLogger(__name__)
 _MB = 1024 * 1024
+#: A cluster node's store and its checkpoints being served, under persistence.data_dir.
+STORE_DIR = "store"
+CHECKPOINTS_DIR = "checkpoints"
+#: What the HTTP door streams at GET /v1/cluster/checkpoint (a cluster node only).
+CheckpointSource = Callable[[], Awaitable[Snapshot]]
 
 
 class Listener(Protocol):
@@ -70,10 +78,14 @@ class FrontDoor(Protocol):
 
 
 def management_doors(
-    service: BrokerService, settings: Settings, tls: ServerTls | None = None
+    service: BrokerService,
+    settings: Settings,
+    tls: ServerTls | None = None,
+    checkpoint: CheckpointSource | None = None,
 ) -> list[FrontDoor]:
     """The enabled management doors, in start order (imported here, only when enabled); with
-    ``tls``, each serves TLS only."""
+    ``tls``, each serves TLS only; ``checkpoint`` (a cluster node's) is served by the HTTP
+    door at ``GET /v1/cluster/checkpoint``."""
     doors: list[FrontDoor] = []
     if settings.monitoring.prometheus_enabled:
         from tq.api.metrics import MetricsServer  # noqa: PLC0415 - only when enabled
@@ -82,7 +94,7 @@ def management_doors(
     if settings.api.http_enabled:
         from tq.api.http import HttpServer  # noqa: PLC0415 - only when enabled
 
-        doors.append(HttpServer(service, settings, tls=tls))
+        doors.append(HttpServer(service, settings, tls=tls, checkpoint=checkpoint))
     if settings.api.grpc_enabled:
         from tq.api.grpc import GrpcServer  # noqa: PLC0415 - only when enabled
 
@@ -143,10 +155,19 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
         block_cache_mb=max(1, p.block_cache_size_bytes // _MB),
         max_background_jobs=p.max_background_jobs,
     )
-    opener = RocksOpener(p.data_dir, tuning)
+    clustered = settings.raft.enabled
+    # A cluster node keeps its store in <data_dir>/store, so that a checkpoint can replace the
+    # whole directory (beside it: checkpoints being served, a managed etcd member's data).
+    store_dir = p.data_dir / STORE_DIR if clustered else p.data_dir
+    if clustered:
+        store_dir.mkdir(parents=True, exist_ok=True)
+        finished = finish_install(store_dir)  # a swap a crash interrupted, finished
+        if finished:
+            log.info("cluster.checkpoint_install_finished %s", finished)
+        clear_checkpoints(p.data_dir / CHECKPOINTS_DIR)
+    opener = RocksOpener(store_dir, tuning)
     opened = open_at_start(opener)
     service: BrokerService | None = None
-    clustered = settings.raft.enabled
     node: ClusterNode | None = None
     member: ManagedEtcd | None = None
     try:
@@ -184,11 +205,18 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             if settings.raft.manage_local_etcd:
                 member = ManagedEtcd(plan(settings))
                 await member.start()
-            node = _cluster_node(service, settings, port, stop)
+            node = _cluster_node(service, settings, port, stop, opener)
         if tls is not None:
             # A renewed certificate is taken without a restart: new handshakes use it.
             loop.add_signal_handler(signal.SIGHUP, tls.reload)
-        fronts = await start_doors(management_doors(service, settings, tls))
+        checkpoint = None
+        if node is not None:
+            checkpoint = _checkpoints(service, p.data_dir / CHECKPOINTS_DIR)
+        fronts = await start_doors(management_doors(service, settings, tls, checkpoint))
+        if node is not None:
+            http = next((f for f in fronts if f.name == "rest"), None)
+            if http is not None:
+                node.http_address = f"{settings.api.rest_host}:{http.port}"
         # Everything loaded so far (modules, FastAPI's and grpc's objects, the recovered
         # state) lives for the process: keep it out of every later garbage collection.
         gc.freeze()
@@ -253,8 +281,21 @@ async def _shutdown(
         await service.close()
 
 
+def _checkpoints(service: BrokerService, work_dir: Path) -> CheckpointSource:
+    """A checkpoint of the store the service uses when asked (a swap may replace it)."""
+
+    def take() -> Awaitable[Snapshot]:
+        return take_checkpoint_async(service.store, work_dir)
+
+    return take
+
+
 def _cluster_node(
-    service: BrokerService, settings: Settings, port: int, stop: asyncio.Event
+    service: BrokerService,
+    settings: Settings,
+    port: int,
+    stop: asyncio.Event,
+    opener: RocksOpener,
 ) -> ClusterNode:
     """This broker's cluster node, reached at ``raft.advertise_address`` (else the TCP door's
     host and the port it got). A fault that makes the node stop (a diverged log, a failed
@@ -262,7 +303,7 @@ def _cluster_node(
     r = settings.raft
     address = r.advertise_address or f"{settings.broker.host}:{port}"
     etcd = Etcd(etcd_endpoints(settings), timeout_s=r.etcd_timeout_s)
-    node = ClusterNode(service, settings, etcd, address)
+    node = ClusterNode(service, settings, etcd, address, opener=opener)
 
     def storage_failed(error: BaseException) -> None:
         log.critical("storage.failed error=%s (a cluster node stops: the log keeps it all)", error)

@@ -173,7 +173,15 @@ class Membership:
     async def start(self) -> None:
         """Write the record once (raising if etcd does not take it), then keep it current."""
         await self._write()
-        self._task = asyncio.create_task(self._run(), name=f"tq-member-{self._record.node_id}")
+        self.start_writer()
+
+    def start_writer(self) -> None:
+        """Keep the record current from now on (after ``start``, or instead of it when etcd
+        did not answer: the record is then written once it does)."""
+        if self._task is None:
+            self._changed.set()
+            self._wake.set()
+            self._task = asyncio.create_task(self._run(), name=f"tq-member-{self._record.node_id}")
 
     async def _write(self) -> None:
         if self._lease is None:

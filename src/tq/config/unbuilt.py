@@ -14,7 +14,6 @@ import pydantic
 
 from tq.config.model import SECTIONS
 
-_CLUSTER = "this part of clustering is not built yet (see docs/cluster.md)"
 _DASHBOARD = "the web dashboard comes with the dashboard work"
 _AGING = "priority aging (escalation of waiting tasks) is planned but not built"
 
@@ -23,8 +22,6 @@ UNBUILT: Mapping[str, str] = MappingProxyType(
     {
         "broker.priority_aging_interval_s": _AGING,
         "broker.priority_aging_step": _AGING,
-        "raft.log_trim_interval_s": _CLUSTER,
-        "raft.snapshot_threshold": _CLUSTER,
         "api.dashboard_enabled": _DASHBOARD,
     }
 )
