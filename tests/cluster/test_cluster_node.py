@@ -6,6 +6,7 @@ acknowledged task. (The fault suite with a history checker is test_cluster_fault
 from __future__ import annotations
 
 import json
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -287,3 +288,56 @@ def test_a_follower_behind_the_trimmed_log_installs_a_checkpoint_and_catches_up(
     finally:
         for p in procs:
             p.stop()
+
+
+def test_a_backup_restores_a_whole_cluster_on_a_fresh_etcd(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    """docs/cluster.md, Backup and restore: a checkpoint fetched from a node's HTTP door,
+    extracted into one node's store, restores a cluster on an etcd that holds nothing."""
+    procs = [BrokerProcess(tmp_path / f"a{i}", settings=node_settings(etcd, f"n{i}"))
+             for i in range(3)]  # fmt: skip
+    try:
+        for p in procs:
+            p.start()
+        leader = leader_of(procs)
+        with Client(leader.url) as c:
+            ids = [c.submit("job", b"%d" % i) for i in range(40)]
+            c.cancel(ids[0])
+        rest = f"http://127.0.0.1:{leader.ports['rest_port']}"
+        backup = tmp_path / "backup.tar"
+        with urllib.request.urlopen(f"{rest}/v1/cluster/checkpoint", timeout=30) as r:
+            backup.write_bytes(r.read())
+    finally:
+        for p in procs:
+            p.stop()
+    fresh = EtcdCluster(tmp_path / "etcd2").start()
+    try:
+        store = tmp_path / "b0" / "store"
+        store.mkdir(parents=True)
+        with tarfile.open(backup) as tar:
+            files = [m for m in tar.getmembers() if m.name != "MANIFEST.json"]
+            tar.extractall(store, members=files, filter="data")
+        restored = [
+            BrokerProcess(tmp_path / f"b{i}", settings=node_settings(fresh, f"n{i}"))
+            for i in range(3)
+        ]
+        try:
+            restored[0].start()
+            leader_of(restored[:1])
+            for p in restored[1:]:
+                p.start()
+            for p in restored:
+                with Client(p.url) as c:
+                    wait_for(f"{p.url} restored", lambda c=c: c.stats().pending == 39, 60.0)
+                    assert c.status(ids[0]).state == "cancelled"
+            with Client(restored[0].url) as c:
+                c.submit("job", b"after")
+            for p in restored:
+                with Client(p.url) as c:
+                    wait_for("the new log applied", lambda c=c: c.stats().pending == 40)
+        finally:
+            for p in restored:
+                p.stop()
+    finally:
+        fresh.stop()

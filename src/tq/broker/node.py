@@ -372,6 +372,14 @@ class ClusterNode:
             while self.replica.applied_index < last:
                 for index, data in await self.log.read(self.replica.applied_index + 1):
                     self._apply(index, data)
+            if last < self.replica.applied_index:
+                # The store holds more than etcd (a restore from a checkpoint onto an empty
+                # etcd): the log goes on after it; other nodes install a checkpoint first.
+                log.warning(
+                    "cluster.log_behind_store node=%s log_last=%d applied=%d", self.node_id,
+                    last, self.replica.applied_index,
+                )  # fmt: skip
+                self.log.continue_after(self.replica.applied_index)
         except (TqError, OSError) as e:
             if isinstance(e, StorageError) and not isinstance(e, LogTrimmedError):
                 raise

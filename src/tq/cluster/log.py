@@ -36,6 +36,13 @@ class ReplicatedLog:
         self._append_lock = asyncio.Lock()
         self._next: int | None = None  # the next index to append; None: ask etcd
 
+    def continue_after(self, index: int) -> None:
+        """The next append goes at ``index + 1`` at the earliest: a leader whose store holds
+        more than the log (restored from a checkpoint onto an empty etcd) continues the
+        numbering, so that every applied mark stays a position in the log."""
+        if index > 0:
+            self._next = max(self._next or 0, index + 1)
+
     def key(self, index: int) -> bytes:
         return self.prefix + f"{index:0{INDEX_DIGITS}d}".encode()
 
