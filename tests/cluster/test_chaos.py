@@ -66,7 +66,7 @@ def test_kill_9_a_follower_and_bring_it_back(tmp_path: Path) -> None:
         run.cluster.kill(follower)
         failover = run.failover(since)
         run.progress()
-        with RocksStore(run.cluster.brokers[follower].data_dir, read_only=True) as store:
+        with RocksStore(run.cluster.brokers[follower].data_dir / "store", read_only=True) as store:
             mark = applied_mark(store).index
         assert mark > 0, "the follower had applied nothing before it was killed"
         run.cluster.restart(follower)

@@ -31,6 +31,7 @@ from tq.protocol import (
     CancelTask,
     ClaimTask,
     ClientConnection,
+    GetClusterStatus,
     GetStats,
     KeyCreate,
     KeyList,
@@ -72,6 +73,7 @@ OPS = (
     Op("list", "read", False, ("tcp", "rest", "grpc")),
     Op("stats", "read", True, ("tcp", "rest", "grpc", "ws")),
     Op("workers", "read", True, ("tcp", "rest", "grpc")),
+    Op("cluster", "read", True, ("tcp", "rest", "grpc")),
     Op("queues", "read", True, ("rest", "grpc")),
     Op("watch", "read", False, ("tcp", "ws", "grpc")),
     Op("scrape", "read", False, ("metrics",)),  # metrics show every queue
@@ -266,6 +268,9 @@ class Doors:
     async def tcp_stats(self, op: str, target: str | None) -> int:
         return await self._tcp(lambda c: GetStats(request_id=c.rid()))
 
+    async def tcp_cluster(self, op: str, target: str | None) -> int:
+        return await self._tcp(lambda c: GetClusterStatus(request_id=c.rid()))
+
     async def tcp_workers(self, op: str, target: str | None) -> int:
         return await self._tcp(lambda c: ListWorkers(request_id=c.rid()))
 
@@ -315,6 +320,9 @@ class Doors:
 
     async def rest_stats(self, op: str, target: str | None) -> int:
         return rest_outcome(await self.http.get("/v1/stats"))
+
+    async def rest_cluster(self, op: str, target: str | None) -> int:
+        return rest_outcome(await self.http.get("/v1/cluster"))
 
     async def rest_workers(self, op: str, target: str | None) -> int:
         return rest_outcome(await self.http.get("/v1/workers"))
@@ -369,6 +377,9 @@ class Doors:
 
     async def grpc_stats(self, op: str, target: str | None) -> int:
         return await self._grpc(self.stub.GetStats, pb.GetStatsRequest())
+
+    async def grpc_cluster(self, op: str, target: str | None) -> int:
+        return await self._grpc(self.stub.GetClusterStatus, pb.GetClusterStatusRequest())
 
     async def grpc_workers(self, op: str, target: str | None) -> int:
         return await self._grpc(self.stub.ListWorkers, pb.ListWorkersRequest())
