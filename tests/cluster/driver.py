@@ -239,8 +239,10 @@ class Workload:
                     self.history.claimed(got)
                 if uncertain and self.renew_id:
                     me.renew()
+                # Every task held is listed in the heartbeats, started or not (as tq.worker
+                # does): only listed leases are extended.
+                me.running.update(t.id for t in tasks)
                 for t in tasks:
-                    me.running.add(t.id)
                     await asyncio.sleep(rng.uniform(0.0, 0.02))  # the task's work
                     await self._report(driver, t)
                     me.running.discard(t.id)
@@ -295,9 +297,9 @@ class _Worker:
 
     def renew(self) -> None:
         """Go on under a new worker id. A claim that was lost with its reply left tasks leased
-        to the old id, which no one would ever report; every heartbeat of that id would
-        extend them (HEARTBEAT extends every lease its worker holds), so they would never
-        return. The old id falls silent: the broker reaps it and hands its tasks out again."""
+        to the old id, which no one would ever report. (A heartbeat extends only the leases
+        it lists, so they return when their lease ends anyway; a new id also has the old one
+        reaped, and ``renew_id=False`` runs without it.)"""
         self._incarnation += 1
         self.id = f"{self.name}.{self._incarnation}"
 

@@ -8,6 +8,7 @@ submit after the fault) and what the checker counted."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,10 @@ def test_kill_9_the_etcd_raft_leader(tmp_path: Path) -> None:
         run.finish("kill -9 etcd raft leader", since, failover)
 
 
-def test_kill_9_a_follower_and_bring_it_back(tmp_path: Path) -> None:
-    """It resumes from the applied mark in its store and ends identical to the others. (The
-    log is not trimmed meanwhile: installing a checkpoint is not built yet.)"""
+def test_kill_9_a_follower_and_bring_it_back_after_the_log_was_trimmed(tmp_path: Path) -> None:
+    """While it is down, more entries than the trim keeps are appended and the leader trims
+    past what it applied: back, it installs a checkpoint of another node, follows the log
+    after it, and ends identical to the others (the checker compares every node)."""
     with chaos(tmp_path) as run:
         leader = run.warm_up()
         follower = run.others(leader)[0]
@@ -69,9 +71,39 @@ def test_kill_9_a_follower_and_bring_it_back(tmp_path: Path) -> None:
         with RocksStore(run.cluster.brokers[follower].data_dir / "store", read_only=True) as store:
             mark = applied_mark(store).index
         assert mark > 0, "the follower had applied nothing before it was killed"
+        run.side.run(_burst(run, BURST), 120.0)  # one entry each: past the 1,000 kept
+        run.wait(
+            "the log trimmed past the stopped follower",
+            lambda: run.side.run(_log_first(run.cluster.urls[leader])) > mark + 1,
+            30,
+        )
         run.cluster.restart(follower)
+        run.wait(
+            "the follower installed a checkpoint",
+            lambda: "cluster.checkpoint_installed" in run.cluster.log_text(follower),
+            60,
+        )
         run.progress()
-        run.finish(f"kill -9 follower (applied {mark}) and restart", since, failover)
+        run.finish(f"kill -9 follower (applied {mark}), trim, restart", since, failover)
+
+
+#: Submits while a follower is down: more entries than the trim keeps (1,000).
+BURST = 1_100
+
+
+async def _burst(run: Chaos, n: int) -> None:
+    """``n`` sequential submits through a client that follows the leader (so each is its
+    own log entry), each recorded with its idempotency key as the workload's are."""
+    async with AsyncClient(list(run.cluster.urls), request_timeout=10.0) as client:
+        for i in range(n):
+            rec = run.history.submitted(f"burst-{i}-{uuid.uuid4().hex[:8]}", time.monotonic())
+            task_id = await client.submit("chaos", b"", queue=QUEUE, idempotency_key=rec.key)
+            run.history.acked(rec, task_id)
+
+
+async def _log_first(url: str) -> int:
+    async with AsyncClient(url, request_timeout=5.0) as client:
+        return (await client.cluster_status()).log_first_index
 
 
 def test_sigstop_the_leader_past_its_lease(tmp_path: Path) -> None:

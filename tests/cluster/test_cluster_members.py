@@ -200,6 +200,12 @@ def test_the_trim_holds_for_live_and_recently_seen_nodes_and_lets_go_after(
         for i in range(101, 201):
             await log.append(b"%d" % i, epoch=epoch)
         a.update(applied_index=200)
+
+        async def a_at_200() -> bool:
+            r = await record_of(client, "a")
+            return r is not None and r.applied_index == 200
+
+        await until("a's record says 200", a_at_200)  # written at most every 0.5 s
         assert (await trimmer.run_once()).below == 95
         clock.now += 61
         assert await trimmer.run_once() == TrimDecision(191, None, ("b", "c"))

@@ -137,14 +137,14 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
         (
             [sys.executable, "-m", "tq", "--config", "tq.yml", "dev"],
             {},
-            "raft.enabled = true from config file tq.yml line 2",
+            "broker.priority_aging_step = 5 from config file tq.yml line 2",
         ),
     ],
 )
 def test_a_setting_not_built_yet_stops_broker_and_dev_with_one_config_error_line(
     tmp_path: Path, argv: list[str], env: dict[str, str], origin: str
 ) -> None:
-    (tmp_path / "tq.yml").write_text("raft:\n  enabled: true\n")
+    (tmp_path / "tq.yml").write_text("broker:\n  priority_aging_step: 5\n")
     done = subprocess.run(
         argv,
         capture_output=True,
