@@ -188,7 +188,7 @@ def test_partition_the_leader_from_etcd(tmp_path: Path) -> None:
     with chaos(tmp_path, proxied=True) as run:
         old = run.warm_up()
         url = run.cluster.urls[old]
-        client = AsyncClient(url, request_timeout=15.0, name="tq-chaos-cut")
+        client = AsyncClient(url, request_timeout=6.0, name="tq-chaos-cut")
         run.side.run(client.connect())
         since = time.monotonic()
         run.cluster.cut(old)
@@ -227,8 +227,8 @@ def test_a_task_whose_submit_was_refused_is_never_handed_out(tmp_path: Path) -> 
         old = run.cluster.leader()
         assert old is not None
         url = run.cluster.urls[old]
-        client = AsyncClient(url, request_timeout=15.0, name="tq-chaos-cut")
-        worker = AsyncClient(url, request_timeout=15.0, name="tq-chaos-w", client_kind="worker")
+        client = AsyncClient(url, request_timeout=6.0, name="tq-chaos-cut")
+        worker = AsyncClient(url, request_timeout=6.0, name="tq-chaos-w", client_kind="worker")
         run.side.run(client.connect())
         run.side.run(worker.connect())
         run.cluster.cut(old)

@@ -472,8 +472,9 @@ class ClusterNode:
     async def close(self) -> None:
         """After the broker drained: stop appending and hand leadership over."""
         self._stop_trimming()
-        if self.membership is not None:
-            await self.membership.stop()
+        if self.membership is not None:  # bounded: etcd may be what is gone
+            with contextlib.suppress(TqError, TimeoutError):
+                await asyncio.wait_for(self.membership.stop(), self.ttl_s)
         replicator, self._replicator = self._replicator, None
         if replicator is not None:
             await replicator.stop()
