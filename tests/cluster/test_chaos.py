@@ -97,7 +97,11 @@ async def _burst(run: Chaos, n: int) -> None:
     async with AsyncClient(list(run.cluster.urls), request_timeout=10.0) as client:
         for i in range(n):
             rec = run.history.submitted(f"burst-{i}-{uuid.uuid4().hex[:8]}", time.monotonic())
-            task_id = await client.submit("chaos", b"", queue=QUEUE, idempotency_key=rec.key)
+            # Many retries: on a loaded machine the test's slow workers may let a lease lapse
+            # more than the default three times while they work through the burst.
+            task_id = await client.submit(
+                "chaos", b"", queue=QUEUE, idempotency_key=rec.key, max_retries=50
+            )
             run.history.acked(rec, task_id)
 
 
@@ -234,11 +238,14 @@ def test_a_task_whose_submit_was_refused_is_never_handed_out(tmp_path: Path) -> 
         run.cluster.cut(old)
         submit = run.side.spawn(client.submit("chaos", b"x", queue="phantom"))
         # Tasks are handed out only once the claim is committed: this one never is, so the
-        # claim is refused NOT_LEADER (or, the client following a leader, finds nothing).
+        # claim is refused (or, the client following a leader, finds nothing).
         claim = run.side.spawn(worker.claim("w", ["phantom"], max_tasks=1, wait=2.0))
         error = claim.exception(20.0)
         claimed = [] if error is not None else claim.result()
-        assert error is None or getattr(error, "code", None) == ErrorCode.NOT_LEADER, error
+        # Refused: NOT_LEADER (never logged) or TIMEOUT (its append was cut short: in doubt,
+        # and the task was not handed out either way).
+        codes = (ErrorCode.NOT_LEADER, ErrorCode.TIMEOUT)
+        assert error is None or getattr(error, "code", None) in codes, error
         with pytest.raises(UnavailableError) as refused:
             submit.result(20.0)
         assert refused.value.code == ErrorCode.NOT_LEADER, refused.value

@@ -73,6 +73,8 @@ class Replicator:
         self._queue: list[_Batch] = []
         self._wake = asyncio.Event()
         self._failed: BaseException | None = None
+        #: How many of the first queued batches ride in the append in flight (0: none).
+        self._in_flight = 0
         self._task: asyncio.Task[None] | None = None
         self.on_append: Callable[[float, int], None] | None = None
         #: The index of the last entry committed by this leadership (0: none yet).
@@ -144,23 +146,13 @@ class Replicator:
                 "--max-request-bytes and the entry limit together)"
             )
         t0 = time.perf_counter()
+        self._in_flight = take  # from here on, their entry may reach the log
         try:
             index = await self.log.append(
                 lambda i: encode_body(i, self.epoch, body), epoch=self.epoch
             )
         except NotLeaderError:
-            raise
-        except TqError as e:
-            # The entry may be in the log or not: only the log will tell (on the rebuild).
-            for b in self._queue[:take]:
-                b.done(
-                    UnavailableError(
-                        f"the log append was not confirmed ({e.message}): the change may or "
-                        "may not be applied",
-                        ErrorCode.TIMEOUT,
-                    )
-                )
-            del self._queue[:take]
+            self._in_flight = 0  # etcd refused it: certainly not in the log
             raise
         seconds = time.perf_counter() - t0
         mutations = [m for b in batches for m in b.mutations]
@@ -170,6 +162,7 @@ class Replicator:
         self.appends += 1
         if self.on_append is not None:
             self.on_append(seconds, len(commands))
+        self._in_flight = 0
         self._settle(take, None)
 
     def _settle(self, n: int, err: BaseException | None) -> None:
@@ -183,7 +176,15 @@ class Replicator:
         self._failed = error
         self._wake.set()
         queued, self._queue = self._queue, []
+        sent, self._in_flight = self._in_flight, 0
+        why = error.message if isinstance(error, TqError) else str(error)
+        # The entry in flight may be in the log (an append whose reply was lost, one cut short
+        # by a lost lease, a local write failed after the commit): only the log will tell.
+        doubt = UnavailableError(
+            f"the log append was not confirmed ({why}): the change may or may not be applied",
+            ErrorCode.TIMEOUT,
+        )
         refusal = self._refusal()
-        for b in queued:
-            b.done(refusal)
+        for i, b in enumerate(queued):
+            b.done(doubt if i < sent else refusal)
         self._on_failed(error)
