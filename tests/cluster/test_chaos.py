@@ -248,7 +248,7 @@ def test_a_task_whose_submit_was_refused_is_never_handed_out(tmp_path: Path) -> 
         assert error is None or getattr(error, "code", None) in codes, error
         with pytest.raises(UnavailableError) as refused:
             submit.result(20.0)
-        assert refused.value.code == ErrorCode.NOT_LEADER, refused.value
+        assert refused.value.code in codes, refused.value
         run.side.run(client.close())
         run.side.run(worker.close())
         assert claimed == [], (
