@@ -6,6 +6,8 @@ acknowledged task. (The fault suite with a history checker is test_cluster_fault
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -342,3 +344,38 @@ def test_a_backup_restores_a_whole_cluster_on_a_fresh_etcd(
                 p.stop()
     finally:
         fresh.stop()
+
+
+def test_a_tq_worker_and_a_client_given_every_node_carry_on_through_a_leader_kill(
+    nodes: list[BrokerProcess], tmp_path: Path
+) -> None:
+    """Real processes, no restart: a `tq worker` and a client given all three URLs; the
+    leader is killed with -9; tasks submitted before and after all complete."""
+    urls = ",".join(n.url for n in nodes)
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tq", "--url", urls, "worker", "tq.bench.tasks",
+         "--queues", "ha", "--concurrency", "4"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        leader = leader_of(nodes)
+        with Client(urls) as c:
+            before = [c.submit("tq.bench.noop", b"", queue="ha") for _ in range(20)]
+            wait_for("done before", lambda: all(c.status(i).state == "completed" for i in before))
+            leader.kill()
+            # Submitted through the failover: the client finds the new leader by itself.
+            after = [
+                c.submit("tq.bench.noop", b"", queue="ha", idempotency_key=f"after-{i}")
+                for i in range(20)
+            ]
+            wait_for(
+                "done after the failover",
+                lambda: all(c.status(i).state == "completed" for i in after),
+                30.0,
+            )
+        assert worker.poll() is None, "the worker stopped"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        log.close()
