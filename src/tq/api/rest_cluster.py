@@ -18,7 +18,6 @@ from tq.api.rest_contract import known_query
 from tq.broker.access import Permission
 from tq.cluster.checkpoint import Snapshot
 from tq.cluster.fetch import CHECKPOINT_PATH
-from tq.errors import PermissionDeniedError
 
 #: Makes a checkpoint of the node's store (e.g. ``take_checkpoint_async(service.store, dir)``).
 CheckpointSource = Callable[[], Awaitable[Snapshot]]
@@ -53,12 +52,7 @@ _TAR: dict[int | str, dict[str, Any]] = {
 async def checkpoint(request: Request, service: Service, who: Caller) -> StreamingResponse:
     """A consistent checkpoint of this node's store, streamed (admin of every queue: it holds
     every queue's tasks)."""
-    service.allow(who, Permission.ADMIN)
-    if who.queues is not None:
-        raise PermissionDeniedError(
-            f"{who} is limited to queues {', '.join(sorted(who.queues))}: a checkpoint holds "
-            "every queue, so it needs an admin key of every queue"
-        )
+    service.allow_every_queue(who, Permission.ADMIN, "a checkpoint (it holds every queue)")
     source: CheckpointSource = request.app.state.checkpoint_source
     snapshot = await source()
     manifest = snapshot.manifest

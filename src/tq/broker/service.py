@@ -312,11 +312,16 @@ class BrokerService:
             )
 
     def _allow_key_admin(self, who: Principal) -> None:
-        self.allow(who, Permission.ADMIN)
+        self.allow_every_queue(who, Permission.ADMIN, "key administration")
+
+    def allow_every_queue(self, who: Principal, permission: Permission, what: str) -> None:
+        """``allow``, for something that spans every queue (key administration, a checkpoint
+        of the store): a key limited to some queues is refused it, saying ``what`` needs."""
+        self.allow(who, permission)
         if who.queues is not None:
             raise PermissionDeniedError(
-                f"{who} is limited to queues {', '.join(sorted(who.queues))}: key "
-                "administration needs an admin key of every queue"
+                f"{who} is limited to queues {', '.join(sorted(who.queues))}: {what} needs "
+                f"an {permission.value} key of every queue"
             )
 
     # ------------------------------------------------------------------ the apply/commit engine
