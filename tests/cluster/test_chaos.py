@@ -7,6 +7,7 @@ submit after the fault) and what the checker counted."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from tests.cluster.chaos import Chaos, chaos
 from tests.cluster.driver import QUEUE, LeaderDriver
-from tests.cluster.history import Claim, Result, result_bytes
+from tests.cluster.history import Claim, Result, Submit, result_bytes
 from tq.client import AsyncClient
 from tq.cluster.replica import applied_mark
 from tq.core.ids import format_task_id
@@ -147,16 +148,7 @@ def test_sigstop_the_leader_past_its_lease(tmp_path: Path) -> None:
         )
         run.wait("the pause to last its time", lambda: time.monotonic() > since + PAUSE_S, 10)
         run.cluster.cont(old)
-        try:
-            task_id = submit.result(20.0)
-        except (NotLeaderError, UnavailableError) as e:
-            refused: Exception | None = e
-        else:
-            # The deposed leader refused it (not applied); the client, following the leader,
-            # sent it on under the same idempotency key, and the new leader took it.
-            assert slow.url != url, f"the deposed leader acknowledged a submit ({task_id})"
-            run.history.acked(stale, task_id)
-            refused = None
+        refused = _outcome_of_stale_submit(run, submit, stale, slow, url)
         try:
             code: int | None = report.result(20.0)[0]
         except (NotLeaderError, UnavailableError):
@@ -200,15 +192,7 @@ def test_partition_the_leader_from_etcd(tmp_path: Path) -> None:
         submit = run.side.spawn(client.submit("chaos", b"", queue=QUEUE, idempotency_key=stale.key))
         failover = run.failover(since, run.others(old))
         run.progress()
-        try:
-            task_id = submit.result(20.0)
-        except (NotLeaderError, UnavailableError) as e:
-            refused: Exception | None = e
-        else:
-            # Refused by the cut-off leader, then sent on to the new one by the client.
-            assert client.url != url, f"a leader cut off from etcd acknowledged {task_id}"
-            run.history.acked(stale, task_id)
-            refused = None
+        refused = _outcome_of_stale_submit(run, submit, stale, client, url)
         run.wait(
             f"n{old} to step down",
             lambda: f"cluster.step_down node=n{old}" in run.cluster.log_text(old),
@@ -257,6 +241,23 @@ def test_a_task_whose_submit_was_refused_is_never_handed_out(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------- helpers
+def _outcome_of_stale_submit(
+    run: Chaos,
+    submit: concurrent.futures.Future[str],
+    stale: Submit,
+    client: AsyncClient,
+    deposed: str,
+) -> Exception | None:
+    """A submit sent to a leader about to be deposed: its refusal (None when acknowledged).
+    It may only be acknowledged by another node: the deposed one refuses it (not applied),
+    and the client, following the leader, sends it on under the same idempotency key."""
+    try:
+        task_id = submit.result(20.0)
+    except (NotLeaderError, UnavailableError) as e:
+        return e
+    assert client.url != deposed, f"the deposed leader acknowledged a submit ({task_id})"
+    run.history.acked(stale, task_id)
+    return None
 
 
 async def _claim_one(client: AsyncClient) -> ClaimedTask:

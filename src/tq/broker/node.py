@@ -107,7 +107,6 @@ class ClusterNode:
         self.http_address: str | None = None
         self.membership: Membership | None = None
         self.roster: tuple[MemberRecord, ...] = ()
-        self.checkpoints_installed = 0
         #: What a fetch of another node's checkpoint presents: the bootstrap admin key (the
         #: same on every node, from auth.bootstrap_key_file or TQ_BOOTSTRAP_API_KEY) and, when
         #: the doors serve TLS, a context verifying them with worker.tls_ca_file.
@@ -287,7 +286,6 @@ class ClusterNode:
         replica = Replica.open(store, write=service.commit.write)
         service.adopt(store, replica.machine)
         self.replica = replica
-        self.checkpoints_installed += 1
         log.info(
             "cluster.checkpoint_installed node=%s from=%s applied=%d", self.node_id,
             source.node_id, manifest.applied_index,

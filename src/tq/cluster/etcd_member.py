@@ -128,7 +128,6 @@ class ManagedEtcd:
 
     def __init__(self, member: MemberPlan) -> None:
         self.plan = member
-        self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
 
@@ -165,7 +164,6 @@ class ManagedEtcd:
             await asyncio.sleep(backoff)
             backoff = min(RESTART_MAX_S, backoff * 2)
             if not self.stopping():  # ``stop`` may have come during the sleep
-                self.restarts += 1
                 await self.start()
 
     def stopping(self) -> bool:
