@@ -15,18 +15,24 @@ from tests.replication import Op, follow, lead, same_as_leader
 from tq.storage.rocksdb import RocksStore
 
 #: Applies the log in file argv[2] into the store in argv[1], saying where it resumed and each
-#: entry it applied, then waits on stdin for the parent's SIGKILL.
+#: entry it applied, then waits on stdin for the parent's SIGKILL. Past entry argv[3] it goes
+#: slowly (a millisecond per entry), so that the kill the parent sends on hearing of that
+#: entry lands while it is still applying, even on a loaded machine.
 CHILD = """
 import sys
+import time
 import msgspec
 from tq.cluster.replica import Replica
 from tq.storage.rocksdb import RocksStore
 entries = msgspec.msgpack.decode(open(sys.argv[2], "rb").read(), type=list[bytes])
+slow_after = int(sys.argv[3])
 replica = Replica.open(RocksStore(sys.argv[1]))
 print("from", replica.applied_index, flush=True)
 for i, data in enumerate(entries, 1):
     if replica.apply_entry(i, data) is not None:
         print("applied", i, flush=True)
+    if i > slow_after:
+        time.sleep(0.001)
 print("done", flush=True)
 sys.stdin.read()
 """
@@ -50,7 +56,8 @@ def test_a_replica_killed_mid_log_resumes_from_its_applied_index(tmp_path: Path)
     seen = 0  # the last entry a killed child said it applied
     resumes: list[int] = []
     for _ in range(4):
-        child = Child(CHILD, str(replica_dir), str(log))
+        target = rng.randint(seen, total)
+        child = Child(CHILD, str(replica_dir), str(log), str(target))
         try:
             deadline = time.monotonic() + DEADLINE_S
             start = child.next_line(deadline)
@@ -59,7 +66,7 @@ def test_a_replica_killed_mid_log_resumes_from_its_applied_index(tmp_path: Path)
             resumes.append(resumed)
             # A process crash loses nothing written (it is in the OS), and it never goes back.
             assert seen <= resumed <= total
-            target = rng.randint(resumed, total)
+            target = max(target, resumed)
             expected = resumed + 1
             while (line := child.next_line(deadline)) is not None:
                 if line == "done":
