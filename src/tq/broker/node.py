@@ -40,7 +40,7 @@ from tq.broker.service import BrokerService
 from tq.cluster.election import Election, Leader, leader_key, parse_leader
 from tq.cluster.etcd import Etcd
 from tq.cluster.fetch import checkpoint_url, fetch_committed
-from tq.cluster.install import swap_in
+from tq.cluster.install import discard_ready, swap_in
 from tq.cluster.leader import Replicator
 from tq.cluster.log import ReplicatedLog
 from tq.cluster.members import MemberRecord, Membership, Role, members
@@ -113,6 +113,8 @@ class ClusterNode:
         self.api_key = bootstrap_secret(settings) if settings.auth.enabled else None
         self.http_tls = _client_tls(settings)
         self._trimmer: asyncio.Task[None] | None = None
+        #: Counts follower phases: a follower task applies entries only in its own phase.
+        self._following = 0
         self.log_first_index = 0
         self.log_last_index = 0
         #: (when asked, the log's last index then): what a follower's freshness is proved by.
@@ -206,12 +208,17 @@ class ClusterNode:
             on_lost=self._lost,
         )  # fmt: skip
         self._election = election
-        follower = asyncio.create_task(self._follow(), name="tq-follow")
+        self._following += 1
+        follower = asyncio.create_task(self._follow(self._following), name="tq-follow")
         campaign = asyncio.create_task(self._campaign(election), name="tq-campaign")
         stopping = asyncio.create_task(stop.wait(), name="tq-stop")
         try:
             await asyncio.wait({follower, campaign, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # This follower may apply nothing more, even if its cancellation is slow to land
+            # (a watch stuck in the etcd client): a leader's own entries must never be
+            # applied a second time over the state that produced them.
+            self._following += 1
             for task in (follower, stopping):
                 task.cancel()
             if not campaign.done():
@@ -225,17 +232,19 @@ class ClusterNode:
             return None
         return campaign.result()
 
-    async def _follow(self) -> None:
-        while True:
+    async def _follow(self, generation: int) -> None:
+        while self._following == generation:
             try:
                 start = self.replica.applied_index + 1
                 async with contextlib.aclosing(self.log.follow(start)) as entries:
                     async for index, data in entries:
+                        if self._following != generation:
+                            return  # the follower phase is over
                         self._apply(index, data)
             except LogTrimmedError as e:
-                await self._install_checkpoint(e.first_index)
+                await self._install_checkpoint(e.first_index, generation)
 
-    async def _install_checkpoint(self, first: int) -> None:
+    async def _install_checkpoint(self, first: int, generation: int) -> None:
         """Too far behind (the log starts past what this node applied): fetch a checkpoint
         of a node that applied more (the leader's, else the most advanced), verify it, swap
         it in for this node's store, and follow the log after it. A failed try is logged
@@ -248,14 +257,14 @@ class ClusterNode:
         )  # fmt: skip
         while True:
             try:
-                await self._fetch_and_swap(first)
+                await self._fetch_and_swap(first, generation)
                 return
             except (TqError, OSError) as e:
                 why = e.message if isinstance(e, TqError) else str(e)
                 log.warning("cluster.checkpoint_failed node=%s error=%s", self.node_id, why)
                 await asyncio.sleep(1.0)
 
-    async def _fetch_and_swap(self, first: int) -> None:
+    async def _fetch_and_swap(self, first: int, generation: int) -> None:
         if self.opener is None:
             raise StorageError("this node cannot install a checkpoint (no store opener)")
         roster = await members(self.etcd, self.cluster)
@@ -280,6 +289,9 @@ class ClusterNode:
         )  # fmt: skip
         service = self.service
         await service.commit.idle()  # no fsync of the old store is running
+        if self._following != generation:  # this node leads now: its store is not to swap
+            discard_ready(store_dir)
+            return
         service.store.close()
         swap_in(store_dir)
         store = self.opener.open(read_only=False)
