@@ -93,29 +93,36 @@ def item_error(result: ItemResult) -> TqError:
     return error_for_code(result.code, result.message)
 
 
-async def select(service: BrokerService, f: TaskFilter, limit: int) -> tuple[list[TaskId], bool]:
-    """The ids of the first ``limit`` tasks ``f`` matches, and whether more may match."""
+async def select(
+    service: BrokerService, f: TaskFilter, limit: int, cursor: bytes | None = None
+) -> tuple[list[TaskId], bytes | None]:
+    """The ids of the first ``limit`` tasks ``f`` matches after ``cursor`` (a listing cursor),
+    and the cursor to go on from (None: nothing more matches)."""
     if not 1 <= limit <= MAX_BULK:
         raise ValidationError(f"limit {limit} is outside 1..{MAX_BULK}")
     if f.is_everything:
         raise ValidationError("the filter selects every task: set at least one field")
     ids: list[TaskId] = []
-    cursor: bytes | None = None
     while True:
         query = ListQuery(f, cursor, min(1000, limit - len(ids)))
         infos, cursor = service.page(query)
         ids += [TaskId(i.id) for i in infos]
-        if cursor is None:
-            return ids, False
-        if len(ids) >= limit:
-            return ids, True
+        if cursor is None or len(ids) >= limit:
+            return ids, cursor
         await asyncio.sleep(0)  # a long selection must not stall the broker's other work
 
 
 async def apply_filter(
-    service: BrokerService, action: Action, f: TaskFilter, limit: int
+    service: BrokerService,
+    action: Action,
+    f: TaskFilter,
+    limit: int,
+    cursor: bytes | None = None,
 ) -> BulkResult:
-    """``action`` on the first ``limit`` tasks ``f`` selects; ``truncated`` if more may."""
-    ids, truncated = await select(service, f, limit)
+    """``action`` on the first ``limit`` tasks ``f`` selects after ``cursor``; ``truncated``
+    and ``next_cursor`` if more may match. Going on from ``next_cursor`` ends even when the
+    action leaves tasks matching (a retry of tasks not in dead letter): the cursor only
+    moves forward, in id order."""
+    ids, next_cursor = await select(service, f, limit, cursor)
     result = await apply(service, action, ids)
-    return BulkResult(result.results, truncated)
+    return BulkResult(result.results, next_cursor is not None, next_cursor)

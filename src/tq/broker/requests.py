@@ -138,10 +138,12 @@ class ItemResult:
 @dataclass(frozen=True, slots=True)
 class BulkResult:
     """Per-task answers in the order of the selection; ``truncated``: a filter selected
-    ``limit`` tasks and more may match (repeat the call)."""
+    ``limit`` tasks and more may match (repeat the call, or go on from ``next_cursor``: the
+    listing cursor after the last task selected)."""
 
     results: list[ItemResult]
     truncated: bool = False
+    next_cursor: bytes | None = None
 
     @property
     def applied(self) -> int:

@@ -697,13 +697,18 @@ class BrokerService:
         return await actions.apply(self, action, task_ids)
 
     async def act_on_filter(
-        self, who: Principal, action: Action, f: TaskFilter, limit: int
+        self,
+        who: Principal,
+        action: Action,
+        f: TaskFilter,
+        limit: int,
+        cursor: bytes | None = None,
     ) -> BulkResult:
-        """Cancel, retry or delete the first ``limit`` tasks ``f`` selects (within a scoped
-        key's queues: ``scope.narrow_filter``)."""
+        """Cancel, retry or delete the first ``limit`` tasks ``f`` selects after ``cursor``
+        (a ``next_cursor``), within a scoped key's queues (``scope.narrow_filter``)."""
         self.allow(who, Permission.ADMIN)
         return await actions.apply_filter(
-            self, action, narrow_filter(who, f, Permission.ADMIN), limit
+            self, action, narrow_filter(who, f, Permission.ADMIN), limit, cursor
         )
 
     async def act_one(self, who: Principal, action: Action, task_id: TaskId) -> TaskInfo | None:

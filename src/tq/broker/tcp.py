@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
-from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
+from tq.broker.requests import PAGE_BYTES, Action, BulkResult, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.broker.streams import Stream
 from tq.core.effects import TaskEvent as CoreEvent
@@ -37,6 +37,8 @@ from tq.errors import (
     ValidationError,
 )
 from tq.protocol import (
+    ACT_ITEM_BYTES,
+    ACT_MESSAGE_MAX,
     LENGTH_PREFIX_SIZE,
     Ack,
     CancelReply,
@@ -58,8 +60,8 @@ from tq.protocol import (
     encode,
 )
 from tq.protocol import messages as m
+from tq.protocol.records import ActResult, KeyInfo
 from tq.protocol.records import ClaimedTask as WireClaimed
-from tq.protocol.records import KeyInfo
 
 log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
@@ -650,12 +652,16 @@ def _cancel(p: BrokerProtocol, req: m.CancelTask) -> None:
     )
 
 
-def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
-    f = TaskFilter.build(
+def _filter(req: m.ListTasks | m.ActOnFilter) -> TaskFilter:
+    return TaskFilter.build(
         state=req.state, queue=req.queue, task_type=req.task_type,
         priority_min=req.priority_min, priority_max=req.priority_max,
         created_after=req.created_after, created_before=req.created_before,
     )  # fmt: skip
+
+
+def _list(p: BrokerProtocol, req: m.ListTasks) -> None:
+    f = _filter(req)
     budget = min(PAGE_BYTES, p.frame_limit - REPLY_OVERHEAD)
     infos, cursor = p.service.list_tasks(p.who, ListQuery(f, req.cursor, req.limit, budget))
     p.reply(ListReply(request_id=req.request_id, tasks=infos, next_cursor=cursor))
@@ -733,17 +739,21 @@ def _deregister(p: BrokerProtocol, req: m.DeregisterWorker) -> None:
 
 
 def _later(
-    p: BrokerProtocol, work: Coroutine[Any, Any, Any], make: Callable[[Any], Any], rid: int
+    p: BrokerProtocol,
+    work: Coroutine[Any, Any, Any],
+    make: Callable[[Any], Any],
+    rid: int,
+    reserve: int = RESERVE,
 ) -> None:
     """Run ``work`` (a use case that awaits: bcrypt, durability) and answer ``make(result)``,
-    or NACK its error; ``RESERVE`` counts as pending output meanwhile."""
+    or NACK its error; ``reserve`` bytes count as pending output meanwhile."""
     task = asyncio.get_running_loop().create_task(work)
     _VERIFYING.add(task)
-    p.reserved += RESERVE
+    p.reserved += reserve
 
     def done(t: asyncio.Task[Any]) -> None:
         _VERIFYING.discard(t)
-        p.reserved -= RESERVE
+        p.reserved -= reserve
         if p.closed or t.cancelled():
             return
         err = t.exception()
@@ -752,7 +762,7 @@ def _later(
         elif isinstance(err, TqError):
             p.send(p.conn.nack(err, rid))
         else:
-            log.error("request.crashed type=key peer=%s error=%r", p.peer, err)
+            log.error("request.crashed peer=%s error=%r", p.peer, err)
             p.send(p.conn.nack(TqError(f"internal error: {type(err).__name__}"), rid))
 
     task.add_done_callback(done)
@@ -781,6 +791,43 @@ def _key_revoke(p: BrokerProtocol, req: m.KeyRevoke) -> None:
     )
 
 
+def _act_reserve(p: BrokerProtocol, tasks: int, what: str) -> int:
+    """The ACT_REPLY's bound for ``tasks`` tasks; REPLY_TOO_LARGE, before anything is done,
+    when it could exceed the client's frame limit."""
+    bound = REPLY_OVERHEAD + tasks * ACT_ITEM_BYTES
+    if bound > p.frame_limit:
+        most = (p.frame_limit - REPLY_OVERHEAD) // ACT_ITEM_BYTES
+        raise ValidationError(
+            f"{what} of {tasks} tasks: its ACT_REPLY could exceed the client's frame limit of "
+            f"{p.frame_limit} bytes ({ACT_ITEM_BYTES} bytes a task); at most {most} per request",
+            ErrorCode.REPLY_TOO_LARGE,
+        )
+    return bound
+
+
+def _act_reply(rid: int, result: BulkResult) -> m.ActReply:
+    items = [
+        ActResult(task_id=r.task_id, code=r.code, message=r.message[:ACT_MESSAGE_MAX])
+        for r in result.results
+    ]
+    return m.ActReply(request_id=rid, results=items, next_cursor=result.next_cursor)
+
+
+def _act(p: BrokerProtocol, req: m.ActOnTasks) -> None:
+    reserve = _act_reserve(p, len(req.task_ids), "ACT_ON_TASKS")
+    rid = req.request_id
+    work = p.service.act(p.who, Action(req.action), [TaskId(i) for i in req.task_ids])
+    _later(p, work, lambda result: _act_reply(rid, result), rid, reserve)
+
+
+def _act_filter(p: BrokerProtocol, req: m.ActOnFilter) -> None:
+    reserve = _act_reserve(p, req.limit, "ACT_ON_FILTER with a limit")
+    rid = req.request_id
+    f = _filter(req)
+    work = p.service.act_on_filter(p.who, Action(req.action), f, req.limit, req.cursor)
+    _later(p, work, lambda result: _act_reply(rid, result), rid, reserve)
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -804,4 +851,6 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.KeyCreate: _key_create,
     m.KeyList: _key_list,
     m.KeyRevoke: _key_revoke,
+    m.ActOnTasks: _act,
+    m.ActOnFilter: _act_filter,
 }

@@ -30,10 +30,17 @@ from tq.protocol.connection import (
     negotiate_version,
 )
 from tq.protocol.messages import (
+    ACT_ITEM_BYTES,
+    ACT_MESSAGE_MAX,
     IDLE_TIMEOUT,
+    MAX_ACT_TASKS,
     MAX_WAIT_MS,
     MIN_CLIENT_FRAME_SIZE,
     Ack,
+    ActionName,
+    ActOnFilter,
+    ActOnTasks,
+    ActReply,
     CancelReply,
     CancelTask,
     ClaimReply,
@@ -76,6 +83,7 @@ from tq.protocol.messages import (
     WorkersReply,
 )
 from tq.protocol.records import (
+    ActResult,
     ClaimedTask,
     ClusterMember,
     ClusterStatus,
@@ -101,10 +109,13 @@ from tq.protocol.registry import (
 )
 
 __all__ = [
+    "ACT_ITEM_BYTES",
+    "ACT_MESSAGE_MAX",
     "CONNECTION_REQUEST_ID",
     "DEFAULT_MAX_FRAME_SIZE",
     "IDLE_TIMEOUT",
     "LENGTH_PREFIX_SIZE",
+    "MAX_ACT_TASKS",
     "MAX_HELLO_FRAME_SIZE",
     "MAX_NESTING",
     "MAX_WAIT_MS",
@@ -115,6 +126,11 @@ __all__ = [
     "REPLY_TO",
     "SUPPORTED_VERSIONS",
     "Ack",
+    "ActOnFilter",
+    "ActOnTasks",
+    "ActReply",
+    "ActResult",
+    "ActionName",
     "CancelReply",
     "CancelTask",
     "ClaimReply",

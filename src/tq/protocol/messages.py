@@ -18,6 +18,7 @@ from msgspec import Meta
 
 from tq.core.model import TaskState
 from tq.protocol.records import (
+    ActResult,
     ClaimedTask,
     ClusterStatus,
     Count,
@@ -86,6 +87,9 @@ class MessageType(IntEnum):
     KEY_REVOKE_REPLY = 0x45
     CLUSTER_STATUS = 0x50
     CLUSTER_STATUS_REPLY = 0x51
+    ACT_ON_TASKS = 0x60
+    ACT_ON_FILTER = 0x61
+    ACT_REPLY = 0x62
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -408,3 +412,51 @@ class GetClusterStatus(_Correlated, kw_only=True, frozen=True):
 class ClusterStatusReply(_Correlated, kw_only=True, frozen=True):
     type_code = _T.CLUSTER_STATUS_REPLY
     status: ClusterStatus
+
+
+# --- management actions: cancel, retry, delete by ids or by filter -------------------------
+
+#: Most tasks one ACT_ON_TASKS names or one ACT_ON_FILTER selects.
+MAX_ACT_TASKS: Final = 10_000
+#: What the broker counts per task of an ACT_REPLY against the client's frame limit: a
+#: request whose reply could exceed it is refused REPLY_TOO_LARGE before anything is done.
+ACT_ITEM_BYTES: Final = 256
+#: Longest ``message`` of an ActResult (characters); a longer one is cut to this.
+ACT_MESSAGE_MAX: Final = 200
+#: What a management action does: ``cancel`` a task that has not finished, ``retry`` (requeue)
+#: a dead-lettered one, ``delete`` a finished one (completed, dead_letter, cancelled).
+ActionName = Literal["cancel", "retry", "delete"]
+
+
+class ActOnTasks(_Correlated, kw_only=True, frozen=True):
+    """``action`` on each of ``task_ids`` (a repeated id is answered once)."""
+
+    type_code = _T.ACT_ON_TASKS
+    action: ActionName
+    task_ids: Annotated[list[TaskIdBytes], Meta(max_length=MAX_ACT_TASKS)]
+
+
+class ActOnFilter(_Correlated, kw_only=True, frozen=True):
+    """``action`` on the first ``limit`` tasks (in id order) after ``cursor`` matching every
+    given filter (LIST_TASKS' fields; at least one must narrow the selection)."""
+
+    type_code = _T.ACT_ON_FILTER
+    action: ActionName
+    state: TaskState | None = None
+    queue: Name | None = None
+    task_type: Name | None = None
+    priority_min: Priority | None = None
+    priority_max: Priority | None = None
+    created_after: Timestamp | None = None
+    created_before: Timestamp | None = None
+    cursor: bytes | None = None
+    limit: Annotated[int, Meta(ge=1, le=MAX_ACT_TASKS)] = 1000
+
+
+class ActReply(_Correlated, kw_only=True, frozen=True):
+    """One result per task acted on, in order; ``next_cursor`` (ACT_ON_FILTER only): more
+    tasks may match, send it back as ``cursor`` to go on."""
+
+    type_code = _T.ACT_REPLY
+    results: list[ActResult] = []
+    next_cursor: bytes | None = None

@@ -172,6 +172,15 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     truncated: bool = False
 
 
+class ActResult(WireStruct, kw_only=True, frozen=True):
+    """One task's answer to a management action: ``code`` 0 when applied, else an ErrorCode
+    (TASK_NOT_FOUND, INVALID_STATE...) with ``message`` worded for that action and task."""
+
+    task_id: TaskIdBytes
+    code: Count = 0
+    message: str = ""
+
+
 class QueueDepth(WireStruct, kw_only=True, frozen=True):
     """Task counts of one queue: pending by priority tier, plus scheduled and running."""
 

@@ -10,6 +10,9 @@ from typing import Final, TypeAlias, get_args
 
 from tq.protocol.messages import (
     Ack,
+    ActOnFilter,
+    ActOnTasks,
+    ActReply,
     CancelReply,
     CancelTask,
     ClaimReply,
@@ -59,13 +62,13 @@ Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
-    | GetClusterStatus
+    | GetClusterStatus | ActOnTasks | ActOnFilter
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
-    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply
+    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -102,4 +105,6 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.KEY_LIST: _T.KEY_LIST_REPLY,
     _T.KEY_REVOKE: _T.KEY_REVOKE_REPLY,
     _T.CLUSTER_STATUS: _T.CLUSTER_STATUS_REPLY,
+    _T.ACT_ON_TASKS: _T.ACT_REPLY,
+    _T.ACT_ON_FILTER: _T.ACT_REPLY,
 }
