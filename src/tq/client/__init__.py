@@ -4,6 +4,7 @@ Imports no server code: it speaks the wire protocol (``tq.protocol``) over TCP t
 or to the nodes of a cluster, following their leader (``tq.client.session``).
 """
 
+from tq.client.bulk import ActionResult, BulkOutcome, BulkProgress, TaskFilter
 from tq.client.client import AsyncClient, task_outcome
 from tq.client.connection import ConnectionLostError
 from tq.client.defaults import set_default_client
@@ -34,9 +35,12 @@ from tq.protocol import (
 )
 
 __all__ = [
+    "ActionResult",
     "AsyncClient",
     "AsyncTaskFunction",
     "AsyncTaskHandle",
+    "BulkOutcome",
+    "BulkProgress",
     "ClaimedTask",
     "Client",
     "ConnectionLostError",
@@ -50,6 +54,7 @@ __all__ = [
     "SyncSubscription",
     "SyncTaskFunction",
     "TaskEvent",
+    "TaskFilter",
     "TaskFunction",
     "TaskHandle",
     "TaskInfo",

@@ -7,8 +7,9 @@ result. The worker-side methods are one message each; the worker owns their poli
 Every call reconnects until its deadline (its ``timeout``, else ``request_timeout``; waits
 without a timeout have none). A request lost with its connection is sent again only where that
 is harmless: reads (status, list_tasks, stats, workers, ping), waits and subscriptions, and
-submits whose every task has an idempotency key. Plain submits, ``submit_nowait`` and cancels
-raise ConnectionLostError instead: their outcome is unknown.
+submits whose every task has an idempotency key. Plain submits, ``submit_nowait``, cancels,
+retries and deletes raise ConnectionLostError instead: their outcome is unknown.
+Retry, delete and the bulk actions by filter are ``tq.client.bulk``'s.
 
 A cluster client names several nodes (``AsyncClient(["tq://a:7420", "tq://b:7420"])`` or
 ``"tq://a:7420,tq://b:7420"``): it moves to the next when one cannot be reached, and to the
@@ -26,6 +27,7 @@ from types import TracebackType
 from typing import Final, Literal, Self
 
 from tq.client.address import default_url
+from tq.client.bulk import BulkCalls
 from tq.client.pacing import Deadline
 from tq.client.resubscribe import SubscriptionState
 from tq.client.session import Session
@@ -109,7 +111,7 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
     raise TqError(f"task {task_id} has not finished: it is {info.state}", ErrorCode.INVALID_STATE)
 
 
-class AsyncClient(WorkerCalls):
+class AsyncClient(WorkerCalls, BulkCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
     until the deadline of the call that needs it. ``async with`` closes it.

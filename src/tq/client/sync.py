@@ -15,6 +15,7 @@ from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from tq.client.bulk import ActionResult, BulkOutcome, ProgressCallback, TaskFilter
 from tq.client.client import AsyncClient
 from tq.client.specs import task_spec
 from tq.client.subscription import Subscription
@@ -216,6 +217,56 @@ class Client:
 
     def cancel_many(self, ids: Sequence[str]) -> list[int]:
         return self._runner.run(self._async.cancel_many(ids))
+
+    def retry(self, task_id: str) -> None:
+        self._runner.run(self._async.retry(task_id))
+
+    def retry_many(
+        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        return self._runner.run(self._async.retry_many(ids, progress=progress))
+
+    def delete(self, task_id: str) -> None:
+        self._runner.run(self._async.delete(task_id))
+
+    def delete_many(
+        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+    ) -> list[ActionResult]:
+        return self._runner.run(self._async.delete_many(ids, progress=progress))
+
+    def retry_where(
+        self,
+        where: TaskFilter,
+        *,
+        page_size: int = 1000,
+        progress: ProgressCallback | None = None,
+    ) -> BulkOutcome:
+        """``progress`` is called on the client's loop thread, after each page."""
+        return self._runner.run(
+            self._async.retry_where(where, page_size=page_size, progress=progress)
+        )
+
+    def delete_where(
+        self,
+        where: TaskFilter,
+        *,
+        page_size: int = 1000,
+        progress: ProgressCallback | None = None,
+    ) -> BulkOutcome:
+        return self._runner.run(
+            self._async.delete_where(where, page_size=page_size, progress=progress)
+        )
+
+    def cancel_where(
+        self,
+        where: TaskFilter,
+        *,
+        page_size: int = 1000,
+        progress: ProgressCallback | None = None,
+    ) -> BulkOutcome:
+        return self._runner.run(
+            self._async.cancel_where(where, page_size=page_size, progress=progress)
+        )
 
     def list_tasks(
         self,
