@@ -1,4 +1,5 @@
 """Read-and-manage commands: ``status``, ``list``, ``cancel``, ``stats``, ``workers``, ``queues``.
+``list`` shows why failed and dead-lettered tasks failed (an error column, when one is listed).
 
 Commands taking several ids carry on past an unknown one: each failure is an ``error:`` line
 and the exit status is 2 once all are done. ``list --since/--until`` read times as REST does
@@ -108,11 +109,11 @@ def cancel_cmd(ctx: CliContext, task_ids: tuple[str, ...]) -> None:
         click.get_current_context().exit(EXIT_ERROR)
 
 
-def _encode_cursor(cursor: bytes | None) -> str | None:
+def encode_cursor(cursor: bytes | None) -> str | None:
     return None if cursor is None else base64.urlsafe_b64encode(cursor).decode()
 
 
-def _decode_cursor(text: str | None) -> bytes | None:
+def decode_cursor(text: str | None) -> bytes | None:
     if text is None:
         return None
     try:
@@ -121,7 +122,7 @@ def _decode_cursor(text: str | None) -> bytes | None:
         fail(f"--cursor {text!r} is not a cursor printed by tq list")
 
 
-def _gather(
+def gather(
     client: Client, limit: int, cursor: bytes | None, **filters: Any
 ) -> tuple[list[TaskInfo], bytes | None]:
     """Up to ``limit`` matching tasks, page by page (a page may hold fewer than asked: the
@@ -135,6 +136,18 @@ def _gather(
         if cursor is None:
             break
     return tasks, cursor
+
+
+def failure(t: TaskInfo) -> str:
+    """Why a failed or dead-lettered task failed (``ValueError: bad input``), else ""."""
+    if t.state not in (TaskState.FAILED, TaskState.DEAD_LETTER):
+        return ""
+    return ": ".join(part for part in (t.error_type, t.error) if part)
+
+
+def first_line(text: str) -> str:
+    """What a table cell shows of a text that may run over lines (a traceback)."""
+    return text.splitlines()[0] if text else ""
 
 
 @click.command("list")
@@ -163,10 +176,10 @@ def list_cmd(
 ) -> None:
     """List the tasks matching the filters, oldest first; page on with --cursor."""
     with connect(ctx) as client:
-        tasks, next_cursor = _gather(
+        tasks, next_cursor = gather(
             client,
             limit,
-            _decode_cursor(cursor),
+            decode_cursor(cursor),
             state=state,
             queue=queue,
             task_type=task_type,
@@ -190,18 +203,18 @@ def list_cmd(
     table.add_column("queue")
     table.add_column("prio", justify="right")
     table.add_column("created (UTC)", no_wrap=True)
-    for t in tasks:
-        table.add_row(
-            format_task_id(t.id),
-            t.state,
-            Text(t.task_type),
-            Text(t.queue),
-            str(t.priority),
+    errors = [failure(t) for t in tasks]
+    if any(errors):  # a column only when a listed task failed: the table stays narrow
+        table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)
+    for t, error in zip(tasks, errors, strict=True):
+        cells: list[str | Text] = [
+            format_task_id(t.id), t.state, Text(t.task_type), Text(t.queue), str(t.priority),
             table_time(t.created_at),
-        )
+        ]  # fmt: skip
+        table.add_row(*cells, *([Text(first_line(error))] if any(errors) else []))
     if next_cursor is not None:
-        table.caption = f"more: --cursor {_encode_cursor(next_cursor)}"
-    emit(ctx, {"tasks": rows, "next_cursor": _encode_cursor(next_cursor)}, table)
+        table.caption = f"more: --cursor {encode_cursor(next_cursor)}"
+    emit(ctx, {"tasks": rows, "next_cursor": encode_cursor(next_cursor)}, table)
 
 
 @click.command("stats")
@@ -269,7 +282,7 @@ def queue_table(queues: dict[str, dict[str, int]], caption: str | None = None) -
 def _dead_letter_by_queue(client: Client) -> tuple[Counter[str], bool]:
     """Dead-lettered tasks per queue (the broker keeps no such count: they are listed), and
     whether there were more than ``DEAD_LETTER_COUNT_MAX`` to count."""
-    tasks, cursor = _gather(client, DEAD_LETTER_COUNT_MAX, None, state=TaskState.DEAD_LETTER)
+    tasks, cursor = gather(client, DEAD_LETTER_COUNT_MAX, None, state=TaskState.DEAD_LETTER)
     return Counter(t.queue for t in tasks), cursor is not None
 
 

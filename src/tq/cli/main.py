@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, cluster, datadir, keys, serve, submit
+from tq.cli import admin, bench, bulk, cluster, datadir, keys, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -76,6 +76,10 @@ for _command in (
     admin.status_cmd,
     admin.list_cmd,
     admin.cancel_cmd,
+    bulk.retry_cmd,
+    bulk.delete_cmd,
+    bulk.purge_cmd,
+    bulk.dead_letters_cmd,
     admin.stats_cmd,
     admin.workers_cmd,
     admin.queues_cmd,

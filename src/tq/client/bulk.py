@@ -123,6 +123,11 @@ def _results(reply: ActReply) -> list[ActionResult]:
     return [ActionResult(format_task_id(r.task_id), r.code, r.message) for r in reply.results]
 
 
+def _check_page_size(page_size: int) -> None:
+    if not 1 <= page_size <= MAX_ACT_TASKS:
+        raise ValidationError(f"page_size {page_size} is outside 1..{MAX_ACT_TASKS}")
+
+
 def _on_tasks(action: ActionName, ids: list[TaskId]) -> Callable[[int], ActOnTasks]:
     return lambda rid: ActOnTasks(request_id=rid, action=action, task_ids=ids)
 
@@ -149,10 +154,15 @@ class BulkCalls:
         await self._act_one("retry", task_id)
 
     async def retry_many(
-        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+        self,
+        ids: Sequence[str],
+        *,
+        page_size: int = MAX_ACT_TASKS,
+        progress: ProgressCallback | None = None,
     ) -> list[ActionResult]:
-        """Requeue dead-lettered tasks; one result per id (a repeated id answered once)."""
-        return await self._act_many("retry", ids, progress)
+        """Requeue dead-lettered tasks; one result per id (a repeated id answered once),
+        ``page_size`` ids per call at most."""
+        return await self._act_many("retry", ids, page_size, progress)
 
     async def delete(self, task_id: str) -> None:
         """Delete a finished task (completed, dead_letter, cancelled) for good; NotFoundError,
@@ -160,10 +170,15 @@ class BulkCalls:
         await self._act_one("delete", task_id)
 
     async def delete_many(
-        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+        self,
+        ids: Sequence[str],
+        *,
+        page_size: int = MAX_ACT_TASKS,
+        progress: ProgressCallback | None = None,
     ) -> list[ActionResult]:
-        """Delete finished tasks; one result per id (a repeated id answered once)."""
-        return await self._act_many("delete", ids, progress)
+        """Delete finished tasks; one result per id (a repeated id answered once),
+        ``page_size`` ids per call at most."""
+        return await self._act_many("delete", ids, page_size, progress)
 
     async def retry_where(
         self,
@@ -196,7 +211,7 @@ class BulkCalls:
         return await self._act_where("cancel", where, page_size, progress)
 
     async def _act_one(self, action: ActionName, task_id: str) -> None:
-        (result,) = await self._act_many(action, [task_id], None)
+        (result,) = await self._act_many(action, [task_id], 1, None)
         if result.error is not None:
             raise result.error
 
@@ -210,10 +225,15 @@ class BulkCalls:
         return max(1, min(MAX_ACT_TASKS, by_reply, by_request))
 
     async def _act_many(
-        self, action: ActionName, ids: Sequence[str], progress: ProgressCallback | None
+        self,
+        action: ActionName,
+        ids: Sequence[str],
+        page_size: int,
+        progress: ProgressCallback | None,
     ) -> list[ActionResult]:
+        _check_page_size(page_size)
         unique = list(dict.fromkeys(parse_ids(ids)))
-        run = await self._per_call()
+        run = min(page_size, await self._per_call())
         outcome = BulkOutcome(action)
         results: list[ActionResult] = []
         for start in range(0, len(unique), run):
@@ -234,8 +254,7 @@ class BulkCalls:
         page_size: int,
         progress: ProgressCallback | None,
     ) -> BulkOutcome:
-        if not 1 <= page_size <= MAX_ACT_TASKS:
-            raise ValidationError(f"page_size {page_size} is outside 1..{MAX_ACT_TASKS}")
+        _check_page_size(page_size)
         where.task_state()  # a bad state is refused before anything is sent
         limit = min(page_size, await self._per_call())
         outcome = BulkOutcome(action)

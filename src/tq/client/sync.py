@@ -22,6 +22,7 @@ from tq.client.subscription import Subscription
 from tq.client.tls import TlsConfig
 from tq.errors import UnavailableError
 from tq.protocol import (
+    MAX_ACT_TASKS,
     ClaimedTask,
     HeartbeatReply,
     KeyInfo,
@@ -222,17 +223,27 @@ class Client:
         self._runner.run(self._async.retry(task_id))
 
     def retry_many(
-        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+        self,
+        ids: Sequence[str],
+        *,
+        page_size: int = MAX_ACT_TASKS,
+        progress: ProgressCallback | None = None,
     ) -> list[ActionResult]:
-        return self._runner.run(self._async.retry_many(ids, progress=progress))
+        return self._runner.run(self._async.retry_many(ids, page_size=page_size, progress=progress))
 
     def delete(self, task_id: str) -> None:
         self._runner.run(self._async.delete(task_id))
 
     def delete_many(
-        self, ids: Sequence[str], *, progress: ProgressCallback | None = None
+        self,
+        ids: Sequence[str],
+        *,
+        page_size: int = MAX_ACT_TASKS,
+        progress: ProgressCallback | None = None,
     ) -> list[ActionResult]:
-        return self._runner.run(self._async.delete_many(ids, progress=progress))
+        return self._runner.run(
+            self._async.delete_many(ids, page_size=page_size, progress=progress)
+        )
 
     def retry_where(
         self,
