@@ -42,6 +42,11 @@ SHOWN_FAILURES: Final = 20
 FINISHED: Final = (TaskState.COMPLETED, TaskState.DEAD_LETTER, TaskState.CANCELLED)
 
 
+def tasks(n: int) -> str:
+    """``1 task``, ``10,500 tasks``."""
+    return f"{n:,} task" if n == 1 else f"{n:,} tasks"
+
+
 def _when() -> InstantType:
     return InstantType(*wire_bounds(ActOnFilter, "created_after"))
 
@@ -180,7 +185,7 @@ def retry_cmd(
     emit(
         ctx,
         {"retried": applied, "failed": failed},
-        f"retried {applied:,} tasks ({where.describe()})",
+        f"retried {tasks(applied)} ({where.describe()})",
     )
     if failed:
         click.get_current_context().exit(EXIT_ERROR)
@@ -263,17 +268,17 @@ def purge_cmd(
         if not yes:
             if not sys.stdin.isatty():
                 fail(
-                    f"refusing to delete {len(ids):,} tasks ({what}) unasked: stdin is not a "
+                    f"refusing to delete {tasks(len(ids))} ({what}) unasked: stdin is not a "
                     "terminal to confirm on; pass --yes"
                 )
-            click.confirm(f"delete {len(ids):,} tasks ({what})?", abort=True, err=True)
+            click.confirm(f"delete {tasks(len(ids))} ({what})?", abort=True, err=True)
         with progress_bar("delete", "deleted", len(ids)) as progress:
             results = client.delete_many(ids, page_size=PAGE, progress=progress)
     failed = [r for r in results if not r.ok]
     _report_failures(failed, SHOWN_FAILURES)
     deleted = len(results) - len(failed)
     data = {"matched": len(ids), "deleted": deleted, "failed": len(failed)}
-    emit(ctx, data, f"deleted {deleted:,} tasks ({what})")
+    emit(ctx, data, f"deleted {tasks(deleted)} ({what})")
     if failed:
         click.get_current_context().exit(EXIT_ERROR)
 
