@@ -26,8 +26,12 @@ from tests.integration.rawconn import RawConn
 from tq.api._pb import tq_pb2 as pb
 from tq.api._pb.tq_pb2_grpc import TaskQueueStub
 from tq.core.ids import TaskId
+from tq.core.model import TaskState
 from tq.protocol import (
     Ack,
+    ActOnFilter,
+    ActOnTasks,
+    ActReply,
     CancelTask,
     ClaimTask,
     ListTasks,
@@ -169,6 +173,28 @@ class TcpDoor(Door):
     async def cancel(self, task_id: str) -> Err | None:
         reply = await self._call(CancelTask(request_id=self.conn.rid(), task_ids=[_tid(task_id)]))
         return Err(reply.codes[0], "") if reply.codes[0] else None
+
+    async def act(self, action: str, task_id: str) -> Err | None:
+        msg = ActOnTasks(request_id=self.conn.rid(), action=action,  # type: ignore[arg-type]
+                         task_ids=[_tid(task_id)])  # fmt: skip
+        reply = await self._call(msg)
+        assert isinstance(reply, ActReply), reply
+        (result,) = reply.results
+        return Err(result.code, result.message) if result.code else None
+
+    async def bulk(self, action: str, body: dict[str, Any]) -> tuple[list[tuple[int, str]], bool]:
+        rid, verb = self.conn.rid(), cast(Any, action)
+        if "ids" in body:
+            msg: Any = ActOnTasks(request_id=rid, action=verb,
+                                  task_ids=[_tid(i) for i in body["ids"]])  # fmt: skip
+        else:
+            f = dict(body["filter"])
+            if "state" in f:
+                f["state"] = TaskState(f["state"])
+            msg = ActOnFilter(request_id=rid, action=verb, limit=body.get("limit", 1000), **f)
+        reply = await self._call(msg)
+        assert isinstance(reply, ActReply), reply
+        return [(r.code, r.message) for r in reply.results], reply.next_cursor is not None
 
     async def listing(self, queue: str, tier: str) -> list[str]:
         low, high = {"low": (0, 99), "normal": (100, 199), "high": (200, 255)}[tier]

@@ -3,9 +3,10 @@ same thing — results, error codes, the service's messages, events and their or
 every door is a thin adapter over one service (issue 8, item 6).
 
 Transports differ where they must: a validation error is worded by each door's own decoder
-(only its code is compared), the TCP protocol answers an unknown id with nil and per-item
-codes without messages, and WebSocket is REST plus events. Messages naming a task id are
-compared with the id replaced, since each door works on tasks of its own.
+(only its code is compared), the TCP protocol answers an unknown id with nil and CANCEL_TASK
+per-item codes without messages, and WebSocket is REST plus events. Messages naming a task id are
+compared with the id replaced, since each door works on tasks of its own. Management actions
+(ACT_ON_TASKS, ACT_ON_FILTER) carry the service's per-task messages on TCP too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.integration.doors import Door, Err, Event, GrpcDoor, RestDoor, View, Worker, open_doors
+from tests.integration.doors import (
+    Door,
+    Err,
+    Event,
+    GrpcDoor,
+    RestDoor,
+    TcpDoor,
+    View,
+    Worker,
+    open_doors,
+)
 from tests.integration.rawconn import RawConn
 from tq.testing import BrokerProcess
 
@@ -30,7 +41,8 @@ SETTINGS: dict[str, object] = {
 }  # fmt: skip
 SUBMITTING = ("tcp", "rest", "grpc")  # the WebSocket door submits through REST
 WATCHING = ("tcp", "ws", "grpc")
-MANAGING = ("rest", "grpc")  # retry, delete and bulk actions are not TCP messages
+MANAGING = ("tcp", "rest", "grpc")  # retry, delete and bulk: ACT_ON_TASKS, ACT_ON_FILTER
+WORDING_READS = ("rest", "grpc")  # a TCP read answers an unknown id with nil, no message
 UNKNOWN = "00000000-0000-7000-8000-00000000abcd"
 T = TypeVar("T")
 
@@ -150,7 +162,7 @@ def test_a_task_reads_the_same_through_every_door(broker: BrokerProcess) -> None
             missing = await doors[name].get(UNKNOWN)
             assert isinstance(view, View) and isinstance(missing, Err)
             seen[name] = (unqueued(view), missing.code)
-        managing = {n: masked(await doors[n].get(UNKNOWN)) for n in MANAGING}  # type: ignore[arg-type]
+        managing = {n: masked(await doors[n].get(UNKNOWN)) for n in WORDING_READS}  # type: ignore[arg-type]
         same(managing)
         return seen
 
@@ -228,7 +240,7 @@ def test_management_actions_answer_alike(broker: BrokerProcess) -> None:
         seen: dict[str, Any] = {}
         for name in MANAGING:
             door = doors[name]
-            assert isinstance(door, RestDoor | GrpcDoor)
+            assert isinstance(door, TcpDoor | RestDoor | GrpcDoor)
             q = queue()
             done = await completed_task(doors, w, q, b"x")
             live = await door.submit({"task_type": "t", "queue": q, "delay": 3600.0})
@@ -247,7 +259,7 @@ def test_management_actions_answer_alike(broker: BrokerProcess) -> None:
                 "retry_dead": await door.act("retry", dead[0]),
                 "retried": await door.get(dead[0]),  # a View: its state is compared below
                 "delete_done": await door.act("delete", done),
-                "deleted": masked(await door.get(done), done),  # type: ignore[arg-type]
+                "deleted": masked(await door.act("delete", done), done),
             }
         tcp_cancel = await doors["tcp"].cancel(done)
         await w.conn.close()
@@ -278,7 +290,7 @@ def test_bulk_actions_by_filter_and_by_ids_answer_alike(broker: BrokerProcess) -
         w = await tcp_worker(broker)
         for name in MANAGING:
             door = doors[name]
-            assert isinstance(door, RestDoor | GrpcDoor)
+            assert isinstance(door, TcpDoor | RestDoor | GrpcDoor)
             q = queue()
             done = await completed_task(doors, w, q, b"x")
             for _ in range(3):
