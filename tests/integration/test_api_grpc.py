@@ -207,6 +207,26 @@ def test_bulk_operations_by_filter_act_on_the_matching_tasks(
         assert (err.code(), tq_code(err)) == (grpc.StatusCode.INVALID_ARGUMENT, 2000)
 
 
+def test_bulk_by_filter_goes_on_from_its_cursor_and_ends_though_nothing_changes(
+    stub: TaskQueueStub, queue: str
+) -> None:
+    made = [submit(stub, queue) for _ in range(5)]
+    seen: list[tuple[str, int]] = []
+    cursor = b""
+    for _ in range(10):  # three calls are expected
+        request = pb.BulkRequest(filter=pb.TaskFilter(queue=queue), limit=2, cursor=cursor)
+        reply = stub.RetryTasks(request, timeout=T)
+        seen += [(r.id, r.code) for r in reply.results]
+        assert reply.truncated is bool(reply.next_cursor)
+        cursor = reply.next_cursor
+        if not cursor:
+            break
+    assert seen == [(i, 3002) for i in made]  # pending, not dead letter: each reported once
+    err = rpc_error(lambda: stub.RetryTasks(pb.BulkRequest(ids=made, cursor=b"x"), timeout=T))
+    assert (err.code(), tq_code(err)) == (grpc.StatusCode.INVALID_ARGUMENT, 2000)
+    assert "cursor goes with filter" in (err.details() or "")
+
+
 def test_stats_and_queues_show_the_depth_per_priority_tier(stub: TaskQueueStub, queue: str) -> None:
     for p in (10, 150, 150, 250):
         submit(stub, queue, priority=p)

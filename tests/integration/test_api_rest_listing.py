@@ -183,6 +183,33 @@ def test_bulk_retry_and_delete_by_filter(http: httpx.Client, queue: str) -> None
     assert ids(listing(http, queue=queue)) == dead
 
 
+def test_bulk_by_filter_goes_on_from_its_cursor_and_ends_though_nothing_changes(
+    http: httpx.Client, queue: str
+) -> None:
+    made = submit_batch(http, [{"task_type": "t", "queue": queue, "delay": FAR}] * 5)
+    seen: list[tuple[str, int]] = []
+    body: dict[str, Any] = {"filter": {"queue": queue}, "limit": 2}
+    for _ in range(10):  # three calls are expected
+        r = http.post("/v1/tasks/bulk/retry", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        seen += [(x["id"], x["error"]["code"]) for x in out["results"]]
+        assert out["truncated"] is (out["next_cursor"] is not None)
+        if out["next_cursor"] is None:
+            break
+        body["cursor"] = out["next_cursor"]
+    assert seen == [(i, 3002) for i in made]  # each once: none was in dead letter
+
+
+def test_a_bulk_cursor_goes_with_a_filter_only(http: httpx.Client, queue: str) -> None:
+    r = http.post("/v1/tasks/bulk/delete", json={"ids": [], "cursor": "AAAA"})
+    assert r.status_code == 422
+    assert "cursor goes with filter" in r.json()["error"]["message"]
+    r = http.post("/v1/tasks/bulk/delete", json={"filter": {"queue": queue}, "cursor": "x" * 90})
+    assert r.status_code == 422
+    assert "cursor" in r.json()["error"]["message"]
+
+
 def test_bulk_needs_exactly_one_of_ids_and_filter(http: httpx.Client) -> None:
     bodies: list[dict[str, Any]] = [{}, {"ids": [], "filter": {}}]
     for body in bodies:

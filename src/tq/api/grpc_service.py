@@ -195,6 +195,10 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
     ) -> pb.BulkResponse:
         """The ids a bulk request names, or the first ``limit`` tasks its filter selects."""
         has_filter = request.HasField("filter") and bool(request.filter.ListFields())
+        if request.cursor and not has_filter:
+            raise ValidationError("cursor goes with filter (the next_cursor of a call by filter)")
+        if len(request.cursor) > 64:
+            raise ValidationError("cursor is not a next_cursor value")
         if request.ids:
             if has_filter:
                 raise ValidationError("give ids or filter, not both")
@@ -204,7 +208,7 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         elif has_filter:
             limit = request.limit or DEFAULT_BULK_LIMIT
             result = await self.service.act_on_filter(
-                who, action, task_filter(request.filter), limit
+                who, action, task_filter(request.filter), limit, request.cursor or None
             )
         else:
             raise ValidationError("give ids, or a filter that sets at least one field")
@@ -212,7 +216,10 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
             pb.ItemResult(id=format_task_id(r.task_id), code=r.code, message=r.message)
             for r in result.results
         ]
-        return pb.BulkResponse(results=items, applied=result.applied, truncated=result.truncated)
+        return pb.BulkResponse(
+            results=items, applied=result.applied, truncated=result.truncated,
+            next_cursor=result.next_cursor or b"",
+        )  # fmt: skip
 
     @_rpc
     async def CancelTasks(

@@ -176,6 +176,11 @@ class BulkOut(_Out):
     succeeded: int
     failed: int
     truncated: bool = Field(description="the filter may match more tasks: repeat the call")
+    next_cursor: str | None = Field(
+        default=None,
+        description="pass as cursor with the same filter to go on after the tasks selected; "
+        "null: no more match",
+    )
 
 
 class QueueDepthOut(_Out):

@@ -193,7 +193,9 @@ async def bulk(action: BulkAction, body: BulkIn, service: Service, who: Caller) 
         result = await service.act(who, act, [_tid(i) for i in body.ids])
     else:
         assert body.filter is not None
-        result = await service.act_on_filter(who, act, task_filter(body.filter), body.limit)
+        result = await service.act_on_filter(
+            who, act, task_filter(body.filter), body.limit, _decode_cursor(body.cursor)
+        )
     items = [
         BulkItem(
             id=task_id_text(r.task_id), ok=r.ok,
@@ -201,9 +203,11 @@ async def bulk(action: BulkAction, body: BulkIn, service: Service, who: Caller) 
         )
         for r in result.results
     ]  # fmt: skip
+    cursor = result.next_cursor
     return BulkOut(
         results=items, succeeded=result.applied, failed=len(items) - result.applied,
         truncated=result.truncated,
+        next_cursor=None if cursor is None else base64.urlsafe_b64encode(cursor).decode(),
     )  # fmt: skip
 
 

@@ -184,7 +184,8 @@ class BulkAction(StrEnum):
 
 
 class BulkIn(_In):
-    """Either ``ids`` or ``filter`` (resolved to at most ``limit`` tasks)."""
+    """Either ``ids`` or ``filter`` (resolved to at most ``limit`` tasks after ``cursor``, the
+    ``next_cursor`` of the previous call)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -198,11 +199,14 @@ class BulkIn(_In):
     ids: Annotated[list[UUID], Field(max_length=MAX_BULK)] | None = None
     filter: TaskFilter | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_BULK), NUMBER] = 1000
+    cursor: Cursor | None = Field(default=None, description="with filter: go on from here")
 
     @model_validator(mode="after")
     def _one_selector(self) -> Self:
         if (self.ids is None) == (self.filter is None):
             raise ValueError("give either ids or filter")
+        if self.cursor is not None and self.filter is None:
+            raise ValueError("cursor goes with filter (the next_cursor of a call by filter)")
         return self
 
 

@@ -239,14 +239,16 @@ class DeleteTaskResponse(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class BulkRequest(_message.Message):
-    __slots__ = ("ids", "filter", "limit")
+    __slots__ = ("ids", "filter", "limit", "cursor")
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[str]
     filter: TaskFilter
     limit: int
-    def __init__(self, ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[TaskFilter, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    cursor: bytes
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[TaskFilter, _Mapping]] = ..., limit: _Optional[int] = ..., cursor: _Optional[bytes] = ...) -> None: ...
 
 class ItemResult(_message.Message):
     __slots__ = ("id", "code", "message")
@@ -259,14 +261,16 @@ class ItemResult(_message.Message):
     def __init__(self, id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class BulkResponse(_message.Message):
-    __slots__ = ("results", "applied", "truncated")
+    __slots__ = ("results", "applied", "truncated", "next_cursor")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[ItemResult]
     applied: int
     truncated: bool
-    def __init__(self, results: _Optional[_Iterable[_Union[ItemResult, _Mapping]]] = ..., applied: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    next_cursor: bytes
+    def __init__(self, results: _Optional[_Iterable[_Union[ItemResult, _Mapping]]] = ..., applied: _Optional[int] = ..., truncated: _Optional[bool] = ..., next_cursor: _Optional[bytes] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()
