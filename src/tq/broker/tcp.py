@@ -805,9 +805,15 @@ def _act_reserve(p: BrokerProtocol, tasks: int, what: str) -> int:
     return bound
 
 
+def _clip(text: str, most: int) -> str:
+    """``text`` within ``most`` bytes of UTF-8, never splitting a character."""
+    raw = text.encode()
+    return text if len(raw) <= most else raw[:most].decode(errors="ignore")
+
+
 def _act_reply(rid: int, result: BulkResult) -> m.ActReply:
     items = [
-        ActResult(task_id=r.task_id, code=r.code, message=r.message[:ACT_MESSAGE_MAX])
+        ActResult(task_id=r.task_id, code=r.code, message=_clip(r.message, ACT_MESSAGE_MAX))
         for r in result.results
     ]
     return m.ActReply(request_id=rid, results=items, next_cursor=result.next_cursor)

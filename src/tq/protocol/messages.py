@@ -421,7 +421,7 @@ MAX_ACT_TASKS: Final = 10_000
 #: What the broker counts per task of an ACT_REPLY against the client's frame limit: a
 #: request whose reply could exceed it is refused REPLY_TOO_LARGE before anything is done.
 ACT_ITEM_BYTES: Final = 256
-#: Longest ``message`` of an ActResult (characters); a longer one is cut to this.
+#: Longest ``message`` of an ActResult, in bytes of UTF-8; a longer one is cut to this.
 ACT_MESSAGE_MAX: Final = 200
 #: What a management action does: ``cancel`` a task that has not finished, ``retry`` (requeue)
 #: a dead-lettered one, ``delete`` a finished one (completed, dead_letter, cancelled).
