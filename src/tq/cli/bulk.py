@@ -24,7 +24,15 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from tq.cli.admin import PAGE_MAX, decode_cursor, encode_cursor, first_line, gather, table_time
+from tq.cli.admin import (
+    LIST_MAX,
+    PAGE_MAX,
+    decode_cursor,
+    encode_cursor,
+    first_line,
+    gather,
+    table_time,
+)
 from tq.cli.context import EXIT_ERROR, CliContext, connect, emit, error_line, fail, plain
 from tq.cli.params import TASK_ID, TIME_HELP, InstantType, wire_bounds, wire_type
 from tq.core.ids import format_task_id
@@ -42,7 +50,7 @@ SHOWN_FAILURES: Final = 20
 FINISHED: Final = (TaskState.COMPLETED, TaskState.DEAD_LETTER, TaskState.CANCELLED)
 
 
-def tasks(n: int) -> str:
+def n_tasks(n: int) -> str:
     """``1 task``, ``10,500 tasks``."""
     return f"{n:,} task" if n == 1 else f"{n:,} tasks"
 
@@ -185,7 +193,7 @@ def retry_cmd(
     emit(
         ctx,
         {"retried": applied, "failed": failed},
-        f"retried {tasks(applied)} ({where.describe()})",
+        f"retried {n_tasks(applied)} ({where.describe()})",
     )
     if failed:
         click.get_current_context().exit(EXIT_ERROR)
@@ -268,17 +276,17 @@ def purge_cmd(
         if not yes:
             if not sys.stdin.isatty():
                 fail(
-                    f"refusing to delete {tasks(len(ids))} ({what}) unasked: stdin is not a "
+                    f"refusing to delete {n_tasks(len(ids))} ({what}) unasked: stdin is not a "
                     "terminal to confirm on; pass --yes"
                 )
-            click.confirm(f"delete {tasks(len(ids))} ({what})?", abort=True, err=True)
+            click.confirm(f"delete {n_tasks(len(ids))} ({what})?", abort=True, err=True)
         with progress_bar("delete", "deleted", len(ids)) as progress:
             results = client.delete_many(ids, page_size=PAGE, progress=progress)
     failed = [r for r in results if not r.ok]
     _report_failures(failed, SHOWN_FAILURES)
     deleted = len(results) - len(failed)
     data = {"matched": len(ids), "deleted": deleted, "failed": len(failed)}
-    emit(ctx, data, f"deleted {tasks(deleted)} ({what})")
+    emit(ctx, data, f"deleted {n_tasks(deleted)} ({what})")
     if failed:
         click.get_current_context().exit(EXIT_ERROR)
 
@@ -287,7 +295,7 @@ def purge_cmd(
 @click.option("--queue", "-q", type=wire_type(ActOnFilter, "queue"))
 @click.option("--type", "task_type", type=wire_type(ActOnFilter, "task_type"),
               help="Only tasks of this type.")  # fmt: skip
-@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, LIST_MAX), default=100, show_default=True)
 @click.option("--cursor", help="Continue from the next_cursor of a previous listing.")
 @click.pass_obj
 def dead_letters_cmd(
@@ -295,11 +303,11 @@ def dead_letters_cmd(
 ) -> None:
     """Dead-lettered tasks with why they failed, oldest first (retry them with tq retry)."""
     with connect(ctx) as client:
-        tasks, next_cursor = gather(
+        dead, next_cursor = gather(
             client, limit, decode_cursor(cursor), state=TaskState.DEAD_LETTER.value,
             queue=queue, task_type=task_type,
         )  # fmt: skip
-    table = Table(title=f"dead letters ({len(tasks)})", title_justify="left",
+    table = Table(title=f"dead letters ({len(dead)})", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # fmt: skip
     table.add_column("id", no_wrap=True, min_width=36)
     table.add_column("type")
@@ -307,7 +315,7 @@ def dead_letters_cmd(
     table.add_column("tries", justify="right")
     table.add_column("failed (UTC)", no_wrap=True)
     table.add_column("error", overflow="fold")
-    for t in tasks:
+    for t in dead:
         error = ": ".join(part for part in (t.error_type, t.error) if part)
         table.add_row(
             format_task_id(t.id), Text(t.task_type), Text(t.queue), str(t.attempts),
@@ -315,6 +323,4 @@ def dead_letters_cmd(
         )  # fmt: skip
     if next_cursor is not None:
         table.caption = f"more: --cursor {encode_cursor(next_cursor)}"
-    emit(
-        ctx, {"tasks": [plain(t) for t in tasks], "next_cursor": encode_cursor(next_cursor)}, table
-    )
+    emit(ctx, {"tasks": [plain(t) for t in dead], "next_cursor": encode_cursor(next_cursor)}, table)
