@@ -14,6 +14,9 @@ from tests.integration.rawconn import RawConn
 from tq.core.ids import TaskId
 from tq.protocol import (
     Ack,
+    ActOnFilter,
+    ActOnTasks,
+    ActReply,
     CancelReply,
     CancelTask,
     ClaimReply,
@@ -159,6 +162,16 @@ async def _cancel(admin: RawConn) -> Build:
     return lambda r: CancelTask(request_id=r, task_ids=[task_id])
 
 
+async def _act(admin: RawConn) -> Build:
+    task_id = await submit(admin)
+    return lambda r: ActOnTasks(request_id=r, action="cancel", task_ids=[task_id])
+
+
+async def _act_filter(admin: RawConn) -> Build:
+    await submit(admin)
+    return lambda r: ActOnFilter(request_id=r, action="cancel", queue=Q, limit=1)
+
+
 async def _claim(admin: RawConn) -> Build:
     await submit(admin)
     return lambda r: ClaimTask(request_id=r, worker_id="w", queues=[Q], max_tasks=1)
@@ -247,6 +260,8 @@ OPS: list[Op] = [
         Ack,
     ),
     Op("cancel", "admin", True, _cancel, CancelTask, CancelReply),
+    Op("act", "admin", True, _act, ActOnTasks, ActReply),
+    Op("act_filter", "admin", True, _act_filter, ActOnFilter, ActReply),
     Op(
         "key_create",
         "admin",
