@@ -28,9 +28,6 @@ from tq.api._pb import tq_pb2 as pb
 from tq.api._pb.tq_pb2_grpc import TaskQueueStub
 from tq.core.ids import TaskId
 from tq.protocol import (
-    ActionName,
-    ActOnTasks,
-    ActReply,
     CancelTask,
     ClaimTask,
     ClientConnection,
@@ -83,9 +80,9 @@ OPS = (
     Op("register", "work", False, ("tcp",)),
     Op("claim", "work", False, ("tcp",), "task"),
     Op("cancel", "admin", False, ("tcp", "rest", "grpc"), "task"),
-    Op("retry", "admin", False, ("tcp", "rest", "grpc"), "dead"),
-    Op("delete", "admin", False, ("tcp", "rest", "grpc"), "done"),
-    Op("bulk_cancel", "admin", False, ("tcp", "rest", "grpc"), "task"),
+    Op("retry", "admin", False, ("rest", "grpc"), "dead"),
+    Op("delete", "admin", False, ("rest", "grpc"), "done"),
+    Op("bulk_cancel", "admin", False, ("rest", "grpc"), "task"),
     Op("list_keys", "admin", False, ("tcp", "rest", "grpc")),
     Op("create_key", "admin", False, ("tcp", "rest", "grpc")),
     Op("revoke_key", "admin", False, ("tcp", "rest", "grpc"), "key"),
@@ -255,9 +252,6 @@ class Doors:
         if refused:
             return refused
         reply = await conn.call(msg_of(conn), T)
-        if isinstance(reply, ActReply):  # allowed: the one task's own result
-            (result,) = reply.results
-            return result.code
         return reply.code if isinstance(reply, Nack) else 0
 
     async def tcp_submit(self, op: str, target: str | None) -> int:
@@ -299,21 +293,6 @@ class Doors:
     async def tcp_cancel(self, op: str, target: str | None) -> int:
         assert target is not None
         return await self._tcp(lambda c: CancelTask(request_id=c.rid(), task_ids=[_tid(target)]))
-
-    async def _tcp_act(self, action: ActionName, target: str | None) -> int:
-        assert target is not None
-        return await self._tcp(
-            lambda c: ActOnTasks(request_id=c.rid(), action=action, task_ids=[_tid(target)])
-        )
-
-    async def tcp_retry(self, op: str, target: str | None) -> int:
-        return await self._tcp_act("retry", target)
-
-    async def tcp_delete(self, op: str, target: str | None) -> int:
-        return await self._tcp_act("delete", target)
-
-    async def tcp_bulk_cancel(self, op: str, target: str | None) -> int:
-        return await self._tcp_act("cancel", target)
 
     async def tcp_list_keys(self, op: str, target: str | None) -> int:
         return await self._tcp(lambda c: KeyList(request_id=c.rid()))
