@@ -152,6 +152,12 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     started_at: float | None = None
     #: The exception type a handler raised (``error`` holds its message).
     error_type: str | None = None
+    #: Seconds a completed task (and its result) is kept after it completes (None: the
+    #: broker-wide retention applies); ``failure_ttl`` likewise for a dead-lettered task.
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
+    #: When a finished task with a TTL is deleted (``tq.core.lifetimes``); None otherwise.
+    purge_at: float | None = None
 
     def transition(self, to: TaskState, now: float) -> None:
         if to not in TRANSITIONS[self.state]:
