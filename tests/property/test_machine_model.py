@@ -283,7 +283,7 @@ class MachineVsReference(RuleBasedStateMachine):
         self.n_ids = 0
         self.keys: dict[str, float | None] = {}  # the reference's key table: id -> revoked at
         #: Index entries read by a purge not yet applied (a purge job between scan and apply).
-        self.scanned: list[c.ResultEntry] | None = None
+        self.scanned: tuple[list[c.ResultEntry], list[c.ResultEntry]] | None = None
 
     def apply(self, cmd: c.Command) -> object:
         fx = Effects()
@@ -420,8 +420,9 @@ class MachineVsReference(RuleBasedStateMachine):
         assert isinstance(reply, Affected)
         assert reply.task_ids == self.ref.expire_waiting(self.now)
 
-    def scan_results(self) -> list[c.ResultEntry]:
-        """What the purge job reads: the index from its start up to now, in key order."""
+    def scan_results(self) -> tuple[list[c.ResultEntry], list[c.ResultEntry]]:
+        """What the purge job reads: the index from its start up to now, in key order, split
+        into entries whose task record is where they say and the others (orphans)."""
         due = []
         for (fam, key), value in sorted(self.store.items()):
             if fam is Family.METADATA and key.startswith(TTL_PREFIX):
@@ -429,7 +430,8 @@ class MachineVsReference(RuleBasedStateMachine):
                 if purge_at <= self.now:
                     due.append(c.ResultEntry(TaskId(task_id), purge_at, S(value.decode())))
         assert [(e.purge_at, e.task_id) for e in due] == self.ref.due_entries(self.now)
-        return due
+        present = [e for e in due if (FAMILY_OF_STATE[e.state], e.task_id) in self.store]
+        return present, [e for e in due if e not in present]
 
     @precondition(lambda self: self.scanned is None)
     @rule()
@@ -439,10 +441,10 @@ class MachineVsReference(RuleBasedStateMachine):
     @rule()
     def purge_results(self) -> None:
         """Apply what the job read (maybe several steps ago), else read the index now."""
-        entries = self.scanned if self.scanned is not None else self.scan_results()
+        entries, orphans = self.scanned if self.scanned is not None else self.scan_results()
         self.scanned = None
-        reply = self.apply(c.PurgeResults(self.now, tuple(entries)))
-        gone = self.ref.purge_results([(e.purge_at, e.task_id) for e in entries])
+        reply = self.apply(c.PurgeResults(self.now, tuple(entries), tuple(orphans)))
+        gone = self.ref.purge_results([(e.purge_at, e.task_id) for e in orphans + entries])
         assert isinstance(reply, Affected)
         assert reply.task_ids == gone
 

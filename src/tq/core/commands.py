@@ -209,9 +209,12 @@ class ResultEntry(msgspec.Struct, array_like=True, frozen=True):
 class PurgeResults(_Command, frozen=True, tag=30):
     """Delete finished tasks whose ``result_ttl`` or ``failure_ttl`` ran out, with their index
     entries. The caller reads the due entries from storage (the index is not kept in memory);
-    an entry whose task was retried since it was written deletes only itself."""
+    an entry whose task was retried since it was written deletes only itself. ``orphans``:
+    due entries whose task the caller found gone already (deleted, or retried): only the
+    entries are deleted, and they are not counted."""
 
     entries: tuple[ResultEntry, ...]
+    orphans: tuple[ResultEntry, ...] = ()
 
 
 class ExpireTasks(_Command, frozen=True, tag=31):

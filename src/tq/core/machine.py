@@ -791,20 +791,22 @@ class Machine:
         return Affected(purged)
 
     def _purge_results(self, cmd: c.PurgeResults, fx: Effects) -> Affected:
-        for e in cmd.entries:
+        for e in (*cmd.entries, *cmd.orphans):
             if e.state is not COMPLETED and e.state is not DEAD:
                 raise ValidationError(
                     f"purge results: {e.state.value} tasks have no result lifetime"
                 )
         purged: list[TaskId] = []
-        for e in cmd.entries:
+        for n, e in enumerate((*cmd.orphans, *cmd.entries)):
             entry = (e.purge_at, e.task_id)
             fx.delete(Family.METADATA, ttl_key(*entry))
             if entry in self._revived:  # retried since: a later record may stand there now
                 del self._revived[entry]
                 fx.delete(Family.METADATA, ttl_key(*entry, TTL_REVIVED_PREFIX))
                 continue
-            if e.task_id in self._tasks:  # live: cannot happen unless storage was edited
+            # An orphan's record is gone already; a live task with an entry not marked
+            # revived cannot happen unless storage was edited: keep it.
+            if n < len(cmd.orphans) or e.task_id in self._tasks:
                 continue
             fx.delete(FAMILY_OF_STATE[e.state], e.task_id)
             purged.append(e.task_id)
