@@ -192,8 +192,8 @@ def test_grpc_takes_and_shows_the_ttls(broker: BrokerProcess, client: Client, qu
         task = stub.GetTask(pb.GetTaskRequest(id=task_id), timeout=10)
         assert (task.result_ttl, task.failure_ttl) == (1.0, 30.0)
         assert task.purge_at == pytest.approx(task.completed_at + 1)
+        bad = pb.TaskSpec(task_type="job", queue=queue, result_ttl=-1.0)
         with pytest.raises(grpc.RpcError) as refused:
-            bad = pb.TaskSpec(task_type="job", queue=queue, result_ttl=-1.0)
             stub.SubmitTask(pb.SubmitTaskRequest(task=bad), timeout=10)
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert "result_ttl" in (refused.value.details() or "")
