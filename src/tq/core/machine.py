@@ -45,7 +45,7 @@ from tq.core.layout import (
     worker_key,
 )
 from tq.core.lifetimes import EXPIRABLE, EXPIRED_ERROR, expiry_error, ttl_of, validate_lifetimes
-from tq.core.model import PRIORITY_MAX, PRIORITY_MIN, Task, TaskState, encode_task
+from tq.core.model import PRIORITY_MAX, PRIORITY_MIN, Lifetime, Task, TaskState, encode_task
 from tq.core.queue import ReadyQueue
 from tq.core.replies import (
     DONE,
@@ -367,7 +367,8 @@ class Machine:
             scheduled_at=t.scheduled_at, max_retries=t.max_retries, timeout=t.timeout,
             retry=t.retry, depends_on=t.depends_on, tags=t.tags,
             idempotency_key=t.idempotency_key, expires_at=t.expires_at,
-            result_ttl=t.result_ttl, failure_ttl=t.failure_ttl,
+            lifetime=None if t.result_ttl is None and t.failure_ttl is None
+            else Lifetime(t.result_ttl, t.failure_ttl),
         )  # fmt: skip
         self._tasks[t.id] = task
         if t.idempotency_key is not None:
@@ -755,12 +756,13 @@ class Machine:
             task = msgspec.structs.replace(
                 stored, attempts=0, error=None, error_type=None, worker_id=None,
                 lease_expires_at=None, completed_at=None, started_at=None, progress=0,
-                progress_message=None, scheduled_at=None, purge_at=None,
+                progress_message=None, scheduled_at=None,
             )  # fmt: skip
-            if stored.purge_at is not None:
+            if stored.lifetime is not None and stored.lifetime.purge_at is not None:
+                task.lifetime = msgspec.structs.replace(stored.lifetime, purge_at=None)
                 # Its index entry stays (the purge job may have read it already): marked, it
                 # will delete only itself when due, never the record this attempt leaves.
-                entry = (stored.purge_at, task.id)
+                entry = (stored.lifetime.purge_at, task.id)
                 self._revived[entry] = None
                 fx.put(Family.METADATA, ttl_key(*entry, TTL_REVIVED_PREFIX), b"")
             if task.expires_at is not None:
@@ -888,9 +890,9 @@ class Machine:
             if held is not None:
                 held.pop(task.id, None)
 
-    def _index_result(self, task: Task, purge_at: float, fx: Effects) -> None:
+    def _index_result(self, task: Task, life: Lifetime, purge_at: float, fx: Effects) -> None:
         """Give a finished task its purge time and its entry in the result-lifetime index."""
-        task.purge_at = purge_at
+        task.lifetime = msgspec.structs.replace(life, purge_at=purge_at)
         entry = (purge_at, task.id)
         fx.put(Family.METADATA, ttl_key(*entry), task.state.value.encode())
         if entry in self._revived:  # the same key again: from now on it stands for this record
@@ -906,10 +908,8 @@ class Machine:
             t, old_family = work.pop()
             if old_family is not None:
                 add((old_family, t.id, None))
-            if (t.result_ttl is not None or t.failure_ttl is not None) and (
-                ttl := ttl_of(t)
-            ) is not None:
-                self._index_result(t, now + ttl, fx)
+            if (life := t.lifetime) is not None and (ttl := ttl_of(t)) is not None:
+                self._index_result(t, life, now + ttl, fx)
             add((FAMILY_OF_STATE[t.state], t.id, encode_task(t)))
             fx.event(t)
             del self._tasks[t.id]
