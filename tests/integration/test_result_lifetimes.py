@@ -29,7 +29,7 @@ SETTINGS = {
     "broker.scheduler_interval_s": 0.1,
     "api.rest_enabled": True,
     "api.grpc_enabled": True,
-    "monitoring.prometheus_enabled": False,
+    "monitoring.prometheus_enabled": True,
 }
 
 
@@ -74,8 +74,15 @@ def total(client: Client, name: str) -> int:
     return client.stats().totals.get(name, 0)
 
 
+def metric(broker: BrokerProcess, outcome: str) -> float:
+    """``tq_tasks_total{outcome=...}`` as the broker's /metrics shows it."""
+    text = httpx.get(f"http://127.0.0.1:{broker.ports['metrics_port']}/metrics", timeout=10).text
+    line = f'tq_tasks_total{{outcome="{outcome}"}} '
+    return float(next(x for x in text.splitlines() if x.startswith(line)).split()[-1])
+
+
 def test_a_completed_task_with_result_ttl_is_deleted_about_then_and_counted(
-    client: Client, queue: str
+    broker: BrokerProcess, client: Client, queue: str
 ) -> None:
     before = total(client, "results_expired")
     task_id = client.submit("job", queue=queue, result_ttl=1.0)
@@ -88,6 +95,7 @@ def test_a_completed_task_with_result_ttl_is_deleted_about_then_and_counted(
     purged_after = time.time() - info.completed_at
     assert purged_after >= 1.0
     assert total(client, "results_expired") == before + 1
+    assert metric(broker, "results_expired") == before + 1
 
 
 def test_a_dead_lettered_task_with_failure_ttl_is_deleted_about_then_and_counted(
@@ -111,7 +119,7 @@ def test_a_task_without_a_ttl_is_kept(client: Client, queue: str) -> None:
 
 
 def test_an_expired_task_in_an_unserved_queue_ends_at_its_time_and_a_subscriber_sees_it(
-    client: Client, queue: str
+    broker: BrokerProcess, client: Client, queue: str
 ) -> None:
     before = total(client, "expired")
     expires_at = time.time() + 1.0
@@ -131,6 +139,7 @@ def test_an_expired_task_in_an_unserved_queue_ends_at_its_time_and_a_subscriber_
     assert {e.state for e in seen.values()} == {"cancelled", "dead_letter"}
     assert client.status(dependant).state == "dead_letter"  # dependants follow the usual rule
     assert total(client, "expired") == before + 1
+    assert metric(broker, "expired") == before + 1
 
 
 def test_a_negative_ttl_is_refused_naming_the_field(client: Client, queue: str) -> None:
@@ -192,6 +201,15 @@ def test_grpc_takes_and_shows_the_ttls(broker: BrokerProcess, client: Client, qu
         task = stub.GetTask(pb.GetTaskRequest(id=task_id), timeout=10)
         assert (task.result_ttl, task.failure_ttl) == (1.0, 30.0)
         assert task.purge_at == pytest.approx(task.completed_at + 1)
+
+        def purged() -> bool | None:
+            try:
+                stub.GetTask(pb.GetTaskRequest(id=task_id), timeout=10)
+            except grpc.RpcError as e:
+                return True if e.code() is grpc.StatusCode.NOT_FOUND else None
+            return None
+
+        wait_for("the gRPC task to be purged", purged, timeout=15)
         bad = pb.TaskSpec(task_type="job", queue=queue, result_ttl=-1.0)
         with pytest.raises(grpc.RpcError) as refused:
             stub.SubmitTask(pb.SubmitTaskRequest(task=bad), timeout=10)
