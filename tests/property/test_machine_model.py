@@ -202,9 +202,10 @@ class Reference:
         ):
             self._pend(t)
 
-    def expire_waiting(self, now: float) -> list[TaskId]:
-        """Tasks still waiting to run when their expires_at passes are cancelled."""
-        out = []
+    def expire_waiting(self, now: float, limit: int = 0) -> list[TaskId]:
+        """Tasks still waiting to run when their expires_at passes are cancelled (the first
+        ``limit`` of them by expiry time, if given)."""
+        out: list[TaskId] = []
         for t in sorted(
             (
                 t
@@ -215,6 +216,8 @@ class Reference:
             ),
             key=lambda x: (x.expires_at or 0.0, x.id),
         ):
+            if limit and len(out) == limit:
+                break
             if t.state in (S.PENDING, S.SCHEDULED, S.FAILED):  # not ended by an earlier one
                 t.deps.clear()
                 self.expired += 1
@@ -419,6 +422,12 @@ class MachineVsReference(RuleBasedStateMachine):
         reply = self.apply(c.ExpireTasks(self.now))
         assert isinstance(reply, Affected)
         assert reply.task_ids == self.ref.expire_waiting(self.now)
+
+    @rule(limit=st.integers(1, 3))
+    def expire_a_few(self, limit: int) -> None:
+        reply = self.apply(c.ExpireTasks(self.now, limit))
+        assert isinstance(reply, Affected)
+        assert reply.task_ids == self.ref.expire_waiting(self.now, limit)
 
     def scan_results(self) -> tuple[list[c.ResultEntry], list[c.ResultEntry]]:
         """What the purge job reads: the index from its start up to now, in key order, split

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Entries one PurgeResults carries (its log entry stays small; the rest go next turn).
 PURGE_SLICE: Final = 1000
+#: Tasks one ExpireTasks ends at most: a burst expiring at once is spread over loop turns.
+EXPIRE_SLICE: Final = 1000
 #: How far before the last purged entry a scan starts again: an entry written with a purge
 #: time earlier than that (a TTL of 0 and a clock stepped back) waits for a restart.
 RESCAN_MARGIN_S: Final = 60.0
@@ -72,8 +74,14 @@ async def expirer(service: BrokerService) -> None:
         if due is not None and service.may_write():
             wait = min(interval, max(0.0, due - time.time()))
         await asyncio.sleep(wait)
-        due = service.machine.next_expiry_at()
-        if due is not None and due <= time.time() and service.may_write():
-            reply, _ = service.run(c.ExpireTasks(time.time()), Affected)
-            if reply.task_ids:
-                log.info("lifetimes.expired count=%d", len(reply.task_ids))
+        expired = 0
+        while (
+            (due := service.machine.next_expiry_at()) is not None
+            and due <= time.time()
+            and service.may_write()
+        ):
+            reply, _ = service.run(c.ExpireTasks(time.time(), EXPIRE_SLICE), Affected)
+            expired += len(reply.task_ids)
+            await asyncio.sleep(0)  # let the loop turn (and write the batch) between slices
+        if expired:
+            log.info("lifetimes.expired count=%d", expired)

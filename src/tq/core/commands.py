@@ -219,7 +219,10 @@ class PurgeResults(_Command, frozen=True, tag=30):
 
 class ExpireTasks(_Command, frozen=True, tag=31):
     """End pending, scheduled and failed tasks whose ``expires_at`` is at or before ``now``:
-    cancelled, as a claim that meets one does; their dependants follow as for any cancel."""
+    cancelled, as a claim that meets one does; their dependants follow as for any cancel.
+    At most ``max_tasks`` (0: all), earliest first, so a burst is spread over loop turns."""
+
+    max_tasks: int = 0
 
 
 Command = (

@@ -816,8 +816,9 @@ class Machine:
         return Affected(purged)
 
     def _expire_tasks(self, cmd: c.ExpireTasks, fx: Effects) -> Affected:
-        now, heap, expired = cmd.now, self._expiries, []
-        while heap and heap[0][0] <= now:
+        now, heap, expired = cmd.now, self._expiries, list[TaskId]()
+        limit = cmd.max_tasks if cmd.max_tasks > 0 else -1
+        while heap and heap[0][0] <= now and len(expired) != limit:
             at, task_id = heapq.heappop(heap)
             task = self._tasks.get(task_id)
             if task is None or task.state not in EXPIRABLE or task.expires_at != at:
