@@ -26,17 +26,23 @@ log = logging.getLogger(__name__)
 PURGE_SLICE: Final = 1000
 #: Tasks one ExpireTasks ends at most: a burst expiring at once is spread over loop turns.
 EXPIRE_SLICE: Final = 1000
-#: How far before the last purged entry a scan starts again: an entry written with a purge
-#: time earlier than that (a TTL of 0 and a clock stepped back) waits for a restart.
-RESCAN_MARGIN_S: Final = 60.0
+#: How far before the last purged entry a scan starts again, rather than at the start of the
+#: index, where the deletes of every purge lie until compaction (a scan would wade through
+#: them): room for entries of a batch not yet written when the last scan ran.
+RESCAN_MARGIN_S: Final = 5.0
+#: How often a scan starts at the start of the index anyway, for an entry written earlier
+#: than the margin (a TTL of 0 and a clock stepped back).
+FULL_RESCAN_S: Final = 300.0
 
 
 async def result_purger(service: BrokerService) -> None:
     """Delete finished tasks whose result_ttl or failure_ttl ran out."""
     interval = service.settings.broker.scheduler_interval_s
-    since = 0.0
+    since, full_at = 0.0, time.monotonic() + FULL_RESCAN_S
     while True:
         more = False
+        if time.monotonic() >= full_at:
+            since, full_at = 0.0, time.monotonic() + FULL_RESCAN_S
         if service.may_write():
             try:
                 more, last = await purge_due(service, since)
