@@ -4,8 +4,8 @@ Theory of operation:
 - A task may carry ``result_ttl`` (seconds a completed task is kept) and ``failure_ttl``
   (seconds a dead-lettered one is kept). When it ends in that state, ``purge_at`` is set to
   ``now + ttl`` and an index entry ``ttl/<purge_at><id>`` is written beside it; the purge job
-  scans that index from its start up to the present (never the finished tasks themselves)
-  and applies ``PurgeResults``, which deletes both. Tasks without a TTL keep the broker-wide
+  reads the due part of that index, which sorts by purge time (never the finished tasks
+  themselves), and applies ``PurgeResults``, which deletes both. Tasks without a TTL keep the broker-wide
   retention (completed and cancelled ones are purged after ``persistence.retention_s``).
 - A dead-lettered task that is retried leaves its old entry behind, marked ``ttl-revived/``:
   when that entry falls due it deletes only itself, never the task's later record, even if
