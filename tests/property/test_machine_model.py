@@ -24,6 +24,8 @@ from tq.core.layout import (
     KEY_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
+    TTL_PREFIX,
+    TTL_REVIVED_PREFIX,
     WORKER_PREFIX,
     ApiKey,
     Family,
@@ -32,10 +34,11 @@ from tq.core.layout import (
     decode_idem,
     decode_meta,
     decode_worker,
+    parse_ttl_key,
 )
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
-from tq.core.replies import ClaimReply, ItemCodes
+from tq.core.replies import Affected, ClaimReply, ItemCodes
 from tq.errors import ErrorCode, TqError
 
 S = TaskState
@@ -60,6 +63,11 @@ class Ref:
     lease_until: float = 0.0
     due: float | None = None
     deps: set[TaskId] = field(default_factory=set)
+    expires_at: float | None = None
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
+    purge_at: float | None = None  # when it ended with a TTL
+    gone: bool = False  # its record was deleted by its TTL
 
 
 class Reference:
@@ -68,6 +76,10 @@ class Reference:
         self.next_order = 1
         self.next_token = 1
         self.heartbeat: dict[WorkerId, float] = {}
+        #: The result-lifetime index: (purge time, id) of every entry written, until processed.
+        self.entries: set[tuple[float, TaskId]] = set()
+        self.results_expired = 0
+        self.expired = 0
 
     def live(self, t: Ref) -> bool:
         return not t.state.is_terminal
@@ -81,6 +93,10 @@ class Reference:
     def _end(self, t: Ref, state: S, now: float) -> None:
         t.state = state
         t.worker = None
+        ttl = {S.COMPLETED: t.result_ttl, S.DEAD_LETTER: t.failure_ttl}.get(state)
+        if ttl is not None:
+            t.purge_at = now + ttl
+            self.entries.add((t.purge_at, t.id))
         for d in sorted(
             (x for x in self.tasks.values() if t.id in x.deps and self.live(x)),
             key=lambda x: x.id,
@@ -95,11 +111,14 @@ class Reference:
 
     def submit(self, now: float, specs: list[c.NewTask]) -> None:
         for s in specs:
-            t = Ref(s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at)
+            t = Ref(
+                s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at,
+                expires_at=s.expires_at, result_ttl=s.result_ttl, failure_ttl=s.failure_ttl,
+            )  # fmt: skip
             self.tasks[s.id] = t
             dep_states = [self.tasks[d].state for d in s.depends_on]
             if any(x in (S.DEAD_LETTER, S.CANCELLED) for x in dep_states):
-                t.state = S.DEAD_LETTER
+                self._end(t, S.DEAD_LETTER, now)
                 continue
             t.deps = {d for d in s.depends_on if self.live(self.tasks[d])}
             if not t.deps and (t.due is None or t.due <= now):
@@ -107,12 +126,16 @@ class Reference:
 
     def claim(self, now: float, worker: WorkerId, queues: tuple[str, ...], k: int) -> list[TaskId]:
         self.heartbeat.setdefault(worker, now)
-        out = []
-        for _ in range(k):
+        out: list[TaskId] = []
+        while len(out) < k:
             ready = [t for t in self.tasks.values() if t.state is S.PENDING and t.queue in queues]
             if not ready:
                 break
             t = max(ready, key=lambda x: (x.priority, -(x.order or 0)))
+            if t.expires_at is not None and t.expires_at <= now:  # met by the claim
+                self.expired += 1
+                self._end(t, S.CANCELLED, now)
+                continue
             t.state, t.attempts, t.worker = S.IN_PROGRESS, t.attempts + 1, worker
             t.token, t.lease_until = self.next_token, now + LEASE
             self.next_token += 1
@@ -179,6 +202,51 @@ class Reference:
         ):
             self._pend(t)
 
+    def expire_waiting(self, now: float, limit: int = 0) -> list[TaskId]:
+        """Tasks still waiting to run when their expires_at passes are cancelled (the first
+        ``limit`` of them by expiry time, if given)."""
+        out: list[TaskId] = []
+        for t in sorted(
+            (
+                t
+                for t in self.tasks.values()
+                if t.state in (S.PENDING, S.SCHEDULED, S.FAILED)
+                and t.expires_at is not None
+                and t.expires_at <= now
+            ),
+            key=lambda x: (x.expires_at or 0.0, x.id),
+        ):
+            if limit and len(out) == limit:
+                break
+            if t.state in (S.PENDING, S.SCHEDULED, S.FAILED):  # not ended by an earlier one
+                t.deps.clear()
+                self.expired += 1
+                self._end(t, S.CANCELLED, now)
+                out.append(t.id)
+        return out
+
+    def due_entries(self, now: float) -> list[tuple[float, TaskId]]:
+        return sorted(e for e in self.entries if e[0] <= now)
+
+    def purge_results(self, entries: list[tuple[float, TaskId]]) -> list[TaskId]:
+        """Process index entries: one deletes its task only if it is still the entry the
+        task's current record was given (not one left behind by a retry)."""
+        gone = []
+        for purge_at, task_id in entries:
+            self.entries.discard((purge_at, task_id))
+            t = self.tasks[task_id]
+            if t.state.is_terminal and t.purge_at == purge_at and not t.gone:
+                t.gone = True
+                gone.append(task_id)
+        self.results_expired += len(gone)
+        return gone
+
+    def retry(self, task_id: TaskId) -> None:
+        t = self.tasks[task_id]
+        t.attempts, t.worker, t.due, t.purge_at = 0, None, None, None
+        t.deps.clear()
+        self._pend(t)
+
     def release(self, worker: WorkerId, task_id: TaskId, token: int) -> bool:
         t = self._holds(task_id, token)
         if t is None or t.worker != worker:
@@ -217,6 +285,8 @@ class MachineVsReference(RuleBasedStateMachine):
         self.last_event: dict[TaskId, S] = {}
         self.n_ids = 0
         self.keys: dict[str, float | None] = {}  # the reference's key table: id -> revoked at
+        #: Index entries read by a purge not yet applied (a purge job between scan and apply).
+        self.scanned: tuple[list[c.ResultEntry], list[c.ResultEntry]] | None = None
 
     def apply(self, cmd: c.Command) -> object:
         fx = Effects()
@@ -247,20 +317,30 @@ class MachineVsReference(RuleBasedStateMachine):
                 st.integers(0, 2),
                 st.one_of(st.none(), st.floats(0.0, 30.0)),
                 st.lists(st.integers(0, 10_000), max_size=2),
+                st.tuples(*[st.one_of(st.none(), st.sampled_from([0.0, 1.5, 10.0, 40.0]))] * 3),
             ),
             min_size=1,
             max_size=4,
         )
     )
-    def submit(self, specs: list[tuple[str, int, int, float | None, list[int]]]) -> None:
+    def submit(
+        self,
+        specs: list[tuple[str, int, int, float | None, list[int], tuple[float | None, ...]]],
+    ) -> None:
         known = sorted(self.ref.tasks)
         new: list[c.NewTask] = []
-        for queue, prio, retries, delay, dep_picks in specs:
+        for queue, prio, retries, delay, dep_picks, (expiry, result_ttl, failure_ttl) in specs:
             self.n_ids += 1
             tid = make_task_id(int(self.now * 1000), self.n_ids)
             deps = tuple(dict.fromkeys(known[i % len(known)] for i in dep_picks)) if known else ()
             due = None if delay is None else self.now + delay
-            new.append(c.NewTask(tid, "job", queue, b"p", prio, retries, due, depends_on=deps))
+            expires_at = None if expiry is None else self.now + expiry
+            new.append(
+                c.NewTask(
+                    tid, "job", queue, b"p", prio, retries, due, depends_on=deps,
+                    expires_at=expires_at, result_ttl=result_ttl, failure_ttl=failure_ttl,
+                )
+            )  # fmt: skip
         terminal = {
             d: self.last_event[d]
             for s in new
@@ -339,6 +419,61 @@ class MachineVsReference(RuleBasedStateMachine):
         self.ref.expire(self.now)
         self.apply(c.PromoteDue(self.now))
         self.ref.promote(self.now)
+        reply = self.apply(c.ExpireTasks(self.now))
+        assert isinstance(reply, Affected)
+        assert reply.task_ids == self.ref.expire_waiting(self.now)
+
+    @rule(limit=st.integers(1, 3))
+    def expire_a_few(self, limit: int) -> None:
+        reply = self.apply(c.ExpireTasks(self.now, limit))
+        assert isinstance(reply, Affected)
+        assert reply.task_ids == self.ref.expire_waiting(self.now, limit)
+
+    def scan_results(self) -> tuple[list[c.ResultEntry], list[c.ResultEntry]]:
+        """What the purge job reads: the index from its start up to now, in key order, split
+        into entries whose task record is where they say and the others (orphans)."""
+        due = []
+        for (fam, key), value in sorted(self.store.items()):
+            if fam is Family.METADATA and key.startswith(TTL_PREFIX):
+                purge_at, task_id = parse_ttl_key(key)
+                if purge_at <= self.now:
+                    due.append(c.ResultEntry(TaskId(task_id), purge_at, S(value.decode())))
+        assert [(e.purge_at, e.task_id) for e in due] == self.ref.due_entries(self.now)
+        present = [e for e in due if (FAMILY_OF_STATE[e.state], e.task_id) in self.store]
+        return present, [e for e in due if e not in present]
+
+    @precondition(lambda self: self.scanned is None)
+    @rule()
+    def purge_job_reads_the_index(self) -> None:
+        self.scanned = self.scan_results()
+
+    @rule()
+    def purge_results(self) -> None:
+        """Apply what the job read (maybe several steps ago), else read the index now."""
+        entries, orphans = self.scanned if self.scanned is not None else self.scan_results()
+        self.scanned = None
+        reply = self.apply(c.PurgeResults(self.now, tuple(entries), tuple(orphans)))
+        gone = self.ref.purge_results([(e.purge_at, e.task_id) for e in orphans + entries])
+        assert isinstance(reply, Affected)
+        assert reply.task_ids == gone
+
+    @precondition(
+        lambda self: any(t.state is S.DEAD_LETTER and not t.gone for t in self.ref.tasks.values())
+    )
+    @rule(data=st.data())
+    def retry_dead_letter(self, data: st.DataObject) -> None:
+        task_id = data.draw(
+            st.sampled_from(
+                sorted(
+                    i for i, t in self.ref.tasks.items()
+                    if t.state is S.DEAD_LETTER and not t.gone
+                )
+            )
+        )  # fmt: skip
+        stored = decode_task(self.store[(Family.DEAD_LETTER, task_id)])
+        reply = self.apply(c.RetryTasks(self.now, (stored,)))
+        assert isinstance(reply, ItemCodes) and reply.codes == [0]
+        self.ref.retry(task_id)
 
     @rule()
     def reap_dead_workers(self) -> None:
@@ -385,6 +520,14 @@ class MachineVsReference(RuleBasedStateMachine):
         assert {k.id: k.revoked_at for k in self.m.api_keys()} == self.keys
 
     @invariant()
+    def lifetime_counters_agree(self) -> None:
+        counters = self.m.meta.counters
+        assert (counters.results_expired, counters.expired) == (
+            self.ref.results_expired,
+            self.ref.expired,
+        )
+
+    @invariant()
     def every_task_agrees(self) -> None:
         for task_id, r in self.ref.tasks.items():
             live = self.m.get(task_id)
@@ -401,7 +544,7 @@ class MachineVsReference(RuleBasedStateMachine):
                 assert key not in where, f"{key.hex()} stored twice"
                 where[key] = fam
         for task_id, r in self.ref.tasks.items():
-            assert where.get(task_id) is FAMILY_OF_STATE[r.state]
+            assert where.get(task_id) is (None if r.gone else FAMILY_OF_STATE[r.state])
 
     def teardown(self) -> None:
         before = self.m.snapshot()
@@ -442,6 +585,12 @@ def restore_from(store: dict[tuple[Family, bytes], bytes], now: float) -> Machin
             decode_api_key(v)
             for (f, k), v in store.items()
             if f is Family.METADATA and k.startswith(KEY_PREFIX)
+        ],
+        revived=[
+            (at, TaskId(i))
+            for (f, k) in store
+            if f is Family.METADATA and k.startswith(TTL_REVIVED_PREFIX)
+            for at, i in [parse_ttl_key(k, TTL_REVIVED_PREFIX)]
         ],
     )
 

@@ -58,6 +58,8 @@ OUTCOMES = {
     "dead_lettered": "dead_lettered",
     "cancelled": "cancelled",
     "purged": "purged",
+    "results_expired": "results_expired",
+    "expired": "expired",
 }
 MAX_QUEUES_REMEMBERED = 10_000
 TIERS = tuple(tier.label for tier in PriorityTier)  # low, normal, high: as queue_depths()

@@ -134,6 +134,10 @@ class TaskOut(_Out):
         description="in a listing: result, error, error_type, progress_message and tags were "
         "left out, as this record alone is larger than a page may be (GET the task for them)",
     )
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
+    purge_at: float | None = Field(default=None, description="when this finished task is deleted")
+    purge_at_rfc3339: str | None = _rfc3339_of("purge_at")
 
     @classmethod
     def of(cls, t: TaskInfo) -> TaskOut:
@@ -156,7 +160,8 @@ class TaskOut(_Out):
             expires_at=t.expires_at, expires_at_rfc3339=rfc3339(t.expires_at),
             started_at=t.started_at, started_at_rfc3339=rfc3339(t.started_at),
             completed_at=t.completed_at, completed_at_rfc3339=rfc3339(t.completed_at),
-            truncated=t.truncated,
+            truncated=t.truncated, result_ttl=t.result_ttl, failure_ttl=t.failure_ttl,
+            purge_at=t.purge_at, purge_at_rfc3339=rfc3339(t.purge_at),
         )  # fmt: skip
 
 

@@ -93,6 +93,12 @@ class TaskSubmit(_In):
     tags: Annotated[dict[Name, Text], Field(max_length=64)] | None = None
     idempotency_key: Name | None = None
     expires_at: Instant | None = None
+    result_ttl: Seconds | None = Field(
+        default=None, description="seconds the task and its result are kept once completed"
+    )
+    failure_ttl: Seconds | None = Field(
+        default=None, description="seconds the task is kept once dead-lettered"
+    )
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
@@ -116,6 +122,7 @@ class TaskSubmit(_In):
             ),
             depends_on=tuple(TaskId(d.bytes) for d in self.depends_on),
             tags=self.tags, idempotency_key=self.idempotency_key, expires_at=self.expires_at,
+            result_ttl=self.result_ttl, failure_ttl=self.failure_ttl,
         )  # fmt: skip
 
 

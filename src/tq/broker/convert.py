@@ -74,6 +74,8 @@ def new_task(
         tags=tags,
         idempotency_key=spec.idempotency_key,
         expires_at=spec.expires_at,
+        result_ttl=spec.result_ttl if spec.result_ttl is not None else b.default_result_ttl_s,
+        failure_ttl=spec.failure_ttl if spec.failure_ttl is not None else b.default_failure_ttl_s,
     )
 
 
@@ -130,6 +132,9 @@ def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> Tas
         completed_at=t.completed_at,
         started_at=t.started_at,
         error_type=t.error_type,
+        result_ttl=t.result_ttl,
+        failure_ttl=t.failure_ttl,
+        purge_at=t.purge_at,
     )
 
 
@@ -143,6 +148,7 @@ def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
         lease_expires_at=t.lease_expires_at, progress=t.progress,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at,
         completed_at=t.completed_at, started_at=t.started_at, truncated=True,
+        result_ttl=t.result_ttl, failure_ttl=t.failure_ttl, purge_at=t.purge_at,
     )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from tq import eventloop
 from tq.broker.bootstrap import ensure_bootstrap_key
 from tq.broker.exposure import check_exposure
 from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, scheduler
+from tq.broker.lifetimes import expirer, result_purger
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.node import ClusterNode
 from tq.broker.service import BrokerService
@@ -229,6 +230,8 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
                 tg.create_task(scheduler(service)),
                 tg.create_task(maintenance(service, conns.close_idle)),
                 tg.create_task(retention(service)),
+                tg.create_task(result_purger(service)),
+                tg.create_task(expirer(service)),
             ]
             if guard is not None:  # a cluster node has none: a storage failure stops it
                 jobs.append(tg.create_task(guard.run()))

@@ -193,6 +193,7 @@ _TIME_FIELDS = frozenset(
         "expires_at",
         "completed_at",
         "started_at",
+        "purge_at",
         "registered_at",
         "last_heartbeat",
         "revoked_at",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tq.cli.context import CliContext, cell_bytes, connect, emit, err_console, fail, parse_pairs
 from tq.cli.context import plain as plain_record
+from tq.cli.keys import parse_expiry
 from tq.cli.params import TASK_ID, wire_type
 from tq.core.ids import format_task_id
 from tq.errors import ErrorCode, ProtocolError, TaskFailedError, ValidationError
@@ -48,6 +50,9 @@ SPEC_OPTIONS: Final = {
     "depends_on": "--depends-on",
     "tags": "--tag",
     "idempotency_key": "--idempotency-key",
+    "expires_at": "--expires",
+    "result_ttl": "--result-ttl",
+    "failure_ttl": "--failure-ttl",
 }
 #: A task spec's path in a broker's message: ``tasks[3].payload``, ``$.tasks[0].tags``.
 _SPEC_PATH = re.compile(r"`?\$?\.?tasks\[\d+\](?:\.(\w+))?`?")
@@ -128,6 +133,13 @@ def _outcome_error(info: TaskInfo) -> TaskFailedError:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
 @click.option("--idempotency-key", type=wire_type(TaskSpec, "idempotency_key"),
               help="A repeated submit with this key returns the same id.")  # fmt: skip
+@click.option("--expires", metavar="WHEN",
+              help="Cancel the task if it has not started by then: a duration (90m, 12h) or "
+              "an RFC 3339 time.")  # fmt: skip
+@click.option("--result-ttl", type=wire_type(TaskSpec, "result_ttl"),
+              help="Seconds the task and its result are kept once completed.")  # fmt: skip
+@click.option("--failure-ttl", type=wire_type(TaskSpec, "failure_ttl"),
+              help="Seconds the task is kept once dead-lettered.")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=1, help="Submit N copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout-wait", type=click.FloatRange(min=0), help="Stop waiting after S s.")
@@ -144,6 +156,9 @@ def submit_cmd(
     depends_on: tuple[str, ...],
     tags: tuple[str, ...],
     idempotency_key: str | None,
+    expires: str | None,
+    result_ttl: float | None,
+    failure_ttl: float | None,
     count: int,
     wait: bool,
     timeout_wait: float | None,
@@ -160,6 +175,9 @@ def submit_cmd(
         "depends_on": depends_on,  # checked by TASK_ID before anything is sent
         "tags": parse_pairs(tags, "--tag") or None,
         "idempotency_key": idempotency_key,
+        "expires_at": None if expires is None else parse_expiry(expires, time.time()),
+        "result_ttl": result_ttl,
+        "failure_ttl": failure_ttl,
     }
     data = read_payload(payload)
     # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit

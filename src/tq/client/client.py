@@ -209,13 +209,20 @@ class AsyncClient(WorkerCalls, BulkCalls):
         idempotency_key: str | None = None,
         expires_at: float | None = None,
         task_id: str | None = None,
+        result_ttl: float | None = None,
+        failure_ttl: float | None = None,
     ) -> str:
-        """Submit one task; returns its id once the broker has made it durable."""
+        """Submit one task; returns its id once the broker has made it durable.
+
+        ``expires_at``: a task still waiting then is cancelled instead of run. ``result_ttl``
+        and ``failure_ttl``: seconds the task is kept once completed or dead-lettered
+        (docs/result-lifetimes.md); None: the broker's defaults."""
         spec = task_spec(
             task_type, payload, queue=queue, priority=priority, delay=delay,
             scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout, retry=retry,
             depends_on=depends_on, tags=tags, idempotency_key=idempotency_key,
-            expires_at=expires_at, task_id=task_id,
+            expires_at=expires_at, task_id=task_id, result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
         )  # fmt: skip
         # One task always fits a frame (payloads are far below the frame limit): skip the
         # batching and gathering of submit_many, the path of every pipelined single submit.

@@ -40,6 +40,8 @@ class SubmitOptions(TypedDict, total=False):
     idempotency_key: str | None
     expires_at: float | None
     task_id: str | None
+    result_ttl: float | None
+    failure_ttl: float | None
 
 
 def task_ids(ids: Sequence[str] | Sequence[bytes], what: str = "task ids") -> list[TaskId]:
@@ -65,6 +67,8 @@ def task_spec(
     idempotency_key: str | None = None,
     expires_at: float | None = None,
     task_id: str | None = None,
+    result_ttl: float | None = None,
+    failure_ttl: float | None = None,
 ) -> TaskSpec:
     """One task for ``submit_many``; the options mean what they mean for ``submit``."""
     if not isinstance(payload, bytes | bytearray | memoryview):
@@ -86,6 +90,8 @@ def task_spec(
         tags=dict(tags) if tags else None,
         idempotency_key=idempotency_key,
         expires_at=expires_at,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
     )
 
 

@@ -194,6 +194,8 @@ class Client:
         idempotency_key: str | None = None,
         expires_at: float | None = None,
         task_id: str | None = None,
+        result_ttl: float | None = None,
+        failure_ttl: float | None = None,
     ) -> str:
         return self._runner.run(
             self._async.submit(
@@ -201,6 +203,7 @@ class Client:
                 scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout,
                 retry=retry, depends_on=depends_on, tags=tags,
                 idempotency_key=idempotency_key, expires_at=expires_at, task_id=task_id,
+                result_ttl=result_ttl, failure_ttl=failure_ttl,
             )
         )  # fmt: skip
 

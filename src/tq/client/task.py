@@ -149,6 +149,8 @@ def task(
     max_retries: int | None = None,
     timeout: float | None = None,
     retry: RetrySpec | None = None,
+    result_ttl: float | None = None,
+    failure_ttl: float | None = None,
 ) -> _TaskDecorator: ...
 def task(
     name: str | Callable[..., Any] | None = None,
@@ -158,10 +160,16 @@ def task(
     max_retries: int | None = None,
     timeout: float | None = None,
     retry: RetrySpec | None = None,
+    result_ttl: float | None = None,
+    failure_ttl: float | None = None,
 ) -> TaskFunction[Any, Any] | _TaskDecorator:
-    """Make a function a task: ``@tq.task`` or ``@tq.task("name", queue="emails", ...)``."""
+    """Make a function a task: ``@tq.task`` or ``@tq.task("name", queue="emails", ...)``.
+    ``result_ttl`` / ``failure_ttl``: seconds its tasks are kept once completed / dead-lettered."""
     options = SubmitOptions(queue=queue, priority=priority)
-    for key, value in (("max_retries", max_retries), ("timeout", timeout), ("retry", retry)):
+    for key, value in (
+        ("max_retries", max_retries), ("timeout", timeout), ("retry", retry),
+        ("result_ttl", result_ttl), ("failure_ttl", failure_ttl),
+    ):  # fmt: skip
         if value is not None:
             options[key] = value  # type: ignore[literal-required]
     if callable(name):  # bare @tq.task

@@ -168,6 +168,12 @@ class BrokerSettings(_Section):
     """How long an idempotency key maps a duplicate submit to the existing task."""
     shutdown_timeout_s: Seconds = 30.0
     """On SIGTERM/SIGINT: time to drain connections and flush storage before exiting."""
+    default_result_ttl_s: Seconds | None = None
+    """Seconds a completed task and its result are kept when the task sets no result_ttl;
+    None: until persistence.retention_s, as every completed task."""
+    default_failure_ttl_s: Seconds | None = None
+    """Seconds a dead-lettered task is kept when the task sets no failure_ttl; None: until
+    it is retried or deleted."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:

@@ -36,6 +36,8 @@ class NewTask(msgspec.Struct, array_like=True, frozen=True):
     tags: dict[str, str] = {}
     idempotency_key: str | None = None
     expires_at: float | None = None
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
 
 
 class SubmitTasks(_Command, frozen=True, tag=1):
@@ -195,6 +197,34 @@ class RevokeKey(_Command, frozen=True, tag=19):
     key_id: str
 
 
+class ResultEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One entry of the result-lifetime index (``tq.core.lifetimes``): the task, the time it
+    falls due and the terminal state it was written in (which family holds its record)."""
+
+    task_id: TaskId
+    purge_at: float
+    state: TaskState
+
+
+class PurgeResults(_Command, frozen=True, tag=30):
+    """Delete finished tasks whose ``result_ttl`` or ``failure_ttl`` ran out, with their index
+    entries. The caller reads the due entries from storage (the index is not kept in memory);
+    an entry whose task was retried since it was written deletes only itself. ``orphans``:
+    due entries whose task the caller found gone already (deleted, or retried): only the
+    entries are deleted, and they are not counted."""
+
+    entries: tuple[ResultEntry, ...]
+    orphans: tuple[ResultEntry, ...] = ()
+
+
+class ExpireTasks(_Command, frozen=True, tag=31):
+    """End pending, scheduled and failed tasks whose ``expires_at`` is at or before ``now``:
+    cancelled, as a claim that meets one does; their dependants follow as for any cancel.
+    At most ``max_tasks`` (0: all), earliest first, so a burst is spread over loop turns."""
+
+    max_tasks: int = 0
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -215,6 +245,8 @@ Command = (
     | RetryTasks
     | CreateKey
     | RevokeKey
+    | PurgeResults
+    | ExpireTasks
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -15,6 +15,10 @@ Column families and keys (all task keys are the 16 raw bytes of the task id)::
                  b"idem/" + key utf8   -> IdempotencyRecord (task id, window end)
                  b"key/" + id utf8     -> ApiKey (bcrypt hash of the secret, never the secret)
                  b"cluster/applied"    -> AppliedMark (a cluster node: last log entry applied)
+                 b"ttl/" + purge time (8-byte big-endian double) + task id -> state (utf8):
+                                          the result-lifetime index, in purge-time order
+                 b"ttl-revived/" + purge time + task id -> b"": an index entry whose task was
+                                          retried since (``tq.core.lifetimes``)
 
 Why this layout: a task lives in exactly one family, so a state change is one delete plus one
 put (about 1 us in total with time-ordered UUIDv7 keys), and a submit is one put. The
@@ -23,6 +27,7 @@ machine's scalars are written once per group-commit batch, not per command.
 
 from __future__ import annotations
 
+import struct
 from enum import IntEnum
 from typing import Final
 
@@ -75,6 +80,9 @@ IDEM_PREFIX: Final = b"idem/"
 KEY_PREFIX: Final = b"key/"
 #: A cluster node's place in the replicated log, written in the same batch as the entry's data.
 APPLIED_KEY: Final = b"cluster/applied"
+#: The result-lifetime index (``tq.core.lifetimes``), and its entries whose task was retried.
+TTL_PREFIX: Final = b"ttl/"
+TTL_REVIVED_PREFIX: Final = b"ttl-revived/"
 
 #: A storage mutation: (family, key, value); value None means delete.
 Mutation = tuple[Family, bytes, bytes | None]
@@ -92,6 +100,10 @@ class Counters(msgspec.Struct, array_like=True):
     cancelled: int = 0
     leases_expired: int = 0
     purged: int = 0
+    #: Finished tasks deleted when their result_ttl or failure_ttl ran out.
+    results_expired: int = 0
+    #: Tasks ended (cancelled) because their expires_at passed before they ran.
+    expired: int = 0
 
 
 class MachineMeta(msgspec.Struct, array_like=True):
@@ -169,6 +181,20 @@ def api_key_key(key_id: str) -> bytes:
     return KEY_PREFIX + key_id.encode()
 
 
+def ttl_key(purge_at: float, task_id: bytes, prefix: bytes = TTL_PREFIX) -> bytes:
+    """An index key that sorts by purge time: a non-negative IEEE double's big-endian bytes
+    order as its value does, so a scan from the prefix meets the earliest first."""
+    return prefix + _TTL_TIME.pack(purge_at) + task_id
+
+
+def parse_ttl_key(key: bytes, prefix: bytes = TTL_PREFIX) -> tuple[float, bytes]:
+    """``(purge_at, task_id)`` of a key made by ``ttl_key``."""
+    n = len(prefix)
+    (purge_at,) = _TTL_TIME.unpack_from(key, n)
+    return purge_at, key[n + _TTL_TIME.size :]
+
+
+_TTL_TIME: Final = struct.Struct(">d")
 _enc = msgspec.msgpack.Encoder()
 _meta_dec = msgspec.msgpack.Decoder(MachineMeta)
 _worker_dec = msgspec.msgpack.Decoder(WorkerRecord)

@@ -32,6 +32,7 @@ from tq.core.keys import validate_key
 from tq.core.layout import (
     FAMILY_OF_STATE,
     MACHINE_KEY,
+    TTL_REVIVED_PREFIX,
     ApiKey,
     Family,
     IdempotencyRecord,
@@ -40,9 +41,11 @@ from tq.core.layout import (
     api_key_key,
     encode,
     idem_key,
+    ttl_key,
     worker_key,
 )
-from tq.core.model import PRIORITY_MAX, PRIORITY_MIN, Task, TaskState, encode_task
+from tq.core.lifetimes import EXPIRABLE, EXPIRED_ERROR, expiry_error, ttl_of, validate_lifetimes
+from tq.core.model import PRIORITY_MAX, PRIORITY_MIN, Lifetime, Task, TaskState, encode_task
 from tq.core.queue import ReadyQueue
 from tq.core.replies import (
     DONE,
@@ -74,6 +77,9 @@ class Machine:
         self._tasks: dict[TaskId, Task] = {}
         self._queues: dict[str, ReadyQueue] = {}
         self._timers: list[tuple[float, TaskId]] = []  # heap; stale entries skipped lazily
+        self._expiries: list[tuple[float, TaskId]] = []  # heap of expires_at, likewise
+        #: Result-lifetime index entries whose task was retried since (``tq.core.lifetimes``).
+        self._revived: dict[tuple[float, TaskId], None] = {}
         self._waiting: dict[TaskId, dict[TaskId, None]] = {}  # task -> unfinished deps
         self._dependants: dict[TaskId, list[TaskId]] = {}
         self._workers: dict[WorkerId, WorkerRecord] = {}
@@ -103,6 +109,8 @@ class Machine:
             c.RetryTasks: self._retry,  # type: ignore[dict-item]
             c.CreateKey: self._create_key,  # type: ignore[dict-item]
             c.RevokeKey: self._revoke_key,  # type: ignore[dict-item]
+            c.PurgeResults: self._purge_results,  # type: ignore[dict-item]
+            c.ExpireTasks: self._expire_tasks,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -170,6 +178,10 @@ class Machine:
         """When the earliest scheduled or failed task becomes due (may be stale-early)."""
         return self._timers[0][0] if self._timers else None
 
+    def next_expiry_at(self) -> float | None:
+        """When the earliest waiting task with ``expires_at`` expires (may be stale-early)."""
+        return self._expiries[0][0] if self._expiries else None
+
     # ------------------------------------------------------------------ recovery
 
     @classmethod
@@ -184,15 +196,18 @@ class Machine:
         now: float,
         fx: Effects,
         keys: Iterable[ApiKey] = (),
+        revived: Iterable[tuple[float, TaskId]] = (),
     ) -> Machine:
         """Rebuild from stored records (live tasks, workers, keys, the machine record).
 
         ``terminal_state`` looks up a task that is not live (a finished dependency). The
         result is the state the machine had when those records were written; leases are not
         judged here (the broker applies ``ExpireLeases`` next, a command like any other).
-        Repairs, if storage holds a dependant of a failed task, go to ``fx``.
+        Repairs, if storage holds a dependant of a failed task, go to ``fx``. ``revived``:
+        the ``ttl-revived/`` entries (purge time, task id) of the result-lifetime index.
         """
         m = cls()
+        m._revived = dict.fromkeys(sorted(revived))
         if meta is not None:
             m.meta = meta
         for rec in workers:
@@ -208,6 +223,8 @@ class Machine:
             m._tasks[task.id] = task
             m._bump(task.queue, task.state, 1)
             state = task.state
+            if task.expires_at is not None and state in EXPIRABLE:
+                m._expiries.append((task.expires_at, task.id))
             if state is PENDING:
                 pending.append(task)
             elif state is IN_PROGRESS:
@@ -222,6 +239,7 @@ class Machine:
         for task in pending:
             m._queue(task.queue).push(task)
         heapq.heapify(m._timers)
+        heapq.heapify(m._expiries)
         failed: list[tuple[Task, TaskId, TaskState]] = []
         for task in waiting_deps:
             waiting: dict[TaskId, None] = {}
@@ -268,6 +286,16 @@ class Machine:
             },
             "timers": timers,
             "waiting": sorted((i, sorted(w)) for i, w in self._waiting.items()),
+            "expiries": sorted(
+                {
+                    (at, i)
+                    for at, i in self._expiries
+                    if (t := self._tasks.get(i)) is not None
+                    and t.state in EXPIRABLE
+                    and t.expires_at == at
+                }
+            ),
+            "revived": sorted(self._revived),
             "workers": sorted(encode(w) for w in self._workers.values()),
             "held": sorted((w, sorted(h)) for w, h in self._held.items() if h),
             "idempotency": sorted((k, encode(r)) for k, r in self._idem.items()),
@@ -339,6 +367,8 @@ class Machine:
             scheduled_at=t.scheduled_at, max_retries=t.max_retries, timeout=t.timeout,
             retry=t.retry, depends_on=t.depends_on, tags=t.tags,
             idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+            lifetime=None if t.result_ttl is None and t.failure_ttl is None
+            else Lifetime(t.result_ttl, t.failure_ttl),
         )  # fmt: skip
         self._tasks[t.id] = task
         if t.idempotency_key is not None:
@@ -374,6 +404,8 @@ class Machine:
             task.state = SCHEDULED
         else:
             self._enqueue(task)
+        if t.expires_at is not None:
+            heapq.heappush(self._expiries, (t.expires_at, t.id))
         self._bump(task.queue, task.state, 1)
         fx.mutations.append((Family.PENDING, task.id, encode_task(task)))
         fx.event(task)
@@ -403,9 +435,11 @@ class Machine:
                 room -= size
             self._bump(task.queue, PENDING, -1)
             if task.expires_at is not None and task.expires_at <= now:
-                task.error = "expired before it started"
+                task.error = EXPIRED_ERROR
+                task.completed_at = now
                 self._bump(task.queue, CANCELLED, 1)
                 self.meta.counters.cancelled += 1
+                self.meta.counters.expired += 1
                 task.transition(CANCELLED, now)
                 self._finish(task, now, fx, old=Family.PENDING)
                 continue
@@ -489,6 +523,8 @@ class Machine:
                 fx.put_task(Family.FAILED, task)
                 fx.event(task)
                 heapq.heappush(self._timers, (task.scheduled_at, task.id))
+                if task.expires_at is not None:  # its entry may have been met while it ran
+                    heapq.heappush(self._expiries, (task.expires_at, task.id))
                 self.meta.counters.retried += 1
             else:
                 task.completed_at = now
@@ -598,6 +634,8 @@ class Machine:
         task.lease_expires_at = None
         self._set(task, PENDING, now)
         self._queue(task.queue).push(task)
+        if task.expires_at is not None:  # its entry may have been met while it ran
+            heapq.heappush(self._expiries, (task.expires_at, task.id))
         fx.delete(Family.IN_PROGRESS, task.id)
         fx.put_task(Family.PENDING, task)
         fx.event(task)
@@ -720,6 +758,15 @@ class Machine:
                 lease_expires_at=None, completed_at=None, started_at=None, progress=0,
                 progress_message=None, scheduled_at=None,
             )  # fmt: skip
+            if stored.lifetime is not None and stored.lifetime.purge_at is not None:
+                task.lifetime = msgspec.structs.replace(stored.lifetime, purge_at=None)
+                # Its index entry stays (the purge job may have read it already): marked, it
+                # will delete only itself when due, never the record this attempt leaves.
+                entry = (stored.lifetime.purge_at, task.id)
+                self._revived[entry] = None
+                fx.put(Family.METADATA, ttl_key(*entry, TTL_REVIVED_PREFIX), b"")
+            if task.expires_at is not None:
+                heapq.heappush(self._expiries, (task.expires_at, task.id))
             self._tasks[task.id] = task
             self._bump(task.queue, DEAD, 1)
             self._set(task, PENDING, now)
@@ -744,6 +791,50 @@ class Machine:
             purged.append(task_id)
         self.meta.counters.purged += len(purged)
         return Affected(purged)
+
+    def _purge_results(self, cmd: c.PurgeResults, fx: Effects) -> Affected:
+        for e in (*cmd.entries, *cmd.orphans):
+            if e.state is not COMPLETED and e.state is not DEAD:
+                raise ValidationError(
+                    f"purge results: {e.state.value} tasks have no result lifetime"
+                )
+        purged: list[TaskId] = []
+        for n, e in enumerate((*cmd.orphans, *cmd.entries)):
+            entry = (e.purge_at, e.task_id)
+            fx.delete(Family.METADATA, ttl_key(*entry))
+            if entry in self._revived:  # retried since: a later record may stand there now
+                del self._revived[entry]
+                fx.delete(Family.METADATA, ttl_key(*entry, TTL_REVIVED_PREFIX))
+                continue
+            # An orphan's record is gone already; a live task with an entry not marked
+            # revived cannot happen unless storage was edited: keep it.
+            if n < len(cmd.orphans) or e.task_id in self._tasks:
+                continue
+            fx.delete(FAMILY_OF_STATE[e.state], e.task_id)
+            purged.append(e.task_id)
+        self.meta.counters.results_expired += len(purged)
+        return Affected(purged)
+
+    def _expire_tasks(self, cmd: c.ExpireTasks, fx: Effects) -> Affected:
+        now, heap, expired = cmd.now, self._expiries, list[TaskId]()
+        limit = cmd.max_tasks if cmd.max_tasks > 0 else -1
+        while heap and heap[0][0] <= now and len(expired) != limit:
+            at, task_id = heapq.heappop(heap)
+            task = self._tasks.get(task_id)
+            if task is None or task.state not in EXPIRABLE or task.expires_at != at:
+                continue  # ended, or running: a running task runs to its end
+            old = task.state
+            if old is PENDING:
+                self._queues[task.queue].discard(task)
+            self._waiting.pop(task_id, None)
+            task.error = expiry_error(task)
+            task.completed_at = now
+            self._set(task, CANCELLED, now)
+            self._finish(task, now, fx, old=FAMILY_OF_STATE[old])
+            self.meta.counters.cancelled += 1
+            self.meta.counters.expired += 1
+            expired.append(task_id)
+        return Affected(expired)
 
     # ------------------------------------------------------------------ API keys
 
@@ -800,6 +891,15 @@ class Machine:
             if held is not None:
                 held.pop(task.id, None)
 
+    def _index_result(self, task: Task, life: Lifetime, purge_at: float, fx: Effects) -> None:
+        """Give a finished task its purge time and its entry in the result-lifetime index."""
+        task.lifetime = msgspec.structs.replace(life, purge_at=purge_at)
+        entry = (purge_at, task.id)
+        fx.put(Family.METADATA, ttl_key(*entry), task.state.value.encode())
+        if entry in self._revived:  # the same key again: from now on it stands for this record
+            del self._revived[entry]
+            fx.delete(Family.METADATA, ttl_key(*entry, TTL_REVIVED_PREFIX))
+
     def _finish(self, task: Task, now: float, fx: Effects, old: Family | None = None) -> None:
         """Write a task that reached a terminal state, forget it, and settle its dependants
         (they become ready, or fail in turn: a worklist, so long chains cannot recurse)."""
@@ -809,6 +909,8 @@ class Machine:
             t, old_family = work.pop()
             if old_family is not None:
                 add((old_family, t.id, None))
+            if (life := t.lifetime) is not None and (ttl := ttl_of(t)) is not None:
+                self._index_result(t, life, now + ttl, fx)
             add((FAMILY_OF_STATE[t.state], t.id, encode_task(t)))
             fx.event(t)
             del self._tasks[t.id]
@@ -875,3 +977,5 @@ def _validate_new(t: c.NewTask) -> None:
         raise ValidationError(f"timeout must be > 0 seconds, got {t.timeout}")
     if len(t.id) != 16:
         raise ValidationError(f"task id must be 16 bytes, got {len(t.id)}")
+    if t.result_ttl is not None or t.failure_ttl is not None or t.expires_at is not None:
+        validate_lifetimes(t)

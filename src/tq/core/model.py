@@ -116,6 +116,16 @@ class RetryPolicy(msgspec.Struct, frozen=True, array_like=True):
         return max(0.0, min(d, self.max_delay))
 
 
+class Lifetime(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """Seconds a task is kept once completed (``result_ttl``) or dead-lettered
+    (``failure_ttl``), None: the broker-wide retention; and, once it finished with one of
+    them, ``purge_at``: when it is deleted."""
+
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
+    purge_at: float | None = None
+
+
 class Task(msgspec.Struct, array_like=True, gc=False):
     """One task. ``gc=False``: a Task never references another object that could form a cycle,
     and skipping GC tracking saves memory and collector time with a million live tasks."""
@@ -152,6 +162,21 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     started_at: float | None = None
     #: The exception type a handler raised (``error`` holds its message).
     error_type: str | None = None
+    #: How long the task is kept once finished (``tq.core.lifetimes``); None: no lifetime of
+    #: its own. One field for three values: a task without costs 8 bytes, not 24.
+    lifetime: Lifetime | None = None
+
+    @property
+    def result_ttl(self) -> float | None:
+        return None if self.lifetime is None else self.lifetime.result_ttl
+
+    @property
+    def failure_ttl(self) -> float | None:
+        return None if self.lifetime is None else self.lifetime.failure_ttl
+
+    @property
+    def purge_at(self) -> float | None:
+        return None if self.lifetime is None else self.lifetime.purge_at
 
     def transition(self, to: TaskState, now: float) -> None:
         if to not in TRANSITIONS[self.state]:

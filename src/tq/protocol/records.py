@@ -96,6 +96,9 @@ class TaskSpec(WireStruct, kw_only=True, frozen=True):
     tags: dict[str, str] | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)] | None = None
     expires_at: Timestamp | None = None
+    #: Seconds the task is kept once completed / dead-lettered (None: the broker's default).
+    result_ttl: Seconds | None = None
+    failure_ttl: Seconds | None = None
 
 
 class ClaimedTask(WireStruct, kw_only=True, frozen=True):
@@ -170,6 +173,10 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     #: True: ``result``, ``error``, ``error_type``, ``progress_message`` and ``tags`` were left
     #: out, because this record alone is larger than the reply it is in may carry.
     truncated: bool = False
+    result_ttl: Seconds | None = None
+    failure_ttl: Seconds | None = None
+    #: When this finished task is deleted, by its result_ttl or failure_ttl.
+    purge_at: Timestamp | None = None
 
 
 class ActResult(WireStruct, kw_only=True, frozen=True):

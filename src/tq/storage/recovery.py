@@ -36,6 +36,7 @@ from tq.core.machine import Machine
 from tq.core.model import Task, TaskState, decode_task
 from tq.errors import StorageError
 from tq.storage.base import Store
+from tq.storage.lifetimes import revived_entries
 
 T = TypeVar("T")
 
@@ -70,6 +71,7 @@ def recover(store: Store, now: float) -> Recovered:
         now=now,
         fx=fx,
         keys=list(_keys(store)),
+        revived=revived_entries(store),
     )
     return Recovered(machine, fx, count)
 

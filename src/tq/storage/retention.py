@@ -4,7 +4,8 @@ The machine keeps no finished task in memory, so the purge job scans the complet
 (completed and cancelled tasks) here and turns what it finds into a ``PurgeTasks`` command;
 every replica then deletes exactly the same ids. A scan resumes from a cursor, so one call
 does bounded work and the broker can spread a large purge over many loop turns. After a
-purge, ``Store.compact`` reclaims the space the deletes left behind.
+purge, ``Store.compact`` reclaims the space the deletes left behind. A task given a
+``result_ttl`` or ``failure_ttl`` is left to its own lifetime (``tq.storage.lifetimes``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def find_expired(
         if scanned == scan_limit:
             return Expired(tuple(ids), tuple(states), key)
         task = decode_task(value)
+        if task.purge_at is not None:  # a task with a lifetime of its own: the TTL job's
+            continue
         finished = task.completed_at if task.completed_at is not None else task.updated_at
         if finished < cutoff:
             ids.append(TaskId(key))
