@@ -168,6 +168,12 @@ class BrokerSettings(_Section):
     """How long an idempotency key maps a duplicate submit to the existing task."""
     shutdown_timeout_s: Seconds = 30.0
     """On SIGTERM/SIGINT: time to drain connections and flush storage before exiting."""
+    schedule_misfire_grace_s: Seconds = 10.0
+    """A cron or interval firing later than this (the broker was down or overloaded) is a
+    missed firing, handled by its schedule's missed policy (skip, once, all)."""
+    schedule_catch_up_max: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Missed policy ``all``: at most this many missed firings of one schedule are fired after
+    downtime (the latest ones); older missed firings are skipped."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
