@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -130,18 +129,3 @@ def test_a_bad_name_is_refused(client: Client) -> None:
     with pytest.raises(TqError) as bad:
         client.create_schedule(schedule_spec("has space", "sched.bad", interval=5))
     assert "name" in bad.value.message
-
-
-def test_a_task_in_the_past_of_a_slow_firing_is_still_one_per_time(tmp_path: Path) -> None:
-    """The broker's grace for late firings is configurable; a schedule with policy once fires
-    one task for the latest missed time after a restart (the Done-when test covers all and
-    skip: tests/integration/test_schedules_crash.py)."""
-    with BrokerProcess(tmp_path / "data") as broker, Client(broker.url) as c:
-        c.create_schedule(schedule_spec("once", "sched.once", interval=1, missed="once"))
-        wait_for("a firing", lambda: c.get_schedule("once").fired >= 1 or None)
-        broker.kill()
-        broker.start()
-        before = c.get_schedule("once").fired
-        wait_for("a firing after restart", lambda: c.get_schedule("once").fired > before or None)
-        tasks = tasks_of(c, "once", "sched.once")
-        assert len({t.scheduled_at for t in tasks}) == len(tasks) == c.get_schedule("once").fired
