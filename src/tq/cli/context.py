@@ -196,6 +196,8 @@ _TIME_FIELDS = frozenset(
         "registered_at",
         "last_heartbeat",
         "revoked_at",
+        "next_at",
+        "last_fired_at",
     }
 )
 
