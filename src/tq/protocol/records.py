@@ -320,17 +320,17 @@ class ScheduleInfo(WireStruct, kw_only=True, frozen=True):
 
     name: str
     cron: str | None = None
-    interval: float | None = None
+    interval: IntervalSeconds | None = None
     timezone: str = "UTC"
     task_type: str
     queue: str = DEFAULT_QUEUE
     payload: bytes = b""
     priority: Priority = DEFAULT_PRIORITY
     max_retries: Count | None = None
-    timeout: float | None = None
+    timeout: PositiveSeconds | None = None
     retry: RetrySpec | None = None
     tags: dict[str, str] | None = None
-    expires_after: float | None = None
+    expires_after: PositiveSeconds | None = None
     missed: str = DEFAULT_MISSED
     paused: bool = False
     next_at: Timestamp | None = None
