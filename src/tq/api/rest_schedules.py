@@ -8,10 +8,11 @@ use cases, which check the caller's permission and judge the cron expression and
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
+from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from tq.api.fields import (
     NUMBER,
@@ -28,14 +29,58 @@ from tq.api.responses import ErrorResponse, rfc3339, text_and_base64
 from tq.api.rest import Service, errors
 from tq.api.rest_contract import known_query
 from tq.api.schemas import RetryIn
-from tq.core.schedules import NAME
+from tq.broker.cron import check_cron
+from tq.core.schedules import CRON, NAME
 from tq.core.times import format_rfc3339
+from tq.errors import ValidationError
 from tq.protocol.records import MAX_SECONDS, RetrySpec, ScheduleInfo, ScheduleSpec
 
 router = APIRouter(dependencies=[Depends(known_query)])
 NAME_PATTERN = f"^{NAME.pattern}$"
 ScheduleName = Annotated[str, Field(pattern=NAME_PATTERN)]
 Interval = Annotated[float, Field(ge=1, le=MAX_SECONDS), NUMBER]
+
+
+def _cron(expr: str) -> str:
+    try:
+        check_cron(expr)
+    except ValidationError as e:
+        raise ValueError(e.message) from None
+    return expr
+
+
+#: Checked by the broker's own rules (the message names what is wrong); the schema publishes
+#: the grammar (``tq.core.schedules.CRON``) as a pattern.
+CronText = Annotated[
+    str,
+    AfterValidator(_cron),
+    WithJsonSchema({"type": "string", "pattern": f"^{CRON.pattern}$"}),
+]
+#: The zones this broker's tz database holds: the schema names exactly what is accepted.
+ZONES: Final = frozenset(available_timezones() | {"UTC"})
+
+
+def _known_zone(name: str) -> str:
+    if name not in ZONES:
+        raise ValueError(f"timezone: unknown time zone {name!r} (an IANA name such as UTC)")
+    return name
+
+
+Zone = Annotated[
+    str,
+    AfterValidator(_known_zone),
+    WithJsonSchema({"type": "string", "enum": sorted(ZONES)}),
+]
+#: Exactly one of cron and interval (null counts as not given); an interval takes no zone.
+_ONE_TIMING: dict[str, Any] = {
+    "oneOf": [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"},
+                                              "interval": {"type": "null"}}},
+        {"required": ["interval"], "properties": {"interval": {"type": "number"},
+                                                  "cron": {"type": "null"},
+                                                  "timezone": {"const": "UTC"}}},
+    ]
+}  # fmt: skip
 
 
 class ScheduleCreate(BaseModel):
@@ -48,15 +93,19 @@ class ScheduleCreate(BaseModel):
         extra="forbid",
         allow_inf_nan=False,
         frozen=True,
-        json_schema_extra={"allOf": [not_both("payload", "payload_base64")]},
+        json_schema_extra={"allOf": [not_both("payload", "payload_base64"), _ONE_TIMING]},
     )
 
     name: ScheduleName
-    cron: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
-        None, description='a cron expression: "*/5 * * * *", "0 3 * * 1-5", @hourly'
+    cron: CronText | None = Field(
+        None,
+        description='a cron expression (not with interval): "*/5 * * * *", "0 3 * * 1-5", '
+        "@hourly; one naming no date that exists (0 0 30 2 *) never fires",
     )
-    interval: Interval | None = Field(None, description="seconds between firings (>= 1)")
-    timezone: Annotated[Text, Field(min_length=1, max_length=64)] = Field(
+    interval: Interval | None = Field(
+        None, description="seconds between firings, at least 1 (not with cron)"
+    )
+    timezone: Zone = Field(
         "UTC", description="IANA time zone of the cron expression, e.g. Europe/Berlin"
     )
     task_type: Name
@@ -83,6 +132,14 @@ class ScheduleCreate(BaseModel):
     def _one_payload(self) -> Self:
         if self.payload is not None and self.payload_base64 is not None:
             raise ValueError("give payload or payload_base64, not both")
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError(
+                "cron, interval: give exactly one of a cron expression or an interval in seconds"
+            )
+        if self.interval is not None and self.timezone != "UTC":
+            raise ValueError(
+                "timezone: applies to cron schedules only (an interval counts elapsed seconds)"
+            )
         return self
 
     def spec(self) -> ScheduleSpec:

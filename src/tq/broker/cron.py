@@ -18,16 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from tq.core.schedules import Schedule
+from tq.core.schedules import CRON, MACROS, Schedule
 from tq.errors import ValidationError
 
 #: Macros croniter reads; those firing at a fixed hour skip a repeated wall-clock time.
 _HOURLY_MACROS: Final = frozenset({"@hourly"})
-_MACROS: Final = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
+_MACROS: Final = frozenset(MACROS)
 #: Cron times examined in a row before a search gives up (no real expression needs many:
-#: "0 0 29 2 *" finds its next time within 8 years).
+#: "0 0 29 2 *" finds its next time within 8 years; one naming no date, "0 0 30 2 *", makes
+#: croniter give up by itself).
 _MAX_STEPS: Final = 100_000
 
 
@@ -45,15 +44,23 @@ def zone(name: str) -> ZoneInfo:
 
 
 def check_cron(expr: str) -> None:
-    """ValidationError naming the field and what croniter found wrong."""
-    fields = expr.split()
-    if expr.strip() in _MACROS:
+    """ValidationError naming the field and what is wrong: the grammar every door accepts
+    (``tq.core.schedules.CRON``), then croniter's own reading."""
+    if expr in _MACROS:
         return
+    fields = expr.split(" ")
     if len(fields) not in (5, 6):
         raise ValidationError(
             f"cron: {expr!r} has {len(fields)} fields; a cron expression has 5 (minute hour "
-            "day-of-month month day-of-week), or 6 with seconds last, or is a macro such as "
-            "@hourly"
+            "day-of-month month day-of-week) separated by single spaces, or 6 with seconds "
+            "last, or is a macro such as @hourly"
+        )
+    if CRON.fullmatch(expr) is None:
+        raise ValidationError(
+            f"cron: {expr!r} is not a valid cron expression (fields separated by single "
+            "spaces, each *, a value or a range in its bounds, with an optional /step, "
+            "comma-separated: minute 0-59, hour 0-23, day 1-31, month 1-12 or jan-dec, "
+            "weekday 0-7 or sun-sat, seconds 0-59)"
         )
     try:
         croniter(expr)
@@ -84,16 +91,17 @@ class Timing:
             check_cron(self.cron)
         zone(self.timezone)
 
-    def first_after(self, now: float) -> float:
-        """The first firing strictly after ``now`` (of a schedule created or resumed now)."""
+    def first_after(self, now: float) -> float | None:
+        """The first firing strictly after ``now`` (of a schedule created or resumed now);
+        None for a cron expression naming no date that exists (``0 0 30 2 *``)."""
         if self.interval is not None:
             return now + self.interval
         assert self.cron is not None
         return _cron_next(self.cron, zone(self.timezone), now)
 
-    def due(self, next_at: float, now: float, most: int) -> tuple[list[float], float]:
+    def due(self, next_at: float, now: float, most: int) -> tuple[list[float], float | None]:
         """The latest ``most`` firing times in ``next_at..now`` (ascending; ``next_at`` is one
-        of this timing's times), and the first firing time after ``now``."""
+        of this timing's times), and the first firing time after ``now`` (if any)."""
         if self.interval is not None:
             step = self.interval
             n = math.floor((now - next_at) / step) + 1 if now >= next_at else 0
@@ -121,14 +129,17 @@ def _repeated(ts: float, tz: ZoneInfo) -> bool:
     return first.utcoffset() != local.utcoffset()
 
 
-def _cron_next(expr: str, tz: ZoneInfo, after: float) -> float:
+def _cron_next(expr: str, tz: ZoneInfo, after: float) -> float | None:
     it = croniter(expr, datetime.fromtimestamp(after, tz))
     skip_repeats = not _hour_is_wildcard(expr)
-    for _ in range(_MAX_STEPS):
-        ts = float(it.get_next(float))
-        if ts > after and not (skip_repeats and _repeated(ts, tz)):
-            return ts
-    raise ValidationError(f"cron: {expr!r} names no time in the foreseeable future")
+    try:
+        for _ in range(_MAX_STEPS):
+            ts = float(it.get_next(float))
+            if ts > after and not (skip_repeats and _repeated(ts, tz)):
+                return ts
+    except CroniterError:  # croniter searched its horizon (decades): no such date
+        pass
+    return None
 
 
 def _cron_latest(expr: str, tz: ZoneInfo, first: float, now: float, most: int) -> list[float]:
@@ -139,14 +150,17 @@ def _cron_latest(expr: str, tz: ZoneInfo, first: float, now: float, most: int) -
     it = croniter(expr, datetime.fromtimestamp(math.floor(now), tz) + timedelta(seconds=1))
     skip_repeats = not _hour_is_wildcard(expr)
     out: list[float] = []
-    for _ in range(_MAX_STEPS):
-        if len(out) >= most:
-            break
-        ts = float(it.get_prev(float))
-        if ts < first:
-            break
-        if ts > now or (skip_repeats and _repeated(ts, tz)):
-            continue
-        out.append(ts)
+    try:
+        for _ in range(_MAX_STEPS):
+            if len(out) >= most:
+                break
+            ts = float(it.get_prev(float))
+            if ts < first:
+                break
+            if ts > now or (skip_repeats and _repeated(ts, tz)):
+                continue
+            out.append(ts)
+    except CroniterError:  # no earlier date within croniter's horizon
+        pass
     out.reverse()
     return out

@@ -51,8 +51,9 @@ def schedule_info(s: Schedule) -> ScheduleInfo:
 
 
 def new_schedule(spec: ScheduleSpec, now: float, b: BrokerSettings) -> Schedule:
-    """A wire spec as a Schedule whose first firing is after ``now``; ValidationError naming
-    the first bad field (cron expression, time zone, tags, payload size, ...)."""
+    """A wire spec as a Schedule whose first firing is after ``now`` (none for a cron
+    expression naming no date that exists: it never fires, as in Vixie cron); ValidationError
+    naming the first bad field (cron expression, time zone, tags, payload size, ...)."""
     if spec.interval is not None and spec.timezone != "UTC":
         raise ValidationError(
             "timezone: applies to cron schedules only (an interval counts elapsed seconds)"

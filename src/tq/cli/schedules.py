@@ -31,6 +31,12 @@ def _every(s: ScheduleInfo) -> str:
     return f"every {s.interval:g}s"
 
 
+def _next_run(s: ScheduleInfo) -> str:
+    if s.paused:
+        return "paused"
+    return "never" if s.next_at is None else table_time(s.next_at)
+
+
 def _detail(s: ScheduleInfo) -> str:
     data = schedule_data(s)
     width = max(len(k) for k in data)
@@ -94,8 +100,7 @@ def create_cmd(
     )  # fmt: skip
     with connect(ctx) as client:
         made = client.create_schedule(spec, replace=replace)
-    when = table_time(made.next_at) or "never (paused)"
-    emit(ctx, schedule_data(made), f"schedule {made.name}: next run {when}")
+    emit(ctx, schedule_data(made), f"schedule {made.name}: next run {_next_run(made)}")
 
 
 @schedules_group.command("list")
@@ -110,7 +115,7 @@ def list_cmd(ctx: CliContext) -> None:
     for s in found:
         table.add_row(
             Text(s.name), Text(_every(s)), Text(s.task_type), Text(s.queue),
-            "paused" if s.paused else table_time(s.next_at), table_time(s.last_fired_at),
+            _next_run(s), table_time(s.last_fired_at),
             str(s.fired),
         )  # fmt: skip
     emit(ctx, [schedule_data(s) for s in found], table)
@@ -143,7 +148,7 @@ def resume_cmd(ctx: CliContext, name: str) -> None:
     """Fire again from now (firings missed while paused are not made)."""
     with connect(ctx) as client:
         s = client.resume_schedule(name)
-    emit(ctx, schedule_data(s), f"resumed {s.name}: next run {table_time(s.next_at)}")
+    emit(ctx, schedule_data(s), f"resumed {s.name}: next run {_next_run(s)}")
 
 
 @schedules_group.command("delete")

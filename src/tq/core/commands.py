@@ -218,7 +218,7 @@ class ResumeSchedule(_Command, frozen=True, tag=22):
     missed while paused are not caught up); a schedule not paused is left as it is."""
 
     name: str
-    next_at: float
+    next_at: float | None
 
 
 class DeleteSchedule(_Command, frozen=True, tag=23):
@@ -230,13 +230,14 @@ class Firing(msgspec.Struct, array_like=True, frozen=True):
     it answers (a firing for any other is stale: a duplicate, or planned before a change, and
     applies nothing); ``times`` the scheduled times it submits a task for, ascending, with one
     new id each in ``task_ids`` (empty when the missed policy skips them all); ``next_at`` the
-    schedule's next firing time after it."""
+    schedule's next firing time after it (None: there is none, the expression names no later
+    date)."""
 
     name: str
     due: float
     times: tuple[float, ...]
     task_ids: tuple[TaskId, ...]
-    next_at: float
+    next_at: float | None
 
 
 class FireSchedules(_Command, frozen=True, tag=24):

@@ -144,7 +144,7 @@ def _refusal(s: Schedule | None, f: c.Firing, now: float) -> int:
         return ErrorCode.INVALID_ARGUMENT
     if times and (times[0] < f.due or times[-1] > now):
         return ErrorCode.INVALID_ARGUMENT
-    if f.next_at <= (times[-1] if times else f.due):
+    if f.next_at is not None and f.next_at <= (times[-1] if times else f.due):
         return ErrorCode.INVALID_ARGUMENT
     return OK
 

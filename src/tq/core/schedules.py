@@ -19,6 +19,35 @@ from tq.errors import ValidationError
 
 #: A schedule's name: it appears in REST paths and CLI arguments, so a conservative alphabet.
 NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}")
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+def _field(value: str) -> str:
+    item = rf"(?:\*|{value}(?:-{value})?)(?:/[1-9][0-9]{{0,2}})?"
+    return rf"{item}(?:,{item})*"
+
+
+_MINUTE = r"(?:[0-5]?[0-9])"
+_HOUR = r"(?:[01]?[0-9]|2[0-3])"
+_DAY = r"(?:0?[1-9]|[12][0-9]|3[01])"
+_MONTHS: Final = (
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+)  # fmt: skip
+_WEEKDAYS: Final = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+_MONTH = "(?:0?[1-9]|1[0-2]|" + "|".join(map(_any_case, _MONTHS)) + ")"
+_WEEKDAY = "(?:0?[0-7]|" + "|".join(map(_any_case, _WEEKDAYS)) + ")"
+MACROS: Final = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+#: The cron grammar every door accepts (the REST schema publishes it as a pattern): five
+#: fields ``minute hour day-of-month month day-of-week`` separated by single spaces, a sixth
+#: of seconds last, or a macro; a field is ``*`` or a value or range, with a ``/step``, in a
+#: comma-separated list; months and weekdays also by their three-letter names.
+CRON: Final = re.compile(
+    f"(?:{'|'.join(MACROS)}|{_field(_MINUTE)} {_field(_HOUR)} {_field(_DAY)} {_field(_MONTH)} "
+    f"{_field(_WEEKDAY)}(?: {_field(_MINUTE)})?)"
+)
 #: The shortest interval between firings: one task per firing, at most once a second.
 MIN_INTERVAL: Final = 1.0
 #: Tags every task a schedule submits carries: which schedule, and for which time.
@@ -54,7 +83,9 @@ class TaskTemplate(msgspec.Struct, array_like=True, frozen=True):
 class Schedule(msgspec.Struct, array_like=True, frozen=True):
     """One schedule as stored under ``b"schedule/" + name``. Exactly one of ``cron`` (in
     ``timezone``) and ``interval`` (seconds) is set. ``next_at``: the time of its next firing
-    (None while paused); ``last_fired_at``: the scheduled time of its latest firing."""
+    (None while paused, or for a cron expression naming no date that exists, such as February
+    30th, which as in Vixie cron is accepted and never fires); ``last_fired_at``: the
+    scheduled time of its latest firing."""
 
     name: str
     cron: str | None
@@ -107,14 +138,14 @@ def validate_schedule(s: Schedule) -> None:
         raise ValidationError(
             "cron, interval: give exactly one of a cron expression or an interval in seconds"
         )
-    if s.cron is not None and not s.cron.strip():
-        raise ValidationError("cron: the expression is empty")
+    if s.cron is not None and CRON.fullmatch(s.cron) is None:
+        raise ValidationError(f"cron: {s.cron[:200]!r} is not a cron expression")
     if s.interval is not None and not MIN_INTERVAL <= s.interval <= 1e10:
         raise ValidationError(f"interval: {s.interval:g} s is outside {MIN_INTERVAL:g}..1e10 s")
     if not s.timezone:
         raise ValidationError("timezone: empty (UTC is the default)")
-    if s.paused != (s.next_at is None):
-        raise ValidationError("next_at: set exactly when the schedule is not paused")
+    if s.paused and s.next_at is not None:
+        raise ValidationError("next_at: a paused schedule has none")
     t = s.template
     if not t.task_type:
         raise ValidationError("task_type must not be empty")
