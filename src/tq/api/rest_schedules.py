@@ -12,7 +12,15 @@ from typing import Annotated, Any, Final, Literal, Self
 from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from tq.api.fields import (
     NUMBER,
@@ -125,8 +133,9 @@ class ScheduleCreate(BaseModel):
         description="firings missed while the broker was down: skip them, fire once (the "
         "latest), or fire all (the latest broker.schedule_catch_up_max)",
     )
-    paused: bool = False
-    replace: bool = False
+    # Strict: a JSON boolean, not 0 or "true" (the schema says boolean).
+    paused: StrictBool = False
+    replace: StrictBool = False
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
