@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.cli_procs import wait_for
@@ -129,3 +131,19 @@ def test_a_bad_name_is_refused(client: Client) -> None:
     with pytest.raises(TqError) as bad:
         client.create_schedule(schedule_spec("has space", "sched.bad", interval=5))
     assert "name" in bad.value.message
+
+
+def test_metrics_count_schedules_by_state_and_their_firings(tmp_path: Path) -> None:
+    settings = {"monitoring.prometheus_enabled": True}
+    with BrokerProcess(tmp_path / "data", settings=settings) as broker, Client(broker.url) as c:
+        url = f"http://127.0.0.1:{broker.ports['metrics_port']}/metrics"
+        c.create_schedule(schedule_spec("m-beat", "sched.m", interval=1))
+        c.create_schedule(schedule_spec("m-held", "sched.m", interval=60, paused=True))
+        wait_for("a firing", lambda: c.get_schedule("m-beat").fired >= 1 or None)
+        text = httpx.get(url, timeout=10).text
+        assert 'tq_schedules{state="active"} 1.0' in text
+        assert 'tq_schedules{state="paused"} 1.0' in text
+        (firings,) = [
+            line for line in text.splitlines() if line.startswith("tq_schedule_firings_total")
+        ]
+        assert float(firings.split()[-1]) >= 1
