@@ -201,7 +201,8 @@ class CreateSchedule(_Command, frozen=True, tag=20):
     taken is SCHEDULE_ALREADY_EXISTS unless ``replace``: then a definition unchanged keeps the
     stored schedule as it is (its next firing time above all: a worker declaring its periodic
     tasks on every start must neither shift nor double a firing), and a changed one takes the
-    new definition and ``next_at``, keeping its history and whether it is paused."""
+    new definition and ``next_at``, keeping its history, and paused if it was or if the new
+    one asks to be."""
 
     schedule: Schedule
     replace: bool = False

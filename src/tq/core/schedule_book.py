@@ -73,8 +73,9 @@ class ScheduleBook:
                 )
             if old.same_definition(new):
                 return DONE
+            paused = old.paused or new.paused  # a pause is lifted by resume only
             new = msgspec.structs.replace(
-                new, paused=old.paused, next_at=None if old.paused else new.next_at,
+                new, paused=paused, next_at=None if paused else new.next_at,
                 last_fired_at=old.last_fired_at, fired=old.fired, created_at=old.created_at,
                 updated_at=cmd.now,
             )  # fmt: skip
