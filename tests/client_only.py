@@ -29,6 +29,7 @@ SERVER_MODULES = (
     "prometheus_client",
     "bcrypt",
     "aetcd",
+    "croniter",
     "starlette",
 )
 

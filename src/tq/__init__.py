@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         TaskHandle,
         TlsConfig,
         handler,
+        periodic,
         set_default_client,
         task,
     )
@@ -53,6 +54,7 @@ _CLIENT_EXPORTS = frozenset(
         "TaskHandle",
         "TlsConfig",
         "handler",
+        "periodic",
         "set_default_client",
         "task",
     }
@@ -104,6 +106,7 @@ __all__ = [
     "__version__",
     "current_task",
     "handler",
+    "periodic",
     "set_default_client",
     "task",
 ]

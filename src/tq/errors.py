@@ -61,6 +61,8 @@ class ErrorCode(IntEnum):
     WORKER_NOT_FOUND = 3005
     KEY_NOT_FOUND = 3006
     KEY_ALREADY_EXISTS = 3007
+    SCHEDULE_ALREADY_EXISTS = 3008
+    SCHEDULE_NOT_FOUND = 3009
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -133,6 +135,10 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
     ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
     ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
+    ErrorCode.SCHEDULE_ALREADY_EXISTS: _CodeInfo(
+        409, "ALREADY_EXISTS", "a schedule has that name (ask to replace it)"
+    ),
+    ErrorCode.SCHEDULE_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no schedule with that name"),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
         503, "RESOURCE_EXHAUSTED", "connection limit reached"
@@ -293,7 +299,12 @@ for _cls, _codes in (
     ),
     (
         NotFoundError,
-        (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND, ErrorCode.KEY_NOT_FOUND),
+        (
+            ErrorCode.TASK_NOT_FOUND,
+            ErrorCode.WORKER_NOT_FOUND,
+            ErrorCode.KEY_NOT_FOUND,
+            ErrorCode.SCHEDULE_NOT_FOUND,
+        ),
     ),
     (
         ConflictError,
@@ -303,6 +314,7 @@ for _cls, _codes in (
             ErrorCode.LEASE_MISMATCH,
             ErrorCode.DEPENDENCY_NOT_FOUND,
             ErrorCode.KEY_ALREADY_EXISTS,
+            ErrorCode.SCHEDULE_ALREADY_EXISTS,
         ),
     ),
     (QueueFullError, (ErrorCode.QUEUE_FULL,)),

@@ -39,6 +39,13 @@ from tq.core.layout import (
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
 from tq.core.replies import Affected, ClaimReply, ItemCodes
+from tq.core.schedules import (
+    SCHEDULE_PREFIX,
+    Missed,
+    Schedule,
+    TaskTemplate,
+    decode_schedule,
+)
 from tq.errors import ErrorCode, TqError
 
 S = TaskState
@@ -274,6 +281,25 @@ class Reference:
                 self._lost(t, now)
 
 
+@dataclass
+class RefSchedule:
+    interval: float
+    queue: str
+    priority: int
+    paused: bool
+    next_at: float | None
+    fired: int = 0
+    last: float | None = None
+
+
+def _schedule(name: str, interval: float, queue: str, prio: int, now: float) -> Schedule:
+    template = TaskTemplate("tick", queue, b"s", prio, max_retries=1)
+    return Schedule(
+        name, None, interval, "UTC", template, Missed.ALL, False, now + interval, None, 0,
+        now, now,
+    )  # fmt: skip
+
+
 class MachineVsReference(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -287,6 +313,7 @@ class MachineVsReference(RuleBasedStateMachine):
         self.keys: dict[str, float | None] = {}  # the reference's key table: id -> revoked at
         #: Index entries read by a purge not yet applied (a purge job between scan and apply).
         self.scanned: tuple[list[c.ResultEntry], list[c.ResultEntry]] | None = None
+        self.schedules: dict[str, RefSchedule] = {}  # the reference's schedules by name
 
     def apply(self, cmd: c.Command) -> object:
         fx = Effects()
@@ -515,6 +542,107 @@ class MachineVsReference(RuleBasedStateMachine):
         if self.keys[key_id] is None:
             self.keys[key_id] = self.now
 
+    @rule(
+        n=st.integers(0, 3),
+        interval=st.sampled_from([1.0, 2.5, 7.0]),
+        queue=st.sampled_from(QUEUES),
+        prio=st.sampled_from([0, 128, 255]),
+        replace=st.booleans(),
+    )
+    def create_schedule(
+        self, n: int, interval: float, queue: str, prio: int, replace: bool
+    ) -> None:
+        name = f"s{n}"
+        cmd = c.CreateSchedule(self.now, _schedule(name, interval, queue, prio, self.now), replace)
+        old = self.schedules.get(name)
+        if old is not None and not replace:
+            with pytest.raises(TqError) as refused:
+                self.apply(cmd)
+            assert refused.value.code is ErrorCode.SCHEDULE_ALREADY_EXISTS
+            return
+        self.apply(cmd)
+        if old is None:
+            self.schedules[name] = RefSchedule(interval, queue, prio, False, self.now + interval)
+        elif (old.interval, old.queue, old.priority) != (interval, queue, prio):
+            # A changed definition: new firing times, its history and pause kept.
+            old.interval, old.queue, old.priority = interval, queue, prio
+            old.next_at = None if old.paused else self.now + interval
+
+    @rule(n=st.integers(0, 3), action=st.sampled_from(["pause", "resume", "delete"]))
+    def schedule_action(self, n: int, action: str) -> None:
+        name = f"s{n}"
+        cmd: c.Command
+        if action == "pause":
+            cmd = c.PauseSchedule(self.now, name)
+        elif action == "resume":
+            cmd = c.ResumeSchedule(self.now, name, self.now + 0.5)
+        else:
+            cmd = c.DeleteSchedule(self.now, name)
+        ref = self.schedules.get(name)
+        if ref is None:
+            with pytest.raises(TqError) as refused:
+                self.apply(cmd)
+            assert refused.value.code is ErrorCode.SCHEDULE_NOT_FOUND
+            return
+        self.apply(cmd)
+        if action == "delete":
+            del self.schedules[name]
+        elif action == "pause" and not ref.paused:
+            ref.paused, ref.next_at = True, None
+        elif action == "resume" and ref.paused:
+            ref.paused, ref.next_at = False, self.now + 0.5
+
+    @precondition(lambda self: bool(self.schedules))
+    @rule(
+        data=st.data(),
+        stale=st.sampled_from([False, False, False, True]),
+        full=st.sampled_from([False, False, False, True]),
+        k=st.integers(0, 3),
+        late=st.floats(-1.0, 8.0),
+    )
+    def fire_schedule(
+        self, data: st.DataObject, stale: bool, full: bool, k: int, late: float
+    ) -> None:
+        name = data.draw(st.sampled_from(sorted(self.schedules)))
+        ref = self.schedules[name]
+        if ref.next_at is not None:  # the caller fires when due, or a little before, or late
+            self.now = max(self.now, ref.next_at + late)
+        due = (ref.next_at if ref.next_at is not None else self.now) + (1.0 if stale else 0.0)
+        times = tuple(t for i in range(k) if (t := due + i * ref.interval) <= self.now)
+        ids = []
+        for _ in times:
+            self.n_ids += 1
+            ids.append(make_task_id(int(self.now * 1000), self.n_ids))
+        firing = c.Firing(name, due, times, tuple(ids), due + (len(times) + 1) * ref.interval)
+        queued = sum(t.state in (S.PENDING, S.SCHEDULED, S.FAILED) for t in self.ref.tasks.values())
+        max_queued = queued if full else 1_000_000
+        reply = self.apply(c.FireSchedules(self.now, (firing,), max_queued, 2))
+        assert isinstance(reply, ItemCodes)
+        if ref.paused or stale:
+            assert reply.codes == [ErrorCode.INVALID_STATE]
+            return
+        if due > self.now:  # not due yet: a firing planned too early
+            assert reply.codes == [ErrorCode.INVALID_ARGUMENT]
+            return
+        if full and times:
+            assert reply.codes == [ErrorCode.QUEUE_FULL]
+            return
+        assert reply.codes == [0]
+        new = [
+            c.NewTask(i, "tick", ref.queue, b"s", ref.priority, 1, when)
+            for when, i in zip(times, ids, strict=True)
+        ]
+        self.ref.submit(self.now, new)
+        ref.fired += len(times)
+        ref.last = times[-1] if times else ref.last
+        ref.next_at = firing.next_at
+
+    @invariant()
+    def the_schedule_table_agrees(self) -> None:
+        got = {s.name: (s.paused, s.next_at, s.fired, s.last_fired_at) for s in self.m.schedules()}
+        want = {n: (r.paused, r.next_at, r.fired, r.last) for n, r in self.schedules.items()}
+        assert got == want
+
     @invariant()
     def the_key_table_agrees(self) -> None:
         assert {k.id: k.revoked_at for k in self.m.api_keys()} == self.keys
@@ -591,6 +719,11 @@ def restore_from(store: dict[tuple[Family, bytes], bytes], now: float) -> Machin
             for (f, k) in store
             if f is Family.METADATA and k.startswith(TTL_REVIVED_PREFIX)
             for at, i in [parse_ttl_key(k, TTL_REVIVED_PREFIX)]
+        ],
+        schedules=[
+            decode_schedule(v)
+            for (f, k), v in store.items()
+            if f is Family.METADATA and k.startswith(SCHEDULE_PREFIX)
         ],
     )
 

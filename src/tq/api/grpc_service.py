@@ -41,6 +41,7 @@ from tq.api.grpc_convert import (
     workers_to_pb,
 )
 from tq.api.grpc_keys import key_spec_from_pb, key_to_pb
+from tq.api.grpc_schedules import schedule_spec_from_pb, schedule_to_pb
 from tq.api.grpc_watch import Watches
 from tq.broker.access import Principal
 from tq.broker.requests import DEFAULT_BULK_LIMIT, MAX_BULK, Action
@@ -295,3 +296,43 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         self, request: pb.RevokeKeyRequest, context: Ctx, who: Principal
     ) -> pb.ApiKey:
         return key_to_pb(await self.service.revoke_key(who, request.id))
+
+    # ------------------------------------------------------------------ schedules
+
+    @_rpc
+    async def CreateSchedule(
+        self, request: pb.CreateScheduleRequest, context: Ctx, who: Principal
+    ) -> pb.Schedule:
+        spec = schedule_spec_from_pb(request.schedule)
+        return schedule_to_pb(await self.service.create_schedule(who, spec, request.replace))
+
+    @_rpc
+    async def ListSchedules(
+        self, request: pb.ListSchedulesRequest, context: Ctx, who: Principal
+    ) -> pb.ListSchedulesResponse:
+        found = self.service.list_schedules(who)
+        return pb.ListSchedulesResponse(schedules=[schedule_to_pb(s) for s in found])
+
+    @_rpc
+    async def GetSchedule(
+        self, request: pb.ScheduleRequest, context: Ctx, who: Principal
+    ) -> pb.Schedule:
+        return schedule_to_pb(self.service.get_schedule(who, request.name))
+
+    @_rpc
+    async def PauseSchedule(
+        self, request: pb.ScheduleRequest, context: Ctx, who: Principal
+    ) -> pb.Schedule:
+        return schedule_to_pb(await self.service.pause_schedule(who, request.name))
+
+    @_rpc
+    async def ResumeSchedule(
+        self, request: pb.ScheduleRequest, context: Ctx, who: Principal
+    ) -> pb.Schedule:
+        return schedule_to_pb(await self.service.resume_schedule(who, request.name))
+
+    @_rpc
+    async def DeleteSchedule(
+        self, request: pb.ScheduleRequest, context: Ctx, who: Principal
+    ) -> pb.Schedule:
+        return schedule_to_pb(await self.service.delete_schedule(who, request.name))

@@ -80,6 +80,7 @@ class BrokerCollector(Collector):
         yield from self._broker()
         yield from self._tasks()
         yield from self._queues()
+        yield from self._schedules()
         yield from self._workers_and_connections()
         yield from self._histograms()
         yield from self._storage()
@@ -161,6 +162,21 @@ class BrokerCollector(Collector):
             for state, n in by_state.items():
                 live.add_metric([queue, state.value], n)
         yield live
+
+    def _schedules(self) -> Iterable[Metric]:
+        schedules = self.service.machine.schedules()
+        gauge = GaugeMetricFamily(
+            "tq_schedules", "Cron and interval schedules, by state.", labels=["state"]
+        )
+        paused = sum(s.paused for s in schedules)
+        gauge.add_metric(["active"], len(schedules) - paused)
+        gauge.add_metric(["paused"], paused)
+        yield gauge
+        yield CounterMetricFamily(
+            "tq_schedule_firings",
+            "Tasks submitted by schedule firings since this broker started.",
+            self.instruments.schedule_firings,
+        )
 
     def _workers_and_connections(self) -> Iterable[Metric]:
         s = self.service

@@ -77,6 +77,8 @@ class Instruments:
         #: A cluster leader's log appends: seconds from sending an entry to etcd's commit.
         self.append_latency = Histogram(DURABLE_LATENCY_BUCKETS)
         self.append_commands = Histogram(BATCH_BUCKETS)
+        #: Tasks submitted by schedule firings since this broker started (a plain counter).
+        self.schedule_firings = 0
 
     def on_append(self, seconds: float, commands: int) -> None:
         """``Replicator.on_append``: one log entry of ``commands`` committed in ``seconds``."""

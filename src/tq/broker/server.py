@@ -34,6 +34,7 @@ from tq.broker.jobs import lease_monitor, maintenance, relaxed_sync, retention, 
 from tq.broker.lifetimes import expirer, result_purger
 from tq.broker.limits import nofile_needed, raise_nofile_limit
 from tq.broker.node import ClusterNode
+from tq.broker.schedules import schedule_runner
 from tq.broker.service import BrokerService
 from tq.broker.storage_guard import StorageGuard
 from tq.broker.tcp import DOOR, BrokerProtocol, Connections
@@ -228,6 +229,7 @@ async def serve(settings: Settings, *, ready_file: Path | None = None) -> int:
             jobs = [
                 tg.create_task(lease_monitor(service)),
                 tg.create_task(scheduler(service)),
+                tg.create_task(schedule_runner(service)),
                 tg.create_task(maintenance(service, conns.close_idle)),
                 tg.create_task(retention(service)),
                 tg.create_task(result_purger(service)),

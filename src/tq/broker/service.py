@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from tq.broker import actions, keyadmin
+from tq.broker import actions, keyadmin, schedules
 from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
 from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
 from tq.broker.delivery import Backlog, Push, Pushes, kept_states
@@ -92,6 +92,8 @@ from tq.protocol.records import (
     KeyInfo,
     KeySpec,
     QueueDepth,
+    ScheduleInfo,
+    ScheduleSpec,
     Stats,
     TaskInfo,
     TaskOutcome,
@@ -295,6 +297,53 @@ class BrokerService:
         connections using it are refused from their next request."""
         self._allow_key_admin(who)
         return await keyadmin.revoke(self, key_id)
+
+    # ------------------------------------------------------------------ schedules
+
+    async def create_schedule(
+        self, who: Principal, spec: ScheduleSpec, replace: bool = False
+    ) -> ScheduleInfo:
+        """Create (or, with ``replace``, replace) a schedule: its firings submit tasks to its
+        queue on the caller's behalf, so it takes the submit permission there."""
+        self.allow(who, Permission.SUBMIT, [spec.queue])
+        old = self.machine.schedule(spec.name)
+        if old is not None and who.queues is not None:  # replacing another queue's schedule
+            authorize(who, Permission.SUBMIT, [old.template.queue])
+        return await schedules.create(self, spec, replace)
+
+    def list_schedules(self, who: Principal) -> list[ScheduleInfo]:
+        """Every schedule by name (a scoped key's: those of its queues)."""
+        self.allow(who, Permission.READ)
+        mine = who.queues
+        return [
+            schedules.schedule_info(s)
+            for s in self.machine.schedules()
+            if mine is None or s.template.queue in mine
+        ]
+
+    def get_schedule(self, who: Principal, name: str) -> ScheduleInfo:
+        self.allow(who, Permission.READ)
+        s = schedules.found(self, name)
+        authorize(who, Permission.READ, [s.template.queue])
+        return schedules.schedule_info(s)
+
+    async def pause_schedule(self, who: Principal, name: str) -> ScheduleInfo:
+        self._allow_schedule_admin(who, name)
+        return await schedules.pause(self, name)
+
+    async def resume_schedule(self, who: Principal, name: str) -> ScheduleInfo:
+        """Resume a paused schedule from now (the firings missed while paused are not made)."""
+        self._allow_schedule_admin(who, name)
+        return await schedules.resume(self, name)
+
+    async def delete_schedule(self, who: Principal, name: str) -> ScheduleInfo:
+        """Delete a schedule (the tasks it submitted stay); answers it as it was."""
+        self._allow_schedule_admin(who, name)
+        return await schedules.delete(self, name)
+
+    def _allow_schedule_admin(self, who: Principal, name: str) -> None:
+        s = self.machine.schedule(name)
+        self.allow(who, Permission.ADMIN, [] if s is None else [s.template.queue])
 
     async def may_scrape(self, presented: str | None) -> None:
         """Metrics are open unless ``auth.enabled`` and ``auth.protect_metrics``: then the

@@ -747,6 +747,7 @@ def _later(
 ) -> None:
     """Run ``work`` (a use case that awaits: bcrypt, durability) and answer ``make(result)``,
     or NACK its error; ``reserve`` bytes count as pending output meanwhile."""
+    name = getattr(work, "__qualname__", "request")
     task = asyncio.get_running_loop().create_task(work)
     _VERIFYING.add(task)
     p.reserved += reserve
@@ -762,7 +763,7 @@ def _later(
         elif isinstance(err, TqError):
             p.send(p.conn.nack(err, rid))
         else:
-            log.error("request.crashed peer=%s error=%r", p.peer, err)
+            log.error("request.crashed type=%s peer=%s error=%r", name, p.peer, err)
             p.send(p.conn.nack(TqError(f"internal error: {type(err).__name__}"), rid))
 
     task.add_done_callback(done)
@@ -834,6 +835,38 @@ def _act_filter(p: BrokerProtocol, req: m.ActOnFilter) -> None:
     _later(p, work, lambda result: _act_reply(rid, result), rid, reserve)
 
 
+def _schedule_create(p: BrokerProtocol, req: m.ScheduleCreate) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.create_schedule(p.who, req.schedule, req.replace),
+        lambda s: m.ScheduleReply(request_id=rid, schedule=s),
+        rid,
+    )
+
+
+def _schedule_list(p: BrokerProtocol, req: m.ScheduleList) -> None:
+    found = p.service.list_schedules(p.who)
+    p.reply(m.ScheduleListReply(request_id=req.request_id, schedules=found))
+
+
+def _schedule_get(p: BrokerProtocol, req: m.ScheduleGet) -> None:
+    found = p.service.get_schedule(p.who, req.name)
+    p.reply(m.ScheduleReply(request_id=req.request_id, schedule=found))
+
+
+def _schedule_action(
+    p: BrokerProtocol, req: m.SchedulePause | m.ScheduleResume | m.ScheduleDelete
+) -> None:
+    rid = req.request_id
+    act = {
+        m.SchedulePause: p.service.pause_schedule,
+        m.ScheduleResume: p.service.resume_schedule,
+        m.ScheduleDelete: p.service.delete_schedule,
+    }[type(req)]
+    _later(p, act(p.who, req.name), lambda s: m.ScheduleReply(request_id=rid, schedule=s), rid)
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -859,4 +892,10 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.KeyRevoke: _key_revoke,
     m.ActOnTasks: _act,
     m.ActOnFilter: _act_filter,
+    m.ScheduleCreate: _schedule_create,
+    m.ScheduleList: _schedule_list,
+    m.ScheduleGet: _schedule_get,
+    m.SchedulePause: _schedule_action,
+    m.ScheduleResume: _schedule_action,
+    m.ScheduleDelete: _schedule_action,
 }

@@ -197,6 +197,8 @@ _TIME_FIELDS = frozenset(
         "registered_at",
         "last_heartbeat",
         "revoked_at",
+        "next_at",
+        "last_fired_at",
     }
 )
 

@@ -25,6 +25,7 @@ SERVER_EXTRA: dict[str, str] = {
     "prometheus-client": "prometheus_client",
     "bcrypt": "bcrypt",
     "aetcd": "aetcd",
+    "croniter": "croniter",
 }
 
 INSTALL_HINT = "pip install 'tq[server]'"

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, bulk, cluster, datadir, keys, serve, submit
+from tq.cli import admin, bench, bulk, cluster, datadir, keys, schedules, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -90,9 +90,14 @@ for _command in (
     datadir.inspect_cmd,
     keys.keys_group,
     cluster.cluster_group,
+    schedules.schedules_group,
 ):
     cli.add_command(attach(_command))
-for _command in (*keys.keys_group.commands.values(), *cluster.cluster_group.commands.values()):
+for _command in (
+    *keys.keys_group.commands.values(),
+    *cluster.cluster_group.commands.values(),
+    *schedules.schedules_group.commands.values(),
+):
     attach(_command)
 
 

@@ -9,6 +9,8 @@ from tq.client.client import AsyncClient, task_outcome
 from tq.client.connection import ConnectionLostError
 from tq.client.defaults import set_default_client
 from tq.client.handle import AsyncTaskHandle, TaskHandle
+from tq.client.periodic import periodic
+from tq.client.schedules import schedule_spec
 from tq.client.specs import SubmitOptions, task_spec
 from tq.client.subscription import Subscription
 from tq.client.sync import Client, SyncSubscription
@@ -63,6 +65,8 @@ __all__ = [
     "TlsConfig",
     "WorkerInfo",
     "handler",
+    "periodic",
+    "schedule_spec",
     "set_default_client",
     "task",
     "task_outcome",

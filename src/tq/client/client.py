@@ -30,6 +30,7 @@ from tq.client.address import default_url
 from tq.client.bulk import BulkCalls
 from tq.client.pacing import Deadline
 from tq.client.resubscribe import SubscriptionState
+from tq.client.schedules import ScheduleCalls
 from tq.client.session import Session
 from tq.client.specs import batches, task_spec
 from tq.client.specs import task_ids as parse_ids
@@ -111,7 +112,7 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
     raise TqError(f"task {task_id} has not finished: it is {info.state}", ErrorCode.INVALID_STATE)
 
 
-class AsyncClient(WorkerCalls, BulkCalls):
+class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
     until the deadline of the call that needs it. ``async with`` closes it.

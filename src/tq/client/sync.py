@@ -29,6 +29,8 @@ from tq.protocol import (
     KeySpec,
     RegisterReply,
     RetrySpec,
+    ScheduleInfo,
+    ScheduleSpec,
     Stats,
     TaskEvent,
     TaskInfo,
@@ -324,6 +326,24 @@ class Client:
 
     def revoke_key(self, key_id: str) -> KeyInfo:
         return self._runner.run(self._async.revoke_key(key_id))
+
+    def create_schedule(self, spec: ScheduleSpec, *, replace: bool = False) -> ScheduleInfo:
+        return self._runner.run(self._async.create_schedule(spec, replace=replace))
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        return self._runner.run(self._async.list_schedules())
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        return self._runner.run(self._async.get_schedule(name))
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        return self._runner.run(self._async.pause_schedule(name))
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        return self._runner.run(self._async.resume_schedule(name))
+
+    def delete_schedule(self, name: str) -> ScheduleInfo:
+        return self._runner.run(self._async.delete_schedule(name))
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         return self._runner.run(self._async.wait(task_id, timeout))

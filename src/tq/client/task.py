@@ -21,7 +21,7 @@ from tq.client.defaults import default_async_client, default_client
 from tq.client.handle import AsyncTaskHandle, TaskHandle
 from tq.client.payload import PayloadCodec
 from tq.client.specs import SubmitOptions
-from tq.protocol import RetrySpec
+from tq.protocol import RetrySpec, ScheduleSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +37,8 @@ class TaskFunction(Generic[P, R]):
         self.name = name
         self._options = options
         self._codec = PayloadCodec(fn, name)
+        #: What ``@tq.periodic`` attached: declared by the worker serving the task.
+        self.schedules: tuple[ScheduleSpec, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -174,6 +174,12 @@ class BrokerSettings(_Section):
     default_failure_ttl_s: Seconds | None = None
     """Seconds a dead-lettered task is kept when the task sets no failure_ttl; None: until
     it is retried or deleted."""
+    schedule_misfire_grace_s: Seconds = 10.0
+    """A cron or interval firing later than this (the broker was down or overloaded) is a
+    missed firing, handled by its schedule's missed policy (skip, once, all)."""
+    schedule_catch_up_max: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Missed policy ``all``: at most this many missed firings of one schedule are fired after
+    downtime (the latest ones); older missed firings are skipped."""
 
     @model_validator(mode="after")
     def _rules(self) -> Self:

@@ -14,6 +14,7 @@ import msgspec
 from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import ApiKey, WorkerStats
 from tq.core.model import RetryPolicy, Task, TaskState
+from tq.core.schedules import Schedule
 
 
 class _Command(msgspec.Struct, array_like=True, frozen=True, tag_field="t"):
@@ -225,6 +226,63 @@ class ExpireTasks(_Command, frozen=True, tag=31):
     max_tasks: int = 0
 
 
+class CreateSchedule(_Command, frozen=True, tag=20):
+    """Store a schedule (``next_at`` computed by the caller, from ``now``). A name already
+    taken is SCHEDULE_ALREADY_EXISTS unless ``replace``: then a definition unchanged keeps the
+    stored schedule as it is (its next firing time above all: a worker declaring its periodic
+    tasks on every start must neither shift nor double a firing), and a changed one takes the
+    new definition and ``next_at``, keeping its history, and paused if it was or if the new
+    one asks to be."""
+
+    schedule: Schedule
+    replace: bool = False
+
+
+class PauseSchedule(_Command, frozen=True, tag=21):
+    """No firing until resumed (pausing a paused schedule changes nothing)."""
+
+    name: str
+
+
+class ResumeSchedule(_Command, frozen=True, tag=22):
+    """Fire again from ``next_at``, computed from ``now`` by the caller (so the firings
+    missed while paused are not caught up); a schedule not paused is left as it is."""
+
+    name: str
+    next_at: float | None
+
+
+class DeleteSchedule(_Command, frozen=True, tag=23):
+    name: str
+
+
+class Firing(msgspec.Struct, array_like=True, frozen=True):
+    """One firing of a schedule, planned by the caller: ``due`` is the schedule's ``next_at``
+    it answers (a firing for any other is stale: a duplicate, or planned before a change, and
+    applies nothing); ``times`` the scheduled times it submits a task for, ascending, with one
+    new id each in ``task_ids`` (empty when the missed policy skips them all); ``next_at`` the
+    schedule's next firing time after it (None: there is none, the expression names no later
+    date)."""
+
+    name: str
+    due: float
+    times: tuple[float, ...]
+    task_ids: tuple[TaskId, ...]
+    next_at: float | None
+
+
+class FireSchedules(_Command, frozen=True, tag=24):
+    """Submit the tasks of due firings, each through the same path as a submit (backpressure,
+    events, counters). Per firing: 0, SCHEDULE_NOT_FOUND, INVALID_STATE (stale or paused),
+    INVALID_ARGUMENT (times not within due..now) or the submit's refusal (QUEUE_FULL: the
+    schedule stays due, and is fired again later under its missed policy)."""
+
+    firings: tuple[Firing, ...]
+    max_queued: int
+    #: Retries of a task whose schedule sets none (from configuration).
+    default_max_retries: int = 3
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -247,6 +305,11 @@ Command = (
     | RevokeKey
     | PurgeResults
     | ExpireTasks
+    | CreateSchedule
+    | PauseSchedule
+    | ResumeSchedule
+    | DeleteSchedule
+    | FireSchedules
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -14,6 +14,7 @@ Column families and keys (all task keys are the 16 raw bytes of the task id)::
                  b"worker/" + id utf8  -> WorkerRecord
                  b"idem/" + key utf8   -> IdempotencyRecord (task id, window end)
                  b"key/" + id utf8     -> ApiKey (bcrypt hash of the secret, never the secret)
+                 b"schedule/" + name   -> Schedule (``tq.core.schedules``)
                  b"cluster/applied"    -> AppliedMark (a cluster node: last log entry applied)
                  b"ttl/" + purge time (8-byte big-endian double) + task id -> state (utf8):
                                           the result-lifetime index, in purge-time order

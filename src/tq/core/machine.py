@@ -57,6 +57,8 @@ from tq.core.replies import (
     Reply,
     SubmitReply,
 )
+from tq.core.schedule_book import ScheduleBook
+from tq.core.schedules import Schedule
 from tq.core.sizes import claimed_size
 from tq.errors import ConflictError, ErrorCode, NotFoundError, QueueFullError, ValidationError
 
@@ -86,6 +88,7 @@ class Machine:
         self._held: dict[WorkerId, dict[TaskId, None]] = {}  # in-progress tasks per worker
         self._idem: dict[str, IdempotencyRecord] = {}
         self._keys: dict[str, ApiKey] = {}  # API keys by id, revoked ones included
+        self._schedules = ScheduleBook()
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._queue_counts: dict[str, list[int]] = {}  # live tasks per queue, by _STATE_INDEX
         self.meta = MachineMeta()
@@ -111,6 +114,11 @@ class Machine:
             c.RevokeKey: self._revoke_key,  # type: ignore[dict-item]
             c.PurgeResults: self._purge_results,  # type: ignore[dict-item]
             c.ExpireTasks: self._expire_tasks,  # type: ignore[dict-item]
+            c.CreateSchedule: self._schedules.create,  # type: ignore[dict-item]
+            c.PauseSchedule: self._schedules.pause,  # type: ignore[dict-item]
+            c.ResumeSchedule: self._schedules.resume,  # type: ignore[dict-item]
+            c.DeleteSchedule: self._schedules.delete,  # type: ignore[dict-item]
+            c.FireSchedules: self._fire_schedules,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -171,6 +179,17 @@ class Machine:
         """Every API key, revoked ones included, by id."""
         return [self._keys[k] for k in sorted(self._keys)]
 
+    def schedules(self) -> list[Schedule]:
+        """Every schedule, by name."""
+        return self._schedules.all()
+
+    def schedule(self, name: str) -> Schedule | None:
+        return self._schedules.get(name)
+
+    def next_schedule_at(self) -> float | None:
+        """When the earliest schedule not paused fires next (None: none to fire)."""
+        return self._schedules.next_at()
+
     def live_tasks(self) -> Iterable[Task]:
         return self._tasks.values()
 
@@ -197,6 +216,7 @@ class Machine:
         fx: Effects,
         keys: Iterable[ApiKey] = (),
         revived: Iterable[tuple[float, TaskId]] = (),
+        schedules: Iterable[Schedule] = (),
     ) -> Machine:
         """Rebuild from stored records (live tasks, workers, keys, the machine record).
 
@@ -217,6 +237,7 @@ class Machine:
             m._idem[key] = idem
         for api_key in keys:
             m._keys[api_key.id] = api_key
+        m._schedules.by_name.update((s.name, s) for s in schedules)
         pending: list[Task] = []
         waiting_deps: list[Task] = []
         for task in tasks:
@@ -300,6 +321,7 @@ class Machine:
             "held": sorted((w, sorted(h)) for w, h in self._held.items() if h),
             "idempotency": sorted((k, encode(r)) for k, r in self._idem.items()),
             "keys": sorted((k, encode(r)) for k, r in self._keys.items()),
+            "schedules": [encode(s) for s in self._schedules.all()],
             "counts": sorted((s.value, n) for s, n in self._counts.items()),
             "queue_counts": {
                 q: sorted((s.value, n) for s, n in by_state.items())
@@ -858,6 +880,11 @@ class Machine:
             self._keys[key.id] = key
             fx.put(Family.METADATA, api_key_key(key.id), encode(key))
         return DONE
+
+    # ------------------------------------------------------------------ schedules
+
+    def _fire_schedules(self, cmd: c.FireSchedules, fx: Effects) -> ItemCodes:
+        return self._schedules.fire(cmd, fx, self._submit)
 
     # ------------------------------------------------------------------ helpers
 

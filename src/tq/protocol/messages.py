@@ -30,6 +30,9 @@ from tq.protocol.records import (
     PositiveSeconds,
     Priority,
     RequestId,
+    ScheduleInfo,
+    ScheduleName,
+    ScheduleSpec,
     Seconds,
     ShortText,
     Stats,
@@ -90,6 +93,14 @@ class MessageType(IntEnum):
     ACT_ON_TASKS = 0x60
     ACT_ON_FILTER = 0x61
     ACT_REPLY = 0x62
+    SCHEDULE_CREATE = 0x70
+    SCHEDULE_REPLY = 0x71
+    SCHEDULE_LIST = 0x72
+    SCHEDULE_LIST_REPLY = 0x73
+    SCHEDULE_GET = 0x74
+    SCHEDULE_PAUSE = 0x75
+    SCHEDULE_RESUME = 0x76
+    SCHEDULE_DELETE = 0x77
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -460,3 +471,52 @@ class ActReply(_Correlated, kw_only=True, frozen=True):
     type_code = _T.ACT_REPLY
     results: list[ActResult] = []
     next_cursor: bytes | None = None
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+class ScheduleCreate(_Correlated, kw_only=True, frozen=True):
+    """Create a schedule; ``replace``: a schedule of that name is replaced (one whose
+    definition is unchanged keeps its next firing time), else SCHEDULE_ALREADY_EXISTS."""
+
+    type_code = _T.SCHEDULE_CREATE
+    schedule: ScheduleSpec
+    replace: bool = False
+
+
+class ScheduleReply(_Correlated, kw_only=True, frozen=True):
+    """The schedule a create, get, pause, resume or delete is about, as it is now (as it
+    was, for a delete)."""
+
+    type_code = _T.SCHEDULE_REPLY
+    schedule: ScheduleInfo
+
+
+class ScheduleList(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_LIST
+
+
+class ScheduleListReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_LIST_REPLY
+    schedules: list[ScheduleInfo] = []
+
+
+class ScheduleGet(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_GET
+    name: ScheduleName
+
+
+class SchedulePause(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_PAUSE
+    name: ScheduleName
+
+
+class ScheduleResume(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_RESUME
+    name: ScheduleName
+
+
+class ScheduleDelete(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.SCHEDULE_DELETE
+    name: ScheduleName

@@ -293,3 +293,64 @@ class KeyInfo(WireStruct, kw_only=True, frozen=True):
     expires_at: Timestamp | None = None
     revoked_at: Timestamp | None = None
     rate_limits: dict[str, RateSpec] | None = None
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+#: A schedule's name (``tq.core.schedules.NAME`` checks its alphabet).
+ScheduleName = Annotated[str, Meta(min_length=1, max_length=200)]
+#: A cron expression, a macro such as ``@hourly`` included.
+CronText = Annotated[str, Meta(min_length=1, max_length=200)]
+IntervalSeconds = Annotated[float, Meta(ge=1, le=MAX_SECONDS)]
+ZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
+MissedPolicy = Literal["skip", "once", "all"]
+DEFAULT_MISSED: Final = "skip"
+
+
+class ScheduleSpec(WireStruct, kw_only=True, frozen=True):
+    """A schedule to create: exactly one of ``cron`` (read in ``timezone``) and ``interval``
+    (seconds), the task each firing submits, what to do with firings missed while the broker
+    was down (``missed``), and whether it starts paused."""
+
+    name: ScheduleName
+    cron: CronText | None = None
+    interval: IntervalSeconds | None = None
+    timezone: ZoneName = "UTC"
+    task_type: Name
+    queue: Name = DEFAULT_QUEUE
+    payload: bytes = b""
+    priority: Priority = DEFAULT_PRIORITY
+    max_retries: Retries | None = None
+    timeout: PositiveSeconds | None = None
+    retry: RetrySpec | None = None
+    tags: dict[str, str] | None = None
+    #: Each task expires this long after its scheduled time (never started after it).
+    expires_after: PositiveSeconds | None = None
+    missed: MissedPolicy = DEFAULT_MISSED
+    paused: bool = False
+
+
+class ScheduleInfo(WireStruct, kw_only=True, frozen=True):
+    """A schedule as ``tq schedules list`` shows it: its definition, its next firing time
+    (None while paused), the scheduled time of its latest firing and how many tasks it made."""
+
+    name: str
+    cron: str | None = None
+    interval: IntervalSeconds | None = None
+    timezone: str = "UTC"
+    task_type: str
+    queue: str = DEFAULT_QUEUE
+    payload: bytes = b""
+    priority: Priority = DEFAULT_PRIORITY
+    max_retries: Count | None = None
+    timeout: PositiveSeconds | None = None
+    retry: RetrySpec | None = None
+    tags: dict[str, str] | None = None
+    expires_after: PositiveSeconds | None = None
+    missed: str = DEFAULT_MISSED
+    paused: bool = False
+    next_at: Timestamp | None = None
+    last_fired_at: Timestamp | None = None
+    fired: Count = 0
+    created_at: Timestamp
+    updated_at: Timestamp

@@ -43,6 +43,14 @@ from tq.protocol.messages import (
     RegisterWorker,
     ReleaseTasks,
     ResultReply,
+    ScheduleCreate,
+    ScheduleDelete,
+    ScheduleGet,
+    ScheduleList,
+    ScheduleListReply,
+    SchedulePause,
+    ScheduleReply,
+    ScheduleResume,
     StatsReply,
     StatusReply,
     SubmitReply,
@@ -62,13 +70,15 @@ Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
-    | GetClusterStatus | ActOnTasks | ActOnFilter
+    | GetClusterStatus | ActOnTasks | ActOnFilter | ScheduleCreate | ScheduleList
+    | ScheduleGet | SchedulePause | ScheduleResume | ScheduleDelete
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
-    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply
+    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply | ScheduleReply
+    | ScheduleListReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -107,4 +117,10 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.CLUSTER_STATUS: _T.CLUSTER_STATUS_REPLY,
     _T.ACT_ON_TASKS: _T.ACT_REPLY,
     _T.ACT_ON_FILTER: _T.ACT_REPLY,
+    _T.SCHEDULE_CREATE: _T.SCHEDULE_REPLY,
+    _T.SCHEDULE_LIST: _T.SCHEDULE_LIST_REPLY,
+    _T.SCHEDULE_GET: _T.SCHEDULE_REPLY,
+    _T.SCHEDULE_PAUSE: _T.SCHEDULE_REPLY,
+    _T.SCHEDULE_RESUME: _T.SCHEDULE_REPLY,
+    _T.SCHEDULE_DELETE: _T.SCHEDULE_REPLY,
 }

@@ -34,6 +34,7 @@ from tq.core.layout import (
 )
 from tq.core.machine import Machine
 from tq.core.model import Task, TaskState, decode_task
+from tq.core.schedules import SCHEDULE_PREFIX, Schedule, decode_schedule
 from tq.errors import StorageError
 from tq.storage.base import Store
 from tq.storage.lifetimes import revived_entries
@@ -72,6 +73,7 @@ def recover(store: Store, now: float) -> Recovered:
         fx=fx,
         keys=list(_keys(store)),
         revived=revived_entries(store),
+        schedules=list(_schedules(store)),
     )
     return Recovered(machine, fx, count)
 
@@ -108,6 +110,11 @@ def _idempotency(store: Store) -> Iterator[tuple[str, IdempotencyRecord]]:
 def _keys(store: Store) -> Iterator[ApiKey]:
     for key, value in store.iterate(Family.METADATA, prefix=KEY_PREFIX):
         yield _decode(decode_api_key, value, Family.METADATA, key)
+
+
+def _schedules(store: Store) -> Iterator[Schedule]:
+    for key, value in store.iterate(Family.METADATA, prefix=SCHEDULE_PREFIX):
+        yield _decode(decode_schedule, value, Family.METADATA, key)
 
 
 def _decode(fn: Callable[[bytes], T], raw: bytes, family: Family, key: bytes) -> T:

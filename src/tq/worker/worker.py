@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from tq.client import TlsConfig
+from tq.client import AsyncClient, TlsConfig
+from tq.client.periodic import declare
 from tq.core.ids import format_task_id
 from tq.errors import ConfigError, TqError
 from tq.protocol.records import ClaimedTask
@@ -157,6 +158,7 @@ class Worker:
         try:
             await self._pool.start()
             if await link.register(self._stop):
+                await self._declare_schedules(link.client)
                 _log.info(
                     "worker.started id=%s queues=%s pool=%s concurrency=%d handlers=%s",
                     self.worker_id,
@@ -197,6 +199,25 @@ class Worker:
         finally:
             await self._pool.close()
             await link.close()
+
+    async def _declare_schedules(self, client: AsyncClient) -> None:
+        """Declare the ``@tq.periodic`` schedules of the tasks served (replacing schedules of
+        the same names: an unchanged one keeps its next firing time). A refusal (a bad cron
+        expression, a key without the submit permission) stops the worker, naming it."""
+        sources = [h.source for h in self.registry]
+        backoff = Backoff(cap=5.0)
+        while not self._stop.is_set():
+            try:
+                declared = await declare(client, sources)
+            except TqError as exc:
+                if is_fatal(exc):
+                    raise
+                _log.warning("schedule.declare_failed error=%s", exc)
+                await sleep_unless(self._stop, backoff.next())
+                continue
+            for s in declared:
+                _log.info("schedule.declared name=%s task=%s", s.name, s.task_type)
+            return
 
     # -- claiming and running -------------------------------------------------------------
 

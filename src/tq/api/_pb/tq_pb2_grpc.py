@@ -132,6 +132,36 @@ class TaskQueueStub:
                 request_serializer=tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=tq_dot_v1_dot_tq__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/tq.v1.TaskQueue/CreateSchedule',
+                request_serializer=tq_dot_v1_dot_tq__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/tq.v1.TaskQueue/ListSchedules',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/tq.v1.TaskQueue/GetSchedule',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/tq.v1.TaskQueue/PauseSchedule',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ResumeSchedule = channel.unary_unary(
+                '/tq.v1.TaskQueue/ResumeSchedule',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/tq.v1.TaskQueue/DeleteSchedule',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -272,6 +302,51 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSchedule(self, request, context):
+        """Cron and interval schedules: each firing submits one task (exactly once per firing,
+        across restarts and failover). Create needs the submit permission on the schedule's
+        queue; ALREADY_EXISTS (3008) for a taken name unless replace is set (a replace whose
+        definition is unchanged keeps the next run time). A bad cron expression, an unknown time
+        zone, or both or neither of cron and interval: INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """NOT_FOUND (3009) for an unknown name, here and below.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """No firing until resumed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSchedule(self, request, context):
+        """Fire again from now on (firings missed while paused are not made).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Delete a schedule (its tasks stay); answers it as it was.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -369,6 +444,36 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=tq_dot_v1_dot_tq__pb2.ClusterStatus.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
+            ),
+            'ResumeSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSchedule,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -884,6 +989,168 @@ class TaskQueue:
             '/tq.v1.TaskQueue/GetClusterStatus',
             tq_dot_v1_dot_tq__pb2.GetClusterStatusRequest.SerializeToString,
             tq_dot_v1_dot_tq__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/CreateSchedule',
+            tq_dot_v1_dot_tq__pb2.CreateScheduleRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ListSchedules',
+            tq_dot_v1_dot_tq__pb2.ListSchedulesRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/GetSchedule',
+            tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/PauseSchedule',
+            tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ResumeSchedule',
+            tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/DeleteSchedule',
+            tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Schedule.FromString,
             options,
             channel_credentials,
             insecure,
