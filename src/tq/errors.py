@@ -61,6 +61,7 @@ class ErrorCode(IntEnum):
     WORKER_NOT_FOUND = 3005
     KEY_NOT_FOUND = 3006
     KEY_ALREADY_EXISTS = 3007
+    LIMIT_NOT_FOUND = 3010
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -132,6 +133,9 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ),
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
     ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
+    ErrorCode.LIMIT_NOT_FOUND: _CodeInfo(
+        404, "NOT_FOUND", "no rate limit or concurrency cap on that queue or task type"
+    ),
     ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
@@ -293,7 +297,12 @@ for _cls, _codes in (
     ),
     (
         NotFoundError,
-        (ErrorCode.TASK_NOT_FOUND, ErrorCode.WORKER_NOT_FOUND, ErrorCode.KEY_NOT_FOUND),
+        (
+            ErrorCode.TASK_NOT_FOUND,
+            ErrorCode.WORKER_NOT_FOUND,
+            ErrorCode.KEY_NOT_FOUND,
+            ErrorCode.LIMIT_NOT_FOUND,
+        ),
     ),
     (
         ConflictError,

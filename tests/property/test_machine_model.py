@@ -22,15 +22,19 @@ from tq.core.layout import (
     FAMILY_OF_STATE,
     IDEM_PREFIX,
     KEY_PREFIX,
+    LIMIT_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
+    QUEUE_PREFIX,
     WORKER_PREFIX,
     ApiKey,
     Family,
     RateLimit,
     decode_api_key,
     decode_idem,
+    decode_limit,
     decode_meta,
+    decode_queue_pause,
     decode_worker,
 )
 from tq.core.machine import Machine
@@ -43,6 +47,7 @@ LEASE = 10.0
 DEAD_AFTER = 25.0
 POLICY = RetryPolicy(base=1.0, factor=2.0, max_delay=8.0, jitter=0.25)
 QUEUES = ("a", "b")
+TYPES = ("job", "mail")
 WORKERS = (WorkerId("w1"), WorkerId("w2"))
 
 
@@ -60,6 +65,24 @@ class Ref:
     lease_until: float = 0.0
     due: float | None = None
     deps: set[TaskId] = field(default_factory=set)
+    task_type: str = "job"
+
+
+@dataclass
+class RefLimit:
+    """A task type's limit as the reference keeps it: a plain token bucket."""
+
+    rate: float | None
+    burst: int
+    cap: int | None
+    tokens: float
+    at: float
+
+    def tokens_now(self, now: float) -> float:
+        assert self.rate is not None
+        return self.tokens if now <= self.at else min(
+            float(self.burst), self.tokens + (now - self.at) * self.rate
+        )  # fmt: skip
 
 
 class Reference:
@@ -68,6 +91,32 @@ class Reference:
         self.next_order = 1
         self.next_token = 1
         self.heartbeat: dict[WorkerId, float] = {}
+        self.paused: set[str] = set()
+        self.queue_caps: dict[str, int] = {}
+        self.type_limits: dict[str, RefLimit] = {}
+
+    def running(self, *, queue: str | None = None, task_type: str | None = None) -> int:
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t.state is S.IN_PROGRESS
+            and (queue is None or t.queue == queue)
+            and (task_type is None or t.task_type == task_type)
+        )
+
+    def may_run(self, t: Ref, now: float) -> bool:
+        """Flow control, asked of each pending task with a linear scan."""
+        if t.queue in self.paused:
+            return False
+        cap = self.queue_caps.get(t.queue)
+        if cap is not None and self.running(queue=t.queue) >= cap:
+            return False
+        lim = self.type_limits.get(t.task_type)
+        if lim is None:
+            return True
+        if lim.cap is not None and self.running(task_type=t.task_type) >= lim.cap:
+            return False
+        return lim.rate is None or lim.tokens_now(now) >= 1.0
 
     def live(self, t: Ref) -> bool:
         return not t.state.is_terminal
@@ -96,6 +145,7 @@ class Reference:
     def submit(self, now: float, specs: list[c.NewTask]) -> None:
         for s in specs:
             t = Ref(s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at)
+            t.task_type = s.task_type
             self.tasks[s.id] = t
             dep_states = [self.tasks[d].state for d in s.depends_on]
             if any(x in (S.DEAD_LETTER, S.CANCELLED) for x in dep_states):
@@ -109,10 +159,17 @@ class Reference:
         self.heartbeat.setdefault(worker, now)
         out = []
         for _ in range(k):
-            ready = [t for t in self.tasks.values() if t.state is S.PENDING and t.queue in queues]
+            ready = [
+                t
+                for t in self.tasks.values()
+                if t.state is S.PENDING and t.queue in queues and self.may_run(t, now)
+            ]
             if not ready:
                 break
             t = max(ready, key=lambda x: (x.priority, -(x.order or 0)))
+            lim = self.type_limits.get(t.task_type)
+            if lim is not None and lim.rate is not None:
+                lim.tokens, lim.at = lim.tokens_now(now) - 1.0, max(now, lim.at)
             t.state, t.attempts, t.worker = S.IN_PROGRESS, t.attempts + 1, worker
             t.token, t.lease_until = self.next_token, now + LEASE
             self.next_token += 1
@@ -247,20 +304,21 @@ class MachineVsReference(RuleBasedStateMachine):
                 st.integers(0, 2),
                 st.one_of(st.none(), st.floats(0.0, 30.0)),
                 st.lists(st.integers(0, 10_000), max_size=2),
+                st.sampled_from(TYPES),
             ),
             min_size=1,
             max_size=4,
         )
     )
-    def submit(self, specs: list[tuple[str, int, int, float | None, list[int]]]) -> None:
+    def submit(self, specs: list[tuple[str, int, int, float | None, list[int], str]]) -> None:
         known = sorted(self.ref.tasks)
         new: list[c.NewTask] = []
-        for queue, prio, retries, delay, dep_picks in specs:
+        for queue, prio, retries, delay, dep_picks, task_type in specs:
             self.n_ids += 1
             tid = make_task_id(int(self.now * 1000), self.n_ids)
             deps = tuple(dict.fromkeys(known[i % len(known)] for i in dep_picks)) if known else ()
             due = None if delay is None else self.now + delay
-            new.append(c.NewTask(tid, "job", queue, b"p", prio, retries, due, depends_on=deps))
+            new.append(c.NewTask(tid, task_type, queue, b"p", prio, retries, due, depends_on=deps))
         terminal = {
             d: self.last_event[d]
             for s in new
@@ -380,6 +438,81 @@ class MachineVsReference(RuleBasedStateMachine):
         if self.keys[key_id] is None:
             self.keys[key_id] = self.now
 
+    @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
+    def pause_or_resume(self, queue: str, pause: bool) -> None:
+        if pause:
+            self.apply(c.PauseQueue(self.now, queue))
+            self.ref.paused.add(queue)
+        else:
+            self.apply(c.ResumeQueue(self.now, queue))
+            self.ref.paused.discard(queue)
+
+    @rule(queue=st.sampled_from(QUEUES), cap=st.one_of(st.none(), st.integers(1, 3)))
+    def cap_queue(self, queue: str, cap: int | None) -> None:
+        if cap is None:
+            if queue not in self.ref.queue_caps:
+                with pytest.raises(TqError) as refused:
+                    self.apply(c.ClearLimit(self.now, "queue", queue))
+                assert refused.value.code is ErrorCode.LIMIT_NOT_FOUND
+                return
+            self.apply(c.ClearLimit(self.now, "queue", queue))
+            del self.ref.queue_caps[queue]
+            return
+        self.apply(c.SetLimit(self.now, "queue", queue, concurrency=cap))
+        self.ref.queue_caps[queue] = cap
+
+    @rule(
+        task_type=st.sampled_from(TYPES),
+        rate=st.one_of(st.none(), st.sampled_from([0.1, 0.5, 1.0, 3.0])),
+        burst=st.integers(1, 3),
+        cap=st.one_of(st.none(), st.integers(1, 3)),
+        clear=st.booleans(),
+    )
+    def limit_type(
+        self, task_type: str, rate: float | None, burst: int, cap: int | None, clear: bool
+    ) -> None:
+        if clear:
+            if task_type not in self.ref.type_limits:
+                with pytest.raises(TqError) as refused:
+                    self.apply(c.ClearLimit(self.now, "type", task_type))
+                assert refused.value.code is ErrorCode.LIMIT_NOT_FOUND
+                return
+            self.apply(c.ClearLimit(self.now, "type", task_type))
+            del self.ref.type_limits[task_type]
+            return
+        if rate is None and cap is None:
+            with pytest.raises(TqError) as refused:
+                self.apply(c.SetLimit(self.now, "type", task_type))
+            assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+            return
+        self.apply(
+            c.SetLimit(self.now, "type", task_type, rate, burst if rate else 0, concurrency=cap)
+        )
+        tokens = float(burst) if rate is not None else 0.0
+        self.ref.type_limits[task_type] = RefLimit(rate, burst, cap, tokens, self.now)
+
+    @invariant()
+    def flow_control_agrees(self) -> None:
+        assert set(self.m.paused()) == self.ref.paused
+        for lim in self.m.limits():
+            if lim.scope == "queue":
+                assert self.ref.queue_caps[lim.name] == lim.concurrency
+            else:
+                ref = self.ref.type_limits[lim.name]
+                assert (lim.rate, lim.concurrency, lim.tokens) == (ref.rate, ref.cap, ref.tokens)
+                assert self.m.running_of_type(lim.name) == self.ref.running(task_type=lim.name)
+        assert len(self.m.limits()) == len(self.ref.queue_caps) + len(self.ref.type_limits)
+        for q in QUEUES:
+            pending = sum(
+                1 for t in self.ref.tasks.values() if t.state is S.PENDING and t.queue == q
+            )
+            assert self.m.pending_in(q) == pending
+            may = any(
+                t.state is S.PENDING and t.queue == q and self.ref.may_run(t, self.now)
+                for t in self.ref.tasks.values()
+            )
+            assert self.m.claimable_in(q, self.now) == may
+
     @invariant()
     def the_key_table_agrees(self) -> None:
         assert {k.id: k.revoked_at for k in self.m.api_keys()} == self.keys
@@ -442,6 +575,16 @@ def restore_from(store: dict[tuple[Family, bytes], bytes], now: float) -> Machin
             decode_api_key(v)
             for (f, k), v in store.items()
             if f is Family.METADATA and k.startswith(KEY_PREFIX)
+        ],
+        pauses=[
+            decode_queue_pause(v)
+            for (f, k), v in store.items()
+            if f is Family.METADATA and k.startswith(QUEUE_PREFIX)
+        ],
+        limits=[
+            decode_limit(v)
+            for (f, k), v in sorted(store.items())
+            if f is Family.METADATA and k.startswith(LIMIT_PREFIX)
         ],
     )
 

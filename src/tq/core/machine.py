@@ -27,6 +27,7 @@ import msgspec
 
 from tq.core import commands as c
 from tq.core.effects import Effects
+from tq.core.flow import Flow
 from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.keys import validate_key
 from tq.core.layout import (
@@ -34,8 +35,10 @@ from tq.core.layout import (
     MACHINE_KEY,
     ApiKey,
     Family,
+    FlowLimit,
     IdempotencyRecord,
     MachineMeta,
+    QueuePause,
     WorkerRecord,
     api_key_key,
     encode,
@@ -67,6 +70,7 @@ COMPLETED, FAILED, DEAD, CANCELLED = (
 OK = 0
 _DELAYED = (SCHEDULED, FAILED)
 _STATE_INDEX = {state: i for i, state in enumerate(TaskState)}
+_RUNNING = _STATE_INDEX[IN_PROGRESS]
 
 
 class Machine:
@@ -83,6 +87,7 @@ class Machine:
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._queue_counts: dict[str, list[int]] = {}  # live tasks per queue, by _STATE_INDEX
         self.meta = MachineMeta()
+        self._flow = Flow()  # paused queues, rate limits, caps (tq.core.flow)
         self._handlers: dict[type, Callable[[c.Command, Effects], Reply]] = {
             c.SubmitTasks: self._submit,  # type: ignore[dict-item]
             c.ClaimTasks: self._claim,  # type: ignore[dict-item]
@@ -103,6 +108,10 @@ class Machine:
             c.RetryTasks: self._retry,  # type: ignore[dict-item]
             c.CreateKey: self._create_key,  # type: ignore[dict-item]
             c.RevokeKey: self._revoke_key,  # type: ignore[dict-item]
+            c.PauseQueue: self._pause,  # type: ignore[dict-item]
+            c.ResumeQueue: self._resume,  # type: ignore[dict-item]
+            c.SetLimit: self._set_limit,  # type: ignore[dict-item]
+            c.ClearLimit: self._clear_limit,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -124,7 +133,11 @@ class Machine:
     def pending_in(self, queue: str) -> int:
         """Pending tasks of ``queue``: what a claim could take now."""
         q = self._queues.get(queue)
-        return 0 if q is None else q.size
+        n = 0 if q is None else q.size
+        for lanes in self._flow.lanes.values():
+            if (lane := lanes.get(queue)) is not None:
+                n += lane.size
+        return n
 
     def counts(self) -> dict[TaskState, int]:
         """Live tasks per state (terminal states are always 0: they are not kept)."""
@@ -138,7 +151,14 @@ class Machine:
 
     def queue_depths(self) -> dict[str, tuple[int, int, int]]:
         """Pending tasks per queue and tier (low, normal, high)."""
-        return {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+        depths = {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+        for lanes in self._flow.lanes.values():
+            for name, lane in lanes.items():
+                if lane.size:
+                    low, normal, high = depths.get(name, (0, 0, 0))
+                    a, b, c_ = lane.tier_counts()
+                    depths[name] = (low + a, normal + b, high + c_)
+        return depths
 
     def queue_counts(self) -> dict[str, dict[TaskState, int]]:
         """Live tasks per queue and state."""
@@ -166,6 +186,48 @@ class Machine:
     def live_tasks(self) -> Iterable[Task]:
         return self._tasks.values()
 
+    # ------------------------------------------------------------------ flow control
+
+    @property
+    def flow_active(self) -> bool:
+        """Whether any queue is paused or any limit set (else claims skip flow control)."""
+        return self._flow.active
+
+    def paused(self) -> dict[str, float]:
+        """Paused queues and when each was paused (a copy)."""
+        return dict(self._flow.paused)
+
+    def limits(self) -> list[FlowLimit]:
+        """Every limit, queues first (the records themselves: read them, never mutate them)."""
+        return self._flow.limits()
+
+    def running_of_type(self, task_type: str) -> int | None:
+        """Tasks of a limited type in progress (None: the type has no limit)."""
+        return self._flow.running.get(task_type)
+
+    def running_in(self, queue: str) -> int:
+        counts = self._queue_counts.get(queue)
+        return 0 if counts is None else counts[_RUNNING]
+
+    def claimable_in(self, queue: str, now: float) -> bool:
+        """Whether a claim on ``queue`` at ``now`` would find a task (pause, caps and rate
+        limits considered)."""
+        if not self._flow.active:
+            return self.pending_in(queue) > 0
+        return self._flow.claimable(queue, self._queues, self.running_in, now)
+
+    def take_flow_ready(self) -> set[str]:
+        """Queues where claims may find tasks again since last asked (resumed, a capped
+        slot freed, a limit changed or lifted): the broker serves claims parked on them."""
+        return self._flow.take_ready() if self._flow.ready else set()
+
+    def next_refill_at(self, now: float) -> float | None:
+        """When a rate-limited task type that alone holds back pending tasks may be claimed
+        again (None: none is held back by its rate alone)."""
+        if not self._flow.types:
+            return None
+        return self._flow.next_refill_at(self._queues, self.running_in, now)
+
     def next_timer_at(self) -> float | None:
         """When the earliest scheduled or failed task becomes due (may be stale-early)."""
         return self._timers[0][0] if self._timers else None
@@ -184,6 +246,8 @@ class Machine:
         now: float,
         fx: Effects,
         keys: Iterable[ApiKey] = (),
+        pauses: Iterable[QueuePause] = (),
+        limits: Iterable[FlowLimit] = (),
     ) -> Machine:
         """Rebuild from stored records (live tasks, workers, keys, the machine record).
 
@@ -202,6 +266,7 @@ class Machine:
             m._idem[key] = idem
         for api_key in keys:
             m._keys[api_key.id] = api_key
+        m._flow.restore(pauses, limits)
         pending: list[Task] = []
         waiting_deps: list[Task] = []
         for task in tasks:
@@ -213,6 +278,7 @@ class Machine:
             elif state is IN_PROGRESS:
                 if task.worker_id is not None:
                     m._held.setdefault(task.worker_id, {})[task.id] = None
+                m._flow.restored_running(task)
             else:
                 if task.scheduled_at is not None:
                     m._timers.append((task.scheduled_at, task.id))
@@ -220,7 +286,7 @@ class Machine:
                     waiting_deps.append(task)
         pending.sort(key=_seq_of)  # keys come in id order: nearly seq order, so timsort is ~O(n)
         for task in pending:
-            m._queue(task.queue).push(task)
+            m._ready(task).push(task)
         heapq.heapify(m._timers)
         failed: list[tuple[Task, TaskId, TaskState]] = []
         for task in waiting_deps:
@@ -278,6 +344,7 @@ class Machine:
                 for q, by_state in self.queue_counts().items()
             },
             "meta": encode(self.meta),
+            "flow": self._flow.snapshot(),
         }
 
     # ------------------------------------------------------------------ submit
@@ -385,7 +452,11 @@ class Machine:
         if cmd.max_tasks < 1:
             raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
         held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
-        queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
+        flow = self._flow
+        if flow.active:
+            queues = flow.candidates(cmd.queues, self._queues, self.running_in, now)
+        else:
+            queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
         out: list[ClaimedTask] = []
         token = self.meta.next_lease_token
         lease_until = now + cmd.lease_duration
@@ -398,7 +469,7 @@ class Machine:
             if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):
                 size = claimed_size(task)
                 if size > room:
-                    self._queues[task.queue].push(task)  # back in its place (same seq)
+                    self._ready(task).push(task)  # back in its place (same seq)
                     break
                 room -= size
             self._bump(task.queue, PENDING, -1)
@@ -420,6 +491,9 @@ class Machine:
             token += 1
             held[task.id] = None
             self._bump(task.queue, IN_PROGRESS, 1)
+            if flow.active:  # its type or queue may have reached a limit: ask again
+                flow.took(task, now)
+                queues = flow.candidates(cmd.queues, self._queues, self.running_in, now)
             add((Family.PENDING, task.id, None))
             add((Family.IN_PROGRESS, task.id, encode_task(task)))
             fx.event(task)
@@ -439,6 +513,8 @@ class Machine:
                     task.tags,
                 )
             )
+        if flow.spent:
+            flow.write_spent(fx)
         self.meta.next_lease_token = token
         self.meta.counters.claimed += len(out)
         return ClaimReply(out)
@@ -506,7 +582,7 @@ class Machine:
                 continue
             old = task.state
             if old is PENDING:
-                self._queues[task.queue].discard(task)
+                self._ready(task).discard(task)
             elif old is IN_PROGRESS:
                 self._unhold(task)
                 task.lease_expires_at = None
@@ -597,7 +673,7 @@ class Machine:
         task.worker_id = None
         task.lease_expires_at = None
         self._set(task, PENDING, now)
-        self._queue(task.queue).push(task)
+        self._ready(task).push(task)
         fx.delete(Family.IN_PROGRESS, task.id)
         fx.put_task(Family.PENDING, task)
         fx.event(task)
@@ -768,7 +844,33 @@ class Machine:
             fx.put(Family.METADATA, api_key_key(key.id), encode(key))
         return DONE
 
+    # ------------------------------------------------------------------ flow control
+
+    def _pause(self, cmd: c.PauseQueue, fx: Effects) -> Reply:
+        self._flow.pause(cmd, fx)
+        return DONE
+
+    def _resume(self, cmd: c.ResumeQueue, fx: Effects) -> Reply:
+        self._flow.resume(cmd, fx)
+        return DONE
+
+    def _set_limit(self, cmd: c.SetLimit, fx: Effects) -> Reply:
+        self._flow.set_limit(cmd, self._queues, self._tasks.values(), fx)
+        return DONE
+
+    def _clear_limit(self, cmd: c.ClearLimit, fx: Effects) -> Reply:
+        self._flow.clear_limit(cmd, self._queues, fx)
+        return DONE
+
     # ------------------------------------------------------------------ helpers
+
+    def _ready(self, task: Task) -> ReadyQueue:
+        """The ReadyQueue a pending task lives in: its queue's, or its limited type's lane."""
+        if self._flow.lanes:
+            lane = self._flow.lane(task)
+            if lane is not None:
+                return lane
+        return self._queue(task.queue)
 
     def _queue(self, name: str) -> ReadyQueue:
         q = self._queues.get(name)
@@ -780,9 +882,11 @@ class Machine:
         """Enter the pending queue at the back of its priority (a fresh seq)."""
         task.seq = self.meta.next_seq
         self.meta.next_seq += 1
-        self._queue(task.queue).push(task)
+        self._ready(task).push(task)
 
     def _set(self, task: Task, state: TaskState, now: float) -> None:
+        if self._flow.active and task.state is IN_PROGRESS:
+            self._flow.left(task)
         self._bump(task.queue, task.state, -1)
         task.transition(state, now)
         self._bump(task.queue, state, 1)
