@@ -21,7 +21,7 @@ Theory of operation:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import msgspec
 
@@ -216,10 +216,10 @@ class Machine:
             return self.pending_in(queue) > 0
         return self._flow.claimable(queue, self._queues, self.running_in, now)
 
-    def take_flow_ready(self) -> set[str]:
+    def take_flow_ready(self) -> Collection[str]:
         """Queues where claims may find tasks again since last asked (resumed, a capped
         slot freed, a limit changed or lifted): the broker serves claims parked on them."""
-        return self._flow.take_ready() if self._flow.ready else set()
+        return self._flow.take_ready() if self._flow.ready else ()
 
     def next_refill_at(self, now: float) -> float | None:
         """When a rate-limited task type that alone holds back pending tasks may be claimed

@@ -27,6 +27,11 @@ from tq.protocol.messages import (
     KeyListReply,
     KeyRevoke,
     KeyRevokeReply,
+    LimitClear,
+    LimitList,
+    LimitListReply,
+    LimitSet,
+    LimitSetReply,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -36,6 +41,9 @@ from tq.protocol.messages import (
     Pong,
     Progress,
     QueryStatus,
+    QueuePause,
+    QueueResume,
+    QueueStateReply,
     RegisterReply,
     RegisterWorker,
     ReleaseTasks,
@@ -59,13 +67,14 @@ Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
-    | GetClusterStatus
+    | GetClusterStatus | QueuePause | QueueResume | LimitSet | LimitClear | LimitList
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
     | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply
+    | QueueStateReply | LimitSetReply | LimitListReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -102,4 +111,9 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.KEY_LIST: _T.KEY_LIST_REPLY,
     _T.KEY_REVOKE: _T.KEY_REVOKE_REPLY,
     _T.CLUSTER_STATUS: _T.CLUSTER_STATUS_REPLY,
+    _T.QUEUE_PAUSE: _T.QUEUE_STATE_REPLY,
+    _T.QUEUE_RESUME: _T.QUEUE_STATE_REPLY,
+    _T.LIMIT_SET: _T.LIMIT_SET_REPLY,
+    _T.LIMIT_CLEAR: _T.ACK,
+    _T.LIMIT_LIST: _T.LIMIT_LIST_REPLY,
 }
