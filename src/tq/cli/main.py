@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, cluster, datadir, keys, serve, submit
+from tq.cli import admin, bench, cluster, datadir, flow, keys, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -86,9 +86,15 @@ for _command in (
     datadir.inspect_cmd,
     keys.keys_group,
     cluster.cluster_group,
+    flow.limits_group,
 ):
     cli.add_command(attach(_command))
-for _command in (*keys.keys_group.commands.values(), *cluster.cluster_group.commands.values()):
+for _command in (
+    *keys.keys_group.commands.values(),
+    *cluster.cluster_group.commands.values(),
+    *admin.queues_cmd.commands.values(),  # pause, resume (tq.cli.flow)
+    *flow.limits_group.commands.values(),
+):
     attach(_command)
 
 
