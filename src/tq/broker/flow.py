@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: A refill timer fires this long after the computed instant, so the claim it triggers finds
 #: the token there despite float rounding (else it would find none and re-arm at once).
 REFILL_SLACK_S = 0.001
+#: The longest a refill timer waits before the next refill time is computed again.
+MAX_REFILL_WAIT_S = 3600.0
 
 
 def queue_state(machine: Machine, queue: str) -> QueueState:
@@ -117,7 +119,8 @@ class RefillTimer:
         if at is None:
             return
         self._at = at
-        delay = max(0.0, at - time.time()) + REFILL_SLACK_S
+        # Capped: a bucket that refills slowly (or not within a float) is looked at again.
+        delay = min(max(0.0, at - time.time()), MAX_REFILL_WAIT_S) + REFILL_SLACK_S
         self._timer = asyncio.get_running_loop().call_later(delay, self._fire, fire)
 
     def _fire(self, fire: Callable[[], None]) -> None:
