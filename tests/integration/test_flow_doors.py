@@ -1,6 +1,7 @@
-"""Flow control through REST, gRPC and the CLI against one real broker: each form pauses and
-resumes a queue (seen in the queue listings), sets, lists and clears limits, and refuses a
-bad limit or an unknown one with the documented code. Claims are made over TCP, so what each
+"""Flow control through REST, gRPC, the CLI and metrics against one real broker: each form
+pauses and resumes a queue (seen in the queue listings), sets, lists and clears limits, and
+refuses a bad limit or an unknown one with the documented code; metrics show paused queues
+and what each limit counts. Claims are made over TCP, so what each
 door set is checked where it acts: at claim time."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.cli_procs import run_tq
 from tests.integration.rawconn import RawConn
@@ -26,7 +28,7 @@ from tq.testing import BrokerProcess
 pytestmark = pytest.mark.timeout(120)
 
 SETTINGS: dict[str, object] = {
-    "api.rest_enabled": True, "api.grpc_enabled": True, "monitoring.prometheus_enabled": False,
+    "api.rest_enabled": True, "api.grpc_enabled": True, "monitoring.prometheus_enabled": True,
 }  # fmt: skip
 
 
@@ -182,3 +184,29 @@ def test_the_cli_pauses_resumes_and_limits(broker: BrokerProcess) -> None:
     done = run_tq("limits", "set", "--queue", q, "--type", t, "--concurrency", "1", url=url)
     assert done.returncode == 2
     assert "exactly one of --queue and --type" in done.stderr
+
+
+def test_metrics_show_paused_queues_and_what_limits_count(broker: BrokerProcess) -> None:
+    q, t = name(), name()
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"http://127.0.0.1:{broker.ports['metrics_port']}/metrics").text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    ok("queues", "pause", q, url=broker.url)
+    ok("limits", "set", "--type", t, "--rate", "0.5", "--burst", "3", url=broker.url)
+    assert asyncio.run(submit_and_claim(broker.port, "elsewhere-" + q, t, 2)) == 2
+    got = samples()
+    assert got["tq_broker_queue_paused", (("queue", q),)] == 1
+    assert got["tq_broker_queue_paused", (("queue", "default"),)] == 0
+    assert got["tq_limit_running", (("name", t), ("scope", "type"))] == 2
+    assert 1.0 <= got["tq_limit_tokens", (("task_type", t),)] < 1.5  # 3 - 2, refilling slowly
+    ok("queues", "resume", q, url=broker.url)
+    ok("limits", "clear", "--type", t, url=broker.url)
+    got = samples()
+    assert got["tq_broker_queue_paused", (("queue", q),)] == 0
+    assert ("tq_limit_tokens", (("task_type", t),)) not in got
