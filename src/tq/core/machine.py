@@ -882,7 +882,10 @@ class Machine:
         """Enter the pending queue at the back of its priority (a fresh seq)."""
         task.seq = self.meta.next_seq
         self.meta.next_seq += 1
-        self._ready(task).push(task)
+        if self._flow.lanes:
+            self._ready(task).push(task)
+        else:  # the submit path: no call more than before flow control
+            self._queue(task.queue).push(task)
 
     def _set(self, task: Task, state: TaskState, now: float) -> None:
         if self._flow.active and task.state is IN_PROGRESS:
