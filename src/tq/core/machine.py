@@ -16,6 +16,9 @@ Theory of operation:
 - Attempts are counted when a task is claimed, so a worker that crashes mid-task has used an
   attempt. A failed attempt retries after backoff while ``attempts <= max_retries``; a lost
   lease returns the task to its old place in the queue under the same rule.
+- Flow control (``tq.core.flow``): paused queues, rate limits and concurrency caps decide
+  which ReadyQueues a claim may take from (a limited task type's pending tasks live in lanes
+  of their own); with none configured, claims and submits never consult it.
 """
 
 from __future__ import annotations
