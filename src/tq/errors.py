@@ -63,6 +63,7 @@ class ErrorCode(IntEnum):
     KEY_ALREADY_EXISTS = 3007
     SCHEDULE_ALREADY_EXISTS = 3008
     SCHEDULE_NOT_FOUND = 3009
+    LIMIT_NOT_FOUND = 3010
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -134,6 +135,9 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ),
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
     ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
+    ErrorCode.LIMIT_NOT_FOUND: _CodeInfo(
+        404, "NOT_FOUND", "no rate limit or concurrency cap on that queue or task type"
+    ),
     ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
     ErrorCode.SCHEDULE_ALREADY_EXISTS: _CodeInfo(
         409, "ALREADY_EXISTS", "a schedule has that name (ask to replace it)"
@@ -304,6 +308,7 @@ for _cls, _codes in (
             ErrorCode.WORKER_NOT_FOUND,
             ErrorCode.KEY_NOT_FOUND,
             ErrorCode.SCHEDULE_NOT_FOUND,
+            ErrorCode.LIMIT_NOT_FOUND,
         ),
     ),
     (

@@ -34,6 +34,12 @@ from tq.protocol import (
     KeyRevoke,
     KeyRevokeReply,
     KeySpec,
+    LimitClear,
+    LimitList,
+    LimitListReply,
+    LimitSet,
+    LimitSetReply,
+    LimitSpec,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -42,6 +48,9 @@ from tq.protocol import (
     Pong,
     Progress,
     QueryStatus,
+    QueuePause,
+    QueueResume,
+    QueueStateReply,
     RegisterReply,
     RegisterWorker,
     ReleaseTasks,
@@ -105,12 +114,15 @@ async def snapshot(admin: RawConn) -> tuple[Any, ...]:
     stats = (await ok(admin, lambda r: GetStats(request_id=r))).stats
     workers = (await ok(admin, lambda r: ListWorkers(request_id=r))).workers
     keys = (await ok(admin, lambda r: KeyList(request_id=r))).keys
+    limits = (await ok(admin, lambda r: LimitList(request_id=r))).limits
     counts = (stats.pending, stats.scheduled, stats.in_progress, stats.failed, stats.dead_letter)
     return (
         counts,
         sorted(stats.totals.items()),
         sorted(w.id for w in workers),
         sorted((k.id, k.revoked_at) for k in keys),
+        sorted((x.scope, x.name, x.set_at) for x in limits),
+        sorted(name for name, q in stats.queues.items() if q.paused),
     )
 
 
@@ -180,6 +192,16 @@ async def _claim(admin: RawConn) -> Build:
 async def _revoke(admin: RawConn) -> Build:
     key_id, _ = await create_key(admin, KeySpec(name="doomed", permissions=["read"]))
     return lambda r: KeyRevoke(request_id=r, key_id=key_id)
+
+
+async def _limit_clear(admin: RawConn) -> Build:
+    spec = LimitSpec(scope="queue", name=Q, concurrency=1_000_000)
+    await ok(admin, lambda r: LimitSet(request_id=r, limit=spec))
+    return lambda r: LimitClear(request_id=r, scope="queue", name=Q)
+
+
+#: A cap no test reaches: permitted, it changes what is stored, never what is claimed.
+_LOOSE = LimitSpec(scope="type", name="t", concurrency=1_000_000)
 
 
 def _submit_build(r: int) -> SubmitTask:
@@ -272,6 +294,40 @@ OPS: list[Op] = [
     ),
     Op("key_list", "admin", True, _fixed(lambda r: KeyList(request_id=r)), KeyList, KeyListReply),
     Op("key_revoke", "admin", True, _revoke, KeyRevoke, KeyRevokeReply),
+    # Pause right before resume: a permitted pause is undone by the resume that follows.
+    Op(
+        "queue_pause",
+        "admin",
+        True,
+        _fixed(lambda r: QueuePause(request_id=r, queue=Q)),
+        QueuePause,
+        QueueStateReply,
+    ),
+    Op(
+        "queue_resume",
+        "admin",
+        True,
+        _fixed(lambda r: QueueResume(request_id=r, queue=Q)),
+        QueueResume,
+        QueueStateReply,
+    ),
+    Op(
+        "limit_set",
+        "admin",
+        True,
+        _fixed(lambda r: LimitSet(request_id=r, limit=_LOOSE)),
+        LimitSet,
+        LimitSetReply,
+    ),
+    Op("limit_clear", "admin", True, _limit_clear, LimitClear, Ack),
+    Op(
+        "limit_list",
+        "read",
+        False,
+        _fixed(lambda r: LimitList(request_id=r)),
+        LimitList,
+        LimitListReply,
+    ),
 ]
 
 

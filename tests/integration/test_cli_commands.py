@@ -203,9 +203,10 @@ def test_queues_shows_served_empty_queues_and_dead_letter_per_queue(url: str) ->
     done = run_tq("submit", "sleep", '{"seconds": "soon"}', "--wait", "-q", "default", url=url)
     assert done.returncode == 1  # the handler rejects it: dead letter
     data = as_json("queues", url=url)
-    assert data["served-empty"] == dict.fromkeys(
-        ("high", "normal", "low", "scheduled", "in_progress", "dead_letter"), 0
-    )
+    assert data["served-empty"] == {
+        **dict.fromkeys(("high", "normal", "low", "scheduled", "in_progress", "dead_letter"), 0),
+        "paused": False,
+    }
     assert data["default"]["dead_letter"] >= 1
     table = ok("queues", url=url)
     assert "served-empty" in table

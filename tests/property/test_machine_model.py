@@ -22,8 +22,10 @@ from tq.core.layout import (
     FAMILY_OF_STATE,
     IDEM_PREFIX,
     KEY_PREFIX,
+    LIMIT_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
+    QUEUE_PREFIX,
     TTL_PREFIX,
     TTL_REVIVED_PREFIX,
     WORKER_PREFIX,
@@ -32,7 +34,9 @@ from tq.core.layout import (
     RateLimit,
     decode_api_key,
     decode_idem,
+    decode_limit,
     decode_meta,
+    decode_queue_pause,
     decode_worker,
     parse_ttl_key,
 )
@@ -53,6 +57,7 @@ LEASE = 10.0
 DEAD_AFTER = 25.0
 POLICY = RetryPolicy(base=1.0, factor=2.0, max_delay=8.0, jitter=0.25)
 QUEUES = ("a", "b")
+TYPES = ("job", "mail")
 WORKERS = (WorkerId("w1"), WorkerId("w2"))
 
 
@@ -75,6 +80,24 @@ class Ref:
     failure_ttl: float | None = None
     purge_at: float | None = None  # when it ended with a TTL
     gone: bool = False  # its record was deleted by its TTL
+    task_type: str = "job"
+
+
+@dataclass
+class RefLimit:
+    """A task type's limit as the reference keeps it: a plain token bucket."""
+
+    rate: float | None
+    burst: int
+    cap: int | None
+    tokens: float
+    at: float
+
+    def tokens_now(self, now: float) -> float:
+        assert self.rate is not None
+        return self.tokens if now <= self.at else min(
+            float(self.burst), self.tokens + (now - self.at) * self.rate
+        )  # fmt: skip
 
 
 class Reference:
@@ -87,6 +110,32 @@ class Reference:
         self.entries: set[tuple[float, TaskId]] = set()
         self.results_expired = 0
         self.expired = 0
+        self.paused: set[str] = set()
+        self.queue_caps: dict[str, int] = {}
+        self.type_limits: dict[str, RefLimit] = {}
+
+    def running(self, *, queue: str | None = None, task_type: str | None = None) -> int:
+        return sum(
+            1
+            for t in self.tasks.values()
+            if t.state is S.IN_PROGRESS
+            and (queue is None or t.queue == queue)
+            and (task_type is None or t.task_type == task_type)
+        )
+
+    def may_run(self, t: Ref, now: float) -> bool:
+        """Flow control, asked of each pending task with a linear scan."""
+        if t.queue in self.paused:
+            return False
+        cap = self.queue_caps.get(t.queue)
+        if cap is not None and self.running(queue=t.queue) >= cap:
+            return False
+        lim = self.type_limits.get(t.task_type)
+        if lim is None:
+            return True
+        if lim.cap is not None and self.running(task_type=t.task_type) >= lim.cap:
+            return False
+        return lim.rate is None or lim.tokens_now(now) >= 1.0
 
     def live(self, t: Ref) -> bool:
         return not t.state.is_terminal
@@ -122,6 +171,7 @@ class Reference:
                 s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at,
                 expires_at=s.expires_at, result_ttl=s.result_ttl, failure_ttl=s.failure_ttl,
             )  # fmt: skip
+            t.task_type = s.task_type
             self.tasks[s.id] = t
             dep_states = [self.tasks[d].state for d in s.depends_on]
             if any(x in (S.DEAD_LETTER, S.CANCELLED) for x in dep_states):
@@ -135,7 +185,11 @@ class Reference:
         self.heartbeat.setdefault(worker, now)
         out: list[TaskId] = []
         while len(out) < k:
-            ready = [t for t in self.tasks.values() if t.state is S.PENDING and t.queue in queues]
+            ready = [
+                t
+                for t in self.tasks.values()
+                if t.state is S.PENDING and t.queue in queues and self.may_run(t, now)
+            ]
             if not ready:
                 break
             t = max(ready, key=lambda x: (x.priority, -(x.order or 0)))
@@ -143,6 +197,9 @@ class Reference:
                 self.expired += 1
                 self._end(t, S.CANCELLED, now)
                 continue
+            lim = self.type_limits.get(t.task_type)
+            if lim is not None and lim.rate is not None:
+                lim.tokens, lim.at = lim.tokens_now(now) - 1.0, max(now, lim.at)
             t.state, t.attempts, t.worker = S.IN_PROGRESS, t.attempts + 1, worker
             t.token, t.lease_until = self.next_token, now + LEASE
             self.next_token += 1
@@ -345,6 +402,7 @@ class MachineVsReference(RuleBasedStateMachine):
                 st.one_of(st.none(), st.floats(0.0, 30.0)),
                 st.lists(st.integers(0, 10_000), max_size=2),
                 st.tuples(*[st.one_of(st.none(), st.sampled_from([0.0, 1.5, 10.0, 40.0]))] * 3),
+                st.sampled_from(TYPES),
             ),
             min_size=1,
             max_size=4,
@@ -352,11 +410,12 @@ class MachineVsReference(RuleBasedStateMachine):
     )
     def submit(
         self,
-        specs: list[tuple[str, int, int, float | None, list[int], tuple[float | None, ...]]],
+        specs: list[tuple[str, int, int, float | None, list[int], tuple[float | None, ...], str]],
     ) -> None:
         known = sorted(self.ref.tasks)
         new: list[c.NewTask] = []
-        for queue, prio, retries, delay, dep_picks, (expiry, result_ttl, failure_ttl) in specs:
+        for queue, prio, retries, delay, dep_picks, ttls, task_type in specs:
+            expiry, result_ttl, failure_ttl = ttls
             self.n_ids += 1
             tid = make_task_id(int(self.now * 1000), self.n_ids)
             deps = tuple(dict.fromkeys(known[i % len(known)] for i in dep_picks)) if known else ()
@@ -364,7 +423,7 @@ class MachineVsReference(RuleBasedStateMachine):
             expires_at = None if expiry is None else self.now + expiry
             new.append(
                 c.NewTask(
-                    tid, "job", queue, b"p", prio, retries, due, depends_on=deps,
+                    tid, task_type, queue, b"p", prio, retries, due, depends_on=deps,
                     expires_at=expires_at, result_ttl=result_ttl, failure_ttl=failure_ttl,
                 )
             )  # fmt: skip
@@ -643,6 +702,81 @@ class MachineVsReference(RuleBasedStateMachine):
         want = {n: (r.paused, r.next_at, r.fired, r.last) for n, r in self.schedules.items()}
         assert got == want
 
+    @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
+    def pause_or_resume(self, queue: str, pause: bool) -> None:
+        if pause:
+            self.apply(c.PauseQueue(self.now, queue))
+            self.ref.paused.add(queue)
+        else:
+            self.apply(c.ResumeQueue(self.now, queue))
+            self.ref.paused.discard(queue)
+
+    @rule(queue=st.sampled_from(QUEUES), cap=st.one_of(st.none(), st.integers(1, 3)))
+    def cap_queue(self, queue: str, cap: int | None) -> None:
+        if cap is None:
+            if queue not in self.ref.queue_caps:
+                with pytest.raises(TqError) as refused:
+                    self.apply(c.ClearLimit(self.now, "queue", queue))
+                assert refused.value.code is ErrorCode.LIMIT_NOT_FOUND
+                return
+            self.apply(c.ClearLimit(self.now, "queue", queue))
+            del self.ref.queue_caps[queue]
+            return
+        self.apply(c.SetLimit(self.now, "queue", queue, concurrency=cap))
+        self.ref.queue_caps[queue] = cap
+
+    @rule(
+        task_type=st.sampled_from(TYPES),
+        rate=st.one_of(st.none(), st.sampled_from([0.1, 0.5, 1.0, 3.0])),
+        burst=st.integers(1, 3),
+        cap=st.one_of(st.none(), st.integers(1, 3)),
+        clear=st.booleans(),
+    )
+    def limit_type(
+        self, task_type: str, rate: float | None, burst: int, cap: int | None, clear: bool
+    ) -> None:
+        if clear:
+            if task_type not in self.ref.type_limits:
+                with pytest.raises(TqError) as refused:
+                    self.apply(c.ClearLimit(self.now, "type", task_type))
+                assert refused.value.code is ErrorCode.LIMIT_NOT_FOUND
+                return
+            self.apply(c.ClearLimit(self.now, "type", task_type))
+            del self.ref.type_limits[task_type]
+            return
+        if rate is None and cap is None:
+            with pytest.raises(TqError) as refused:
+                self.apply(c.SetLimit(self.now, "type", task_type))
+            assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+            return
+        self.apply(
+            c.SetLimit(self.now, "type", task_type, rate, burst if rate else 0, concurrency=cap)
+        )
+        tokens = float(burst) if rate is not None else 0.0
+        self.ref.type_limits[task_type] = RefLimit(rate, burst, cap, tokens, self.now)
+
+    @invariant()
+    def flow_control_agrees(self) -> None:
+        assert set(self.m.paused()) == self.ref.paused
+        for lim in self.m.limits():
+            if lim.scope == "queue":
+                assert self.ref.queue_caps[lim.name] == lim.concurrency
+            else:
+                ref = self.ref.type_limits[lim.name]
+                assert (lim.rate, lim.concurrency, lim.tokens) == (ref.rate, ref.cap, ref.tokens)
+                assert self.m.running_of_type(lim.name) == self.ref.running(task_type=lim.name)
+        assert len(self.m.limits()) == len(self.ref.queue_caps) + len(self.ref.type_limits)
+        for q in QUEUES:
+            pending = sum(
+                1 for t in self.ref.tasks.values() if t.state is S.PENDING and t.queue == q
+            )
+            assert self.m.pending_in(q) == pending
+            may = any(
+                t.state is S.PENDING and t.queue == q and self.ref.may_run(t, self.now)
+                for t in self.ref.tasks.values()
+            )
+            assert self.m.claimable_in(q, self.now) == may
+
     @invariant()
     def the_key_table_agrees(self) -> None:
         assert {k.id: k.revoked_at for k in self.m.api_keys()} == self.keys
@@ -724,6 +858,16 @@ def restore_from(store: dict[tuple[Family, bytes], bytes], now: float) -> Machin
             decode_schedule(v)
             for (f, k), v in store.items()
             if f is Family.METADATA and k.startswith(SCHEDULE_PREFIX)
+        ],
+        pauses=[
+            decode_queue_pause(v)
+            for (f, k), v in store.items()
+            if f is Family.METADATA and k.startswith(QUEUE_PREFIX)
+        ],
+        limits=[
+            decode_limit(v)
+            for (f, k), v in sorted(store.items())
+            if f is Family.METADATA and k.startswith(LIMIT_PREFIX)
         ],
     )
 

@@ -163,7 +163,7 @@ def test_stats_keep_every_queue_depth() -> None:
     stats = Stats(pending=3, queues={"q": QueueDepth(high=1, normal=2)}, totals={"submitted": 9})
     out = StatsOut.of(stats).model_dump()
     assert out["queues"] == {
-        "q": {"high": 1, "normal": 2, "low": 0, "scheduled": 0, "in_progress": 0}
+        "q": {"high": 1, "normal": 2, "low": 0, "scheduled": 0, "in_progress": 0, "paused": False}
     }
     assert (out["pending"], out["totals"]) == (3, {"submitted": 9})
 

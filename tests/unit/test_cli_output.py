@@ -58,7 +58,14 @@ def test_nested_records_become_plain_mappings() -> None:
     stats = Stats(pending=3, queues={"default": QueueDepth(high=1, low=2)}, totals={"done": 9})
     data = plain(stats)
     assert data["queues"] == {
-        "default": {"high": 1, "normal": 0, "low": 2, "scheduled": 0, "in_progress": 0}
+        "default": {
+            "high": 1,
+            "normal": 0,
+            "low": 2,
+            "scheduled": 0,
+            "in_progress": 0,
+            "paused": False,
+        }
     }
     assert data["totals"] == {"done": 9}
 

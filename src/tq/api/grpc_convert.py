@@ -173,7 +173,7 @@ def queues_to_pb(queues: Mapping[str, QueueDepth]) -> list[pb.QueueDepth]:
 def _queue(name: str, q: QueueDepth) -> pb.QueueDepth:
     return pb.QueueDepth(
         name=name, high=q.high, normal=q.normal, low=q.low, scheduled=q.scheduled,
-        in_progress=q.in_progress,
+        in_progress=q.in_progress, paused=q.paused,
     )  # fmt: skip
 
 

@@ -40,6 +40,13 @@ from tq.api.grpc_convert import (
     task_to_pb,
     workers_to_pb,
 )
+from tq.api.grpc_flow import (
+    limit_spec_from_pb,
+    limit_to_pb,
+    name_from_pb,
+    queue_state_to_pb,
+    scope_from_pb,
+)
 from tq.api.grpc_keys import key_spec_from_pb, key_to_pb
 from tq.api.grpc_schedules import schedule_spec_from_pb, schedule_to_pb
 from tq.api.grpc_watch import Watches
@@ -336,3 +343,37 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         self, request: pb.ScheduleRequest, context: Ctx, who: Principal
     ) -> pb.Schedule:
         return schedule_to_pb(await self.service.delete_schedule(who, request.name))
+
+    # ------------------------------------------------------------------ flow control
+
+    @_rpc
+    async def PauseQueue(
+        self, request: pb.QueueRequest, context: Ctx, who: Principal
+    ) -> pb.QueueState:
+        queue = name_from_pb(request.queue, "queue")
+        return queue_state_to_pb(await self.service.pause_queue(who, queue))
+
+    @_rpc
+    async def ResumeQueue(
+        self, request: pb.QueueRequest, context: Ctx, who: Principal
+    ) -> pb.QueueState:
+        queue = name_from_pb(request.queue, "queue")
+        return queue_state_to_pb(await self.service.pause_queue(who, queue, paused=False))
+
+    @_rpc
+    async def ListLimits(
+        self, request: pb.ListLimitsRequest, context: Ctx, who: Principal
+    ) -> pb.ListLimitsResponse:
+        return pb.ListLimitsResponse(limits=[limit_to_pb(x) for x in self.service.limits(who)])
+
+    @_rpc
+    async def SetLimit(self, request: pb.SetLimitRequest, context: Ctx, who: Principal) -> pb.Limit:
+        return limit_to_pb(await self.service.set_limit(who, limit_spec_from_pb(request)))
+
+    @_rpc
+    async def ClearLimit(
+        self, request: pb.ClearLimitRequest, context: Ctx, who: Principal
+    ) -> pb.ClearLimitResponse:
+        scope = scope_from_pb(request.scope)
+        await self.service.clear_limit(who, scope, name_from_pb(request.name, "name"))
+        return pb.ClearLimitResponse()

@@ -41,7 +41,9 @@ from tq.broker.instruments import Histogram, Instruments
 from tq.broker.service import BrokerService, DoorStats
 from tq.broker.tls import ServerTls
 from tq.config import Settings
+from tq.core.flow import tokens_at
 from tq.core.layout import Family
+from tq.core.machine import Machine
 from tq.core.model import DEFAULT_QUEUE, PriorityTier, TaskState
 from tq.errors import ConfigError, RateLimitedError, TqError
 from tq.version import __version__
@@ -162,6 +164,45 @@ class BrokerCollector(Collector):
             for state, n in by_state.items():
                 live.add_metric([queue, state.value], n)
         yield live
+        yield from self._flow(m)
+
+    def _flow(self, m: Machine) -> Iterable[Metric]:
+        """Flow control: paused queues (1) beside the other queues seen (0); per limit, its
+        tasks in progress and, for a rate, the tokens its bucket holds now."""
+        paused = m.paused()
+        gauge = GaugeMetricFamily(
+            "tq_broker_queue_paused",
+            "1 while a queue is paused (takes submits, hands out nothing), else 0.",
+            labels=["queue"],
+        )
+        if len(self._queues_seen) < MAX_QUEUES_REMEMBERED:  # resumed, it shows 0: not gone
+            self._queues_seen.update(paused)
+        for queue in sorted(self._queues_seen | paused.keys()):
+            gauge.add_metric([queue], 1 if queue in paused else 0)
+        yield gauge
+        limits = m.limits()
+        if not limits:
+            return
+        running = GaugeMetricFamily(
+            "tq_limit_running",
+            "Tasks in progress that count against a concurrency cap or rate limit.",
+            labels=["scope", "name"],
+        )
+        tokens = GaugeMetricFamily(
+            "tq_limit_tokens",
+            "Claims a task type's rate-limit bucket allows at once now.",
+            labels=["task_type"],
+        )
+        now = time.time()
+        for limit in limits:
+            if limit.scope == "queue":
+                running.add_metric([limit.scope, limit.name], m.running_in(limit.name))
+            else:
+                running.add_metric([limit.scope, limit.name], m.running_of_type(limit.name) or 0)
+            if limit.rate is not None:
+                tokens.add_metric([limit.name], tokens_at(limit, now))
+        yield running
+        yield tokens
 
     def _schedules(self) -> Iterable[Metric]:
         schedules = self.service.machine.schedules()

@@ -194,6 +194,7 @@ class QueueDepthOut(_Out):
     low: int = 0
     scheduled: int = 0
     in_progress: int = 0
+    paused: bool = Field(False, description="takes submits, hands out nothing until resumed")
 
 
 class StatsOut(_Out):

@@ -256,11 +256,12 @@ async def workers(service: Service, who: Caller) -> WorkersOut:
 
 @router.get("/v1/queues", operation_id="queues", responses=errors())
 async def queues(service: Service, who: Caller) -> QueuesOut:
-    """Depth of every queue: pending per priority tier, scheduled and running."""
+    """Depth of every queue: pending per priority tier, scheduled and running; whether it
+    is paused (a paused queue is listed even when empty)."""
     out = [
         QueueOut(
             name=name, high=q.high, normal=q.normal, low=q.low, pending=q.high + q.normal + q.low,
-            scheduled=q.scheduled, in_progress=q.in_progress,
+            scheduled=q.scheduled, in_progress=q.in_progress, paused=q.paused,
         )
         for name, q in sorted(service.stats(who).queues.items())
     ]  # fmt: skip

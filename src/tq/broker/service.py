@@ -30,7 +30,7 @@ bookkeeping — lives here once.
 
 (Over 600 lines on purpose: it is the whole use-case API, one method per request, read as one
 contract; the mechanisms behind it live in their own modules: ``actions``, ``listing``,
-``events``, ``delivery``, ``waiters``, ``quotas``, ``convert``, ``storage_guard``.)
+``events``, ``delivery``, ``waiters``, ``quotas``, ``convert``, ``storage_guard``, ``flow``.)
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from tq.broker import actions, keyadmin, schedules
+from tq.broker import flow as flowctl
 from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
 from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
 from tq.broker.delivery import Backlog, Push, Pushes, kept_states
@@ -91,7 +92,10 @@ from tq.protocol.records import (
     ClusterStatus,
     KeyInfo,
     KeySpec,
+    LimitInfo,
+    LimitSpec,
     QueueDepth,
+    QueueState,
     ScheduleInfo,
     ScheduleSpec,
     Stats,
@@ -170,6 +174,7 @@ class BrokerService:
         self.commit = GroupCommit(store, relaxed=settings.persistence.sync_mode is SyncMode.RELAXED)
         self.events = EventHub()
         self.waiters = ClaimWaiters()
+        self.refill = flowctl.RefillTimer()  # serves claims held back by a rate limit
         self.quotas = Quotas.of(b)
         self.ids = IdSource()
         self.rng = random.Random(os.urandom(16))
@@ -469,14 +474,20 @@ class BrokerService:
             self._backlog.forget()
             self._fail(self.failed, fut)
             return
-        if self.waiters and self.machine.count(TaskState.PENDING):
-            # Only queues where tasks became pending in this turn can serve a parked claim
-            # (it found its queues empty, or is held until its connection drains).
+        machine = self.machine
+        freed = machine.take_flow_ready()  # resumed, a capped slot freed, a limit lifted
+        if self.waiters and machine.count(TaskState.PENDING):
+            # Only queues where tasks became pending in this turn (or flow control let claims
+            # through again) can serve a parked claim (it found nothing it could take, or is
+            # held until its connection drains).
             waited = self.waiters.queues
             pending = TaskState.PENDING
             ready = {e.queue for e in self._fx.events if e.state is pending and e.queue in waited}
+            ready.update(q for q in freed if q in waited)
             if ready:
-                self.waiters.serve(ready, self.machine.pending_in, self._claim_for_waiter)
+                self.waiters.serve(ready, self._claimable(), self._claim_for_waiter)
+        if machine.flow_active or self.refill.armed:
+            self._arm_refill()
         fut, self._batch = self._batch, None
         fx, self._fx = self._fx, Effects()
         assert fut is not None
@@ -862,7 +873,62 @@ class BrokerService:
         """``owner`` takes its replies again: its parked claims held back meanwhile claim
         now, or wait in line again (cheap when it holds none)."""
         if self.failed is None:
-            self.waiters.wake(owner, self.machine.pending_in, self._claim_for_waiter)
+            self.waiters.wake(owner, self._claimable(), self._claim_for_waiter)
+
+    def _claimable(self) -> Callable[[str], int]:
+        """What a parked claim on a queue could take now: its pending tasks, or with flow
+        control on, whether pause, caps and rate limits let any through."""
+        m = self.machine
+        if not m.flow_active:
+            return m.pending_in
+        now = time.time()
+        return lambda q: int(m.claimable_in(q, now))
+
+    def _arm_refill(self) -> None:
+        """A timer at the next refill of a bucket holding back tasks parked claims wait for."""
+        m = self.machine
+        parked = bool(self.waiters) and m.flow_active
+        self.refill.arm(m.next_refill_at(time.time()) if parked else None, self._refilled)
+
+    def _refilled(self) -> None:
+        if not self.may_write():
+            return
+        claimable = self._claimable()
+        ready = {q for q in self.waiters.queues if claimable(q) > 0}
+        if ready:
+            self.waiters.serve(ready, claimable, self._claim_for_waiter)
+        self._arm_refill()
+
+    # ------------------------------------------------------------------ flow control
+
+    async def pause_queue(self, who: Principal, queue: str, *, paused: bool = True) -> QueueState:
+        """Pause ``queue`` (``paused`` False: resume it): admin of that queue. A paused queue
+        takes submits and hands out nothing; pausing twice keeps the first time."""
+        self.allow(who, Permission.ADMIN, [queue])
+        return await flowctl.pause(self, queue, paused)
+
+    async def set_limit(self, who: Principal, spec: LimitSpec) -> LimitInfo:
+        """Replace the limit of a queue (admin of it) or a task type (admin of every queue:
+        a type spans them)."""
+        self._allow_limit(who, spec.scope, spec.name)
+        return await flowctl.set_limit(self, spec)
+
+    async def clear_limit(self, who: Principal, scope: str, name: str) -> None:
+        """Remove the limit of a queue or task type (LIMIT_NOT_FOUND if it has none)."""
+        self._allow_limit(who, scope, name)
+        await flowctl.clear_limit(self, scope, name)
+
+    def limits(self, who: Principal) -> list[LimitInfo]:
+        """Every limit with what it counts now; a scoped key sees its queues' limits and
+        every task type's."""
+        self.allow(who, Permission.READ)
+        return flowctl.limit_infos(self.machine, who.queues)
+
+    def _allow_limit(self, who: Principal, scope: str, name: str) -> None:
+        if scope == "queue":
+            self.allow(who, Permission.ADMIN, [name])
+        else:
+            self.allow_every_queue(who, Permission.ADMIN, "a task type's limit")
 
     @property
     def lease(self) -> float:
@@ -1058,6 +1124,7 @@ class BrokerService:
         m = self.machine
         counts = m.counts()
         depths = m.queue_depths()
+        paused = m.paused()
         queues = {}
         for name, by_state in m.queue_counts().items():
             low, normal, high = depths.get(name, (0, 0, 0))
@@ -1065,7 +1132,10 @@ class BrokerService:
                 high=high, normal=normal, low=low,
                 scheduled=by_state.get(TaskState.SCHEDULED, 0) + by_state.get(TaskState.FAILED, 0),
                 in_progress=by_state.get(TaskState.IN_PROGRESS, 0),
+                paused=name in paused,
             )  # fmt: skip
+        for name in paused:  # a paused queue is shown even while it holds no task
+            queues.setdefault(name, QueueDepth(paused=True))
         totals = {f: getattr(self._totals, f) for f in Counters.__struct_fields__}
         return Stats(
             pending=counts[TaskState.PENDING],
@@ -1206,6 +1276,7 @@ class BrokerService:
     def cancel_waiters(self) -> None:
         """Answer every parked claim with no tasks (at shutdown)."""
         self.waiters.cancel_all()
+        self.refill.cancel()
 
     async def close(self) -> None:
         """Make everything applied durable and stop the fsync thread (after ``drain``)."""

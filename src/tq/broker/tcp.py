@@ -867,6 +867,35 @@ def _schedule_action(
     _later(p, act(p.who, req.name), lambda s: m.ScheduleReply(request_id=rid, schedule=s), rid)
 
 
+def _queue_pause(p: BrokerProtocol, req: m.QueuePause | m.QueueResume) -> None:
+    rid, paused = req.request_id, isinstance(req, m.QueuePause)
+    _later(
+        p,
+        p.service.pause_queue(p.who, req.queue, paused=paused),
+        lambda state: m.QueueStateReply(request_id=rid, state=state),
+        rid,
+    )
+
+
+def _limit_set(p: BrokerProtocol, req: m.LimitSet) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.set_limit(p.who, req.limit),
+        lambda info: m.LimitSetReply(request_id=rid, limit=info),
+        rid,
+    )
+
+
+def _limit_clear(p: BrokerProtocol, req: m.LimitClear) -> None:
+    rid = req.request_id
+    _later(p, p.service.clear_limit(p.who, req.scope, req.name), lambda _: Ack(request_id=rid), rid)
+
+
+def _limit_list(p: BrokerProtocol, req: m.LimitList) -> None:
+    p.reply(m.LimitListReply(request_id=req.request_id, limits=p.service.limits(p.who)))
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -890,6 +919,11 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.KeyCreate: _key_create,
     m.KeyList: _key_list,
     m.KeyRevoke: _key_revoke,
+    m.QueuePause: _queue_pause,
+    m.QueueResume: _queue_pause,
+    m.LimitSet: _limit_set,
+    m.LimitClear: _limit_clear,
+    m.LimitList: _limit_list,
     m.ActOnTasks: _act,
     m.ActOnFilter: _act_filter,
     m.ScheduleCreate: _schedule_create,

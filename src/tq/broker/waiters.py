@@ -1,15 +1,16 @@
 """Long-poll claims: workers parked until tasks arrive or their wait ends. No busy polling.
 
-Theory of operation: a parked claim stands in the line of each queue it names. At the end of
-a loop turn the service names the queues where tasks became pending; only their lines are
-walked, oldest claim first (so workers share the work), and a line is left as soon as its
-queue has nothing pending, so serving costs in proportion to the queues that got work and
-the claims served, never to every parked claim. A claim with a byte budget is served only
-while its budget is positive (its connection takes its replies), and with no more than that
-budget of tasks; met with a budget of 0 it is *held*: out of the lines until its owner (the
-connection) takes its output again and calls ``wake``. A claim still parked at its deadline
-is answered with no tasks. Parked claims and the queues they name are counted per owner, for
-the service's caps.
+Theory of operation: a parked claim stands in the line of each queue it names. At the end of a
+loop turn the service names the queues where tasks became pending (or where flow control lets
+claims through again: a queue resumed, a capped slot freed, a limit lifted, a rate limit's next
+token, ``tq.broker.flow``); only their lines are walked, oldest claim first (so workers share
+the work), and a line is left as soon as its queue has nothing a claim may take, so serving
+costs in proportion to the queues that got work and the claims served, never to every parked
+claim. A claim with a byte budget is served only while its budget is positive (its connection
+takes its replies), and with no more than that budget of tasks; met with a budget of 0 it is
+*held*: out of the lines until its owner (the connection) takes its output again and calls
+``wake``. A claim still parked at its deadline is answered with no tasks. Parked claims and the
+queues they name are counted per owner, for the service's caps.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ def workers_cmd(ctx: CliContext) -> None:
 QUEUE_COLUMNS: Final = ("high", "normal", "low", "scheduled", "in_progress", "dead_letter")
 
 
-def queue_table(queues: dict[str, dict[str, int]], caption: str | None = None) -> Table:
+def queue_table(queues: dict[str, dict[str, Any]], caption: str | None = None) -> Table:
     """One row per queue: its counts, and its pending tasks as a bar against the longest."""
     longest = max((sum(d[t] for t in QUEUE_COLUMNS[:3]) for d in queues.values()), default=0)
     table = Table(title=f"queues ({len(queues)})", title_justify="left", caption=caption)
@@ -272,10 +272,12 @@ def queue_table(queues: dict[str, dict[str, int]], caption: str | None = None) -
     for column in QUEUE_COLUMNS:
         table.add_column(column.replace("_", " "), justify="right")
     table.add_column("pending")
+    table.add_column("paused")
     for name, depth in queues.items():
         pending = sum(depth[t] for t in QUEUE_COLUMNS[:3])
         bar = Bar(size=max(longest, 1), begin=0, end=pending, width=30, color="cyan")
-        table.add_row(Text(name), *(f"{depth[c]:,}" for c in QUEUE_COLUMNS), bar)
+        paused = Text("paused", style="bold yellow") if depth.get("paused") else Text("")
+        table.add_row(Text(name), *(f"{depth[c]:,}" for c in QUEUE_COLUMNS), bar, paused)
     return table
 
 
@@ -286,19 +288,27 @@ def _dead_letter_by_queue(client: Client) -> tuple[Counter[str], bool]:
     return Counter(t.queue for t in tasks), cursor is not None
 
 
-@click.command("queues")
-@click.pass_obj
-def queues_cmd(ctx: CliContext) -> None:
-    """Every queue that a task or a worker names (empty ones too), its tasks by state and
-    pending priority tier (high 200-255, normal 100-199, low 0-99), and its dead letter."""
+@click.group("queues", invoke_without_command=True)
+@click.pass_context
+def queues_cmd(click_ctx: click.Context) -> None:
+    """Every queue that a task or a worker names (empty ones too, paused ones too), its
+    tasks by state and pending priority tier (high 200-255, normal 100-199, low 0-99), its
+    dead letter and whether it is paused (tq queues pause|resume QUEUE change that)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: CliContext = click_ctx.obj
     with connect(ctx) as client:
         depths = client.stats().queues
         served = {q for w in client.workers() for q in w.queues}
         dead, more = _dead_letter_by_queue(client)
-    data: dict[str, dict[str, int]] = {}
+    data: dict[str, dict[str, Any]] = {}
     for name in sorted({*depths, *served, *dead}):
         depth = plain(depths[name]) if name in depths else dict.fromkeys(QUEUE_COLUMNS[:5], 0)
-        data[name] = {**{c: depth[c] for c in QUEUE_COLUMNS[:5]}, "dead_letter": dead[name]}
+        data[name] = {
+            **{c: depth.get(c, 0) for c in QUEUE_COLUMNS[:5]},
+            "dead_letter": dead[name],
+            "paused": bool(depth.get("paused")),
+        }
     caption = None
     if more:
         caption = (

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, bulk, cluster, datadir, keys, schedules, serve, submit
+from tq.cli import admin, bench, bulk, cluster, datadir, flow, keys, schedules, serve, submit
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -91,12 +91,15 @@ for _command in (
     keys.keys_group,
     cluster.cluster_group,
     schedules.schedules_group,
+    flow.limits_group,
 ):
     cli.add_command(attach(_command))
 for _command in (
     *keys.keys_group.commands.values(),
     *cluster.cluster_group.commands.values(),
     *schedules.schedules_group.commands.values(),
+    *admin.queues_cmd.commands.values(),  # pause, resume (tq.cli.flow)
+    *flow.limits_group.commands.values(),
 ):
     attach(_command)
 

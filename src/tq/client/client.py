@@ -51,6 +51,7 @@ from tq.errors import (
     error_for_code,
 )
 from tq.protocol import (
+    Ack,
     CancelReply,
     CancelTask,
     ClusterStatus,
@@ -65,12 +66,23 @@ from tq.protocol import (
     KeyRevoke,
     KeyRevokeReply,
     KeySpec,
+    LimitClear,
+    LimitInfo,
+    LimitList,
+    LimitListReply,
+    LimitSet,
+    LimitSetReply,
+    LimitSpec,
     ListReply,
     ListTasks,
     ListWorkers,
     Ping,
     Pong,
     QueryStatus,
+    QueuePause,
+    QueueResume,
+    QueueState,
+    QueueStateReply,
     RetrySpec,
     Stats,
     StatsReply,
@@ -399,6 +411,55 @@ class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls):
         )
         return reply.key
 
+    # --- flow control (an admin key; a read key to list) ------------------------------------
+
+    async def pause_queue(self, queue: str) -> QueueState:
+        """Pause ``queue``: it takes submits and hands out nothing until resumed."""
+        reply = await self._session.call(
+            lambda rid: QueuePause(request_id=rid, queue=queue), QueueStateReply, retry=True
+        )
+        return reply.state
+
+    async def resume_queue(self, queue: str) -> QueueState:
+        """Resume ``queue``: its tasks are handed out again (parked claims at once)."""
+        reply = await self._session.call(
+            lambda rid: QueueResume(request_id=rid, queue=queue), QueueStateReply, retry=True
+        )
+        return reply.state
+
+    async def set_limit(
+        self,
+        *,
+        queue: str | None = None,
+        task_type: str | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
+    ) -> LimitInfo:
+        """Replace the limit of one ``queue`` or ``task_type``: at most ``concurrency`` of
+        its tasks in progress at once; for a task type also at most ``rate`` claims per
+        second, ``burst`` at once (default: the rate rounded up)."""
+        scope, name = _limit_target(queue, task_type)
+        spec = LimitSpec(scope=scope, name=name, rate=rate, burst=burst, concurrency=concurrency)
+        reply = await self._session.call(
+            lambda rid: LimitSet(request_id=rid, limit=spec), LimitSetReply, retry=True
+        )
+        return reply.limit
+
+    async def clear_limit(self, *, queue: str | None = None, task_type: str | None = None) -> None:
+        """Remove the limit of one ``queue`` or ``task_type`` (NotFoundError if none)."""
+        scope, name = _limit_target(queue, task_type)
+        await self._session.call(
+            lambda rid: LimitClear(request_id=rid, scope=scope, name=name), Ack
+        )
+
+    async def limits(self) -> list[LimitInfo]:
+        """Every limit, queues first, with its tasks in progress and tokens now."""
+        reply = await self._session.call(
+            lambda rid: LimitList(request_id=rid), LimitListReply, retry=True
+        )
+        return list(reply.limits)
+
     async def ping(self) -> float:
         """Round-trip time to the broker in seconds (connecting first is not counted)."""
         session = self._session
@@ -489,6 +550,15 @@ class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls):
         """Task events as they happen: ``async with client.subscribe(all=True) as events:
         async for event in events: ...`` (``await client.subscribe(...)`` also starts it)."""
         return Subscription(self._session, task_ids=task_ids, queues=queues, all=all)
+
+
+def _limit_target(queue: str | None, task_type: str | None) -> tuple[Literal["queue", "type"], str]:
+    if (queue is None) == (task_type is None):
+        raise ValidationError("name exactly one of queue= and task_type= for a limit")
+    if queue is not None:
+        return "queue", queue
+    assert task_type is not None
+    return "type", task_type
 
 
 def _item_error(code: int, context: str) -> TqError:

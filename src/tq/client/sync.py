@@ -38,7 +38,7 @@ from tq.protocol import (
     TaskSpec,
     WorkerInfo,
 )
-from tq.protocol.records import ClusterStatus
+from tq.protocol.records import ClusterStatus, LimitInfo, QueueState
 
 T = TypeVar("T")
 
@@ -344,6 +344,34 @@ class Client:
 
     def delete_schedule(self, name: str) -> ScheduleInfo:
         return self._runner.run(self._async.delete_schedule(name))
+
+    def pause_queue(self, queue: str) -> QueueState:
+        return self._runner.run(self._async.pause_queue(queue))
+
+    def resume_queue(self, queue: str) -> QueueState:
+        return self._runner.run(self._async.resume_queue(queue))
+
+    def set_limit(
+        self,
+        *,
+        queue: str | None = None,
+        task_type: str | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+        concurrency: int | None = None,
+    ) -> LimitInfo:
+        """See ``AsyncClient.set_limit``."""
+        return self._runner.run(
+            self._async.set_limit(
+                queue=queue, task_type=task_type, rate=rate, burst=burst, concurrency=concurrency
+            )
+        )
+
+    def clear_limit(self, *, queue: str | None = None, task_type: str | None = None) -> None:
+        self._runner.run(self._async.clear_limit(queue=queue, task_type=task_type))
+
+    def limits(self) -> list[LimitInfo]:
+        return self._runner.run(self._async.limits())
 
     def wait(self, task_id: str, timeout: float | None = None) -> TaskInfo:
         return self._runner.run(self._async.wait(task_id, timeout))

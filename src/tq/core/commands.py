@@ -283,6 +283,39 @@ class FireSchedules(_Command, frozen=True, tag=24):
     default_max_retries: int = 3
 
 
+class PauseQueue(_Command, frozen=True, tag=25):
+    """Stop handing out tasks of ``queue`` (submits are still taken). Pausing a paused queue
+    keeps its first pause time."""
+
+    queue: str
+
+
+class ResumeQueue(_Command, frozen=True, tag=26):
+    """Hand out tasks of ``queue`` again (a queue that is not paused stays as it is)."""
+
+    queue: str
+
+
+class SetLimit(_Command, frozen=True, tag=27):
+    """Replace the limit of a queue or task type (``scope`` "queue" or "type"): at most
+    ``concurrency`` of its tasks in progress at once, cluster-wide; for a task type also at
+    most ``rate`` claims per second on average, ``burst`` at once (a token bucket that starts
+    full at ``now``). None: no such limit."""
+
+    scope: str
+    name: str
+    rate: float | None = None
+    burst: int = 0
+    concurrency: int | None = None
+
+
+class ClearLimit(_Command, frozen=True, tag=28):
+    """Remove the limit of a queue or task type (LIMIT_NOT_FOUND if it has none)."""
+
+    scope: str
+    name: str
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -310,6 +343,10 @@ Command = (
     | ResumeSchedule
     | DeleteSchedule
     | FireSchedules
+    | PauseQueue
+    | ResumeQueue
+    | SetLimit
+    | ClearLimit
 )
 
 _encoder = msgspec.msgpack.Encoder()

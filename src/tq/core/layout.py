@@ -20,6 +20,8 @@ Column families and keys (all task keys are the 16 raw bytes of the task id)::
                                           the result-lifetime index, in purge-time order
                  b"ttl-revived/" + purge time + task id -> b"": an index entry whose task was
                                           retried since (``tq.core.lifetimes``)
+                 b"queue/" + name utf8 -> QueuePause (only while the queue is paused)
+                 b"limit/" + scope utf8 + b"/" + name utf8 -> FlowLimit (its token bucket too)
 
 Why this layout: a task lives in exactly one family, so a state change is one delete plus one
 put (about 1 us in total with time-ordered UUIDv7 keys), and a submit is one put. The
@@ -84,6 +86,8 @@ APPLIED_KEY: Final = b"cluster/applied"
 #: The result-lifetime index (``tq.core.lifetimes``), and its entries whose task was retried.
 TTL_PREFIX: Final = b"ttl/"
 TTL_REVIVED_PREFIX: Final = b"ttl-revived/"
+QUEUE_PREFIX: Final = b"queue/"
+LIMIT_PREFIX: Final = b"limit/"
 
 #: A storage mutation: (family, key, value); value None means delete.
 Mutation = tuple[Family, bytes, bytes | None]
@@ -170,6 +174,36 @@ class AppliedMark(msgspec.Struct, array_like=True, frozen=True):
     epoch: int = 0
 
 
+class QueuePause(msgspec.Struct, array_like=True, frozen=True):
+    """A paused queue: it takes submits and hands out nothing until resumed."""
+
+    queue: str
+    paused_at: float
+
+
+class FlowLimit(msgspec.Struct, array_like=True):
+    """A rate limit and/or concurrency cap on a queue (``scope`` "queue": a cap only) or a
+    task type (``scope`` "type"), with its token bucket: ``tokens`` as of ``refilled_at``,
+    refilled at ``rate`` per second up to ``burst``. Mutable: claims spend its tokens."""
+
+    scope: str
+    name: str
+    set_at: float
+    rate: float | None = None
+    burst: int = 0
+    concurrency: int | None = None
+    tokens: float = 0.0
+    refilled_at: float = 0.0
+
+
+def queue_pause_key(queue: str) -> bytes:
+    return QUEUE_PREFIX + queue.encode()
+
+
+def limit_key(scope: str, name: str) -> bytes:
+    return LIMIT_PREFIX + scope.encode() + b"/" + name.encode()
+
+
 def worker_key(worker_id: str) -> bytes:
     return WORKER_PREFIX + worker_id.encode()
 
@@ -202,6 +236,8 @@ _worker_dec = msgspec.msgpack.Decoder(WorkerRecord)
 _idem_dec = msgspec.msgpack.Decoder(IdempotencyRecord)
 _key_dec = msgspec.msgpack.Decoder(ApiKey)
 _applied_dec = msgspec.msgpack.Decoder(AppliedMark)
+_pause_dec = msgspec.msgpack.Decoder(QueuePause)
+_limit_dec = msgspec.msgpack.Decoder(FlowLimit)
 
 
 def encode(obj: msgspec.Struct) -> bytes:
@@ -226,3 +262,11 @@ def decode_api_key(data: bytes) -> ApiKey:
 
 def decode_applied(data: bytes) -> AppliedMark:
     return _applied_dec.decode(data)
+
+
+def decode_queue_pause(data: bytes) -> QueuePause:
+    return _pause_dec.decode(data)
+
+
+def decode_limit(data: bytes) -> FlowLimit:
+    return _limit_dec.decode(data)

@@ -16,17 +16,21 @@ Theory of operation:
 - Attempts are counted when a task is claimed, so a worker that crashes mid-task has used an
   attempt. A failed attempt retries after backoff while ``attempts <= max_retries``; a lost
   lease returns the task to its old place in the queue under the same rule.
+- Flow control (``tq.core.flow``): paused queues, rate limits and concurrency caps decide
+  which ReadyQueues a claim may take from (a limited task type's pending tasks live in lanes
+  of their own); with none configured, claims and submits never consult it.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import msgspec
 
 from tq.core import commands as c
 from tq.core.effects import Effects
+from tq.core.flow import Flow
 from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.keys import validate_key
 from tq.core.layout import (
@@ -35,8 +39,10 @@ from tq.core.layout import (
     TTL_REVIVED_PREFIX,
     ApiKey,
     Family,
+    FlowLimit,
     IdempotencyRecord,
     MachineMeta,
+    QueuePause,
     WorkerRecord,
     api_key_key,
     encode,
@@ -72,6 +78,7 @@ COMPLETED, FAILED, DEAD, CANCELLED = (
 OK = 0
 _DELAYED = (SCHEDULED, FAILED)
 _STATE_INDEX = {state: i for i, state in enumerate(TaskState)}
+_RUNNING = _STATE_INDEX[IN_PROGRESS]
 
 
 class Machine:
@@ -92,6 +99,7 @@ class Machine:
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self._queue_counts: dict[str, list[int]] = {}  # live tasks per queue, by _STATE_INDEX
         self.meta = MachineMeta()
+        self._flow = Flow()  # paused queues, rate limits, caps (tq.core.flow)
         self._handlers: dict[type, Callable[[c.Command, Effects], Reply]] = {
             c.SubmitTasks: self._submit,  # type: ignore[dict-item]
             c.ClaimTasks: self._claim,  # type: ignore[dict-item]
@@ -119,6 +127,10 @@ class Machine:
             c.ResumeSchedule: self._schedules.resume,  # type: ignore[dict-item]
             c.DeleteSchedule: self._schedules.delete,  # type: ignore[dict-item]
             c.FireSchedules: self._fire_schedules,  # type: ignore[dict-item]
+            c.PauseQueue: self._pause,  # type: ignore[dict-item]
+            c.ResumeQueue: self._resume,  # type: ignore[dict-item]
+            c.SetLimit: self._set_limit,  # type: ignore[dict-item]
+            c.ClearLimit: self._clear_limit,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -140,7 +152,11 @@ class Machine:
     def pending_in(self, queue: str) -> int:
         """Pending tasks of ``queue``: what a claim could take now."""
         q = self._queues.get(queue)
-        return 0 if q is None else q.size
+        n = 0 if q is None else q.size
+        for lanes in self._flow.lanes.values():
+            if (lane := lanes.get(queue)) is not None:
+                n += lane.size
+        return n
 
     def counts(self) -> dict[TaskState, int]:
         """Live tasks per state (terminal states are always 0: they are not kept)."""
@@ -154,7 +170,14 @@ class Machine:
 
     def queue_depths(self) -> dict[str, tuple[int, int, int]]:
         """Pending tasks per queue and tier (low, normal, high)."""
-        return {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+        depths = {name: q.tier_counts() for name, q in self._queues.items() if q.size}
+        for lanes in self._flow.lanes.values():
+            for name, lane in lanes.items():
+                if lane.size:
+                    low, normal, high = depths.get(name, (0, 0, 0))
+                    a, b, c_ = lane.tier_counts()
+                    depths[name] = (low + a, normal + b, high + c_)
+        return depths
 
     def queue_counts(self) -> dict[str, dict[TaskState, int]]:
         """Live tasks per queue and state."""
@@ -193,6 +216,48 @@ class Machine:
     def live_tasks(self) -> Iterable[Task]:
         return self._tasks.values()
 
+    # ------------------------------------------------------------------ flow control
+
+    @property
+    def flow_active(self) -> bool:
+        """Whether any queue is paused or any limit set (else claims skip flow control)."""
+        return self._flow.active
+
+    def paused(self) -> dict[str, float]:
+        """Paused queues and when each was paused (a copy)."""
+        return dict(self._flow.paused)
+
+    def limits(self) -> list[FlowLimit]:
+        """Every limit, queues first (the records themselves: read them, never mutate them)."""
+        return self._flow.limits()
+
+    def running_of_type(self, task_type: str) -> int | None:
+        """Tasks of a limited type in progress (None: the type has no limit)."""
+        return self._flow.running.get(task_type)
+
+    def running_in(self, queue: str) -> int:
+        counts = self._queue_counts.get(queue)
+        return 0 if counts is None else counts[_RUNNING]
+
+    def claimable_in(self, queue: str, now: float) -> bool:
+        """Whether a claim on ``queue`` at ``now`` would find a task (pause, caps and rate
+        limits considered)."""
+        if not self._flow.active:
+            return self.pending_in(queue) > 0
+        return self._flow.claimable(queue, self._queues, self.running_in, now)
+
+    def take_flow_ready(self) -> Collection[str]:
+        """Queues where claims may find tasks again since last asked (resumed, a capped
+        slot freed, a limit changed or lifted): the broker serves claims parked on them."""
+        return self._flow.take_ready() if self._flow.ready else ()
+
+    def next_refill_at(self, now: float) -> float | None:
+        """When a rate-limited task type that alone holds back pending tasks may be claimed
+        again (None: none is held back by its rate alone)."""
+        if not self._flow.types:
+            return None
+        return self._flow.next_refill_at(self._queues, self.running_in, now)
+
     def next_timer_at(self) -> float | None:
         """When the earliest scheduled or failed task becomes due (may be stale-early)."""
         return self._timers[0][0] if self._timers else None
@@ -217,6 +282,8 @@ class Machine:
         keys: Iterable[ApiKey] = (),
         revived: Iterable[tuple[float, TaskId]] = (),
         schedules: Iterable[Schedule] = (),
+        pauses: Iterable[QueuePause] = (),
+        limits: Iterable[FlowLimit] = (),
     ) -> Machine:
         """Rebuild from stored records (live tasks, workers, keys, the machine record).
 
@@ -238,6 +305,7 @@ class Machine:
         for api_key in keys:
             m._keys[api_key.id] = api_key
         m._schedules.by_name.update((s.name, s) for s in schedules)
+        m._flow.restore(pauses, limits)
         pending: list[Task] = []
         waiting_deps: list[Task] = []
         for task in tasks:
@@ -251,6 +319,7 @@ class Machine:
             elif state is IN_PROGRESS:
                 if task.worker_id is not None:
                     m._held.setdefault(task.worker_id, {})[task.id] = None
+                m._flow.restored_running(task)
             else:
                 if task.scheduled_at is not None:
                     m._timers.append((task.scheduled_at, task.id))
@@ -258,7 +327,7 @@ class Machine:
                     waiting_deps.append(task)
         pending.sort(key=_seq_of)  # keys come in id order: nearly seq order, so timsort is ~O(n)
         for task in pending:
-            m._queue(task.queue).push(task)
+            m._ready(task).push(task)
         heapq.heapify(m._timers)
         heapq.heapify(m._expiries)
         failed: list[tuple[Task, TaskId, TaskState]] = []
@@ -328,6 +397,7 @@ class Machine:
                 for q, by_state in self.queue_counts().items()
             },
             "meta": encode(self.meta),
+            "flow": self._flow.snapshot(),
         }
 
     # ------------------------------------------------------------------ submit
@@ -439,7 +509,11 @@ class Machine:
         if cmd.max_tasks < 1:
             raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
         held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
-        queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
+        flow = self._flow
+        if flow.active:
+            queues = flow.candidates(cmd.queues, self._queues, self.running_in, now)
+        else:
+            queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
         out: list[ClaimedTask] = []
         token = self.meta.next_lease_token
         lease_until = now + cmd.lease_duration
@@ -452,7 +526,7 @@ class Machine:
             if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):
                 size = claimed_size(task)
                 if size > room:
-                    self._queues[task.queue].push(task)  # back in its place (same seq)
+                    self._ready(task).push(task)  # back in its place (same seq)
                     break
                 room -= size
             self._bump(task.queue, PENDING, -1)
@@ -476,6 +550,9 @@ class Machine:
             token += 1
             held[task.id] = None
             self._bump(task.queue, IN_PROGRESS, 1)
+            if flow.active:  # its type or queue may have reached a limit: ask again
+                flow.took(task, now)
+                queues = flow.candidates(cmd.queues, self._queues, self.running_in, now)
             add((Family.PENDING, task.id, None))
             add((Family.IN_PROGRESS, task.id, encode_task(task)))
             fx.event(task)
@@ -495,6 +572,8 @@ class Machine:
                     task.tags,
                 )
             )
+        if flow.spent:
+            flow.write_spent(fx)
         self.meta.next_lease_token = token
         self.meta.counters.claimed += len(out)
         return ClaimReply(out)
@@ -564,7 +643,7 @@ class Machine:
                 continue
             old = task.state
             if old is PENDING:
-                self._queues[task.queue].discard(task)
+                self._ready(task).discard(task)
             elif old is IN_PROGRESS:
                 self._unhold(task)
                 task.lease_expires_at = None
@@ -655,7 +734,7 @@ class Machine:
         task.worker_id = None
         task.lease_expires_at = None
         self._set(task, PENDING, now)
-        self._queue(task.queue).push(task)
+        self._ready(task).push(task)
         if task.expires_at is not None:  # its entry may have been met while it ran
             heapq.heappush(self._expiries, (task.expires_at, task.id))
         fx.delete(Family.IN_PROGRESS, task.id)
@@ -886,7 +965,33 @@ class Machine:
     def _fire_schedules(self, cmd: c.FireSchedules, fx: Effects) -> ItemCodes:
         return self._schedules.fire(cmd, fx, self._submit)
 
+    # ------------------------------------------------------------------ flow control
+
+    def _pause(self, cmd: c.PauseQueue, fx: Effects) -> Reply:
+        self._flow.pause(cmd, fx)
+        return DONE
+
+    def _resume(self, cmd: c.ResumeQueue, fx: Effects) -> Reply:
+        self._flow.resume(cmd, fx)
+        return DONE
+
+    def _set_limit(self, cmd: c.SetLimit, fx: Effects) -> Reply:
+        self._flow.set_limit(cmd, self._queues, self._tasks.values(), fx)
+        return DONE
+
+    def _clear_limit(self, cmd: c.ClearLimit, fx: Effects) -> Reply:
+        self._flow.clear_limit(cmd, self._queues, fx)
+        return DONE
+
     # ------------------------------------------------------------------ helpers
+
+    def _ready(self, task: Task) -> ReadyQueue:
+        """The ReadyQueue a pending task lives in: its queue's, or its limited type's lane."""
+        if self._flow.lanes:
+            lane = self._flow.lane(task)
+            if lane is not None:
+                return lane
+        return self._queue(task.queue)
 
     def _queue(self, name: str) -> ReadyQueue:
         q = self._queues.get(name)
@@ -898,9 +1003,14 @@ class Machine:
         """Enter the pending queue at the back of its priority (a fresh seq)."""
         task.seq = self.meta.next_seq
         self.meta.next_seq += 1
-        self._queue(task.queue).push(task)
+        if self._flow.lanes:
+            self._ready(task).push(task)
+        else:  # the submit path: no call more than before flow control
+            self._queue(task.queue).push(task)
 
     def _set(self, task: Task, state: TaskState, now: float) -> None:
+        if self._flow.active and task.state is IN_PROGRESS:
+            self._flow.left(task)
         self._bump(task.queue, task.state, -1)
         task.transition(state, now)
         self._bump(task.queue, state, 1)

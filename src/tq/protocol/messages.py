@@ -25,10 +25,14 @@ from tq.protocol.records import (
     CpuPercent,
     KeyInfo,
     KeySpec,
+    LimitInfo,
+    LimitScope,
+    LimitSpec,
     Name,
     Percent,
     PositiveSeconds,
     Priority,
+    QueueState,
     RequestId,
     ScheduleInfo,
     ScheduleName,
@@ -101,6 +105,14 @@ class MessageType(IntEnum):
     SCHEDULE_PAUSE = 0x75
     SCHEDULE_RESUME = 0x76
     SCHEDULE_DELETE = 0x77
+    QUEUE_PAUSE = 0x80
+    QUEUE_STATE_REPLY = 0x81
+    QUEUE_RESUME = 0x82
+    LIMIT_SET = 0x83
+    LIMIT_SET_REPLY = 0x84
+    LIMIT_CLEAR = 0x85
+    LIMIT_LIST = 0x86
+    LIMIT_LIST_REPLY = 0x87
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -520,3 +532,50 @@ class ScheduleResume(_Correlated, kw_only=True, frozen=True):
 class ScheduleDelete(_Correlated, kw_only=True, frozen=True):
     type_code = _T.SCHEDULE_DELETE
     name: ScheduleName
+
+
+# --- flow control --------------------------------------------------------------------------
+
+
+class QueuePause(_Correlated, kw_only=True, frozen=True):
+    """Pause a queue: it takes submits and hands out nothing until resumed."""
+
+    type_code = _T.QUEUE_PAUSE
+    queue: Name
+
+
+class QueueResume(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.QUEUE_RESUME
+    queue: Name
+
+
+class QueueStateReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.QUEUE_STATE_REPLY
+    state: QueueState
+
+
+class LimitSet(_Correlated, kw_only=True, frozen=True):
+    """Replace the rate limit / concurrency cap of a queue or task type."""
+
+    type_code = _T.LIMIT_SET
+    limit: LimitSpec
+
+
+class LimitSetReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIMIT_SET_REPLY
+    limit: LimitInfo
+
+
+class LimitClear(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIMIT_CLEAR
+    scope: LimitScope
+    name: Name
+
+
+class LimitList(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIMIT_LIST
+
+
+class LimitListReply(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.LIMIT_LIST_REPLY
+    limits: list[LimitInfo] = []

@@ -196,6 +196,8 @@ class QueueDepth(WireStruct, kw_only=True, frozen=True):
     low: Count = 0
     scheduled: Count = 0
     in_progress: Count = 0
+    #: True: the queue takes submits but hands out nothing until resumed.
+    paused: bool = False
 
 
 class Stats(WireStruct, kw_only=True, frozen=True):
@@ -354,3 +356,48 @@ class ScheduleInfo(WireStruct, kw_only=True, frozen=True):
     fired: Count = 0
     created_at: Timestamp
     updated_at: Timestamp
+
+
+# --- flow control ---------------------------------------------------------------------------
+
+#: What a limit applies to: every task of a queue, or every task of a type (in any queue).
+LimitScope = Literal["queue", "type"]
+#: Most tasks per second a rate limit may allow, and most tasks a burst or a cap may count.
+MAX_LIMIT_RATE: Final = 1e6
+MAX_LIMIT_COUNT: Final = 2**31 - 1
+LimitRate = Annotated[float, Meta(gt=0, le=MAX_LIMIT_RATE)]
+LimitCount = Annotated[int, Meta(ge=1, le=MAX_LIMIT_COUNT)]
+
+
+class LimitSpec(WireStruct, kw_only=True, frozen=True):
+    """A limit to set, replacing the one ``scope``/``name`` had: at most ``rate`` tasks per
+    second (task types only; ``burst`` at once after a quiet spell, by default the rate
+    rounded up), at most ``concurrency`` in progress at once. At least one of the two."""
+
+    scope: LimitScope
+    name: Name
+    rate: LimitRate | None = None
+    burst: LimitCount | None = None
+    concurrency: LimitCount | None = None
+
+
+class LimitInfo(WireStruct, kw_only=True, frozen=True):
+    """A limit as set, with what it counts now: tasks in progress (``running``) and, for a
+    rate, the tokens its bucket holds (claims it would allow at once)."""
+
+    scope: LimitScope
+    name: str
+    rate: LimitRate | None = None
+    burst: LimitCount | None = None
+    concurrency: LimitCount | None = None
+    running: Count = 0
+    tokens: Annotated[float, Meta(ge=0, le=MAX_LIMIT_COUNT)] | None = None
+    set_at: Timestamp = 0.0
+
+
+class QueueState(WireStruct, kw_only=True, frozen=True):
+    """A queue's pause state: ``paused_at`` set while paused."""
+
+    queue: str
+    paused: bool = False
+    paused_at: Timestamp | None = None

@@ -30,6 +30,11 @@ from tq.protocol.messages import (
     KeyListReply,
     KeyRevoke,
     KeyRevokeReply,
+    LimitClear,
+    LimitList,
+    LimitListReply,
+    LimitSet,
+    LimitSetReply,
     ListReply,
     ListTasks,
     ListWorkers,
@@ -39,6 +44,9 @@ from tq.protocol.messages import (
     Pong,
     Progress,
     QueryStatus,
+    QueuePause,
+    QueueResume,
+    QueueStateReply,
     RegisterReply,
     RegisterWorker,
     ReleaseTasks,
@@ -71,14 +79,15 @@ Request: TypeAlias = (
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
     | GetClusterStatus | ActOnTasks | ActOnFilter | ScheduleCreate | ScheduleList
-    | ScheduleGet | SchedulePause | ScheduleResume | ScheduleDelete
+    | ScheduleGet | SchedulePause | ScheduleResume | ScheduleDelete | QueuePause | QueueResume
+    | LimitSet | LimitClear | LimitList
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
-    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply | ScheduleReply
-    | ScheduleListReply
+    | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply
+    | ScheduleReply | ScheduleListReply | QueueStateReply | LimitSetReply | LimitListReply
 )  # fmt: skip
 Message: TypeAlias = Request | Reply | TaskEvent
 
@@ -123,4 +132,9 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.SCHEDULE_PAUSE: _T.SCHEDULE_REPLY,
     _T.SCHEDULE_RESUME: _T.SCHEDULE_REPLY,
     _T.SCHEDULE_DELETE: _T.SCHEDULE_REPLY,
+    _T.QUEUE_PAUSE: _T.QUEUE_STATE_REPLY,
+    _T.QUEUE_RESUME: _T.QUEUE_STATE_REPLY,
+    _T.LIMIT_SET: _T.LIMIT_SET_REPLY,
+    _T.LIMIT_CLEAR: _T.ACK,
+    _T.LIMIT_LIST: _T.LIMIT_LIST_REPLY,
 }

@@ -1,4 +1,5 @@
-"""Recovery: rebuild the state machine from a store (queues, schedules, leases, workers, keys).
+"""Recovery: rebuild the state machine from a store (queues, schedules, leases, workers, keys,
+paused queues and flow limits).
 
 Only live families are read in full (pending, in_progress, failed) plus the metadata family;
 finished tasks stay on disk and are looked up one by one, only for dependencies that are not
@@ -19,17 +20,23 @@ from tq.core.ids import TaskId, format_task_id
 from tq.core.layout import (
     IDEM_PREFIX,
     KEY_PREFIX,
+    LIMIT_PREFIX,
     LIVE_FAMILIES,
     MACHINE_KEY,
+    QUEUE_PREFIX,
     TASK_FAMILIES,
     WORKER_PREFIX,
     ApiKey,
     Family,
+    FlowLimit,
     IdempotencyRecord,
+    QueuePause,
     WorkerRecord,
     decode_api_key,
     decode_idem,
+    decode_limit,
     decode_meta,
+    decode_queue_pause,
     decode_worker,
 )
 from tq.core.machine import Machine
@@ -74,6 +81,8 @@ def recover(store: Store, now: float) -> Recovered:
         keys=list(_keys(store)),
         revived=revived_entries(store),
         schedules=list(_schedules(store)),
+        pauses=list(_pauses(store)),
+        limits=list(_limits(store)),
     )
     return Recovered(machine, fx, count)
 
@@ -115,6 +124,16 @@ def _keys(store: Store) -> Iterator[ApiKey]:
 def _schedules(store: Store) -> Iterator[Schedule]:
     for key, value in store.iterate(Family.METADATA, prefix=SCHEDULE_PREFIX):
         yield _decode(decode_schedule, value, Family.METADATA, key)
+
+
+def _pauses(store: Store) -> Iterator[QueuePause]:
+    for key, value in store.iterate(Family.METADATA, prefix=QUEUE_PREFIX):
+        yield _decode(decode_queue_pause, value, Family.METADATA, key)
+
+
+def _limits(store: Store) -> Iterator[FlowLimit]:
+    for key, value in store.iterate(Family.METADATA, prefix=LIMIT_PREFIX):
+        yield _decode(decode_limit, value, Family.METADATA, key)
 
 
 def _decode(fn: Callable[[bytes], T], raw: bytes, family: Family, key: bytes) -> T:

@@ -27,6 +27,12 @@ class PriorityTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRIORITY_TIER_LOW: _ClassVar[PriorityTier]
     PRIORITY_TIER_NORMAL: _ClassVar[PriorityTier]
     PRIORITY_TIER_HIGH: _ClassVar[PriorityTier]
+
+class LimitScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIMIT_SCOPE_UNSPECIFIED: _ClassVar[LimitScope]
+    LIMIT_SCOPE_QUEUE: _ClassVar[LimitScope]
+    LIMIT_SCOPE_TYPE: _ClassVar[LimitScope]
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_PENDING: TaskState
 TASK_STATE_SCHEDULED: TaskState
@@ -39,6 +45,9 @@ PRIORITY_TIER_UNSPECIFIED: PriorityTier
 PRIORITY_TIER_LOW: PriorityTier
 PRIORITY_TIER_NORMAL: PriorityTier
 PRIORITY_TIER_HIGH: PriorityTier
+LIMIT_SCOPE_UNSPECIFIED: LimitScope
+LIMIT_SCOPE_QUEUE: LimitScope
+LIMIT_SCOPE_TYPE: LimitScope
 
 class RetryPolicy(_message.Message):
     __slots__ = ("base", "factor", "max_delay", "jitter")
@@ -287,20 +296,22 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class QueueDepth(_message.Message):
-    __slots__ = ("name", "high", "normal", "low", "scheduled", "in_progress")
+    __slots__ = ("name", "high", "normal", "low", "scheduled", "in_progress", "paused")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HIGH_FIELD_NUMBER: _ClassVar[int]
     NORMAL_FIELD_NUMBER: _ClassVar[int]
     LOW_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_FIELD_NUMBER: _ClassVar[int]
     IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     name: str
     high: int
     normal: int
     low: int
     scheduled: int
     in_progress: int
-    def __init__(self, name: _Optional[str] = ..., high: _Optional[int] = ..., normal: _Optional[int] = ..., low: _Optional[int] = ..., scheduled: _Optional[int] = ..., in_progress: _Optional[int] = ...) -> None: ...
+    paused: bool
+    def __init__(self, name: _Optional[str] = ..., high: _Optional[int] = ..., normal: _Optional[int] = ..., low: _Optional[int] = ..., scheduled: _Optional[int] = ..., in_progress: _Optional[int] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("pending", "scheduled", "in_progress", "failed", "dead_letter", "workers", "queues", "totals", "uptime", "node_id", "at")
@@ -643,3 +654,75 @@ class ScheduleRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class QueueRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class QueueState(_message.Message):
+    __slots__ = ("queue", "paused", "paused_at")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_AT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    paused: bool
+    paused_at: float
+    def __init__(self, queue: _Optional[str] = ..., paused: _Optional[bool] = ..., paused_at: _Optional[float] = ...) -> None: ...
+
+class SetLimitRequest(_message.Message):
+    __slots__ = ("scope", "name", "rate", "burst", "concurrency")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    scope: LimitScope
+    name: str
+    rate: float
+    burst: int
+    concurrency: int
+    def __init__(self, scope: _Optional[_Union[LimitScope, str]] = ..., name: _Optional[str] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., concurrency: _Optional[int] = ...) -> None: ...
+
+class Limit(_message.Message):
+    __slots__ = ("scope", "name", "rate", "burst", "concurrency", "running", "tokens", "set_at")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SET_AT_FIELD_NUMBER: _ClassVar[int]
+    scope: LimitScope
+    name: str
+    rate: float
+    burst: int
+    concurrency: int
+    running: int
+    tokens: float
+    set_at: float
+    def __init__(self, scope: _Optional[_Union[LimitScope, str]] = ..., name: _Optional[str] = ..., rate: _Optional[float] = ..., burst: _Optional[int] = ..., concurrency: _Optional[int] = ..., running: _Optional[int] = ..., tokens: _Optional[float] = ..., set_at: _Optional[float] = ...) -> None: ...
+
+class ListLimitsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLimitsResponse(_message.Message):
+    __slots__ = ("limits",)
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    limits: _containers.RepeatedCompositeFieldContainer[Limit]
+    def __init__(self, limits: _Optional[_Iterable[_Union[Limit, _Mapping]]] = ...) -> None: ...
+
+class ClearLimitRequest(_message.Message):
+    __slots__ = ("scope", "name")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    scope: LimitScope
+    name: str
+    def __init__(self, scope: _Optional[_Union[LimitScope, str]] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ClearLimitResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

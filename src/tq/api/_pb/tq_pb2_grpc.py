@@ -162,6 +162,31 @@ class TaskQueueStub:
                 request_serializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
                 response_deserializer=tq_dot_v1_dot_tq__pb2.Schedule.FromString,
                 _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/tq.v1.TaskQueue/PauseQueue',
+                request_serializer=tq_dot_v1_dot_tq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.QueueState.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/tq.v1.TaskQueue/ResumeQueue',
+                request_serializer=tq_dot_v1_dot_tq__pb2.QueueRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.QueueState.FromString,
+                _registered_method=True)
+        self.ListLimits = channel.unary_unary(
+                '/tq.v1.TaskQueue/ListLimits',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ListLimitsRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ListLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetLimit = channel.unary_unary(
+                '/tq.v1.TaskQueue/SetLimit',
+                request_serializer=tq_dot_v1_dot_tq__pb2.SetLimitRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.Limit.FromString,
+                _registered_method=True)
+        self.ClearLimit = channel.unary_unary(
+                '/tq.v1.TaskQueue/ClearLimit',
+                request_serializer=tq_dot_v1_dot_tq__pb2.ClearLimitRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.ClearLimitResponse.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -347,6 +372,43 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseQueue(self, request, context):
+        """Flow control (docs/flow-control.md). Pause a queue (admin of it): it takes submits and
+        hands out nothing until resumed; pausing twice keeps the first paused_at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLimits(self, request, context):
+        """Every rate limit and concurrency cap, queues first, with what each counts now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLimit(self, request, context):
+        """Replace the limit of a queue (a cap; admin of it) or a task type (a rate, a cap or both;
+        admin of every queue). INVALID_ARGUMENT (2000) for a rate on a queue, a burst without a
+        rate, or neither rate nor cap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearLimit(self, request, context):
+        """Remove a limit (NOT_FOUND, 3010, if there is none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -474,6 +536,31 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.DeleteSchedule,
                     request_deserializer=tq_dot_v1_dot_tq__pb2.ScheduleRequest.FromString,
                     response_serializer=tq_dot_v1_dot_tq__pb2.Schedule.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.QueueRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.QueueState.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.QueueRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.QueueState.SerializeToString,
+            ),
+            'ListLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLimits,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ListLimitsRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ListLimitsResponse.SerializeToString,
+            ),
+            'SetLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimit,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.SetLimitRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.Limit.SerializeToString,
+            ),
+            'ClearLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearLimit,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.ClearLimitRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.ClearLimitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1151,6 +1238,141 @@ class TaskQueue:
             '/tq.v1.TaskQueue/DeleteSchedule',
             tq_dot_v1_dot_tq__pb2.ScheduleRequest.SerializeToString,
             tq_dot_v1_dot_tq__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/PauseQueue',
+            tq_dot_v1_dot_tq__pb2.QueueRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.QueueState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ResumeQueue',
+            tq_dot_v1_dot_tq__pb2.QueueRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.QueueState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ListLimits',
+            tq_dot_v1_dot_tq__pb2.ListLimitsRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ListLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/SetLimit',
+            tq_dot_v1_dot_tq__pb2.SetLimitRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.Limit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ClearLimit',
+            tq_dot_v1_dot_tq__pb2.ClearLimitRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.ClearLimitResponse.FromString,
             options,
             channel_credentials,
             insecure,
