@@ -926,7 +926,7 @@ class Machine:
                 continue  # ended, or running: a running task runs to its end
             old = task.state
             if old is PENDING:
-                self._queues[task.queue].discard(task)
+                self._ready(task).discard(task)
             self._waiting.pop(task_id, None)
             task.error = expiry_error(task)
             task.completed_at = now
