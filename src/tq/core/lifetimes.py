@@ -5,8 +5,8 @@ Theory of operation:
   (seconds a dead-lettered one is kept). When it ends in that state, ``purge_at`` is set to
   ``now + ttl`` and an index entry ``ttl/<purge_at><id>`` is written beside it; the purge job
   reads the due part of that index, which sorts by purge time (never the finished tasks
-  themselves), and applies ``PurgeResults``, which deletes both. Tasks without a TTL keep the
-  broker-wide retention (completed and cancelled ones are purged after ``persistence.retention_s``).
+  themselves), and applies ``PurgeResults``, which deletes both. Tasks without a TTL keep
+  the broker-wide retention (completed and cancelled ones go after ``persistence.retention_s``).
 - A dead-lettered task that is retried leaves its old entry behind, marked ``ttl-revived/``:
   when that entry falls due it deletes only itself, never the task's later record, even if
   the purge job read it before the retry (the index lives on disk, the retry in memory).
