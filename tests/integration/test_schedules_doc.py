@@ -17,6 +17,7 @@ from tq.client import Client
 from tq.config import BrokerSettings
 from tq.core.ids import format_task_id
 from tq.errors import ErrorCode
+from tq.protocol import ScheduleInfo
 from tq.testing import BrokerProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,11 +37,12 @@ def test_the_worker_declares_the_periodic_tasks_and_runs_their_firings(
 ) -> None:
     with Client(broker.url) as c:
         with worker(broker.url, "examples.schedules", "sched-doc-1", tmp_path / "w1.log"):
-            names = wait_for(
-                "the declared schedules",
-                lambda: {s.name: s for s in c.list_schedules()} or None,
-            )
-            assert {"examples.tick", "weekday-report"} <= set(names)
+
+            def declared() -> dict[str, ScheduleInfo] | None:
+                names = {s.name: s for s in c.list_schedules()}
+                return names if {"examples.tick", "weekday-report"} <= set(names) else None
+
+            names = wait_for("the declared schedules", declared)
             report = names["weekday-report"]
             assert (report.cron, report.timezone, report.task_type) == (
                 "0 7 * * 1-5", "Europe/Berlin", "examples.report",
@@ -52,7 +54,12 @@ def test_the_worker_declares_the_periodic_tasks_and_runs_their_firings(
 
             wait_for("two ticks run by the worker", ticks_done, timeout=30)
         # Declared again by a new worker: the unchanged definitions keep their times.
-        with worker(broker.url, "examples.schedules", "sched-doc-2", tmp_path / "w2.log"):
+        log = tmp_path / "w2.log"
+        with worker(broker.url, "examples.schedules", "sched-doc-2", log):
+            wait_for(
+                "the second worker's declaration",
+                lambda: "schedule.declared name=weekday-report" in log.read_text() or None,
+            )
             again = c.get_schedule("weekday-report")
             assert again.next_at == report.next_at and again.updated_at == report.updated_at
             assert again.created_at == report.created_at
