@@ -61,6 +61,7 @@ class ErrorCode(IntEnum):
     WORKER_NOT_FOUND = 3005
     KEY_NOT_FOUND = 3006
     KEY_ALREADY_EXISTS = 3007
+    TOO_MANY_ORDERS = 3012
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -133,6 +134,9 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.WORKER_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no worker with that id"),
     ErrorCode.KEY_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no API key with that id"),
     ErrorCode.KEY_ALREADY_EXISTS: _CodeInfo(409, "ALREADY_EXISTS", "an API key has that id"),
+    ErrorCode.TOO_MANY_ORDERS: _CodeInfo(
+        409, "FAILED_PRECONDITION", "the worker has too many orders not acknowledged yet"
+    ),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
         503, "RESOURCE_EXHAUSTED", "connection limit reached"
@@ -303,6 +307,7 @@ for _cls, _codes in (
             ErrorCode.LEASE_MISMATCH,
             ErrorCode.DEPENDENCY_NOT_FOUND,
             ErrorCode.KEY_ALREADY_EXISTS,
+            ErrorCode.TOO_MANY_ORDERS,
         ),
     ),
     (QueueFullError, (ErrorCode.QUEUE_FULL,)),
