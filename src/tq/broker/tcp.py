@@ -22,9 +22,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
+from tq.broker.control import orders_info
 from tq.broker.requests import PAGE_BYTES, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.broker.streams import Stream
+from tq.core.control import OrderAction
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
@@ -59,7 +61,7 @@ from tq.protocol import (
 )
 from tq.protocol import messages as m
 from tq.protocol.records import ClaimedTask as WireClaimed
-from tq.protocol.records import KeyInfo
+from tq.protocol.records import KeyInfo, WorkerOrderInfo
 
 log = logging.getLogger(__name__)
 DOOR = "tcp"  #: this door's name in the service's connection counters
@@ -504,6 +506,11 @@ class BrokerProtocol(asyncio.Protocol):
     def watch_ended(self, subscription_id: int) -> None:
         """A one-shot subscription is over; the client knows from the terminal events."""
 
+    def push_orders(self, worker_id: str, orders: list[WorkerOrderInfo]) -> None:
+        """A worker heard on this connection was given an order (``tq.broker.control``)."""
+        if not self.closed:
+            self.send(encode(m.WorkerOrders(worker_id=worker_id, orders=orders)))
+
     # ------------------------------------------------------------------ requests
 
     def dispatch(self, req: Any) -> None:
@@ -687,9 +694,10 @@ def _workers(p: BrokerProtocol, req: m.ListWorkers) -> None:
 
 
 def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
+    worker_id = WorkerId(req.worker_id)
     durable = p.service.register(
-        p.who, WorkerId(req.worker_id), name=req.name, queues=req.queues,
-        concurrency=req.concurrency, hostname=req.hostname, pid=req.pid,
+        p.who, worker_id, name=req.name, queues=req.queues, concurrency=req.concurrency,
+        hostname=req.hostname, pid=req.pid, acked=req.acked, reach=p,
     )  # fmt: skip
     b = p.service.settings.broker
     p.after(
@@ -699,6 +707,7 @@ def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
             worker_id=req.worker_id,
             lease_duration=b.lease_duration_s,
             heartbeat_interval=b.heartbeat_interval_s,
+            orders=p.service.pending_orders(worker_id),
         ),
         req.request_id,
         RESERVE + 4 * len(req.worker_id),
@@ -712,8 +721,13 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
         req.cpu_percent,
         req.memory_rss,
         [TaskId(i) for i in req.running],
+        started=[TaskId(i) for i in req.started],
+        draining=req.draining,
+        acked=req.acked,
+        reach=p,
     )
     gone = [i for i in reply.unknown if i not in cancelled]
+    orders = orders_info(reply.orders)
     p.after(
         durable,
         lambda: HeartbeatReply(
@@ -721,6 +735,7 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
             lease_expires_at=reply.lease_expires_at,
             cancelled=cancelled,
             unknown=gone,
+            orders=orders,
         ),
         req.request_id,
         RESERVE + RESERVE_ID * len(reply.unknown),
@@ -781,6 +796,28 @@ def _key_revoke(p: BrokerProtocol, req: m.KeyRevoke) -> None:
     )
 
 
+def _worker_inspect(p: BrokerProtocol, req: m.WorkerInspect) -> None:
+    found = p.service.inspect_worker(p.who, WorkerId(req.worker_id))
+    p.reply(
+        m.WorkerInspectReply(
+            request_id=req.request_id, worker=found.worker, running=found.running,
+            reserved=found.reserved, orders=found.orders,
+        )
+    )  # fmt: skip
+
+
+def _worker_control(p: BrokerProtocol, req: m.WorkerControl) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.control_worker(
+            p.who, WorkerId(req.worker_id), OrderAction(req.action), req.queue
+        ),
+        lambda done: m.WorkerControlReply(request_id=rid, order=done.order, pending=done.pending),
+        rid,
+    )
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -804,4 +841,6 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.KeyCreate: _key_create,
     m.KeyList: _key_list,
     m.KeyRevoke: _key_revoke,
+    m.WorkerInspect: _worker_inspect,
+    m.WorkerControl: _worker_control,
 }

@@ -6,6 +6,7 @@ or to the nodes of a cluster, following their leader (``tq.client.session``).
 
 from tq.client.client import AsyncClient, task_outcome
 from tq.client.connection import ConnectionLostError
+from tq.client.control import WorkerDetail
 from tq.client.defaults import set_default_client
 from tq.client.handle import AsyncTaskHandle, TaskHandle
 from tq.client.specs import SubmitOptions, task_spec
@@ -31,6 +32,7 @@ from tq.protocol import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 
 __all__ = [
@@ -56,7 +58,9 @@ __all__ = [
     "TaskOutcome",
     "TaskSpec",
     "TlsConfig",
+    "WorkerDetail",
     "WorkerInfo",
+    "WorkerOrderInfo",
     "handler",
     "set_default_client",
     "task",

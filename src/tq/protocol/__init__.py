@@ -73,6 +73,11 @@ from tq.protocol.messages import (
     TaskResult,
     Unsubscribe,
     Welcome,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
+    WorkerOrders,
     WorkersReply,
 )
 from tq.protocol.records import (
@@ -90,12 +95,14 @@ from tq.protocol.records import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 from tq.protocol.registry import (
     MESSAGE_CODES,
     MESSAGE_TYPES,
     REPLY_TO,
     Message,
+    Push,
     Reply,
     Request,
 )
@@ -152,6 +159,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Progress",
+    "Push",
     "QueryStatus",
     "QueueDepth",
     "RateSpec",
@@ -177,7 +185,13 @@ __all__ = [
     "TaskSpec",
     "Unsubscribe",
     "Welcome",
+    "WorkerControl",
+    "WorkerControlReply",
     "WorkerInfo",
+    "WorkerInspect",
+    "WorkerInspectReply",
+    "WorkerOrderInfo",
+    "WorkerOrders",
     "WorkersReply",
     "decode_frame_payload",
     "decode_payload",

@@ -49,6 +49,11 @@ from tq.protocol.messages import (
     TaskResult,
     Unsubscribe,
     Welcome,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
+    WorkerOrders,
     WorkersReply,
 )
 
@@ -59,21 +64,25 @@ Request: TypeAlias = (
     Hello | Ping | SubmitTask | ClaimTask | TaskResult | Progress | ReleaseTasks | QueryStatus
     | CancelTask | ListTasks | GetStats | Subscribe | Unsubscribe | ListWorkers
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
-    | GetClusterStatus
+    | GetClusterStatus | WorkerInspect | WorkerControl
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
     Welcome | Ack | Nack | Pong | SubmitReply | ClaimReply | ResultReply | StatusReply
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
     | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply
+    | WorkerInspectReply | WorkerControlReply
 )  # fmt: skip
-Message: TypeAlias = Request | Reply | TaskEvent
+#: What the broker sends unasked (no ``request_id``).
+Push: TypeAlias = TaskEvent | WorkerOrders
+Message: TypeAlias = Request | Reply | Push
 
 REQUEST_CLASSES: Final[tuple[type[Request], ...]] = get_args(Request)
 REPLY_CLASSES: Final[tuple[type[Reply], ...]] = get_args(Reply)
+PUSH_CLASSES: Final[tuple[type[Push], ...]] = get_args(Push)
 
 MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
-    cls.type_code: cls for cls in (*REQUEST_CLASSES, *REPLY_CLASSES, TaskEvent)
+    cls.type_code: cls for cls in (*REQUEST_CLASSES, *REPLY_CLASSES, *PUSH_CLASSES)
 }
 MESSAGE_CODES: Final[dict[type[Message], MessageType]] = {
     cls: cls.type_code for cls in MESSAGE_TYPES.values()
@@ -102,4 +111,6 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.KEY_LIST: _T.KEY_LIST_REPLY,
     _T.KEY_REVOKE: _T.KEY_REVOKE_REPLY,
     _T.CLUSTER_STATUS: _T.CLUSTER_STATUS_REPLY,
+    _T.WORKER_INSPECT: _T.WORKER_INSPECT_REPLY,
+    _T.WORKER_CONTROL: _T.WORKER_CONTROL_REPLY,
 }
