@@ -17,7 +17,7 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, cluster, datadir, keys, serve, submit
+from tq.cli import admin, bench, cluster, datadir, keys, serve, submit, workers
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -77,7 +77,7 @@ for _command in (
     admin.list_cmd,
     admin.cancel_cmd,
     admin.stats_cmd,
-    admin.workers_cmd,
+    workers.workers_group,
     admin.queues_cmd,
     serve.broker_cmd,
     serve.worker_cmd,
@@ -88,8 +88,9 @@ for _command in (
     cluster.cluster_group,
 ):
     cli.add_command(attach(_command))
-for _command in (*keys.keys_group.commands.values(), *cluster.cluster_group.commands.values()):
-    attach(_command)
+for _group in (keys.keys_group, cluster.cluster_group, workers.workers_group):
+    for _command in _group.commands.values():
+        attach(_command)
 
 
 def main(argv: list[str] | None = None, prog_name: str = "tq") -> None:
