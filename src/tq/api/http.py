@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import http_errors, rest, rest_cluster, rest_keys, ws
+from tq.api import http_errors, rest, rest_cluster, rest_keys, rest_workers, ws
 from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
@@ -164,6 +164,7 @@ def create_app(
     if settings.api.rest_enabled:
         app.include_router(rest.router)
         app.include_router(rest_keys.router)
+        app.include_router(rest_workers.router)
     if checkpoint is not None:
         app.state.checkpoint_source = checkpoint
         app.include_router(rest_cluster.router)
