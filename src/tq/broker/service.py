@@ -953,12 +953,15 @@ class BrokerService:
         return [] if rec is None else control.orders_info(rec.orders)
 
     def inspect_worker(self, who: Principal, worker_id: WorkerId) -> control.Inspection:
-        """One worker: what it runs, reserved and is ordered. WORKER_NOT_FOUND if unknown,
-        or (to a scoped key) if it consumes none of the key's queues."""
+        """One worker: what it runs, reserved and is ordered. WORKER_NOT_FOUND if unknown; a
+        scoped key sees a worker that consumes one of its queues (as ``workers`` lists)."""
         self.allow(who, Permission.READ)
         rec = control.record(self, worker_id)
         if who.queues is not None and not any(q in who.queues for q in rec.queues):
-            raise NotFoundError(f"no worker with id {worker_id!r}", ErrorCode.WORKER_NOT_FOUND)
+            raise PermissionDeniedError(
+                f"{who} may not inspect worker {worker_id}: it consumes none of the key's "
+                f"queues ({', '.join(sorted(who.queues))})"
+            )
         return control.inspect(self, rec)
 
     async def control_worker(
