@@ -113,6 +113,7 @@ class Worker:
         self._running: dict[bytes, _Running] = {}
         self._waiting: deque[ClaimedTask] = deque()
         self._stop_requested = False
+        self._queues_changed_since = False  # an order changed them: register before waiting
         self._stopping = False
         self._forced = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +144,7 @@ class Worker:
         """An order changed ``queues``: register them before the next claim (the claim loop
         wakes for it), which also acknowledges the order."""
         self._link.lost()
+        self._queues_changed_since = True
         self._slot.set()
 
     def force_stop(self) -> None:
@@ -224,13 +226,16 @@ class Worker:
     async def _claim_loop(self) -> None:
         backoff = Backoff()
         while not self._stop.is_set():
-            # Before the free-slot check: a change of queues is registered even while full.
-            if self._link.needs_register and not await self._link.register(self._stop):
-                return
             free = self.concurrency + self.prefetch - len(self._running) - len(self._waiting)
-            if free <= 0:
+            if free <= 0 and not self._queues_changed_since:
                 self._slot.clear()
                 await wait_any(self._slot, self._stop)
+                continue
+            # A change of queues is registered at once, even while every slot is taken.
+            self._queues_changed_since = False
+            if self._link.needs_register and not await self._link.register(self._stop):
+                return
+            if free <= 0:
                 continue
             asked = asyncio.get_running_loop().time()
             try:
