@@ -39,7 +39,7 @@ class Reaches:
 
     def __init__(self) -> None:
         self._sink: dict[WorkerId, OrderSink] = {}
-        self._workers: dict[OrderSink, set[WorkerId]] = {}
+        self._workers: dict[object, set[WorkerId]] = {}  # by connection
 
     def heard(self, worker_id: WorkerId, sink: OrderSink) -> None:
         old = self._sink.get(worker_id)
@@ -52,7 +52,7 @@ class Reaches:
 
     def drop(self, sink: object) -> None:
         """The connection closed: its workers are reached again once heard on another."""
-        for worker_id in self._workers.pop(sink, ()):  # type: ignore[call-overload]
+        for worker_id in self._workers.pop(sink, set()):
             del self._sink[worker_id]
 
     def push(self, worker_id: WorkerId, orders: list[WorkerOrderInfo]) -> None:
