@@ -139,6 +139,8 @@ class Setup:
         self.admin = admin
         self.queue = queue
         self.dead_queue = f"{queue}-dead"
+        #: The worker inspected and ordered (orders after the first change nothing: idempotent).
+        self.worker_id: str | None = None
         self.http = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{ports['rest_port']}", headers=bearer(admin), timeout=T
         )
@@ -169,16 +171,20 @@ class Setup:
             return str((await self.key("doomed", ["read"]))["key"]["id"])
         if kind == "task":
             return await self.submit()
-        if kind == "worker":  # registered, serving the queue (it never claims)
-            wid = f"w-{uuid.uuid4().hex[:8]}"
-            conn, refused = await open_tcp(self.ports["port"], self.admin)
-            assert refused == 0
-            try:
-                register = RegisterWorker(request_id=conn.rid(), worker_id=wid, queues=[self.queue])
-                assert not isinstance(await conn.call(register, T), Nack)
-            finally:
-                await conn.close()
-            return wid
+        if kind == "worker":  # one, registered once, serving the queue (it never claims)
+            if self.worker_id is None:
+                wid = f"w-{uuid.uuid4().hex[:8]}"
+                conn, refused = await open_tcp(self.ports["port"], self.admin)
+                assert refused == 0
+                try:
+                    register = RegisterWorker(
+                        request_id=conn.rid(), worker_id=wid, queues=[self.queue]
+                    )
+                    assert not isinstance(await conn.call(register, T), Nack)
+                finally:
+                    await conn.close()
+                self.worker_id = wid
+            return self.worker_id
         if kind == "done":
             task_id = await self.submit(delay=3600)
             r = await self.http.post(f"/v1/tasks/{task_id}/cancel")
