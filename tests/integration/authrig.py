@@ -53,6 +53,10 @@ from tq.protocol import (
     TaskResult,
     TaskSpec,
     Unsubscribe,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
     WorkersReply,
 )
 
@@ -169,6 +173,23 @@ async def _revoke(admin: RawConn) -> Build:
     return lambda r: KeyRevoke(request_id=r, key_id=key_id)
 
 
+async def _worker_of_q(admin: RawConn) -> str:
+    """A registered worker consuming Q (registered again each time: harmless)."""
+    await ok(admin, lambda r: RegisterWorker(request_id=r, worker_id="wc", queues=[Q]))
+    return "wc"
+
+
+async def _inspect(admin: RawConn) -> Build:
+    worker_id = await _worker_of_q(admin)
+    return lambda r: WorkerInspect(request_id=r, worker_id=worker_id)
+
+
+async def _order(admin: RawConn) -> Build:
+    # Consuming the queue it consumes: permitted or not by the same rule, and changes nothing.
+    worker_id = await _worker_of_q(admin)
+    return lambda r: WorkerControl(request_id=r, worker_id=worker_id, action="consume", queue=Q)
+
+
 def _submit_build(r: int) -> SubmitTask:
     return SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t", queue=Q)])
 
@@ -257,6 +278,8 @@ OPS: list[Op] = [
     ),
     Op("key_list", "admin", True, _fixed(lambda r: KeyList(request_id=r)), KeyList, KeyListReply),
     Op("key_revoke", "admin", True, _revoke, KeyRevoke, KeyRevokeReply),
+    Op("worker_inspect", "read", True, _inspect, WorkerInspect, WorkerInspectReply),
+    Op("worker_control", "admin", True, _order, WorkerControl, WorkerControlReply),
 ]
 
 
