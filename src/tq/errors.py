@@ -64,6 +64,7 @@ class ErrorCode(IntEnum):
     SCHEDULE_ALREADY_EXISTS = 3008
     SCHEDULE_NOT_FOUND = 3009
     LIMIT_NOT_FOUND = 3010
+    TOO_MANY_ORDERS = 3012
     # 4xxx: load
     QUEUE_FULL = 4000
     TOO_MANY_CONNECTIONS = 4001
@@ -143,6 +144,9 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
         409, "ALREADY_EXISTS", "a schedule has that name (ask to replace it)"
     ),
     ErrorCode.SCHEDULE_NOT_FOUND: _CodeInfo(404, "NOT_FOUND", "no schedule with that name"),
+    ErrorCode.TOO_MANY_ORDERS: _CodeInfo(
+        409, "FAILED_PRECONDITION", "the worker has too many orders not acknowledged yet"
+    ),
     ErrorCode.QUEUE_FULL: _CodeInfo(503, "RESOURCE_EXHAUSTED", "pending depth above threshold"),
     ErrorCode.TOO_MANY_CONNECTIONS: _CodeInfo(
         503, "RESOURCE_EXHAUSTED", "connection limit reached"
@@ -320,6 +324,7 @@ for _cls, _codes in (
             ErrorCode.DEPENDENCY_NOT_FOUND,
             ErrorCode.KEY_ALREADY_EXISTS,
             ErrorCode.SCHEDULE_ALREADY_EXISTS,
+            ErrorCode.TOO_MANY_ORDERS,
         ),
     ),
     (QueueFullError, (ErrorCode.QUEUE_FULL,)),

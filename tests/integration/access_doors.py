@@ -46,6 +46,8 @@ from tq.protocol import (
     TaskOutcome,
     TaskResult,
     TaskSpec,
+    WorkerControl,
+    WorkerInspect,
 )
 from tq.protocol.records import KeySpec
 
@@ -64,7 +66,7 @@ class Op:
     permission: str
     scoped_ok: bool
     doors: tuple[str, ...]
-    target: str | None = None  # "task", "dead", "done", "key": made by Setup first
+    target: str | None = None  # "task", "dead", "done", "key", "worker": made by Setup first
 
 
 OPS = (
@@ -86,6 +88,8 @@ OPS = (
     Op("list_keys", "admin", False, ("tcp", "rest", "grpc")),
     Op("create_key", "admin", False, ("tcp", "rest", "grpc")),
     Op("revoke_key", "admin", False, ("tcp", "rest", "grpc"), "key"),
+    Op("inspect_worker", "read", False, ("tcp", "rest", "grpc"), "worker"),
+    Op("order_worker", "admin", False, ("tcp", "rest", "grpc"), "worker"),
 )
 
 
@@ -135,6 +139,8 @@ class Setup:
         self.admin = admin
         self.queue = queue
         self.dead_queue = f"{queue}-dead"
+        #: The worker inspected and ordered (orders after the first change nothing: idempotent).
+        self.worker_id: str | None = None
         self.http = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{ports['rest_port']}", headers=bearer(admin), timeout=T
         )
@@ -165,6 +171,20 @@ class Setup:
             return str((await self.key("doomed", ["read"]))["key"]["id"])
         if kind == "task":
             return await self.submit()
+        if kind == "worker":  # one, registered once, serving the queue (it never claims)
+            if self.worker_id is None:
+                wid = f"w-{uuid.uuid4().hex[:8]}"
+                conn, refused = await open_tcp(self.ports["port"], self.admin)
+                assert refused == 0
+                try:
+                    register = RegisterWorker(
+                        request_id=conn.rid(), worker_id=wid, queues=[self.queue]
+                    )
+                    assert not isinstance(await conn.call(register, T), Nack)
+                finally:
+                    await conn.close()
+                self.worker_id = wid
+            return self.worker_id
         if kind == "done":
             task_id = await self.submit(delay=3600)
             r = await self.http.post(f"/v1/tasks/{task_id}/cancel")
@@ -283,6 +303,18 @@ class Doors:
             lambda c: RegisterWorker(request_id=c.rid(), worker_id=wid, queues=[self.queue])
         )
 
+    async def tcp_inspect_worker(self, op: str, target: str | None) -> int:
+        assert target is not None
+        return await self._tcp(lambda c: WorkerInspect(request_id=c.rid(), worker_id=target))
+
+    async def tcp_order_worker(self, op: str, target: str | None) -> int:
+        assert target is not None
+        return await self._tcp(
+            lambda c: WorkerControl(
+                request_id=c.rid(), worker_id=target, action="consume", queue=self.queue + "-x"
+            )
+        )
+
     async def tcp_claim(self, op: str, target: str | None) -> int:
         return await self._tcp(
             lambda c: ClaimTask(
@@ -352,6 +384,13 @@ class Doors:
         body = {"name": "made", "permissions": ["read"]}
         return rest_outcome(await self.http.post("/v1/keys", json=body))
 
+    async def rest_inspect_worker(self, op: str, target: str | None) -> int:
+        return rest_outcome(await self.http.get(f"/v1/workers/{target}"))
+
+    async def rest_order_worker(self, op: str, target: str | None) -> int:
+        body = {"queue": self.queue + "-x"}
+        return rest_outcome(await self.http.post(f"/v1/workers/{target}/consume", json=body))
+
     async def rest_revoke_key(self, op: str, target: str | None) -> int:
         return rest_outcome(await self.http.delete(f"/v1/keys/{target}"))
 
@@ -405,6 +444,13 @@ class Doors:
     async def grpc_create_key(self, op: str, target: str | None) -> int:
         req = pb.CreateKeyRequest(name="made", permissions=["read"])
         return await self._grpc(self.stub.CreateKey, req)
+
+    async def grpc_inspect_worker(self, op: str, target: str | None) -> int:
+        return await self._grpc(self.stub.InspectWorker, pb.WorkerRequest(id=target))
+
+    async def grpc_order_worker(self, op: str, target: str | None) -> int:
+        req = pb.WorkerQueueRequest(id=target, queue=self.queue + "-x")
+        return await self._grpc(self.stub.ConsumeQueue, req)
 
     async def grpc_revoke_key(self, op: str, target: str | None) -> int:
         return await self._grpc(self.stub.RevokeKey, pb.RevokeKeyRequest(id=target))

@@ -65,6 +65,10 @@ from tq.protocol import (
     TaskResult,
     TaskSpec,
     Unsubscribe,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
     WorkersReply,
 )
 
@@ -204,6 +208,23 @@ async def _limit_clear(admin: RawConn) -> Build:
 _LOOSE = LimitSpec(scope="type", name="t", concurrency=1_000_000)
 
 
+async def _worker_of_q(admin: RawConn) -> str:
+    """A registered worker consuming Q (registered again each time: harmless)."""
+    await ok(admin, lambda r: RegisterWorker(request_id=r, worker_id="wc", queues=[Q]))
+    return "wc"
+
+
+async def _inspect(admin: RawConn) -> Build:
+    worker_id = await _worker_of_q(admin)
+    return lambda r: WorkerInspect(request_id=r, worker_id=worker_id)
+
+
+async def _order(admin: RawConn) -> Build:
+    # Consuming the queue it consumes: permitted or not by the same rule, and changes nothing.
+    worker_id = await _worker_of_q(admin)
+    return lambda r: WorkerControl(request_id=r, worker_id=worker_id, action="consume", queue=Q)
+
+
 def _submit_build(r: int) -> SubmitTask:
     return SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t", queue=Q)])
 
@@ -328,6 +349,8 @@ OPS: list[Op] = [
         LimitList,
         LimitListReply,
     ),
+    Op("worker_inspect", "read", True, _inspect, WorkerInspect, WorkerInspectReply),
+    Op("worker_control", "admin", True, _order, WorkerControl, WorkerControlReply),
 ]
 
 

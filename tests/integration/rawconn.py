@@ -8,7 +8,14 @@ import contextlib
 import socket
 from typing import Any, TypeVar
 
-from tq.protocol import DEFAULT_MAX_FRAME_SIZE, ClientConnection, FrameDecoder, Nack, TaskEvent
+from tq.protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ClientConnection,
+    FrameDecoder,
+    Nack,
+    TaskEvent,
+    WorkerOrders,
+)
 from tq.protocol.registry import Request
 
 T = TypeVar("T")
@@ -28,6 +35,7 @@ class RawConn:
             client_name="test", max_frame_size=max_frame_size, api_key=api_key
         )
         self.events: list[TaskEvent] = []
+        self.orders: list[WorkerOrders] = []
         self.replies: dict[int, Any] = {}  # Any: tests know which reply a request gets
 
     @classmethod
@@ -86,6 +94,8 @@ class RawConn:
             for msg in self.cc.receive_data(data):
                 if isinstance(msg, TaskEvent):
                     self.events.append(msg)
+                elif isinstance(msg, WorkerOrders):
+                    self.orders.append(msg)
                 else:
                     self.replies[msg.request_id] = msg
 

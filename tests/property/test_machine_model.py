@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tq.core import commands as c
+from tq.core.control import MAX_PENDING_ORDERS, OrderAction
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, make_task_id
 from tq.core.layout import (
@@ -42,7 +43,7 @@ from tq.core.layout import (
 )
 from tq.core.machine import Machine
 from tq.core.model import RetryPolicy, TaskState, decode_task
-from tq.core.replies import Affected, ClaimReply, ItemCodes
+from tq.core.replies import Affected, ClaimReply, HeartbeatReply, ItemCodes, OrdersReply
 from tq.core.schedules import (
     SCHEDULE_PREFIX,
     Missed,
@@ -100,6 +101,27 @@ class RefLimit:
         )  # fmt: skip
 
 
+@dataclass
+class RefWorker:
+    """A worker's queues and its orders not yet acknowledged: (seq, action, queue)."""
+
+    queues: list[str]
+    orders: list[tuple[int, OrderAction, str]] = field(default_factory=list)
+    draining: bool = False
+
+    def will_consume(self) -> list[str]:
+        queues = list(self.queues)
+        for _, action, queue in self.orders:
+            if action is OrderAction.CONSUME and queue not in queues:
+                queues.append(queue)
+            elif action is OrderAction.STOP_CONSUMING and queue in queues:
+                queues.remove(queue)
+        return queues
+
+    def ack(self, acked: int) -> None:
+        self.orders = [o for o in self.orders if o[0] > acked]
+
+
 class Reference:
     def __init__(self) -> None:
         self.tasks: dict[TaskId, Ref] = {}
@@ -113,6 +135,8 @@ class Reference:
         self.paused: set[str] = set()
         self.queue_caps: dict[str, int] = {}
         self.type_limits: dict[str, RefLimit] = {}
+        self.workers: dict[WorkerId, RefWorker] = {}
+        self.next_seq = 1  # worker orders: one sequence for every worker
 
     def running(self, *, queue: str | None = None, task_type: str | None = None) -> int:
         return sum(
@@ -136,6 +160,35 @@ class Reference:
         if lim.cap is not None and self.running(task_type=t.task_type) >= lim.cap:
             return False
         return lim.rate is None or lim.tokens_now(now) >= 1.0
+
+    def order(self, worker: WorkerId, action: OrderAction, queue: str) -> ErrorCode | int:
+        """The order's number, 0 when it changes nothing, or the error refusing it."""
+        w = self.workers.get(worker)
+        if w is None:
+            return ErrorCode.WORKER_NOT_FOUND
+        stopping = w.draining or any(a is OrderAction.SHUTDOWN for _, a, _ in w.orders)
+        if action is OrderAction.SHUTDOWN:
+            if stopping:
+                return 0
+        elif stopping:
+            return ErrorCode.INVALID_STATE
+        else:
+            queues = w.will_consume()
+            if (queue in queues) is (action is OrderAction.CONSUME):
+                return 0
+            if action is OrderAction.STOP_CONSUMING and queues == [queue]:
+                return ErrorCode.INVALID_ARGUMENT
+        if len(w.orders) >= MAX_PENDING_ORDERS:
+            return ErrorCode.TOO_MANY_ORDERS
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        w.orders.append((seq, action, queue))
+        return seq
+
+    def register(self, now: float, worker: WorkerId, queues: list[str], acked: int) -> None:
+        self.heartbeat[worker] = now
+        old = self.workers.get(worker)
+        self.workers[worker] = w = RefWorker(queues, old.orders if old else [])
+        w.ack(acked)
 
     def live(self, t: Ref) -> bool:
         return not t.state.is_terminal
@@ -183,6 +236,7 @@ class Reference:
 
     def claim(self, now: float, worker: WorkerId, queues: tuple[str, ...], k: int) -> list[TaskId]:
         self.heartbeat.setdefault(worker, now)
+        self.workers.setdefault(worker, RefWorker(list(queues)))
         out: list[TaskId] = []
         while len(out) < k:
             ready = [
@@ -320,10 +374,15 @@ class Reference:
         self._pend(t, keep_order=True)
         return True
 
-    def beat(self, now: float, worker: WorkerId, listed: set[TaskId]) -> None:
+    def beat(
+        self, now: float, worker: WorkerId, listed: set[TaskId], draining: bool, acked: int
+    ) -> None:
         """Only the listed leases are extended: a held task the worker does not list (its
         claim's reply was lost) keeps its expiry."""
         self.heartbeat[worker] = now
+        w = self.workers.setdefault(worker, RefWorker([]))
+        w.draining = draining
+        w.ack(acked)
         for t in self.tasks.values():
             if t.state is S.IN_PROGRESS and t.worker == worker and t.id in listed:
                 t.lease_until = now + LEASE
@@ -331,6 +390,7 @@ class Reference:
     def reap(self, now: float) -> None:
         for w in sorted(w for w, hb in self.heartbeat.items() if hb + DEAD_AFTER < now):
             del self.heartbeat[w]
+            del self.workers[w]
             for t in sorted(
                 (t for t in self.tasks.values() if t.state is S.IN_PROGRESS and t.worker == w),
                 key=lambda x: x.id,
@@ -495,8 +555,61 @@ class MachineVsReference(RuleBasedStateMachine):
             if t.state is S.IN_PROGRESS and t.worker == worker
         )  # fmt: skip
         listed = data.draw(st.lists(st.sampled_from(held), unique=True)) if held else []
-        self.apply(c.Heartbeat(self.now, worker, LEASE, running=tuple(listed)))
-        self.ref.beat(self.now, worker, set(listed))
+        started = data.draw(st.lists(st.sampled_from(listed), unique=True)) if listed else []
+        draining = data.draw(st.booleans())
+        acked = data.draw(st.integers(0, self.ref.next_seq))
+        reply = self.apply(
+            c.Heartbeat(
+                self.now, worker, LEASE, running=tuple(listed), started=tuple(started),
+                draining=draining, acked=acked,
+            )
+        )  # fmt: skip
+        self.ref.beat(self.now, worker, set(listed), draining, acked)
+        assert isinstance(reply, HeartbeatReply)
+        assert [(o.seq, o.action, o.queue) for o in reply.orders] == self.ref.workers[worker].orders
+        rec = self.m.worker(worker)
+        assert rec is not None and rec.started == tuple(sorted(started))
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        queues=st.sampled_from([["a"], ["b"], ["a", "b"]]),
+        acked=st.integers(0, 40),
+    )
+    def register_worker(self, worker: WorkerId, queues: list[str], acked: int) -> None:
+        reply = self.apply(
+            c.RegisterWorker(self.now, worker, worker, tuple(queues), 2, acked=acked)
+        )
+        self.ref.register(self.now, worker, queues, acked)
+        assert isinstance(reply, OrdersReply)
+        assert [(o.seq, o.action, o.queue) for o in reply.pending] == self.ref.workers[
+            worker
+        ].orders
+
+    @rule(
+        worker=st.sampled_from((*WORKERS, WorkerId("w-unknown"))),
+        action=st.sampled_from(OrderAction),
+        queue=st.sampled_from(("a", "b", "c")),
+    )
+    def order_worker(self, worker: WorkerId, action: OrderAction, queue: str) -> None:
+        queue = "" if action is OrderAction.SHUTDOWN else queue
+        expected = self.ref.order(worker, action, queue)
+        cmd = c.OrderWorker(self.now, worker, action, queue)
+        if isinstance(expected, ErrorCode):
+            with pytest.raises(TqError) as refused:
+                self.apply(cmd)
+            assert refused.value.code is expected
+            return
+        reply = self.apply(cmd)
+        assert isinstance(reply, OrdersReply)
+        assert (reply.order.seq if reply.order else 0) == expected
+
+    @invariant()
+    def every_worker_and_its_orders_agree(self) -> None:
+        got = {
+            w.id: (list(w.queues), [(o.seq, o.action, o.queue) for o in w.orders], w.draining)
+            for w in self.m.workers()
+        }
+        assert got == {k: (w.queues, w.orders, w.draining) for k, w in self.ref.workers.items()}
 
     @rule(dt=st.floats(0.1, 15.0))
     def time_passes(self, dt: float) -> None:

@@ -28,7 +28,7 @@ def test_every_message_and_record_struct_is_exported() -> None:
 
 
 def test_the_registry_maps_codes_and_classes_both_ways() -> None:
-    assert len(MESSAGE_TYPES) == len(tq.protocol.MESSAGE_CODES) == 59
+    assert len(MESSAGE_TYPES) == len(tq.protocol.MESSAGE_CODES) == 64
     for code, cls in MESSAGE_TYPES.items():
         assert tq.protocol.MESSAGE_CODES[cls] == code == cls.type_code
 

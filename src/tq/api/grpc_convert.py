@@ -210,4 +210,5 @@ def _worker(w: WorkerInfo) -> pb.Worker:
         id=w.id, name=w.name, queues=w.queues, concurrency=w.concurrency, hostname=w.hostname,
         pid=w.pid, registered_at=w.registered_at, last_heartbeat=w.last_heartbeat,
         cpu_percent=w.cpu_percent, memory_rss=w.memory_rss, running=w.running, alive=w.alive,
+        reserved=w.reserved, draining=w.draining, orders=w.orders,
     )  # fmt: skip

@@ -50,10 +50,12 @@ from tq.api.grpc_flow import (
 from tq.api.grpc_keys import key_spec_from_pb, key_to_pb
 from tq.api.grpc_schedules import schedule_spec_from_pb, schedule_to_pb
 from tq.api.grpc_watch import Watches
+from tq.api.grpc_workers import detail_to_pb, ordered_to_pb
 from tq.broker.access import Principal
 from tq.broker.requests import DEFAULT_BULK_LIMIT, MAX_BULK, Action
 from tq.broker.service import BrokerService
-from tq.core.ids import TaskId, format_task_id
+from tq.core.control import OrderAction
+from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.errors import NotFoundError, NotLeaderError, RateLimitedError, TqError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -270,6 +272,38 @@ class TaskQueueService(tq_pb2_grpc.TaskQueueServicer):
         self, request: pb.ListQueuesRequest, context: Ctx, who: Principal
     ) -> pb.ListQueuesResponse:
         return pb.ListQueuesResponse(queues=queues_to_pb(self.service.stats(who).queues))
+
+    # ------------------------------------------------------------------ worker control
+
+    @_rpc
+    async def InspectWorker(
+        self, request: pb.WorkerRequest, context: Ctx, who: Principal
+    ) -> pb.WorkerDetail:
+        return detail_to_pb(self.service.inspect_worker(who, WorkerId(request.id)))
+
+    async def _order(
+        self, who: Principal, worker_id: str, action: OrderAction, queue: str = ""
+    ) -> pb.WorkerOrdered:
+        done = await self.service.control_worker(who, WorkerId(worker_id), action, queue)
+        return ordered_to_pb(done)
+
+    @_rpc
+    async def ShutdownWorker(
+        self, request: pb.WorkerRequest, context: Ctx, who: Principal
+    ) -> pb.WorkerOrdered:
+        return await self._order(who, request.id, OrderAction.SHUTDOWN)
+
+    @_rpc
+    async def ConsumeQueue(
+        self, request: pb.WorkerQueueRequest, context: Ctx, who: Principal
+    ) -> pb.WorkerOrdered:
+        return await self._order(who, request.id, OrderAction.CONSUME, request.queue)
+
+    @_rpc
+    async def StopConsuming(
+        self, request: pb.WorkerQueueRequest, context: Ctx, who: Principal
+    ) -> pb.WorkerOrdered:
+        return await self._order(who, request.id, OrderAction.STOP_CONSUMING, request.queue)
 
     # ------------------------------------------------------------------ streams
 

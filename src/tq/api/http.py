@@ -23,7 +23,16 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tq.api import http_errors, rest, rest_cluster, rest_flow, rest_keys, rest_schedules, ws
+from tq.api import (
+    http_errors,
+    rest,
+    rest_cluster,
+    rest_flow,
+    rest_keys,
+    rest_schedules,
+    rest_workers,
+    ws,
+)
 from tq.api.http_auth import secure
 from tq.api.http_errors import error_response
 from tq.broker.service import BrokerService
@@ -166,6 +175,7 @@ def create_app(
         app.include_router(rest_keys.router)
         app.include_router(rest_schedules.router)
         app.include_router(rest_flow.router)
+        app.include_router(rest_workers.router)
     if checkpoint is not None:
         app.state.checkpoint_source = checkpoint
         app.include_router(rest_cluster.router)

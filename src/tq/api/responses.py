@@ -268,8 +268,11 @@ class WorkerOut(_Out):
     last_heartbeat_rfc3339: str = _rfc3339_of("last_heartbeat", always=True)
     cpu_percent: float
     memory_rss: int
-    running: int
+    running: int = Field(description="tasks it runs (started, its last heartbeat said)")
     alive: bool
+    reserved: int = Field(0, description="tasks it claimed and has not started")
+    draining: bool = Field(False, description="shutting down: it claims no more")
+    orders: int = Field(0, description="orders it has not carried out yet")
 
     @classmethod
     def of(cls, w: WorkerInfo) -> WorkerOut:

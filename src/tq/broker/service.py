@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from tq.broker import actions, keyadmin, schedules
+from tq.broker import actions, control, keyadmin, schedules
 from tq.broker import flow as flowctl
 from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
 from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
@@ -61,6 +61,7 @@ from tq.broker.streams import End, OpenStreams, Stream
 from tq.broker.waiters import Budget, ClaimWaiters
 from tq.config import Settings, SyncMode
 from tq.core import commands as c
+from tq.core.control import OrderAction
 from tq.core.effects import Effects, TaskEvent
 from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.layout import ApiKey, Counters, Family, Mutation, RateLimit, WorkerStats
@@ -103,6 +104,7 @@ from tq.protocol.records import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 from tq.storage.base import Store
 from tq.storage.commit import GroupCommit
@@ -230,6 +232,8 @@ class BrokerService:
         )
         #: Streams (WebSocket, gRPC watches) held by each key: ended on revoke or expiry.
         self.streams = OpenStreams()
+        #: The connection each worker was last heard on, for pushing its orders.
+        self.reaches = control.Reaches()
 
     # ------------------------------------------------------------------ access
 
@@ -1014,12 +1018,23 @@ class BrokerService:
         cpu: float,
         rss: int,
         running: Sequence[TaskId],
+        *,
+        started: Sequence[TaskId] = (),
+        draining: bool = False,
+        acked: int = 0,
+        reach: control.OrderSink | None = None,
     ) -> tuple[HeartbeatReply, list[TaskId], Durable]:
-        """Returns the reply, the subset of ``unknown`` that was cancelled, and durability."""
+        """Returns the reply, the subset of ``unknown`` that was cancelled, and durability.
+        ``reach``: the connection the worker's orders are pushed on from now on."""
         self.allow(who, Permission.WORK)
         stats = WorkerStats(cpu, rss, len(running))
-        cmd = c.Heartbeat(time.time(), worker_id, self.lease, stats, tuple(running))
+        cmd = c.Heartbeat(
+            time.time(), worker_id, self.lease, stats, tuple(running), tuple(started),
+            draining, acked,
+        )  # fmt: skip
         reply, durable = self.run(cmd, HeartbeatReply)
+        if reach is not None:
+            self.reaches.heard(worker_id, reach)
         cancelled = [
             i
             for i in reply.unknown
@@ -1037,13 +1052,47 @@ class BrokerService:
         concurrency: int,
         hostname: str,
         pid: int,
+        acked: int = 0,
+        reach: control.OrderSink | None = None,
     ) -> Durable:
+        """``acked``: the worker carried out its orders up to this number; ``reach``: the
+        connection its orders are pushed on from now on (``pending_orders`` says which)."""
         self.allow(who, Permission.WORK, queues)
         check_request_queues(queues)
         cmd = c.RegisterWorker(
-            time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid
+            time.time(), worker_id, name, tuple(queues), concurrency, hostname, pid, acked
         )
-        return self.apply(cmd)[1]
+        durable = self.apply(cmd)[1]
+        if reach is not None:
+            self.reaches.heard(worker_id, reach)
+        return durable
+
+    def pending_orders(self, worker_id: WorkerId) -> list[WorkerOrderInfo]:
+        """The worker's orders not acknowledged yet (none for an unknown worker)."""
+        rec = self.machine.worker(worker_id)
+        return [] if rec is None else control.orders_info(rec.orders)
+
+    def inspect_worker(self, who: Principal, worker_id: WorkerId) -> control.Inspection:
+        """One worker: what it runs, reserved and is ordered. WORKER_NOT_FOUND if unknown; a
+        scoped key sees a worker that consumes one of its queues (as ``workers`` lists)."""
+        self.allow(who, Permission.READ)
+        rec = control.record(self, worker_id)
+        if who.queues is not None and not any(q in who.queues for q in rec.queues):
+            raise PermissionDeniedError(
+                f"{who} may not inspect worker {worker_id}: it consumes none of the key's "
+                f"queues ({', '.join(sorted(who.queues))})"
+            )
+        return control.inspect(self, rec)
+
+    async def control_worker(
+        self, who: Principal, worker_id: WorkerId, action: OrderAction, queue: str = ""
+    ) -> control.Ordered:
+        """Order a worker (``tq.core.control``): admin on its queues and the one named;
+        answered once the order is durable."""
+        self.allow(who, Permission.ADMIN)
+        rec = control.record(self, worker_id)
+        self.allow(who, Permission.ADMIN, [*rec.queues, *([queue] if queue else [])], spend=False)
+        return await control.order(self, worker_id, action, queue)
 
     def deregister(self, who: Principal, worker_id: WorkerId) -> Durable:
         self.allow(who, Permission.WORK)
@@ -1098,17 +1147,8 @@ class BrokerService:
         return narrow_workers(who, self._workers())
 
     def _workers(self) -> list[WorkerInfo]:
-        now = time.time()
-        return [
-            WorkerInfo(
-                id=w.id, name=w.name, queues=list(w.queues), concurrency=max(1, w.concurrency),
-                hostname=w.hostname, pid=w.pid, registered_at=w.registered_at,
-                last_heartbeat=w.last_heartbeat, cpu_percent=max(0.0, w.stats.cpu_percent),
-                memory_rss=w.stats.memory_rss, running=len(self.machine.held_by(w.id)),
-                alive=w.last_heartbeat + self.dead_after >= now,
-            )
-            for w in self.machine.workers()
-        ]  # fmt: skip
+        now, m = time.time(), self.machine
+        return [control.worker_info(w, m.held_by(w.id), now, self.dead_after) for w in m.workers()]
 
     # ------------------------------------------------------------------ stats and listing
 
@@ -1267,6 +1307,7 @@ class BrokerService:
         """A connection went away: drop its subscriptions and its parked claims."""
         self.waiters.drop(owner)
         self.events.remove_sink(owner)
+        self.reaches.drop(owner)
 
     def instrument(self, instruments: Instruments | None) -> None:
         """Install the metrics door's histograms (None removes them)."""

@@ -22,9 +22,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 from tq.broker.access import Principal
+from tq.broker.control import orders_info
 from tq.broker.requests import PAGE_BYTES, Action, BulkResult, ListQuery, TaskFilter, Watch
 from tq.broker.service import BrokerService, Durable
 from tq.broker.streams import Stream
+from tq.core.control import OrderAction
 from tq.core.effects import TaskEvent as CoreEvent
 from tq.core.ids import TaskId, WorkerId
 from tq.core.replies import ClaimedTask
@@ -60,7 +62,7 @@ from tq.protocol import (
     encode,
 )
 from tq.protocol import messages as m
-from tq.protocol.records import ActResult, KeyInfo
+from tq.protocol.records import ActResult, KeyInfo, WorkerOrderInfo
 from tq.protocol.records import ClaimedTask as WireClaimed
 
 log = logging.getLogger(__name__)
@@ -506,6 +508,11 @@ class BrokerProtocol(asyncio.Protocol):
     def watch_ended(self, subscription_id: int) -> None:
         """A one-shot subscription is over; the client knows from the terminal events."""
 
+    def push_orders(self, worker_id: str, orders: list[WorkerOrderInfo]) -> None:
+        """A worker heard on this connection was given an order (``tq.broker.control``)."""
+        if not self.closed:
+            self.send(encode(m.WorkerOrders(worker_id=worker_id, orders=orders)))
+
     # ------------------------------------------------------------------ requests
 
     def dispatch(self, req: Any) -> None:
@@ -693,9 +700,10 @@ def _workers(p: BrokerProtocol, req: m.ListWorkers) -> None:
 
 
 def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
+    worker_id = WorkerId(req.worker_id)
     durable = p.service.register(
-        p.who, WorkerId(req.worker_id), name=req.name, queues=req.queues,
-        concurrency=req.concurrency, hostname=req.hostname, pid=req.pid,
+        p.who, worker_id, name=req.name, queues=req.queues, concurrency=req.concurrency,
+        hostname=req.hostname, pid=req.pid, acked=req.acked, reach=p,
     )  # fmt: skip
     b = p.service.settings.broker
     p.after(
@@ -705,6 +713,7 @@ def _register(p: BrokerProtocol, req: m.RegisterWorker) -> None:
             worker_id=req.worker_id,
             lease_duration=b.lease_duration_s,
             heartbeat_interval=b.heartbeat_interval_s,
+            orders=p.service.pending_orders(worker_id),
         ),
         req.request_id,
         RESERVE + 4 * len(req.worker_id),
@@ -718,8 +727,13 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
         req.cpu_percent,
         req.memory_rss,
         [TaskId(i) for i in req.running],
+        started=[TaskId(i) for i in req.started],
+        draining=req.draining,
+        acked=req.acked,
+        reach=p,
     )
     gone = [i for i in reply.unknown if i not in cancelled]
+    orders = orders_info(reply.orders)
     p.after(
         durable,
         lambda: HeartbeatReply(
@@ -727,6 +741,7 @@ def _heartbeat(p: BrokerProtocol, req: m.Heartbeat) -> None:
             lease_expires_at=reply.lease_expires_at,
             cancelled=cancelled,
             unknown=gone,
+            orders=orders,
         ),
         req.request_id,
         RESERVE + RESERVE_ID * len(reply.unknown),
@@ -896,6 +911,28 @@ def _limit_list(p: BrokerProtocol, req: m.LimitList) -> None:
     p.reply(m.LimitListReply(request_id=req.request_id, limits=p.service.limits(p.who)))
 
 
+def _worker_inspect(p: BrokerProtocol, req: m.WorkerInspect) -> None:
+    found = p.service.inspect_worker(p.who, WorkerId(req.worker_id))
+    p.reply(
+        m.WorkerInspectReply(
+            request_id=req.request_id, worker=found.worker, running=found.running,
+            reserved=found.reserved, orders=found.orders,
+        )
+    )  # fmt: skip
+
+
+def _worker_control(p: BrokerProtocol, req: m.WorkerControl) -> None:
+    rid = req.request_id
+    _later(
+        p,
+        p.service.control_worker(
+            p.who, WorkerId(req.worker_id), OrderAction(req.action), req.queue
+        ),
+        lambda done: m.WorkerControlReply(request_id=rid, order=done.order, pending=done.pending),
+        rid,
+    )
+
+
 _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     InvalidMessage: _invalid,
     m.Hello: _hello,
@@ -919,6 +956,8 @@ _HANDLERS: dict[type, Callable[[BrokerProtocol, Any], None]] = {
     m.KeyCreate: _key_create,
     m.KeyList: _key_list,
     m.KeyRevoke: _key_revoke,
+    m.WorkerInspect: _worker_inspect,
+    m.WorkerControl: _worker_control,
     m.QueuePause: _queue_pause,
     m.QueueResume: _queue_pause,
     m.LimitSet: _limit_set,

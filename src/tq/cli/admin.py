@@ -1,5 +1,6 @@
-"""Read-and-manage commands: ``status``, ``list``, ``cancel``, ``stats``, ``workers``, ``queues``.
-``list`` shows why failed and dead-lettered tasks failed (an error column, when one is listed).
+"""Read-and-manage commands: ``status``, ``list``, ``cancel``, ``stats``, ``queues`` (``workers``
+lives in ``tq.cli.workers``). ``list`` shows why failed and dead-lettered tasks failed (an error
+column, when one is listed).
 
 Commands taking several ids carry on past an unknown one: each failure is an ``error:`` line
 and the exit status is 2 once all are done. ``list --since/--until`` read times as REST does
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -232,32 +232,6 @@ def stats_cmd(ctx: CliContext) -> None:
     for key, value in data["totals"].items():
         table.add_row(f"total {key}", f"{value:,}")
     emit(ctx, data, table)
-
-
-@click.command("workers")
-@click.pass_obj
-def workers_cmd(ctx: CliContext) -> None:
-    """Registered workers, their load and liveness."""
-    with connect(ctx) as client:
-        workers = client.workers()
-    now = time.time()
-    table = Table(title=f"workers ({len(workers)})", title_justify="left")
-    for column in ("worker", "queues", "running", "host", "cpu %", "rss MiB", "registered (UTC)",
-                   "heartbeat", "alive"):  # fmt: skip
-        table.add_column(column, no_wrap=column.startswith("registered"))
-    for w in workers:
-        table.add_row(
-            Text(w.name or w.id),
-            Text(",".join(w.queues)),
-            f"{w.running}/{w.concurrency}",
-            f"{w.hostname}:{w.pid}",
-            f"{w.cpu_percent:.0f}",
-            f"{w.memory_rss / 2**20:.0f}",
-            table_time(w.registered_at),
-            f"{max(0.0, now - w.last_heartbeat):.1f} s ago",
-            "yes" if w.alive else "[red]no[/red]",
-        )
-    emit(ctx, [plain(w) for w in workers], table)
 
 
 #: Per queue: pending by tier (high 200-255, normal 100-199, low 0-99), then the rest.

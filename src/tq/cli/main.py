@@ -17,7 +17,19 @@ from typing import Any
 import click
 import yaml
 
-from tq.cli import admin, bench, bulk, cluster, datadir, flow, keys, schedules, serve, submit
+from tq.cli import (
+    admin,
+    bench,
+    bulk,
+    cluster,
+    datadir,
+    flow,
+    keys,
+    schedules,
+    serve,
+    submit,
+    workers,
+)
 from tq.cli.context import (
     EXIT_ERROR,
     EXIT_TASK_FAILED,
@@ -81,7 +93,7 @@ for _command in (
     bulk.purge_cmd,
     bulk.dead_letters_cmd,
     admin.stats_cmd,
-    admin.workers_cmd,
+    workers.workers_group,
     admin.queues_cmd,
     serve.broker_cmd,
     serve.worker_cmd,
@@ -94,14 +106,16 @@ for _command in (
     flow.limits_group,
 ):
     cli.add_command(attach(_command))
-for _command in (
-    *keys.keys_group.commands.values(),
-    *cluster.cluster_group.commands.values(),
-    *schedules.schedules_group.commands.values(),
-    *admin.queues_cmd.commands.values(),  # pause, resume (tq.cli.flow)
-    *flow.limits_group.commands.values(),
+for _group in (
+    keys.keys_group,
+    cluster.cluster_group,
+    schedules.schedules_group,
+    admin.queues_cmd,  # pause, resume (tq.cli.flow)
+    flow.limits_group,
+    workers.workers_group,
 ):
-    attach(_command)
+    for _command in _group.commands.values():
+        attach(_command)
 
 
 def main(argv: list[str] | None = None, prog_name: str = "tq") -> None:

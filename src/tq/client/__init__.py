@@ -7,6 +7,7 @@ or to the nodes of a cluster, following their leader (``tq.client.session``).
 from tq.client.bulk import ActionResult, BulkOutcome, BulkProgress, TaskFilter
 from tq.client.client import AsyncClient, task_outcome
 from tq.client.connection import ConnectionLostError
+from tq.client.control import WorkerDetail
 from tq.client.defaults import set_default_client
 from tq.client.handle import AsyncTaskHandle, TaskHandle
 from tq.client.periodic import periodic
@@ -34,6 +35,7 @@ from tq.protocol import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 
 __all__ = [
@@ -63,7 +65,9 @@ __all__ = [
     "TaskOutcome",
     "TaskSpec",
     "TlsConfig",
+    "WorkerDetail",
     "WorkerInfo",
+    "WorkerOrderInfo",
     "handler",
     "periodic",
     "schedule_spec",

@@ -28,6 +28,7 @@ from typing import Final, Literal, Self
 
 from tq.client.address import default_url
 from tq.client.bulk import BulkCalls
+from tq.client.control import ControlCalls
 from tq.client.pacing import Deadline
 from tq.client.resubscribe import SubscriptionState
 from tq.client.schedules import ScheduleCalls
@@ -124,7 +125,7 @@ def task_outcome(info: TaskInfo | TaskEvent) -> bytes:
     raise TqError(f"task {task_id} has not finished: it is {info.state}", ErrorCode.INVALID_STATE)
 
 
-class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls):
+class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls, ControlCalls):
     """Connects lazily on the first call and reconnects by itself: a lost or refused
     connection is redialled, with pauses doubling up to ``max_reconnect_delay`` seconds,
     until the deadline of the call that needs it. ``async with`` closes it.

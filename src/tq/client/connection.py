@@ -37,12 +37,14 @@ from tq.protocol import (
     FrameError,
     Nack,
     Ping,
+    Push,
     Reply,
     Request,
     Subscribe,
     TaskEvent,
     Unsubscribe,
     Welcome,
+    WorkerOrders,
     decode_payload,
     encode,
 )
@@ -58,6 +60,7 @@ KEEPALIVE_INTERVAL: Final = 15.0
 
 R = TypeVar("R", bound=Reply)
 EventCallback = Callable[[TaskEvent], None]
+OrdersCallback = Callable[[WorkerOrders], None]
 
 
 class ConnectionLostError(UnavailableError):
@@ -110,6 +113,8 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future[Reply]] = {}
         self._subscriptions: dict[int, EventCallback] = {}
+        #: A worker's listener for the orders the broker pushes (``tq.client.control``).
+        self.on_orders: OrdersCallback | None = None
         self._wbuf: list[bytes] = []
         self._flush_scheduled = False
         self._writable = asyncio.Event()
@@ -338,14 +343,21 @@ class Connection(asyncio.Protocol):
             return
         except FrameError as e:
             for msg in e.messages:  # the valid frames before the bad one still count
-                if isinstance(msg, TaskEvent) or isinstance(msg, REPLY_CLASSES):  # noqa: SIM101
+                if isinstance(msg, TaskEvent | WorkerOrders) or isinstance(msg, REPLY_CLASSES):  # noqa: SIM101
                     self._dispatch(msg)
             self._abort(ProtocolError(f"broker sent a bad frame: {e.message}", e.code))
             return
         for msg in msgs:
             self._dispatch(msg)
 
-    def _dispatch(self, msg: Reply | TaskEvent) -> None:
+    def _dispatch(self, msg: Reply | Push) -> None:
+        if isinstance(msg, WorkerOrders):
+            if self.on_orders is not None:
+                try:
+                    self.on_orders(msg)
+                except Exception:  # a listener's bug must not break the connection
+                    log.exception("orders.callback_failed worker=%s", msg.worker_id)
+            return
         if isinstance(msg, TaskEvent):
             callback = self._subscriptions.get(msg.subscription_id)
             if callback is not None:

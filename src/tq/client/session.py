@@ -27,7 +27,13 @@ from typing import Literal
 
 from tq.client.address import BrokerAddress
 from tq.client.brokers import Brokers
-from tq.client.connection import Connection, ConnectionLostError, R, ReplyTimeoutError
+from tq.client.connection import (
+    Connection,
+    ConnectionLostError,
+    OrdersCallback,
+    R,
+    ReplyTimeoutError,
+)
 from tq.client.pacing import Backoff, Deadline
 from tq.client.resubscribe import Subscriptions, SubscriptionState
 from tq.client.tls import TlsConfig, TlsOption, client_context
@@ -80,6 +86,13 @@ class Session:
         #: Why the last attempt failed or the last connection ended (None while connected).
         self._last_error: TqError | None = None
         self.subs = Subscriptions(self)
+        #: A worker's listener for pushed orders, set on every connection opened.
+        self._on_orders: OrdersCallback | None = None
+
+    def set_order_listener(self, callback: OrdersCallback | None) -> None:
+        self._on_orders = callback
+        if self._conn is not None:
+            self._conn.on_orders = callback
 
     def until(self, seconds: float | None) -> Deadline:
         """The deadline ``seconds`` from now (None: none), on the loop this client is bound to."""
@@ -284,6 +297,7 @@ class Session:
         if self.closed:  # closed while this attempt was under way: do not leak it
             conn.close()
             raise UnavailableError("the client is closed")
+        conn.on_orders = self._on_orders
         if self.backoff.failures:
             log.info(
                 "connection.restored url=%s client=%s rounds=%d",

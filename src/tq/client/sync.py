@@ -17,6 +17,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from tq.client.bulk import ActionResult, BulkOutcome, ProgressCallback, TaskFilter
 from tq.client.client import AsyncClient
+from tq.client.control import WorkerDetail
 from tq.client.specs import task_spec
 from tq.client.subscription import Subscription
 from tq.client.tls import TlsConfig
@@ -37,6 +38,7 @@ from tq.protocol import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 from tq.protocol.records import ClusterStatus, LimitInfo, QueueState
 
@@ -310,6 +312,22 @@ class Client:
 
     def workers(self) -> list[WorkerInfo]:
         return self._runner.run(self._async.workers())
+
+    def inspect_worker(self, worker_id: str) -> WorkerDetail:
+        """What a worker runs, reserved and is ordered (``AsyncClient.inspect_worker``)."""
+        return self._runner.run(self._async.inspect_worker(worker_id))
+
+    def shutdown_worker(self, worker_id: str) -> WorkerOrderInfo | None:
+        """Ask a worker to stop gracefully, as SIGTERM does (admin)."""
+        return self._runner.run(self._async.shutdown_worker(worker_id))
+
+    def consume(self, worker_id: str, queue: str) -> WorkerOrderInfo | None:
+        """Ask a worker to claim tasks of ``queue`` too (admin)."""
+        return self._runner.run(self._async.consume(worker_id, queue))
+
+    def stop_consuming(self, worker_id: str, queue: str) -> WorkerOrderInfo | None:
+        """Ask a worker to claim no more tasks of ``queue`` (admin)."""
+        return self._runner.run(self._async.stop_consuming(worker_id, queue))
 
     def cluster_status(self) -> ClusterStatus:
         """The cluster as the connected node sees it (``AsyncClient.cluster_status``)."""

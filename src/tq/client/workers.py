@@ -49,11 +49,13 @@ class WorkerCalls:
         hostname: str,
         pid: int,
         pool: str,
+        acked: int = 0,
     ) -> RegisterReply:
+        """``acked``: the highest order number carried out (``tq.client.control``)."""
         return await self._session.call(
             lambda rid: RegisterWorker(
                 request_id=rid, worker_id=worker_id, name=name, queues=list(queues),
-                concurrency=concurrency, hostname=hostname, pid=pid, pool=pool,
+                concurrency=concurrency, hostname=hostname, pid=pid, pool=pool, acked=acked,
             ),
             RegisterReply,
             retry=True,
@@ -90,13 +92,25 @@ class WorkerCalls:
         return list(reply.codes)
 
     async def heartbeat(
-        self, worker_id: str, *, cpu_percent: float, memory_rss: int, running: Sequence[bytes]
+        self,
+        worker_id: str,
+        *,
+        cpu_percent: float,
+        memory_rss: int,
+        running: Sequence[bytes],
+        started: Sequence[bytes] = (),
+        draining: bool = False,
+        acked: int = 0,
     ) -> HeartbeatReply:
+        """``running``: every task held; ``started``: those of them begun (the others are
+        reserved); ``draining``: shutting down; ``acked``: the highest order carried out."""
         ids = parse_ids(running, "running")
+        begun = parse_ids(started, "started")
         return await self._session.call(
             lambda rid: Heartbeat(
                 request_id=rid, worker_id=worker_id, cpu_percent=cpu_percent,
-                memory_rss=memory_rss, running=ids,
+                memory_rss=memory_rss, running=ids, started=begun, draining=draining,
+                acked=acked,
             ),
             HeartbeatReply,
             retry=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tq.core.control import OrderAction
 from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import ApiKey, WorkerStats
 from tq.core.model import RetryPolicy, Task, TaskState
@@ -128,6 +129,8 @@ class RegisterWorker(_Command, frozen=True, tag=9):
     concurrency: int
     hostname: str = ""
     pid: int = 0
+    #: Every order numbered up to this one was carried out (``tq.core.control``).
+    acked: int = 0
 
 
 class DeregisterWorker(_Command, frozen=True, tag=10):
@@ -142,6 +145,12 @@ class Heartbeat(_Command, frozen=True, tag=11):
     lease_duration: float
     stats: WorkerStats = WorkerStats()
     running: tuple[TaskId, ...] = ()
+    #: Of ``running``, those started (the rest are reserved: claimed, not started).
+    started: tuple[TaskId, ...] = ()
+    #: The worker drains: it claims no more, finishing what it runs.
+    draining: bool = False
+    #: Every order numbered up to this one was carried out.
+    acked: int = 0
 
 
 class ReportProgress(_Command, frozen=True, tag=12):
@@ -316,6 +325,15 @@ class ClearLimit(_Command, frozen=True, tag=28):
     name: str
 
 
+class OrderWorker(_Command, frozen=True, tag=32):
+    """Give a worker an order (``tq.core.control``): stored on its record until it
+    acknowledges it; WORKER_NOT_FOUND for a worker the broker does not know."""
+
+    worker_id: WorkerId
+    action: OrderAction
+    queue: str = ""
+
+
 Command = (
     SubmitTasks
     | ClaimTasks
@@ -347,6 +365,7 @@ Command = (
     | ResumeQueue
     | SetLimit
     | ClearLimit
+    | OrderWorker
 )
 
 _encoder = msgspec.msgpack.Encoder()

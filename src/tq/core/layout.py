@@ -36,7 +36,8 @@ from typing import Final
 
 import msgspec
 
-from tq.core.ids import WorkerId
+from tq.core.control import WorkerOrder
+from tq.core.ids import TaskId, WorkerId
 from tq.core.model import TaskState
 
 
@@ -117,6 +118,8 @@ class MachineMeta(msgspec.Struct, array_like=True):
     counters: Counters = msgspec.field(default_factory=Counters)
     #: Broker starts so far; lease tokens of each start begin at ``epoch << 40``.
     epoch: int = 0
+    #: The number the next worker order takes (``tq.core.control``): never goes back.
+    next_order: int = 1
 
 
 class WorkerStats(msgspec.Struct, array_like=True, frozen=True):
@@ -135,6 +138,12 @@ class WorkerRecord(msgspec.Struct, array_like=True):
     hostname: str = ""
     pid: int = 0
     stats: WorkerStats = WorkerStats()
+    #: Of the tasks it holds, those it runs (its last heartbeat said): the rest are reserved.
+    started: tuple[TaskId, ...] = ()
+    #: Its last heartbeat said it drains (stopped claiming, finishing what runs).
+    draining: bool = False
+    #: Orders given and not yet acknowledged, oldest first (``tq.core.control``).
+    orders: tuple[WorkerOrder, ...] = ()
 
 
 class IdempotencyRecord(msgspec.Struct, array_like=True, frozen=True):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable
 import msgspec
 
 from tq.core import commands as c
+from tq.core import control
 from tq.core.effects import Effects
 from tq.core.flow import Flow
 from tq.core.ids import TaskId, WorkerId, format_task_id
@@ -60,6 +61,7 @@ from tq.core.replies import (
     ClaimReply,
     HeartbeatReply,
     ItemCodes,
+    OrdersReply,
     Reply,
     SubmitReply,
 )
@@ -131,6 +133,7 @@ class Machine:
             c.ResumeQueue: self._resume,  # type: ignore[dict-item]
             c.SetLimit: self._set_limit,  # type: ignore[dict-item]
             c.ClearLimit: self._clear_limit,  # type: ignore[dict-item]
+            c.OrderWorker: self._order,  # type: ignore[dict-item]
         }
 
     # ------------------------------------------------------------------ public API
@@ -189,6 +192,10 @@ class Machine:
 
     def workers(self) -> list[WorkerRecord]:
         return list(self._workers.values())
+
+    def worker(self, worker_id: WorkerId) -> WorkerRecord | None:
+        """A worker's record (the object itself: read it, never mutate it)."""
+        return self._workers.get(worker_id)
 
     def held_by(self, worker_id: WorkerId) -> list[TaskId]:
         """Ids of the tasks the worker holds, sorted (canonical across restarts)."""
@@ -758,16 +765,22 @@ class Machine:
             cmd.worker_id, cmd.name, cmd.queues, cmd.concurrency,
             old.registered_at if old else cmd.now, cmd.now, cmd.hostname, cmd.pid,
         )  # fmt: skip
+        if old is not None:  # orders outlive a new registration (a broker restart makes one)
+            rec.orders = old.orders
+            control.acknowledge(rec, cmd.acked)
         self._workers[cmd.worker_id] = rec
         self._held.setdefault(cmd.worker_id, {})
         fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
-        return DONE
+        return OrdersReply(None, rec.orders)
 
     def _heartbeat(self, cmd: c.Heartbeat, fx: Effects) -> HeartbeatReply:
         held = self._ensure_worker(cmd.worker_id, (), cmd.now, fx)
         rec = self._workers[cmd.worker_id]
         rec.last_heartbeat = cmd.now
         rec.stats = cmd.stats
+        rec.started = control.started_of(cmd.started, held) if cmd.started else ()
+        rec.draining = cmd.draining
+        control.acknowledge(rec, cmd.acked)
         fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
         # Only the leases it lists: a task held but not listed was claimed by a request
         # whose reply never reached the worker (lost with a connection, or a failover); it
@@ -777,7 +790,18 @@ class Machine:
         if listed:
             self._extend(c.ExtendLeases(cmd.now, cmd.worker_id, cmd.lease_duration, listed), fx)
         unknown = [i for i in cmd.running if i not in held]
-        return HeartbeatReply(cmd.now + cmd.lease_duration, unknown)
+        return HeartbeatReply(cmd.now + cmd.lease_duration, unknown, rec.orders)
+
+    def _order(self, cmd: c.OrderWorker, fx: Effects) -> OrdersReply:
+        rec = self._workers.get(cmd.worker_id)
+        if rec is None:
+            raise NotFoundError(f"no worker with id {cmd.worker_id!r}", ErrorCode.WORKER_NOT_FOUND)
+        order = control.new_order(rec, cmd.action, cmd.queue, self.meta.next_order, cmd.now)
+        if order is not None:
+            self.meta.next_order += 1
+            rec.orders = (*rec.orders, order)
+            fx.put(Family.METADATA, worker_key(cmd.worker_id), encode(rec))
+        return OrdersReply(order, rec.orders)
 
     def _drop_worker(self, worker_id: WorkerId, now: float, fx: Effects, why: str) -> list[TaskId]:
         ids = sorted(self._held.get(worker_id, ()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tq.core.control import WorkerOrder
 from tq.core.ids import TaskId
 
 
@@ -41,6 +42,17 @@ class HeartbeatReply(msgspec.Struct, frozen=True):
     lease_expires_at: float
     #: ids the worker reports running but no longer holds (cancelled, expired, reassigned).
     unknown: list[TaskId]
+    #: Orders the worker has not acknowledged yet (repeated until it does).
+    orders: tuple[WorkerOrder, ...] = ()
+
+
+class OrdersReply(msgspec.Struct, frozen=True):
+    """A worker's orders not acknowledged yet (``pending``, oldest first), after an order was
+    given (``order``; None: it would change nothing, the worker does so already or is ordered
+    to) or after the worker registered (``order`` None)."""
+
+    order: WorkerOrder | None
+    pending: tuple[WorkerOrder, ...]
 
 
 class Affected(msgspec.Struct, frozen=True):
@@ -55,4 +67,4 @@ class Done(msgspec.Struct, frozen=True):
 
 DONE = Done()
 
-Reply = SubmitReply | ClaimReply | ItemCodes | HeartbeatReply | Affected | Done
+Reply = SubmitReply | ClaimReply | ItemCodes | HeartbeatReply | Affected | Done | OrdersReply

@@ -96,6 +96,11 @@ from tq.protocol.messages import (
     TaskResult,
     Unsubscribe,
     Welcome,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
+    WorkerOrders,
     WorkersReply,
 )
 from tq.protocol.records import (
@@ -119,12 +124,14 @@ from tq.protocol.records import (
     TaskOutcome,
     TaskSpec,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 from tq.protocol.registry import (
     MESSAGE_CODES,
     MESSAGE_TYPES,
     REPLY_TO,
     Message,
+    Push,
     Reply,
     Request,
 )
@@ -196,6 +203,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Progress",
+    "Push",
     "QueryStatus",
     "QueueDepth",
     "QueuePause",
@@ -235,7 +243,13 @@ __all__ = [
     "TaskSpec",
     "Unsubscribe",
     "Welcome",
+    "WorkerControl",
+    "WorkerControlReply",
     "WorkerInfo",
+    "WorkerInspect",
+    "WorkerInspectReply",
+    "WorkerOrderInfo",
+    "WorkerOrders",
     "WorkersReply",
     "decode_frame_payload",
     "decode_payload",

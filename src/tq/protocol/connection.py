@@ -47,13 +47,16 @@ from tq.protocol.messages import (
     Nack,
     TaskEvent,
     Welcome,
+    WorkerOrders,
 )
 from tq.protocol.peers import FIRST_REPLY_HEAD, check_first_reply
 from tq.protocol.registry import (
     MESSAGE_TYPES,
+    PUSH_CLASSES,
     REPLY_CLASSES,
     REPLY_TO,
     REQUEST_CLASSES,
+    Push,
     Reply,
     Request,
 )
@@ -70,7 +73,7 @@ _MAX_REQUEST_ID: Final = 2**64 - 1
 _FIRST_HEAD: Final = LENGTH_PREFIX_SIZE + 1
 _REQUEST_CODES: Final = frozenset(cls.type_code for cls in REQUEST_CLASSES)
 
-_In = TypeVar("_In", Request | InvalidMessage, Reply | TaskEvent)
+_In = TypeVar("_In", Request | InvalidMessage, Reply | Push)
 
 
 class ConnectionState(StrEnum):
@@ -140,7 +143,7 @@ class _Endpoint(Generic[_In]):
                 accepted.append(self._check(msg))
             except ProtocolError as e:
                 self.state = ConnectionState.CLOSED
-                request_id = None if isinstance(msg, TaskEvent) else msg.request_id
+                request_id = None if isinstance(msg, (TaskEvent, WorkerOrders)) else msg.request_id
                 raise FrameError(
                     e.message, e.code, request_id=request_id, messages=list(accepted)
                 ) from e
@@ -279,7 +282,7 @@ class ServerConnection(_Endpoint[Request | InvalidMessage]):
             )
         )
 
-    def send(self, msg: Reply | TaskEvent) -> bytes:
+    def send(self, msg: Reply | Push) -> bytes:
         """The frame for a reply or push (no state change: replies are the service's job)."""
         return encode(msg)
 
@@ -290,7 +293,7 @@ class ServerConnection(_Endpoint[Request | InvalidMessage]):
         return nack_frame(request_id, error)
 
 
-class ClientConnection(_Endpoint[Reply | TaskEvent]):
+class ClientConnection(_Endpoint[Reply | Push]):
     """The client's side: builds HELLO, numbers requests, matches replies to them."""
 
     def __init__(
@@ -323,7 +326,7 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
     def version(self) -> int | None:
         return None if self.welcome is None else self.welcome.version
 
-    def receive_data(self, data: Buffer) -> list[Reply | TaskEvent]:
+    def receive_data(self, data: Buffer) -> list[Reply | Push]:
         if self.state is ConnectionState.HELLO_SENT and len(self._head) < FIRST_REPLY_HEAD:
             # Before the decoder reads a length: another server's answer (HTTP/1.1 400...)
             # is named for what it is, not reported as a frame of 1,213,486,160 bytes.
@@ -390,13 +393,14 @@ class ClientConnection(_Endpoint[Reply | TaskEvent]):
         self._outstanding[rid] = msg.type_code
         return frame
 
-    def _check(self, msg: Decoded) -> Reply | TaskEvent:
+    def _check(self, msg: Decoded) -> Reply | Push:
         if isinstance(msg, InvalidMessage):
             # A broker that sends a frame breaking its schema is broken: no request errors here.
             raise ProtocolError(msg.message)
-        if isinstance(msg, TaskEvent):
-            # Events for a subscription being cancelled may still be in flight: the shell
-            # routes by subscription_id and drops what it no longer wants.
+        if isinstance(msg, PUSH_CLASSES):
+            # Pushes (task events, worker orders) answer no request. Events for a
+            # subscription being cancelled may still be in flight: the shell routes by
+            # subscription_id and drops what it no longer wants.
             return msg
         if not isinstance(msg, REPLY_CLASSES):
             raise ProtocolError(f"a server may not send {msg.type_code.name}")

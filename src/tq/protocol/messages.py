@@ -29,6 +29,7 @@ from tq.protocol.records import (
     LimitScope,
     LimitSpec,
     Name,
+    OrderActionName,
     Percent,
     PositiveSeconds,
     Priority,
@@ -48,6 +49,7 @@ from tq.protocol.records import (
     Timestamp,
     WireStruct,
     WorkerInfo,
+    WorkerOrderInfo,
 )
 
 
@@ -113,6 +115,11 @@ class MessageType(IntEnum):
     LIMIT_CLEAR = 0x85
     LIMIT_LIST = 0x86
     LIMIT_LIST_REPLY = 0x87
+    WORKER_INSPECT = 0x90
+    WORKER_INSPECT_REPLY = 0x91
+    WORKER_CONTROL = 0x92
+    WORKER_CONTROL_REPLY = 0x93
+    WORKER_ORDERS = 0x94
 
 
 #: The protocol's default idle timeout (seconds) and long-poll cap (ms): what a WELCOME that
@@ -360,30 +367,44 @@ class RegisterWorker(_Correlated, kw_only=True, frozen=True):
     hostname: ShortText = ""
     pid: Count = 0
     pool: ShortText = ""
+    #: Every order numbered up to this one was carried out (0: none yet).
+    acked: Count = 0
 
 
 class RegisterReply(_Correlated, kw_only=True, frozen=True):
+    """``orders``: the worker's orders not acknowledged yet, oldest first."""
+
     type_code = _T.REGISTER_REPLY
     worker_id: str
     lease_duration: PositiveSeconds
     heartbeat_interval: PositiveSeconds
+    orders: list[WorkerOrderInfo] = []
 
 
 class Heartbeat(_Correlated, kw_only=True, frozen=True):
+    """``running`` lists every task the worker holds; ``started`` those of them it runs (the
+    rest are reserved); ``draining``: it claims no more; ``acked``: every order numbered up
+    to this one was carried out."""
+
     type_code = _T.HEARTBEAT
     worker_id: Name
     cpu_percent: CpuPercent = 0.0
     memory_rss: Count = 0
     running: TaskIds = []
+    started: TaskIds = []
+    draining: bool = False
+    acked: Count = 0
 
 
 class HeartbeatReply(_Correlated, kw_only=True, frozen=True):
-    """``cancelled``: stop these (cooperative cancel); ``unknown``: their lease is gone."""
+    """``cancelled``: stop these (cooperative cancel); ``unknown``: their lease is gone;
+    ``orders``: the worker's orders not acknowledged yet, oldest first."""
 
     type_code = _T.HEARTBEAT_REPLY
     lease_expires_at: Timestamp
     cancelled: TaskIds = []
     unknown: TaskIds = []
+    orders: list[WorkerOrderInfo] = []
 
 
 class DeregisterWorker(_Correlated, kw_only=True, frozen=True):
@@ -579,3 +600,54 @@ class LimitList(_Correlated, kw_only=True, frozen=True):
 class LimitListReply(_Correlated, kw_only=True, frozen=True):
     type_code = _T.LIMIT_LIST_REPLY
     limits: list[LimitInfo] = []
+
+
+# --- worker control ------------------------------------------------------------------------
+
+
+class WorkerInspect(_Correlated, kw_only=True, frozen=True):
+    type_code = _T.WORKER_INSPECT
+    worker_id: Name
+
+
+class WorkerInspectReply(_Correlated, kw_only=True, frozen=True):
+    """``running`` and ``reserved``: ids of the tasks the worker runs and holds unstarted,
+    at most ``MAX_INSPECT_IDS`` each (``worker.running`` and ``worker.reserved`` count them
+    all); ``orders``: its orders not acknowledged yet."""
+
+    type_code = _T.WORKER_INSPECT_REPLY
+    worker: WorkerInfo
+    running: TaskIds = []
+    reserved: TaskIds = []
+    orders: list[WorkerOrderInfo] = []
+
+
+#: Task ids of each kind a WORKER_INSPECT_REPLY lists at most (~19 KiB each).
+MAX_INSPECT_IDS: Final = 1000
+
+
+class WorkerControl(_Correlated, kw_only=True, frozen=True):
+    """Order a worker to shut down gracefully, or to consume or stop consuming ``queue``."""
+
+    type_code = _T.WORKER_CONTROL
+    worker_id: Name
+    action: OrderActionName
+    queue: ShortText = ""
+
+
+class WorkerControlReply(_Correlated, kw_only=True, frozen=True):
+    """``order`` None: it changes nothing (the worker does so already, or was ordered to);
+    ``pending``: every order the worker has not acknowledged yet, the new one last."""
+
+    type_code = _T.WORKER_CONTROL_REPLY
+    order: WorkerOrderInfo | None = None
+    pending: list[WorkerOrderInfo] = []
+
+
+class WorkerOrders(WireStruct, kw_only=True, frozen=True):
+    """Pushed by the broker on the connection a worker last registered or heartbeat on, once
+    an order for it is durable: its orders not acknowledged yet, oldest first."""
+
+    type_code: ClassVar[MessageType] = _T.WORKER_ORDERS
+    worker_id: str
+    orders: list[WorkerOrderInfo] = []

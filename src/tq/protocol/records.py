@@ -260,6 +260,28 @@ class WorkerInfo(WireStruct, kw_only=True, frozen=True):
     memory_rss: Count = 0
     running: Count = 0
     alive: bool = True
+    #: Of the tasks it holds, those claimed and not started (``running`` counts the others),
+    #: as of its last heartbeat; ``draining``: it claims no more, finishing what it runs.
+    reserved: Count = 0
+    draining: bool = False
+    #: Orders given and not acknowledged yet (see ``WorkerOrderInfo``).
+    orders: Count = 0
+
+
+#: What an order asks of a worker (docs/workers.md).
+OrderActionName = Literal["shutdown", "consume", "stop_consuming"]
+
+
+class WorkerOrderInfo(WireStruct, kw_only=True, frozen=True):
+    """An order for a worker: ``seq`` its number (orders of a broker are numbered in one
+    sequence that never goes back), ``queue`` empty for a shutdown, ``at`` when given."""
+
+    seq: Annotated[int, Meta(ge=1)]
+    #: One of ``OrderActionName`` from this broker; a worker MUST tolerate others (a newer
+    #: broker's), so this is not checked on decode.
+    action: ShortText
+    queue: ShortText = ""
+    at: Timestamp = 0.0
 
 
 #: Permission classes of API keys (``admin`` implies the others), as every door spells them.

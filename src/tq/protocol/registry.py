@@ -68,6 +68,11 @@ from tq.protocol.messages import (
     TaskResult,
     Unsubscribe,
     Welcome,
+    WorkerControl,
+    WorkerControlReply,
+    WorkerInspect,
+    WorkerInspectReply,
+    WorkerOrders,
     WorkersReply,
 )
 
@@ -80,7 +85,7 @@ Request: TypeAlias = (
     | RegisterWorker | Heartbeat | DeregisterWorker | KeyCreate | KeyList | KeyRevoke
     | GetClusterStatus | ActOnTasks | ActOnFilter | ScheduleCreate | ScheduleList
     | ScheduleGet | SchedulePause | ScheduleResume | ScheduleDelete | QueuePause | QueueResume
-    | LimitSet | LimitClear | LimitList
+    | LimitSet | LimitClear | LimitList | WorkerInspect | WorkerControl
 )  # fmt: skip
 #: What the broker sends in answer to a request (always echoing its ``request_id``).
 Reply: TypeAlias = (
@@ -88,14 +93,18 @@ Reply: TypeAlias = (
     | CancelReply | ListReply | StatsReply | WorkersReply | RegisterReply | HeartbeatReply
     | KeyCreateReply | KeyListReply | KeyRevokeReply | ClusterStatusReply | ActReply
     | ScheduleReply | ScheduleListReply | QueueStateReply | LimitSetReply | LimitListReply
+    | WorkerInspectReply | WorkerControlReply
 )  # fmt: skip
-Message: TypeAlias = Request | Reply | TaskEvent
+#: What the broker sends unasked (no ``request_id``).
+Push: TypeAlias = TaskEvent | WorkerOrders
+Message: TypeAlias = Request | Reply | Push
 
 REQUEST_CLASSES: Final[tuple[type[Request], ...]] = get_args(Request)
 REPLY_CLASSES: Final[tuple[type[Reply], ...]] = get_args(Reply)
+PUSH_CLASSES: Final[tuple[type[Push], ...]] = get_args(Push)
 
 MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
-    cls.type_code: cls for cls in (*REQUEST_CLASSES, *REPLY_CLASSES, TaskEvent)
+    cls.type_code: cls for cls in (*REQUEST_CLASSES, *REPLY_CLASSES, *PUSH_CLASSES)
 }
 MESSAGE_CODES: Final[dict[type[Message], MessageType]] = {
     cls: cls.type_code for cls in MESSAGE_TYPES.values()
@@ -137,4 +146,6 @@ REPLY_TO: Final[dict[MessageType, MessageType]] = {
     _T.LIMIT_SET: _T.LIMIT_SET_REPLY,
     _T.LIMIT_CLEAR: _T.ACK,
     _T.LIMIT_LIST: _T.LIMIT_LIST_REPLY,
+    _T.WORKER_INSPECT: _T.WORKER_INSPECT_REPLY,
+    _T.WORKER_CONTROL: _T.WORKER_CONTROL_REPLY,
 }

@@ -1,7 +1,8 @@
 """Heartbeats: liveness, CPU and memory of the worker's process tree, and the held tasks.
 
-Each HEARTBEAT lists every task the worker holds, which extends their leases; the reply
-names tasks that were cancelled or whose lease was lost, and the worker disowns those. CPU
+Each HEARTBEAT lists every task the worker holds, which extends their leases, and which of them
+it started; the reply names tasks that were cancelled or whose lease was lost, and the worker
+disowns those, and repeats the worker's orders not acknowledged yet (``tq.worker.orders``). CPU
 percent is measured between two samples, so ``psutil.Process`` objects are kept from one
 sample to the next (the first reading of a process is always 0).
 """
@@ -17,6 +18,7 @@ import psutil
 
 from tq.errors import TqError
 from tq.protocol.messages import HeartbeatReply
+from tq.worker.orders import OrderTaker
 from tq.worker.retrying import is_fatal
 
 _log = logging.getLogger(__name__)
@@ -54,7 +56,15 @@ class ProcessTreeSampler:
 
 class _HeartbeatClient(Protocol):
     async def heartbeat(
-        self, worker_id: str, *, cpu_percent: float, memory_rss: int, running: Sequence[bytes]
+        self,
+        worker_id: str,
+        *,
+        cpu_percent: float,
+        memory_rss: int,
+        running: Sequence[bytes],
+        started: Sequence[bytes],
+        draining: bool,
+        acked: int,
     ) -> HeartbeatReply: ...
 
 
@@ -69,29 +79,49 @@ class Heartbeater:
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
         lost: Callable[[], None],
+        orders: OrderTaker | None = None,
+        started: Callable[[], list[bytes]] = list,
+        draining: Callable[[], bool] = bool,
     ) -> None:
         self._client = client
         self._worker_id = worker_id
         self._held = held
         self._disown = disown
         self._lost = lost
+        self._orders = orders
+        self._started = started
+        self._draining = draining
         self._sampler = ProcessTreeSampler()
+        self._soon = asyncio.Event()
         self.interval = 15.0
+
+    def soon(self) -> None:
+        """Beat now rather than at the next interval: something the broker shows changed
+        (the worker drains, or carried out an order)."""
+        self._soon.set()
 
     async def run(self) -> None:
         while True:
             ok = await self.beat()
             # Leases run out one lease_duration after the last *good* beat, whatever the
             # interval: after a miss, try again within a second.
-            await asyncio.sleep(self.interval if ok else min(1.0, self.interval))
+            try:
+                async with asyncio.timeout(self.interval if ok else min(1.0, self.interval)):
+                    await self._soon.wait()
+            except TimeoutError:
+                pass
+            self._soon.clear()
 
     async def beat(self) -> bool:
         # Measured ~1 ms (children() scans /proc): worth a thread hop off the event loop.
         cpu, rss = await asyncio.to_thread(self._sampler.sample)
+        orders = self._orders
         try:
             reply = await self._client.heartbeat(
-                self._worker_id, cpu_percent=cpu, memory_rss=rss, running=self._held()
-            )
+                self._worker_id, cpu_percent=cpu, memory_rss=rss, running=self._held(),
+                started=self._started(), draining=self._draining(),
+                acked=0 if orders is None else orders.acked,
+            )  # fmt: skip
         except TqError as exc:
             _log.warning("heartbeat.failed error=%s", exc)
             if not is_fatal(exc):
@@ -101,4 +131,6 @@ class Heartbeater:
             self._disown(task_id, "cancelled")
         for task_id in reply.unknown:
             self._disown(task_id, "lease lost")
+        if orders is not None and reply.orders:
+            orders.take(reply.orders)
         return True

@@ -24,6 +24,7 @@ from tq.client import AsyncClient
 from tq.errors import TqError
 from tq.protocol.records import ClaimedTask
 from tq.worker.heartbeat import Heartbeater
+from tq.worker.orders import OrderTaker
 from tq.worker.reporting import ProgressSender, Reporter
 from tq.worker.retrying import Backoff, best_effort, is_fatal, sleep_unless, unless_stopped
 
@@ -43,17 +44,19 @@ class BrokerLink:
         url: str | Sequence[str],
         worker_id: str,
         *,
-        queues: Sequence[str],
         concurrency: int,
         pool: str,
         heartbeat_interval: float | None,
         held: Callable[[], list[bytes]],
         disown: Callable[[bytes, str], None],
+        orders: OrderTaker,
+        started: Callable[[], list[bytes]],
+        draining: Callable[[], bool],
         api_key: str | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.worker_id = worker_id
-        self._queues = list(queues)
+        self.orders = orders  # its queues are the worker's
         self._concurrency = concurrency
         self._pool = pool
         self._heartbeat_override = heartbeat_interval
@@ -68,8 +71,10 @@ class BrokerLink:
         self.reporter = Reporter(self.client)
         self.progress = ProgressSender(self.client, asyncio.get_running_loop())
         self.heartbeats = Heartbeater(
-            self.client, worker_id, held=held, disown=disown, lost=self.lost
-        )
+            self.client, worker_id, held=held, disown=disown, lost=self.lost, orders=orders,
+            started=started, draining=draining,
+        )  # fmt: skip
+        self.client.on_worker_orders(lambda pushed: orders.take(pushed.orders))
         self._registered_on: str | None = None
 
     @property
@@ -91,14 +96,16 @@ class BrokerLink:
         """Register, retrying until the broker answers; False if ``stop`` is set first."""
         backoff = Backoff(cap=5.0)
         while not stop.is_set():
+            done = self.orders.done
             call = self.client.register_worker(
                 self.worker_id,
                 name=self.worker_id,
-                queues=self._queues,
+                queues=list(self.orders.queues),
                 concurrency=self._concurrency,
                 hostname=socket.gethostname()[:256],
                 pid=os.getpid(),
                 pool=self._pool,
+                acked=done,
             )
             try:
                 # Dialling a broker that is down takes the call's whole deadline: a stop
@@ -113,6 +120,9 @@ class BrokerLink:
             if reply is None:
                 break
             self._registered_on = self.client.url
+            self.orders.registered(done)
+            if reply.orders:
+                self.orders.take(reply.orders)
             # Never slower than the broker asks: it declares a worker dead after missed beats.
             self.heartbeats.interval = min(
                 self._heartbeat_override or reply.heartbeat_interval, reply.heartbeat_interval

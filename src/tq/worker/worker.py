@@ -19,6 +19,8 @@ nothing and nothing runs. Every broker call survives restarts: transient errors 
 with backoff. ``url`` may name the nodes of a cluster (a list, or comma-separated): the
 worker follows the leader, registers with it, and keeps running what it holds; outcomes and
 heartbeats of those tasks go to the new leader, which refuses a stale lease as any broker.
+The broker's orders (``tq.worker.orders``): a shutdown is ``request_stop``; a change of queues
+is registered before the next claim.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from tq.errors import ConfigError, TqError
 from tq.protocol.records import ClaimedTask
 from tq.worker.context import TaskContext
 from tq.worker.link import GOODBYE_TIMEOUT, BrokerLink
+from tq.worker.orders import OrderTaker
 from tq.worker.outcomes import Result, interrupted, missing_handler, timed_out, to_outcome
 from tq.worker.pools import make_pool
 from tq.worker.registry import Handler, HandlerSource, Registry
@@ -95,18 +98,23 @@ class Worker:
         self._api_key = api_key  # with the work permission (docs/security.md)
         # Built now, so a TLS file that does not load stops the worker before it starts.
         self.tls = tls.context() if isinstance(tls, TlsConfig) else tls
-        self.queues = list(queues)
         self.concurrency = concurrency
         self.prefetch = concurrency if prefetch is None else max(0, prefetch)
         self.burst = burst
         self.shutdown_timeout = shutdown_timeout
         self.default_timeout = default_timeout
         self.worker_id = name or f"{socket.gethostname()}-{os.getpid()}"
+        self._orders = OrderTaker(
+            self.worker_id, queues, shutdown=self.request_stop, changed=self._queues_changed
+        )
+        #: Changed in place by the broker's orders (``tq.worker.orders``).
+        self.queues = self._orders.queues
         self._heartbeat_interval = heartbeat_interval
         self._pool = make_pool(str(pool), concurrency, self.registry.modules())
         self._running: dict[bytes, _Running] = {}
         self._waiting: deque[ClaimedTask] = deque()
         self._stop_requested = False
+        self._queues_changed_since = False  # an order changed them: register before waiting
         self._stopping = False
         self._forced = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -122,10 +130,23 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Graceful stop; safe from a signal handler or another thread."""
+        """Graceful stop; safe from a signal handler or another thread (SIGTERM, and the
+        broker's shutdown order, come here)."""
         self._stop_requested = True
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
+            self._loop.call_soon_threadsafe(self._stopped)
+
+    def _stopped(self) -> None:
+        self._stop.set()
+        if hasattr(self, "_link"):
+            self._link.heartbeats.soon()  # the broker shows it drains from now on
+
+    def _queues_changed(self) -> None:
+        """An order changed ``queues``: register them before the next claim (the claim loop
+        wakes for it), which also acknowledges the order."""
+        self._link.lost()
+        self._queues_changed_since = True
+        self._slot.set()
 
     def force_stop(self) -> None:
         """Second signal: kill pool children, cancel everything, report nothing."""
@@ -146,12 +167,14 @@ class Worker:
         self._link = link = BrokerLink(
             self.url,
             self.worker_id,
-            queues=self.queues,
             concurrency=self.concurrency,
             pool=self._pool.kind,
             heartbeat_interval=self._heartbeat_interval,
             held=lambda: [*self._running, *(t.id for t in self._waiting)],
             disown=self._disown,
+            orders=self._orders,
+            started=lambda: list(self._running),
+            draining=self._stop.is_set,
             api_key=self._api_key,
             tls=self.tls,
         )
@@ -225,12 +248,16 @@ class Worker:
         backoff = Backoff()
         while not self._stop.is_set():
             free = self.concurrency + self.prefetch - len(self._running) - len(self._waiting)
-            if free <= 0:
+            if free <= 0 and not self._queues_changed_since:
                 self._slot.clear()
                 await wait_any(self._slot, self._stop)
                 continue
+            # A change of queues is registered at once, even while every slot is taken.
+            self._queues_changed_since = False
             if self._link.needs_register and not await self._link.register(self._stop):
                 return
+            if free <= 0:
+                continue
             asked = asyncio.get_running_loop().time()
             try:
                 tasks = await self._claim(min(free, MAX_CLAIM))

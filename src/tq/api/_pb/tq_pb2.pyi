@@ -399,7 +399,7 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "name", "queues", "concurrency", "hostname", "pid", "registered_at", "last_heartbeat", "cpu_percent", "memory_rss", "running", "alive")
+    __slots__ = ("id", "name", "queues", "concurrency", "hostname", "pid", "registered_at", "last_heartbeat", "cpu_percent", "memory_rss", "running", "alive", "reserved", "draining", "orders")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
@@ -412,6 +412,9 @@ class Worker(_message.Message):
     MEMORY_RSS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     queues: _containers.RepeatedScalarFieldContainer[str]
@@ -424,7 +427,10 @@ class Worker(_message.Message):
     memory_rss: int
     running: int
     alive: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., registered_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., memory_rss: _Optional[int] = ..., running: _Optional[int] = ..., alive: _Optional[bool] = ...) -> None: ...
+    reserved: int
+    draining: bool
+    orders: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., queues: _Optional[_Iterable[str]] = ..., concurrency: _Optional[int] = ..., hostname: _Optional[str] = ..., pid: _Optional[int] = ..., registered_at: _Optional[float] = ..., last_heartbeat: _Optional[float] = ..., cpu_percent: _Optional[float] = ..., memory_rss: _Optional[int] = ..., running: _Optional[int] = ..., alive: _Optional[bool] = ..., reserved: _Optional[int] = ..., draining: _Optional[bool] = ..., orders: _Optional[int] = ...) -> None: ...
 
 class ListWorkersResponse(_message.Message):
     __slots__ = ("workers",)
@@ -726,3 +732,49 @@ class ClearLimitRequest(_message.Message):
 class ClearLimitResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class WorkerRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WorkerQueueRequest(_message.Message):
+    __slots__ = ("id", "queue")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    queue: str
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ...) -> None: ...
+
+class WorkerOrder(_message.Message):
+    __slots__ = ("seq", "action", "queue", "at")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    action: str
+    queue: str
+    at: float
+    def __init__(self, seq: _Optional[int] = ..., action: _Optional[str] = ..., queue: _Optional[str] = ..., at: _Optional[float] = ...) -> None: ...
+
+class WorkerDetail(_message.Message):
+    __slots__ = ("worker", "running", "reserved", "orders")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    worker: Worker
+    running: _containers.RepeatedScalarFieldContainer[str]
+    reserved: _containers.RepeatedScalarFieldContainer[str]
+    orders: _containers.RepeatedCompositeFieldContainer[WorkerOrder]
+    def __init__(self, worker: _Optional[_Union[Worker, _Mapping]] = ..., running: _Optional[_Iterable[str]] = ..., reserved: _Optional[_Iterable[str]] = ..., orders: _Optional[_Iterable[_Union[WorkerOrder, _Mapping]]] = ...) -> None: ...
+
+class WorkerOrdered(_message.Message):
+    __slots__ = ("order", "pending")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    order: WorkerOrder
+    pending: _containers.RepeatedCompositeFieldContainer[WorkerOrder]
+    def __init__(self, order: _Optional[_Union[WorkerOrder, _Mapping]] = ..., pending: _Optional[_Iterable[_Union[WorkerOrder, _Mapping]]] = ...) -> None: ...

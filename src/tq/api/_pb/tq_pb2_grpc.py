@@ -187,6 +187,26 @@ class TaskQueueStub:
                 request_serializer=tq_dot_v1_dot_tq__pb2.ClearLimitRequest.SerializeToString,
                 response_deserializer=tq_dot_v1_dot_tq__pb2.ClearLimitResponse.FromString,
                 _registered_method=True)
+        self.InspectWorker = channel.unary_unary(
+                '/tq.v1.TaskQueue/InspectWorker',
+                request_serializer=tq_dot_v1_dot_tq__pb2.WorkerRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.WorkerDetail.FromString,
+                _registered_method=True)
+        self.ShutdownWorker = channel.unary_unary(
+                '/tq.v1.TaskQueue/ShutdownWorker',
+                request_serializer=tq_dot_v1_dot_tq__pb2.WorkerRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
+                _registered_method=True)
+        self.ConsumeQueue = channel.unary_unary(
+                '/tq.v1.TaskQueue/ConsumeQueue',
+                request_serializer=tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
+                _registered_method=True)
+        self.StopConsuming = channel.unary_unary(
+                '/tq.v1.TaskQueue/StopConsuming',
+                request_serializer=tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.SerializeToString,
+                response_deserializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
+                _registered_method=True)
 
 
 class TaskQueueServicer:
@@ -409,6 +429,33 @@ class TaskQueueServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InspectWorker(self, request, context):
+        """One worker: the tasks it runs and reserved, its orders not carried out yet (read).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShutdownWorker(self, request, context):
+        """Orders for a worker (admin), answered once durable: stop gracefully as on SIGTERM,
+        claim a queue too, claim a queue no more (docs/workers.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConsumeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopConsuming(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskQueueServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -561,6 +608,26 @@ def add_TaskQueueServicer_to_server(servicer, server):
                     servicer.ClearLimit,
                     request_deserializer=tq_dot_v1_dot_tq__pb2.ClearLimitRequest.FromString,
                     response_serializer=tq_dot_v1_dot_tq__pb2.ClearLimitResponse.SerializeToString,
+            ),
+            'InspectWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectWorker,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.WorkerRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.WorkerDetail.SerializeToString,
+            ),
+            'ShutdownWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShutdownWorker,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.WorkerRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.SerializeToString,
+            ),
+            'ConsumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConsumeQueue,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.SerializeToString,
+            ),
+            'StopConsuming': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopConsuming,
+                    request_deserializer=tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.FromString,
+                    response_serializer=tq_dot_v1_dot_tq__pb2.WorkerOrdered.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1373,6 +1440,114 @@ class TaskQueue:
             '/tq.v1.TaskQueue/ClearLimit',
             tq_dot_v1_dot_tq__pb2.ClearLimitRequest.SerializeToString,
             tq_dot_v1_dot_tq__pb2.ClearLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/InspectWorker',
+            tq_dot_v1_dot_tq__pb2.WorkerRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.WorkerDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShutdownWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ShutdownWorker',
+            tq_dot_v1_dot_tq__pb2.WorkerRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConsumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/ConsumeQueue',
+            tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopConsuming(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tq.v1.TaskQueue/StopConsuming',
+            tq_dot_v1_dot_tq__pb2.WorkerQueueRequest.SerializeToString,
+            tq_dot_v1_dot_tq__pb2.WorkerOrdered.FromString,
             options,
             channel_credentials,
             insecure,
