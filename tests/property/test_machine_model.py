@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tq.core import commands as c
+from tq.core.aging import AgingPolicy
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, make_task_id
 from tq.core.layout import (
@@ -60,6 +61,8 @@ class Ref:
     lease_until: float = 0.0
     due: float | None = None
     deps: set[TaskId] = field(default_factory=set)
+    aging: bool = True
+    queued_at: float = 0.0  # when it took its FIFO place (kept with it, as ``order`` is)
 
 
 class Reference:
@@ -68,6 +71,7 @@ class Reference:
         self.next_order = 1
         self.next_token = 1
         self.heartbeat: dict[WorkerId, float] = {}
+        self.now = 0.0  # the latest time seen: a place taken later never looks older
 
     def live(self, t: Ref) -> bool:
         return not t.state.is_terminal
@@ -77,6 +81,7 @@ class Reference:
         if not keep_order or t.order is None:
             t.order = self.next_order
             self.next_order += 1
+            t.queued_at = self.now
 
     def _end(self, t: Ref, state: S, now: float) -> None:
         t.state = state
@@ -93,9 +98,14 @@ class Reference:
                 d.deps.clear()
                 self._end(d, S.DEAD_LETTER, now)
 
+    def at(self, now: float) -> None:
+        self.now = max(self.now, now)
+
     def submit(self, now: float, specs: list[c.NewTask]) -> None:
+        self.at(now)
         for s in specs:
             t = Ref(s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at)
+            t.aging = s.aging
             self.tasks[s.id] = t
             dep_states = [self.tasks[d].state for d in s.depends_on]
             if any(x in (S.DEAD_LETTER, S.CANCELLED) for x in dep_states):
@@ -105,14 +115,32 @@ class Reference:
             if not t.deps and (t.due is None or t.due <= now):
                 self._pend(t)
 
-    def claim(self, now: float, worker: WorkerId, queues: tuple[str, ...], k: int) -> list[TaskId]:
+    @staticmethod
+    def aged(t: Ref, aging: AgingPolicy | None, now: float) -> int:
+        """The priority a claim compares: raised by ``step`` per whole ``interval`` waited, up
+        to ``cap``; the submitted one when aging is off for the task, its queue or the claim."""
+        if aging is None or not t.aging or t.queue in aging.exempt_queues:
+            return t.priority
+        if t.priority >= aging.cap:
+            return t.priority
+        whole = (now - t.queued_at) // aging.interval
+        return min(aging.cap, t.priority + aging.step * max(0, int(whole)))
+
+    def claim(
+        self,
+        now: float,
+        worker: WorkerId,
+        queues: tuple[str, ...],
+        k: int,
+        aging: AgingPolicy | None = None,
+    ) -> list[TaskId]:
         self.heartbeat.setdefault(worker, now)
         out = []
         for _ in range(k):
             ready = [t for t in self.tasks.values() if t.state is S.PENDING and t.queue in queues]
             if not ready:
                 break
-            t = max(ready, key=lambda x: (x.priority, -(x.order or 0)))
+            t = max(ready, key=lambda x: (self.aged(x, aging, now), -(x.order or 0)))
             t.state, t.attempts, t.worker = S.IN_PROGRESS, t.attempts + 1, worker
             t.token, t.lease_until = self.next_token, now + LEASE
             self.next_token += 1
@@ -126,6 +154,7 @@ class Reference:
         return t
 
     def complete(self, now: float, task_id: TaskId, token: int) -> bool:
+        self.at(now)
         t = self._holds(task_id, token)
         if t is not None:
             self._end(t, S.COMPLETED, now)
@@ -166,6 +195,7 @@ class Reference:
             self._lost(t, now)
 
     def promote(self, now: float) -> None:
+        self.at(now)
         for t in sorted(
             (
                 t
@@ -247,20 +277,23 @@ class MachineVsReference(RuleBasedStateMachine):
                 st.integers(0, 2),
                 st.one_of(st.none(), st.floats(0.0, 30.0)),
                 st.lists(st.integers(0, 10_000), max_size=2),
+                st.booleans(),
             ),
             min_size=1,
             max_size=4,
         )
     )
-    def submit(self, specs: list[tuple[str, int, int, float | None, list[int]]]) -> None:
+    def submit(self, specs: list[tuple[str, int, int, float | None, list[int], bool]]) -> None:
         known = sorted(self.ref.tasks)
         new: list[c.NewTask] = []
-        for queue, prio, retries, delay, dep_picks in specs:
+        for queue, prio, retries, delay, dep_picks, ages in specs:
             self.n_ids += 1
             tid = make_task_id(int(self.now * 1000), self.n_ids)
             deps = tuple(dict.fromkeys(known[i % len(known)] for i in dep_picks)) if known else ()
             due = None if delay is None else self.now + delay
-            new.append(c.NewTask(tid, "job", queue, b"p", prio, retries, due, depends_on=deps))
+            new.append(
+                c.NewTask(tid, "job", queue, b"p", prio, retries, due, depends_on=deps, aging=ages)
+            )
         terminal = {
             d: self.last_event[d]
             for s in new
@@ -276,9 +309,31 @@ class MachineVsReference(RuleBasedStateMachine):
         k=st.integers(1, 4),
     )
     def claim(self, worker: WorkerId, queues: tuple[str, ...], k: int) -> None:
-        reply = self.apply(c.ClaimTasks(self.now, worker, queues, k, LEASE))
+        self.claim_with(worker, queues, k, None)
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        queues=st.sampled_from([("a",), ("b",), ("a", "b"), ("b", "a")]),
+        k=st.integers(1, 4),
+        aging=st.builds(
+            AgingPolicy,
+            interval=st.sampled_from([0.5, 3.0, 20.0]),
+            step=st.sampled_from([1, 60, 255]),
+            cap=st.sampled_from([99, 200, 255]),
+            exempt_queues=st.sampled_from([(), (), ("a",), ("b",)]),
+        ),
+    )
+    def claim_aged(
+        self, worker: WorkerId, queues: tuple[str, ...], k: int, aging: AgingPolicy
+    ) -> None:
+        self.claim_with(worker, queues, k, aging)
+
+    def claim_with(
+        self, worker: WorkerId, queues: tuple[str, ...], k: int, aging: AgingPolicy | None
+    ) -> None:
+        reply = self.apply(c.ClaimTasks(self.now, worker, queues, k, LEASE, aging=aging))
         assert isinstance(reply, ClaimReply)
-        expected = self.ref.claim(self.now, worker, queues, k)
+        expected = self.ref.claim(self.now, worker, queues, k, aging)
         assert [t.id for t in reply.tasks] == expected
         for t in reply.tasks:
             assert t.lease_token == self.ref.tasks[t.id].token
@@ -339,6 +394,12 @@ class MachineVsReference(RuleBasedStateMachine):
         self.ref.expire(self.now)
         self.apply(c.PromoteDue(self.now))
         self.ref.promote(self.now)
+
+    @rule(dt=st.sampled_from([0.7, 4.0, 25.0]))
+    def a_while_later(self, dt: float) -> None:
+        """Time passes with no job run yet (the lease monitor and scheduler lag behind): tasks
+        submitted from now on have waited less than those already pending."""
+        self.now += dt
 
     @rule()
     def reap_dead_workers(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tq.core.aging import AgingPolicy
 from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import ApiKey, WorkerStats
 from tq.core.model import RetryPolicy, Task, TaskState
@@ -36,6 +37,7 @@ class NewTask(msgspec.Struct, array_like=True, frozen=True):
     tags: dict[str, str] = {}
     idempotency_key: str | None = None
     expires_at: float | None = None
+    aging: bool = True  # False: the task keeps its priority however long it waits
 
 
 class SubmitTasks(_Command, frozen=True, tag=1):
@@ -58,6 +60,9 @@ class ClaimTasks(_Command, frozen=True, tag=2):
     max_tasks: int
     lease_duration: float
     max_bytes: int = 0
+    #: Priority aging as configured when the claim was made; None: off (compare by the
+    #: submitted priority). ``now`` is the time tasks' waits are measured at.
+    aging: AgingPolicy | None = None
 
 
 class CompletedItem(msgspec.Struct, array_like=True, frozen=True):

@@ -100,6 +100,9 @@ class MachineMeta(msgspec.Struct, array_like=True):
     counters: Counters = msgspec.field(default_factory=Counters)
     #: Broker starts so far; lease tokens of each start begin at ``epoch << 40``.
     epoch: int = 0
+    #: The latest ``Task.queued_at`` given: a clock that goes back between commands must not
+    #: make a later place in line look older (``tq.core.aging`` relies on it).
+    last_queued_at: float = 0.0
 
 
 class WorkerStats(msgspec.Struct, array_like=True, frozen=True):

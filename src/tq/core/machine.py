@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from tq.core import commands as c
+from tq.core.aging import pop_best_aged
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.keys import validate_key
@@ -338,7 +339,7 @@ class Machine:
             t.id, t.task_type, t.queue, t.payload, t.priority, PENDING, now, now,
             scheduled_at=t.scheduled_at, max_retries=t.max_retries, timeout=t.timeout,
             retry=t.retry, depends_on=t.depends_on, tags=t.tags,
-            idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+            idempotency_key=t.idempotency_key, expires_at=t.expires_at, aging=t.aging,
         )  # fmt: skip
         self._tasks[t.id] = task
         if t.idempotency_key is not None:
@@ -373,7 +374,7 @@ class Machine:
         if waiting or due_later:
             task.state = SCHEDULED
         else:
-            self._enqueue(task)
+            self._enqueue(task, now)
         self._bump(task.queue, task.state, 1)
         fx.mutations.append((Family.PENDING, task.id, encode_task(task)))
         fx.event(task)
@@ -384,6 +385,9 @@ class Machine:
         now = cmd.now
         if cmd.max_tasks < 1:
             raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
+        aging = cmd.aging
+        if aging is not None:
+            aging.validate()
         held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
         queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
         out: list[ClaimedTask] = []
@@ -392,7 +396,7 @@ class Machine:
         add = fx.mutations.append
         room = cmd.max_bytes if cmd.max_bytes > 0 else -1  # -1: no byte budget
         while len(out) < cmd.max_tasks:
-            task = _pop_best(queues)
+            task = _pop_best(queues) if aging is None else pop_best_aged(queues, aging, now)
             if task is None:
                 break
             if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):
@@ -690,7 +694,7 @@ class Machine:
                 continue
             old = task.state
             self._set(task, PENDING, now)
-            self._enqueue(task)
+            self._enqueue(task, now)
             if old is FAILED:
                 fx.delete(Family.FAILED, task_id)
             fx.put_task(Family.PENDING, task)
@@ -723,7 +727,7 @@ class Machine:
             self._tasks[task.id] = task
             self._bump(task.queue, DEAD, 1)
             self._set(task, PENDING, now)
-            self._enqueue(task)
+            self._enqueue(task, now)
             fx.delete(Family.DEAD_LETTER, task.id)
             fx.put_task(Family.PENDING, task)
             fx.event(task)
@@ -776,10 +780,14 @@ class Machine:
             q = self._queues[name] = ReadyQueue(name)
         return q
 
-    def _enqueue(self, task: Task) -> None:
-        """Enter the pending queue at the back of its priority (a fresh seq)."""
-        task.seq = self.meta.next_seq
-        self.meta.next_seq += 1
+    def _enqueue(self, task: Task, now: float) -> None:
+        """Enter the pending queue at the back of its priority (a fresh seq), its aging wait
+        starting now (or at the latest start given, should the clock have gone back)."""
+        meta = self.meta
+        task.seq = meta.next_seq
+        meta.next_seq += 1
+        meta.last_queued_at = max(meta.last_queued_at, now)
+        task.queued_at = meta.last_queued_at
         self._queue(task.queue).push(task)
 
     def _set(self, task: Task, state: TaskState, now: float) -> None:
@@ -826,7 +834,7 @@ class Machine:
                         del self._waiting[dep_id]
                         if d.scheduled_at is None or d.scheduled_at <= now:
                             self._set(d, PENDING, now)
-                            self._enqueue(d)
+                            self._enqueue(d, now)
                             fx.put_task(Family.PENDING, d)
                             fx.event(d)
                         else:
