@@ -49,7 +49,7 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 _SPEC_OPTIONAL: Final = (
     "queue", "priority", "delay", "scheduled_at", "max_retries", "timeout",
-    "idempotency_key", "expires_at",
+    "idempotency_key", "expires_at", "aging",
 )  # fmt: skip
 _FILTER_OPTIONAL: Final = (
     "queue", "task_type", "priority_min", "priority_max", "created_after", "created_before",
@@ -152,7 +152,8 @@ def task_to_pb(t: TaskInfo) -> pb.Task:
         error_type=t.error_type, worker_id=t.worker_id, lease_expires_at=t.lease_expires_at,
         progress=t.progress, progress_message=t.progress_message, tags=t.tags,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at, started_at=t.started_at,
-        completed_at=t.completed_at, truncated=t.truncated,
+        completed_at=t.completed_at, truncated=t.truncated, aging=t.aging,
+        effective_priority=t.effective_priority,
     )  # fmt: skip
 
 

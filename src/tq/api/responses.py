@@ -134,6 +134,12 @@ class TaskOut(_Out):
         description="in a listing: result, error, error_type, progress_message and tags were "
         "left out, as this record alone is larger than a page may be (GET the task for them)",
     )
+    aging: bool = Field(True, description="false: the task opted out of priority aging")
+    effective_priority: int | None = Field(
+        None,
+        description="a pending task's priority as a claim compares it now (raised by priority "
+        "aging); null unless pending",
+    )
 
     @classmethod
     def of(cls, t: TaskInfo) -> TaskOut:
@@ -156,7 +162,7 @@ class TaskOut(_Out):
             expires_at=t.expires_at, expires_at_rfc3339=rfc3339(t.expires_at),
             started_at=t.started_at, started_at_rfc3339=rfc3339(t.started_at),
             completed_at=t.completed_at, completed_at_rfc3339=rfc3339(t.completed_at),
-            truncated=t.truncated,
+            truncated=t.truncated, aging=t.aging, effective_priority=t.effective_priority,
         )  # fmt: skip
 
 

@@ -93,6 +93,9 @@ class TaskSubmit(_In):
     tags: Annotated[dict[Name, Text], Field(max_length=64)] | None = None
     idempotency_key: Name | None = None
     expires_at: Instant | None = None
+    aging: Annotated[
+        bool, Field(description="false: the task keeps its priority however long it waits")
+    ] = True
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
@@ -116,6 +119,7 @@ class TaskSubmit(_In):
             ),
             depends_on=tuple(TaskId(d.bytes) for d in self.depends_on),
             tags=self.tags, idempotency_key=self.idempotency_key, expires_at=self.expires_at,
+            aging=self.aging,
         )  # fmt: skip
 
 

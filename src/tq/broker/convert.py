@@ -74,6 +74,7 @@ def new_task(
         tags=tags,
         idempotency_key=spec.idempotency_key,
         expires_at=spec.expires_at,
+        aging=spec.aging,
     )
 
 
@@ -99,11 +100,14 @@ def check_tags(tags: Mapping[str, str], where: str) -> int:
     return tags_size(tags)
 
 
-def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> TaskInfo:
+def task_info(
+    t: Task, include_payload: bool, *, truncated: bool = False, effective: int | None = None
+) -> TaskInfo:
     """``t`` as a TaskInfo; ``truncated``: without its result, error, error type, progress
-    message and tags (a record too large for the reply it goes in)."""
+    message and tags (a record too large for the reply it goes in); ``effective``: its
+    priority as a claim would compare it now (``tq.broker.aging``)."""
     if truncated:
-        return _truncated_info(t, include_payload)
+        return _truncated_info(t, include_payload, effective)
     return TaskInfo(
         id=t.id,
         task_type=t.task_type,
@@ -130,10 +134,12 @@ def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> Tas
         completed_at=t.completed_at,
         started_at=t.started_at,
         error_type=t.error_type,
+        aging=t.aging,
+        effective_priority=effective,
     )
 
 
-def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
+def _truncated_info(t: Task, include_payload: bool, effective: int | None) -> TaskInfo:
     return TaskInfo(
         id=t.id, task_type=t.task_type, queue=t.queue,
         payload=t.payload if include_payload else None, priority=t.priority,
@@ -142,7 +148,8 @@ def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
         timeout=t.timeout, depends_on=list(t.depends_on), worker_id=t.worker_id,
         lease_expires_at=t.lease_expires_at, progress=t.progress,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at,
-        completed_at=t.completed_at, started_at=t.started_at, truncated=True,
+        completed_at=t.completed_at, started_at=t.started_at, truncated=True, aging=t.aging,
+        effective_priority=effective,
     )  # fmt: skip
 
 

@@ -48,6 +48,7 @@ SPEC_OPTIONS: Final = {
     "depends_on": "--depends-on",
     "tags": "--tag",
     "idempotency_key": "--idempotency-key",
+    "aging": "--no-aging",
 }
 #: A task spec's path in a broker's message: ``tasks[3].payload``, ``$.tasks[0].tags``.
 _SPEC_PATH = re.compile(r"`?\$?\.?tasks\[\d+\](?:\.(\w+))?`?")
@@ -128,6 +129,8 @@ def _outcome_error(info: TaskInfo) -> TaskFailedError:
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
 @click.option("--idempotency-key", type=wire_type(TaskSpec, "idempotency_key"),
               help="A repeated submit with this key returns the same id.")  # fmt: skip
+@click.option("--aging/--no-aging", default=True, show_default=True,
+              help="--no-aging: keep the priority however long the task waits.")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=1, help="Submit N copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout-wait", type=click.FloatRange(min=0), help="Stop waiting after S s.")
@@ -144,6 +147,7 @@ def submit_cmd(
     depends_on: tuple[str, ...],
     tags: tuple[str, ...],
     idempotency_key: str | None,
+    aging: bool,
     count: int,
     wait: bool,
     timeout_wait: float | None,
@@ -160,6 +164,7 @@ def submit_cmd(
         "depends_on": depends_on,  # checked by TASK_ID before anything is sent
         "tags": parse_pairs(tags, "--tag") or None,
         "idempotency_key": idempotency_key,
+        "aging": aging,
     }
     data = read_payload(payload)
     # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit

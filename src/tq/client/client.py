@@ -207,13 +207,15 @@ class AsyncClient(WorkerCalls):
         idempotency_key: str | None = None,
         expires_at: float | None = None,
         task_id: str | None = None,
+        aging: bool = True,
     ) -> str:
-        """Submit one task; returns its id once the broker has made it durable."""
+        """Submit one task; returns its id once the broker has made it durable. ``aging``
+        False: the task keeps its priority however long it waits (docs/priority-aging.md)."""
         spec = task_spec(
             task_type, payload, queue=queue, priority=priority, delay=delay,
             scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout, retry=retry,
             depends_on=depends_on, tags=tags, idempotency_key=idempotency_key,
-            expires_at=expires_at, task_id=task_id,
+            expires_at=expires_at, task_id=task_id, aging=aging,
         )  # fmt: skip
         # One task always fits a frame (payloads are far below the frame limit): skip the
         # batching and gathering of submit_many, the path of every pipelined single submit.

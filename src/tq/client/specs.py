@@ -40,6 +40,7 @@ class SubmitOptions(TypedDict, total=False):
     idempotency_key: str | None
     expires_at: float | None
     task_id: str | None
+    aging: bool
 
 
 def task_ids(ids: Sequence[str] | Sequence[bytes], what: str = "task ids") -> list[TaskId]:
@@ -65,6 +66,7 @@ def task_spec(
     idempotency_key: str | None = None,
     expires_at: float | None = None,
     task_id: str | None = None,
+    aging: bool = True,
 ) -> TaskSpec:
     """One task for ``submit_many``; the options mean what they mean for ``submit``."""
     if not isinstance(payload, bytes | bytearray | memoryview):
@@ -86,6 +88,7 @@ def task_spec(
         tags=dict(tags) if tags else None,
         idempotency_key=idempotency_key,
         expires_at=expires_at,
+        aging=aging,
     )
 
 

@@ -192,6 +192,7 @@ class Client:
         idempotency_key: str | None = None,
         expires_at: float | None = None,
         task_id: str | None = None,
+        aging: bool = True,
     ) -> str:
         return self._runner.run(
             self._async.submit(
@@ -199,6 +200,7 @@ class Client:
                 scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout,
                 retry=retry, depends_on=depends_on, tags=tags,
                 idempotency_key=idempotency_key, expires_at=expires_at, task_id=task_id,
+                aging=aging,
             )
         )  # fmt: skip
 

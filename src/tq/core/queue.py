@@ -157,9 +157,17 @@ class ReadyQueue:
         return task
 
     def pop(self) -> Task | None:
-        task = self.peek()
+        if self._fixed is not None:
+            task = self.peek()
+            if task is not None:
+                self.take(task)
+            return task
+        lane = self._lane  # the common case, inlined: no task opted out of aging
+        task = lane.top()
         if task is not None:
-            self.take(task)
+            lane.take(task)
+            self.size -= 1
+            self._tier_counts[_TIER[task.priority]] -= 1
         return task
 
     def heads(self) -> Iterator[Task]:

@@ -96,6 +96,8 @@ class TaskSpec(WireStruct, kw_only=True, frozen=True):
     tags: dict[str, str] | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=NAME_MAX_LEN)] | None = None
     expires_at: Timestamp | None = None
+    #: False: the task keeps its priority however long it waits (no priority aging).
+    aging: bool = True
 
 
 class ClaimedTask(WireStruct, kw_only=True, frozen=True):
@@ -170,6 +172,11 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     #: True: ``result``, ``error``, ``error_type``, ``progress_message`` and ``tags`` were left
     #: out, because this record alone is larger than the reply it is in may carry.
     truncated: bool = False
+    #: False: the task opted out of priority aging.
+    aging: bool = True
+    #: A pending task's priority as a claim would compare it now (raised by priority aging,
+    #: when the broker ages tasks); None for a task that is not pending.
+    effective_priority: Priority | None = None
 
 
 class QueueDepth(WireStruct, kw_only=True, frozen=True):
