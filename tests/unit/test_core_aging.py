@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tq.core import commands as c
-from tq.core.aging import AgingPolicy, effective_priority, pop_best_aged
+from tq.core.aging import AgedPicker, AgingPolicy, effective_priority
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, make_task_id
 from tq.core.machine import Machine
@@ -36,8 +36,10 @@ def task(
 
 
 def drain(queues: list[ReadyQueue], policy: AgingPolicy, now: float) -> list[int]:
+    """Every task in the order one claim takes them."""
+    picker = AgedPicker(queues, policy, now)
     out = []
-    while (t := pop_best_aged(queues, policy, now)) is not None:
+    while (t := picker.pop()) is not None:
         out.append(t.seq)
     return out
 

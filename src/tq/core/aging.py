@@ -4,17 +4,19 @@ The effective priority is computed when a claim compares tasks, never stored: re
 million pending tasks every interval would cost more than the claims it serves. Within one
 priority bucket the head has waited longest (``Task.queued_at`` never decreases with
 ``seq``), so the best task of a queue is among its bucket heads (at most 256), each compared
-by ``(effective priority, -seq)``: FIFO among equals, whatever their submitted priority.
+by ``(effective priority, -seq)``: FIFO among equals, whatever their submitted priority. One
+claim ranks those heads once (``AgedPicker``) and replaces only the head it took.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import msgspec
 
 from tq.core.model import PRIORITY_MAX, Task
-from tq.core.queue import ReadyQueue
+from tq.core.queue import WHOLE, ReadyQueue
 from tq.errors import ValidationError
 
 
@@ -52,26 +54,53 @@ def effective_priority(task: Task, policy: AgingPolicy | None, now: float) -> in
     return min(policy.cap, p + policy.step * int(waited // policy.interval))
 
 
-def pop_best_aged(queues: list[ReadyQueue], policy: AgingPolicy, now: float) -> Task | None:
-    """Pop the best task across queues by effective priority, then lowest seq (oldest).
+class AgedPicker:
+    """The tasks of one claim, best first by effective priority, then lowest seq (oldest).
 
-    O(non-empty buckets) per task: each queue's bucket heads are compared, the best task of
-    an exempt queue alone (its order is the submitted one)."""
-    best: ReadyQueue | None = None
-    best_task: Task | None = None
-    best_key = (-1, 0)
-    exempt = policy.exempt_queues
-    for q in queues:
-        if q.name in exempt:
-            t = q.peek()
-            if t is not None and (t.priority, -t.seq) > best_key:
-                best, best_task, best_key = q, t, (t.priority, -t.seq)
-            continue
-        for t in q.heads():
-            key = (effective_priority(t, policy, now), -t.seq)
-            if key > best_key:
-                best, best_task, best_key = q, t, key
-    if best is None or best_task is None:
-        return None
-    best.take(best_task)
-    return best_task
+    Built once per claim from every bucket head of the claimed queues (O(B) for B non-empty
+    buckets; an exempt queue offers its best task alone, its order being the submitted one),
+    then each ``pop`` costs O(log B): the bucket it took from offers its next head. Valid for
+    one command, while nothing but its own pops changes the queues (a task put back ends the
+    claim)."""
+
+    __slots__ = ("_heap", "_now", "_policy", "_queues")
+
+    def __init__(self, queues: list[ReadyQueue], policy: AgingPolicy, now: float) -> None:
+        self._queues = queues
+        self._policy = policy
+        self._now = now
+        self._heap: list[tuple[int, int, int, int, Task]] = []
+        exempt = policy.exempt_queues
+        for qi, q in enumerate(queues):
+            if q.name in exempt:
+                self._offer(qi, WHOLE, q.peek())
+            else:
+                for source, task in q.heads():
+                    self._offer(qi, source, task)
+        heapq.heapify(self._heap)
+
+    def _offer(self, qi: int, source: int, task: Task | None) -> None:
+        if task is not None:
+            rank = (
+                task.priority
+                if source == WHOLE
+                else effective_priority(task, self._policy, self._now)
+            )
+            self._heap.append((-rank, task.seq, qi, source, task))
+
+    def pop(self) -> Task | None:
+        heap = self._heap
+        if not heap:
+            return None
+        _, _, qi, source, task = heapq.heappop(heap)
+        q = self._queues[qi]
+        q.take(task)
+        nxt = q.head_of(source)
+        if nxt is not None:
+            rank = (
+                nxt.priority
+                if source == WHOLE
+                else effective_priority(nxt, self._policy, self._now)
+            )
+            heapq.heappush(heap, (-rank, nxt.seq, qi, source, nxt))
+        return task

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from tq.core import commands as c
-from tq.core.aging import pop_best_aged
+from tq.core.aging import AgedPicker
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, format_task_id
 from tq.core.keys import validate_key
@@ -385,9 +385,8 @@ class Machine:
         now = cmd.now
         if cmd.max_tasks < 1:
             raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
-        aging = cmd.aging
-        if aging is not None:
-            aging.validate()
+        if cmd.aging is not None:
+            cmd.aging.validate()
         held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
         queues = [q for name in cmd.queues if (q := self._queues.get(name)) is not None]
         out: list[ClaimedTask] = []
@@ -395,8 +394,9 @@ class Machine:
         lease_until = now + cmd.lease_duration
         add = fx.mutations.append
         room = cmd.max_bytes if cmd.max_bytes > 0 else -1  # -1: no byte budget
+        aged = None if cmd.aging is None else AgedPicker(queues, cmd.aging, now)
         while len(out) < cmd.max_tasks:
-            task = _pop_best(queues) if aging is None else pop_best_aged(queues, aging, now)
+            task = _pop_best(queues) if aged is None else aged.pop()
             if task is None:
                 break
             if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):

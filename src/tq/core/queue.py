@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from tq.core.model import PriorityTier, Task, TaskState
 
 _PENDING = TaskState.PENDING
+#: Sources of ``ReadyQueue.head_of`` besides a priority bucket.
+FIXED = -1  # the tasks that opted out of aging
+WHOLE = -2  # the whole queue, by submitted priority
 _TIER = tuple(int(PriorityTier.of(p)) for p in range(256))  # indexing beats a call per push
 
 
@@ -170,12 +173,23 @@ class ReadyQueue:
             self._tier_counts[_TIER[task.priority]] -= 1
         return task
 
-    def heads(self) -> Iterator[Task]:
-        """The candidates for the best task by aged priority: the head of every bucket of
-        tasks that age, and the best task of those that do not."""
-        yield from self._lane.heads()
-        if self._fixed is not None and (task := self._fixed.top()) is not None:
-            yield task
+    def heads(self) -> Iterator[tuple[int, Task]]:
+        """The candidates for the best task by aged priority, each with its source for
+        ``head_of``: the head of every bucket of tasks that age (source: its priority), and
+        the best task of those that do not (source ``FIXED``)."""
+        for task in self._lane.heads():
+            yield task.priority, task
+        if self._fixed is not None and (best := self._fixed.top()) is not None:
+            yield FIXED, best
+
+    def head_of(self, source: int) -> Task | None:
+        """The next candidate of a source ``heads`` named, once its head was taken; with
+        source ``WHOLE``, the queue's best task by submitted priority (``peek``)."""
+        if source >= 0:
+            return self._lane.head(source) if source in self._lane.buckets else None
+        if source == FIXED:
+            return None if self._fixed is None else self._fixed.top()
+        return self.peek()
 
     def take(self, task: Task) -> None:
         """Remove ``task``, just returned by ``peek`` or ``heads`` (nothing changed since)."""
