@@ -149,6 +149,7 @@ def task(
     max_retries: int | None = None,
     timeout: float | None = None,
     retry: RetrySpec | None = None,
+    aging: bool = True,
 ) -> _TaskDecorator: ...
 def task(
     name: str | Callable[..., Any] | None = None,
@@ -158,12 +159,16 @@ def task(
     max_retries: int | None = None,
     timeout: float | None = None,
     retry: RetrySpec | None = None,
+    aging: bool = True,
 ) -> TaskFunction[Any, Any] | _TaskDecorator:
-    """Make a function a task: ``@tq.task`` or ``@tq.task("name", queue="emails", ...)``."""
+    """Make a function a task: ``@tq.task`` or ``@tq.task("name", queue="emails", ...)``.
+    ``aging`` False: its tasks keep their priority however long they wait."""
     options = SubmitOptions(queue=queue, priority=priority)
     for key, value in (("max_retries", max_retries), ("timeout", timeout), ("retry", retry)):
         if value is not None:
             options[key] = value  # type: ignore[literal-required]
+    if not aging:
+        options["aging"] = False
     if callable(name):  # bare @tq.task
         made: TaskFunction[Any, Any] = _TaskDecorator(None, options)(name)
         return made
