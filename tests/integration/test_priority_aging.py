@@ -158,3 +158,28 @@ def test_the_page_shows_the_example_verbatim_and_its_settings_exist() -> None:
     assert f"```python\n{EXAMPLE.read_text()}```" in DOC
     keys = set(re.findall(r"broker\.priority_aging_\w+", DOC + EXAMPLE.read_text()))
     assert keys == {f"broker.{k}" for k in BrokerSettings.model_fields if "aging" in k}
+
+
+def test_a_waiting_task_keeps_its_age_across_a_broker_kill_and_restart(tmp_path: Path) -> None:
+    async def submit_and_age(url: str) -> tuple[str, int]:
+        async with AsyncClient(url) as client:
+            task_id = await client.submit("job", queue="kept", priority=0)
+            deadline = time.monotonic() + 30
+            while ((await client.status(task_id)).effective_priority or 0) < 100:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            return task_id, (await client.status(task_id)).effective_priority or 0
+
+    async def effective(url: str, task_id: str) -> int | None:
+        async with AsyncClient(url) as client:
+            return (await client.status(task_id)).effective_priority
+
+    settings = {**AGING, "broker.priority_aging_interval_s": 0.25}
+    b = BrokerProcess(tmp_path / "d", settings=settings)
+    with b:
+        task_id, reached = asyncio.run(submit_and_age(b.url))
+        b.kill()
+        b.start()
+        after = asyncio.run(effective(b.url, task_id))
+    # Its wait counts from its submission, not from the restart.
+    assert after is not None and after >= reached >= 100
