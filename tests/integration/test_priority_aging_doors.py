@@ -94,8 +94,9 @@ def test_rest_submits_with_aging_false_and_get_shows_both(broker: BrokerProcess)
         assert get(fixed) == (False, 0)
         listed = http.get("/v1/tasks", params={"queue": q}).json()["tasks"]
         assert {t["id"]: t["aging"] for t in listed} == {aged: True, fixed: False}
-        r = http.post("/v1/tasks", json={"task_type": "echo", "aging": "sometimes"})
-        assert r.status_code == 422 and "aging" in r.text
+        for bad in ("sometimes", 0, "false"):  # a boolean, not something that could be one
+            r = http.post("/v1/tasks", json={"task_type": "echo", "aging": bad})
+            assert r.status_code == 422 and "aging" in r.text, (bad, r.text)
 
 
 def test_grpc_submits_with_aging_false_and_get_task_shows_both(broker: BrokerProcess) -> None:

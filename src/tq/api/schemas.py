@@ -94,7 +94,8 @@ class TaskSubmit(_In):
     idempotency_key: Name | None = None
     expires_at: Instant | None = None
     aging: Annotated[
-        bool, Field(description="false: the task keeps its priority however long it waits")
+        bool,
+        Field(strict=True, description="false: the task keeps its priority however long it waits"),
     ] = True
 
     @model_validator(mode="after")
