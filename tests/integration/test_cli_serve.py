@@ -125,9 +125,9 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
     ("argv", "env", "origin"),
     [
         (
-            [str(BIN / "tq-broker"), "--port", "0", "--set", "broker.priority_aging_step=5"],
+            [str(BIN / "tq-broker"), "--port", "0", "--set", "api.dashboard_enabled=true"],
             {},
-            "broker.priority_aging_step = '5' from --set broker.priority_aging_step=5",
+            "api.dashboard_enabled = 'true' from --set api.dashboard_enabled=true",
         ),
         (
             [sys.executable, "-m", "tq", "broker", "--port", "0"],
@@ -137,14 +137,14 @@ def test_dev_runs_a_broker_and_a_worker_until_interrupted(tmp_path: Path) -> Non
         (
             [sys.executable, "-m", "tq", "--config", "tq.yml", "dev"],
             {},
-            "broker.priority_aging_step = 5 from config file tq.yml line 2",
+            "api.dashboard_enabled = true from config file tq.yml line 2",
         ),
     ],
 )
 def test_a_setting_not_built_yet_stops_broker_and_dev_with_one_config_error_line(
     tmp_path: Path, argv: list[str], env: dict[str, str], origin: str
 ) -> None:
-    (tmp_path / "tq.yml").write_text("broker:\n  priority_aging_step: 5\n")
+    (tmp_path / "tq.yml").write_text("api:\n  dashboard_enabled: true\n")
     done = subprocess.run(
         argv,
         capture_output=True,

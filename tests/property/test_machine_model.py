@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from tq.core import commands as c
+from tq.core.aging import AgingPolicy
 from tq.core.control import MAX_PENDING_ORDERS, OrderAction
 from tq.core.effects import Effects
 from tq.core.ids import TaskId, WorkerId, make_task_id
@@ -82,6 +83,8 @@ class Ref:
     purge_at: float | None = None  # when it ended with a TTL
     gone: bool = False  # its record was deleted by its TTL
     task_type: str = "job"
+    aging: bool = True
+    queued_at: float = 0.0  # when it took its FIFO place (kept with it, as ``order`` is)
 
 
 @dataclass
@@ -137,6 +140,7 @@ class Reference:
         self.type_limits: dict[str, RefLimit] = {}
         self.workers: dict[WorkerId, RefWorker] = {}
         self.next_seq = 1  # worker orders: one sequence for every worker
+        self.now = 0.0  # the latest time seen: a place taken later never looks older
 
     def running(self, *, queue: str | None = None, task_type: str | None = None) -> int:
         return sum(
@@ -198,6 +202,7 @@ class Reference:
         if not keep_order or t.order is None:
             t.order = self.next_order
             self.next_order += 1
+            t.queued_at = self.now
 
     def _end(self, t: Ref, state: S, now: float) -> None:
         t.state = state
@@ -218,13 +223,18 @@ class Reference:
                 d.deps.clear()
                 self._end(d, S.DEAD_LETTER, now)
 
+    def at(self, now: float) -> None:
+        self.now = max(self.now, now)
+
     def submit(self, now: float, specs: list[c.NewTask]) -> None:
+        self.at(now)
         for s in specs:
             t = Ref(
                 s.id, s.queue, s.priority, s.max_retries, S.SCHEDULED, due=s.scheduled_at,
                 expires_at=s.expires_at, result_ttl=s.result_ttl, failure_ttl=s.failure_ttl,
             )  # fmt: skip
             t.task_type = s.task_type
+            t.aging = s.aging
             self.tasks[s.id] = t
             dep_states = [self.tasks[d].state for d in s.depends_on]
             if any(x in (S.DEAD_LETTER, S.CANCELLED) for x in dep_states):
@@ -234,7 +244,25 @@ class Reference:
             if not t.deps and (t.due is None or t.due <= now):
                 self._pend(t)
 
-    def claim(self, now: float, worker: WorkerId, queues: tuple[str, ...], k: int) -> list[TaskId]:
+    @staticmethod
+    def aged(t: Ref, aging: AgingPolicy | None, now: float) -> int:
+        """The priority a claim compares: raised by ``step`` per whole ``interval`` waited, up
+        to ``cap``; the submitted one when aging is off for the task, its queue or the claim."""
+        if aging is None or not t.aging or t.queue in aging.exempt_queues:
+            return t.priority
+        if t.priority >= aging.cap:
+            return t.priority
+        whole = (now - t.queued_at) // aging.interval
+        return min(aging.cap, t.priority + aging.step * max(0, int(whole)))
+
+    def claim(
+        self,
+        now: float,
+        worker: WorkerId,
+        queues: tuple[str, ...],
+        k: int,
+        aging: AgingPolicy | None = None,
+    ) -> list[TaskId]:
         self.heartbeat.setdefault(worker, now)
         self.workers.setdefault(worker, RefWorker(list(queues)))
         out: list[TaskId] = []
@@ -246,7 +274,7 @@ class Reference:
             ]
             if not ready:
                 break
-            t = max(ready, key=lambda x: (x.priority, -(x.order or 0)))
+            t = max(ready, key=lambda x: (self.aged(x, aging, now), -(x.order or 0)))
             if t.expires_at is not None and t.expires_at <= now:  # met by the claim
                 self.expired += 1
                 self._end(t, S.CANCELLED, now)
@@ -267,6 +295,7 @@ class Reference:
         return t
 
     def complete(self, now: float, task_id: TaskId, token: int) -> bool:
+        self.at(now)
         t = self._holds(task_id, token)
         if t is not None:
             self._end(t, S.COMPLETED, now)
@@ -307,6 +336,7 @@ class Reference:
             self._lost(t, now)
 
     def promote(self, now: float) -> None:
+        self.at(now)
         for t in sorted(
             (
                 t
@@ -463,6 +493,7 @@ class MachineVsReference(RuleBasedStateMachine):
                 st.lists(st.integers(0, 10_000), max_size=2),
                 st.tuples(*[st.one_of(st.none(), st.sampled_from([0.0, 1.5, 10.0, 40.0]))] * 3),
                 st.sampled_from(TYPES),
+                st.booleans(),
             ),
             min_size=1,
             max_size=4,
@@ -470,11 +501,13 @@ class MachineVsReference(RuleBasedStateMachine):
     )
     def submit(
         self,
-        specs: list[tuple[str, int, int, float | None, list[int], tuple[float | None, ...], str]],
+        specs: list[
+            tuple[str, int, int, float | None, list[int], tuple[float | None, ...], str, bool]
+        ],
     ) -> None:
         known = sorted(self.ref.tasks)
         new: list[c.NewTask] = []
-        for queue, prio, retries, delay, dep_picks, ttls, task_type in specs:
+        for queue, prio, retries, delay, dep_picks, ttls, task_type, ages in specs:
             expiry, result_ttl, failure_ttl = ttls
             self.n_ids += 1
             tid = make_task_id(int(self.now * 1000), self.n_ids)
@@ -485,6 +518,7 @@ class MachineVsReference(RuleBasedStateMachine):
                 c.NewTask(
                     tid, task_type, queue, b"p", prio, retries, due, depends_on=deps,
                     expires_at=expires_at, result_ttl=result_ttl, failure_ttl=failure_ttl,
+                    aging=ages,
                 )
             )  # fmt: skip
         terminal = {
@@ -502,9 +536,31 @@ class MachineVsReference(RuleBasedStateMachine):
         k=st.integers(1, 4),
     )
     def claim(self, worker: WorkerId, queues: tuple[str, ...], k: int) -> None:
-        reply = self.apply(c.ClaimTasks(self.now, worker, queues, k, LEASE))
+        self.claim_with(worker, queues, k, None)
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        queues=st.sampled_from([("a",), ("b",), ("a", "b"), ("b", "a")]),
+        k=st.integers(1, 4),
+        aging=st.builds(
+            AgingPolicy,
+            interval=st.sampled_from([0.5, 3.0, 20.0]),
+            step=st.sampled_from([1, 60, 255]),
+            cap=st.sampled_from([99, 200, 255]),
+            exempt_queues=st.sampled_from([(), (), ("a",), ("b",)]),
+        ),
+    )
+    def claim_aged(
+        self, worker: WorkerId, queues: tuple[str, ...], k: int, aging: AgingPolicy
+    ) -> None:
+        self.claim_with(worker, queues, k, aging)
+
+    def claim_with(
+        self, worker: WorkerId, queues: tuple[str, ...], k: int, aging: AgingPolicy | None
+    ) -> None:
+        reply = self.apply(c.ClaimTasks(self.now, worker, queues, k, LEASE, aging=aging))
         assert isinstance(reply, ClaimReply)
-        expected = self.ref.claim(self.now, worker, queues, k)
+        expected = self.ref.claim(self.now, worker, queues, k, aging)
         assert [t.id for t in reply.tasks] == expected
         for t in reply.tasks:
             assert t.lease_token == self.ref.tasks[t.id].token
@@ -673,6 +729,12 @@ class MachineVsReference(RuleBasedStateMachine):
         reply = self.apply(c.RetryTasks(self.now, (stored,)))
         assert isinstance(reply, ItemCodes) and reply.codes == [0]
         self.ref.retry(task_id)
+
+    @rule(dt=st.sampled_from([0.7, 4.0, 25.0]))
+    def a_while_later(self, dt: float) -> None:
+        """Time passes with no job run yet (the lease monitor and scheduler lag behind): tasks
+        submitted from now on have waited less than those already pending."""
+        self.now += dt
 
     @rule()
     def reap_dead_workers(self) -> None:

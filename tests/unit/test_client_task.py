@@ -74,6 +74,14 @@ def test_options_returns_a_copy_with_other_defaults_and_leaves_the_original() ->
     assert (slower.timeout, send.timeout) == (60.0, 30.0)
 
 
+def test_a_task_may_opt_out_of_priority_aging_in_the_decorator_or_per_call() -> None:
+    @tq.task("reports.nightly", priority=10, aging=False)
+    def nightly() -> None: ...
+
+    assert nightly.submit_options == {"queue": "default", "priority": 10, "aging": False}
+    assert add.options(aging=False).submit_options["aging"] is False
+
+
 def test_a_worker_finds_tasks_and_handlers_by_scanning_a_module() -> None:
     module = types.ModuleType("handlers")
 

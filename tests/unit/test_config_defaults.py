@@ -52,7 +52,7 @@ def test_broker_defaults_are_the_spec_numbers() -> None:
     assert broker.retry_backoff_max_s == 300.0
     assert broker.retry_jitter == 0.1
     assert broker.scheduler_interval_s == 0.5
-    assert broker.priority_aging_step == 0  # aging is not built: its default is off
+    assert broker.priority_aging_step == 0  # aging is off unless configured
     assert broker.idempotency_window_s == 24 * 3600.0
 
 

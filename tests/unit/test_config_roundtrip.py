@@ -61,6 +61,7 @@ SPECIAL: dict[str, st.SearchStrategy[Any]] = {
         "{}://{}:{}".format, st.sampled_from(["tq", "tqs"]), hosts, ports
     ),
     "worker.queues": st.lists(names, min_size=1, max_size=4, unique=True).map(tuple),
+    "broker.priority_aging_exempt_queues": st.lists(names, max_size=3, unique=True).map(tuple),
     # raft.enabled needs etcd endpoints, and an advertised address when broker.host is a
     # wildcard: those rules have their own tests (test_config_load); here it stays off.
     "raft.enabled": st.just(False),

@@ -49,7 +49,7 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 _SPEC_OPTIONAL: Final = (
     "queue", "priority", "delay", "scheduled_at", "max_retries", "timeout",
-    "idempotency_key", "expires_at", "result_ttl", "failure_ttl",
+    "idempotency_key", "expires_at", "result_ttl", "failure_ttl", "aging",
 )  # fmt: skip
 _FILTER_OPTIONAL: Final = (
     "queue", "task_type", "priority_min", "priority_max", "created_after", "created_before",
@@ -153,7 +153,8 @@ def task_to_pb(t: TaskInfo) -> pb.Task:
         progress=t.progress, progress_message=t.progress_message, tags=t.tags,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at, started_at=t.started_at,
         completed_at=t.completed_at, truncated=t.truncated, result_ttl=t.result_ttl,
-        failure_ttl=t.failure_ttl, purge_at=t.purge_at,
+        failure_ttl=t.failure_ttl, purge_at=t.purge_at, aging=t.aging,
+        effective_priority=t.effective_priority,
     )  # fmt: skip
 
 

@@ -138,6 +138,12 @@ class TaskOut(_Out):
     failure_ttl: float | None = None
     purge_at: float | None = Field(default=None, description="when this finished task is deleted")
     purge_at_rfc3339: str | None = _rfc3339_of("purge_at")
+    aging: bool = Field(True, description="false: the task opted out of priority aging")
+    effective_priority: int | None = Field(
+        None,
+        description="a pending task's priority as a claim compares it now (raised by priority "
+        "aging); null unless pending",
+    )
 
     @classmethod
     def of(cls, t: TaskInfo) -> TaskOut:
@@ -162,6 +168,7 @@ class TaskOut(_Out):
             completed_at=t.completed_at, completed_at_rfc3339=rfc3339(t.completed_at),
             truncated=t.truncated, result_ttl=t.result_ttl, failure_ttl=t.failure_ttl,
             purge_at=t.purge_at, purge_at_rfc3339=rfc3339(t.purge_at),
+            aging=t.aging, effective_priority=t.effective_priority,
         )  # fmt: skip
 
 

@@ -99,6 +99,10 @@ class TaskSubmit(_In):
     failure_ttl: Seconds | None = Field(
         default=None, description="seconds the task is kept once dead-lettered"
     )
+    aging: Annotated[
+        bool,
+        Field(strict=True, description="false: the task keeps its priority however long it waits"),
+    ] = True
 
     @model_validator(mode="after")
     def _one_payload(self) -> Self:
@@ -123,6 +127,7 @@ class TaskSubmit(_In):
             depends_on=tuple(TaskId(d.bytes) for d in self.depends_on),
             tags=self.tags, idempotency_key=self.idempotency_key, expires_at=self.expires_at,
             result_ttl=self.result_ttl, failure_ttl=self.failure_ttl,
+            aging=self.aging,
         )  # fmt: skip
 
 

@@ -76,6 +76,7 @@ def new_task(
         expires_at=spec.expires_at,
         result_ttl=spec.result_ttl if spec.result_ttl is not None else b.default_result_ttl_s,
         failure_ttl=spec.failure_ttl if spec.failure_ttl is not None else b.default_failure_ttl_s,
+        aging=spec.aging,
     )
 
 
@@ -101,11 +102,14 @@ def check_tags(tags: Mapping[str, str], where: str) -> int:
     return tags_size(tags)
 
 
-def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> TaskInfo:
+def task_info(
+    t: Task, include_payload: bool, *, truncated: bool = False, effective: int | None = None
+) -> TaskInfo:
     """``t`` as a TaskInfo; ``truncated``: without its result, error, error type, progress
-    message and tags (a record too large for the reply it goes in)."""
+    message and tags (a record too large for the reply it goes in); ``effective``: its
+    priority as a claim would compare it now (``tq.broker.aging``)."""
     if truncated:
-        return _truncated_info(t, include_payload)
+        return _truncated_info(t, include_payload, effective)
     return TaskInfo(
         id=t.id,
         task_type=t.task_type,
@@ -135,10 +139,12 @@ def task_info(t: Task, include_payload: bool, *, truncated: bool = False) -> Tas
         result_ttl=t.result_ttl,
         failure_ttl=t.failure_ttl,
         purge_at=t.purge_at,
+        aging=t.aging,
+        effective_priority=effective,
     )
 
 
-def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
+def _truncated_info(t: Task, include_payload: bool, effective: int | None) -> TaskInfo:
     return TaskInfo(
         id=t.id, task_type=t.task_type, queue=t.queue,
         payload=t.payload if include_payload else None, priority=t.priority,
@@ -148,7 +154,8 @@ def _truncated_info(t: Task, include_payload: bool) -> TaskInfo:
         lease_expires_at=t.lease_expires_at, progress=t.progress,
         idempotency_key=t.idempotency_key, expires_at=t.expires_at,
         completed_at=t.completed_at, started_at=t.started_at, truncated=True,
-        result_ttl=t.result_ttl, failure_ttl=t.failure_ttl, purge_at=t.purge_at,
+        result_ttl=t.result_ttl, failure_ttl=t.failure_ttl, purge_at=t.purge_at, aging=t.aging,
+        effective_priority=effective,
     )  # fmt: skip
 
 

@@ -48,6 +48,7 @@ from typing import Protocol, TypeVar
 from tq.broker import actions, control, keyadmin, schedules
 from tq.broker import flow as flowctl
 from tq.broker.access import KeyRing, Permission, Principal, authorize, check_current
+from tq.broker.aging import Aging
 from tq.broker.convert import IdSource, new_task, state_event, status_too_large, task_info
 from tq.broker.delivery import Backlog, Push, Pushes, kept_states
 from tq.broker.events import EventHub, Sink, Subscription
@@ -185,6 +186,7 @@ class BrokerService:
             b.retry_backoff_base_s, b.retry_backoff_factor, b.retry_backoff_max_s, b.retry_jitter
         )
         self.dead_after = b.heartbeat_interval_s * b.dead_worker_missed_heartbeats * 1.1
+        self.aging = Aging(b)
         self._fx = Effects()
         #: With a sink (a cluster leader): the commands applied in this turn, for its entry.
         #: None in single-node mode: nothing is kept, so nothing changes there.
@@ -680,7 +682,11 @@ class BrokerService:
                 room -= info_size(task, include_payload)
                 if room < 0:
                     raise status_too_large(task_ids, i, include_payload, max_bytes or 0)
-            out.append(None if task is None else task_info(task, include_payload))
+            if task is None:
+                out.append(None)
+                continue
+            effective = self.aging.effective(task, time.time())
+            out.append(task_info(task, include_payload, effective=effective))
         return out
 
     def cancel(self, who: Principal, task_ids: Sequence[TaskId]) -> tuple[list[int], Durable]:
@@ -749,8 +755,14 @@ class BrokerService:
         tasks, cursor = list_tasks(self.store, query)
         # A page always holds its first task: one too large for the page alone (a big result)
         # is listed without its large fields rather than blocking the listing at it.
-        budget = query.max_bytes
-        return [task_info(t, False, truncated=info_size(t, False) > budget) for t in tasks], cursor
+        budget, now, aging = query.max_bytes, time.time(), self.aging
+        infos = [
+            task_info(
+                t, False, truncated=info_size(t, False) > budget, effective=aging.effective(t, now)
+            )
+            for t in tasks
+        ]
+        return infos, cursor
 
     # ------------------------------------------------------------------ management actions
 
@@ -829,7 +841,10 @@ class BrokerService:
         room = 0 if budget is None else budget()
         tasks: list[ClaimedTask] = []
         if budget is None or room > 0:
-            cmd = c.ClaimTasks(time.time(), worker_id, tuple(queues), n, self.lease, room)
+            queues = tuple(queues)
+            cmd = c.ClaimTasks(
+                time.time(), worker_id, queues, n, self.lease, room, self.aging.for_claim(queues)
+            )
             tasks = self.run(cmd, ClaimReply)[0].tasks
         if tasks or wait <= 0 or not self.quotas.may_park(self.waiters.parked(owner), queues):
             respond(tasks)
@@ -870,7 +885,8 @@ class BrokerService:
     def _claim_for_waiter(
         self, worker_id: WorkerId, queues: tuple[str, ...], n: int, max_bytes: int
     ) -> list[ClaimedTask]:
-        cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease, max_bytes)
+        aging = self.aging.for_claim(queues)
+        cmd = c.ClaimTasks(time.time(), worker_id, queues, n, self.lease, max_bytes, aging)
         return self.run(cmd, ClaimReply)[0].tasks
 
     def wake_claims(self, owner: object) -> None:

@@ -53,6 +53,7 @@ SPEC_OPTIONS: Final = {
     "expires_at": "--expires",
     "result_ttl": "--result-ttl",
     "failure_ttl": "--failure-ttl",
+    "aging": "--no-aging",
 }
 #: A task spec's path in a broker's message: ``tasks[3].payload``, ``$.tasks[0].tags``.
 _SPEC_PATH = re.compile(r"`?\$?\.?tasks\[\d+\](?:\.(\w+))?`?")
@@ -140,6 +141,8 @@ def _outcome_error(info: TaskInfo) -> TaskFailedError:
               help="Seconds the task and its result are kept once completed.")  # fmt: skip
 @click.option("--failure-ttl", type=wire_type(TaskSpec, "failure_ttl"),
               help="Seconds the task is kept once dead-lettered.")  # fmt: skip
+@click.option("--aging/--no-aging", default=True, show_default=True,
+              help="--no-aging: keep the priority however long the task waits.")  # fmt: skip
 @click.option("--count", type=click.IntRange(min=1), default=1, help="Submit N copies.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @click.option("--timeout-wait", type=click.FloatRange(min=0), help="Stop waiting after S s.")
@@ -159,6 +162,7 @@ def submit_cmd(
     expires: str | None,
     result_ttl: float | None,
     failure_ttl: float | None,
+    aging: bool,
     count: int,
     wait: bool,
     timeout_wait: float | None,
@@ -178,6 +182,7 @@ def submit_cmd(
         "expires_at": None if expires is None else parse_expiry(expires, time.time()),
         "result_ttl": result_ttl,
         "failure_ttl": failure_ttl,
+        "aging": aging,
     }
     data = read_payload(payload)
     # A wait outlives broker restarts (until --timeout-wait, if given); a plain submit

@@ -225,18 +225,20 @@ class AsyncClient(WorkerCalls, BulkCalls, ScheduleCalls, ControlCalls):
         task_id: str | None = None,
         result_ttl: float | None = None,
         failure_ttl: float | None = None,
+        aging: bool = True,
     ) -> str:
         """Submit one task; returns its id once the broker has made it durable.
 
         ``expires_at``: a task still waiting then is cancelled instead of run. ``result_ttl``
         and ``failure_ttl``: seconds the task is kept once completed or dead-lettered
-        (docs/result-lifetimes.md); None: the broker's defaults."""
+        (docs/result-lifetimes.md); None: the broker's defaults. ``aging`` False: the task
+        keeps its priority however long it waits (docs/priority-aging.md)."""
         spec = task_spec(
             task_type, payload, queue=queue, priority=priority, delay=delay,
             scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout, retry=retry,
             depends_on=depends_on, tags=tags, idempotency_key=idempotency_key,
             expires_at=expires_at, task_id=task_id, result_ttl=result_ttl,
-            failure_ttl=failure_ttl,
+            failure_ttl=failure_ttl, aging=aging,
         )  # fmt: skip
         # One task always fits a frame (payloads are far below the frame limit): skip the
         # batching and gathering of submit_many, the path of every pipelined single submit.

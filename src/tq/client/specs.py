@@ -42,6 +42,7 @@ class SubmitOptions(TypedDict, total=False):
     task_id: str | None
     result_ttl: float | None
     failure_ttl: float | None
+    aging: bool
 
 
 def task_ids(ids: Sequence[str] | Sequence[bytes], what: str = "task ids") -> list[TaskId]:
@@ -69,6 +70,7 @@ def task_spec(
     task_id: str | None = None,
     result_ttl: float | None = None,
     failure_ttl: float | None = None,
+    aging: bool = True,
 ) -> TaskSpec:
     """One task for ``submit_many``; the options mean what they mean for ``submit``."""
     if not isinstance(payload, bytes | bytearray | memoryview):
@@ -92,6 +94,7 @@ def task_spec(
         expires_at=expires_at,
         result_ttl=result_ttl,
         failure_ttl=failure_ttl,
+        aging=aging,
     )
 
 

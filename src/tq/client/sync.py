@@ -200,6 +200,7 @@ class Client:
         task_id: str | None = None,
         result_ttl: float | None = None,
         failure_ttl: float | None = None,
+        aging: bool = True,
     ) -> str:
         return self._runner.run(
             self._async.submit(
@@ -207,7 +208,7 @@ class Client:
                 scheduled_at=scheduled_at, max_retries=max_retries, timeout=timeout,
                 retry=retry, depends_on=depends_on, tags=tags,
                 idempotency_key=idempotency_key, expires_at=expires_at, task_id=task_id,
-                result_ttl=result_ttl, failure_ttl=failure_ttl,
+                result_ttl=result_ttl, failure_ttl=failure_ttl, aging=aging,
             )
         )  # fmt: skip
 

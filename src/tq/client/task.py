@@ -153,6 +153,7 @@ def task(
     retry: RetrySpec | None = None,
     result_ttl: float | None = None,
     failure_ttl: float | None = None,
+    aging: bool = True,
 ) -> _TaskDecorator: ...
 def task(
     name: str | Callable[..., Any] | None = None,
@@ -164,9 +165,11 @@ def task(
     retry: RetrySpec | None = None,
     result_ttl: float | None = None,
     failure_ttl: float | None = None,
+    aging: bool = True,
 ) -> TaskFunction[Any, Any] | _TaskDecorator:
     """Make a function a task: ``@tq.task`` or ``@tq.task("name", queue="emails", ...)``.
-    ``result_ttl`` / ``failure_ttl``: seconds its tasks are kept once completed / dead-lettered."""
+    ``result_ttl`` / ``failure_ttl``: seconds its tasks are kept once completed / dead-lettered;
+    ``aging`` False: its tasks keep their priority however long they wait."""
     options = SubmitOptions(queue=queue, priority=priority)
     for key, value in (
         ("max_retries", max_retries), ("timeout", timeout), ("retry", retry),
@@ -174,6 +177,8 @@ def task(
     ):  # fmt: skip
         if value is not None:
             options[key] = value  # type: ignore[literal-required]
+    if not aging:
+        options["aging"] = False
     if callable(name):  # bare @tq.task
         made: TaskFunction[Any, Any] = _TaskDecorator(None, options)(name)
         return made

@@ -160,10 +160,17 @@ class BrokerSettings(_Section):
     scheduler_interval_s: Seconds = 0.5
     """How often delayed (ETA) and cron tasks are checked for being due."""
     priority_aging_interval_s: Seconds = 60.0
-    """How often waiting tasks gain priority_aging_step (escalation, so low tiers never starve).
-    Not built yet (``unbuilt``)."""
+    """Every this long a pending task waits, its effective priority gains priority_aging_step
+    (escalation, so low tiers never starve; docs/priority-aging.md)."""
     priority_aging_step: Annotated[int, Field(ge=0, le=255)] = 0
-    """Priority gained per aging interval, capped at 255; 0 disables aging. Not built yet."""
+    """Priority gained per aging interval, up to priority_aging_max; 0 turns aging off."""
+    priority_aging_max: Annotated[int, Field(ge=0, le=255)] = 255
+    """Aging raises a task's priority up to this, never beyond (a task submitted above it
+    keeps its own priority)."""
+    priority_aging_exempt_queues: Annotated[
+        tuple[Annotated[str, Field(min_length=1)], ...], AfterValidator(unique)
+    ] = ()
+    """Queues whose tasks never age: they are served by their submitted priority alone."""
     idempotency_window_s: Seconds = 86_400.0
     """How long an idempotency key maps a duplicate submit to the existing task."""
     shutdown_timeout_s: Seconds = 30.0

@@ -15,13 +15,10 @@ import pydantic
 from tq.config.model import SECTIONS
 
 _DASHBOARD = "the web dashboard comes with the dashboard work"
-_AGING = "priority aging (escalation of waiting tasks) is planned but not built"
 
 #: Dotted key -> what will build it. Delete an entry in the change that makes code read the key.
 UNBUILT: Mapping[str, str] = MappingProxyType(
     {
-        "broker.priority_aging_interval_s": _AGING,
-        "broker.priority_aging_step": _AGING,
         "api.dashboard_enabled": _DASHBOARD,
     }
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tq.core.aging import AgingPolicy
 from tq.core.control import OrderAction
 from tq.core.ids import TaskId, WorkerId
 from tq.core.layout import ApiKey, WorkerStats
@@ -40,6 +41,7 @@ class NewTask(msgspec.Struct, array_like=True, frozen=True):
     expires_at: float | None = None
     result_ttl: float | None = None
     failure_ttl: float | None = None
+    aging: bool = True  # False: the task keeps its priority however long it waits
 
 
 class SubmitTasks(_Command, frozen=True, tag=1):
@@ -62,6 +64,9 @@ class ClaimTasks(_Command, frozen=True, tag=2):
     max_tasks: int
     lease_duration: float
     max_bytes: int = 0
+    #: Priority aging as configured when the claim was made; None: off (compare by the
+    #: submitted priority). ``now`` is the time tasks' waits are measured at.
+    aging: AgingPolicy | None = None
 
 
 class CompletedItem(msgspec.Struct, array_like=True, frozen=True):

@@ -120,6 +120,9 @@ class MachineMeta(msgspec.Struct, array_like=True):
     epoch: int = 0
     #: The number the next worker order takes (``tq.core.control``): never goes back.
     next_order: int = 1
+    #: The latest ``Task.queued_at`` given: a clock that goes back between commands must not
+    #: make a later place in line look older (``tq.core.aging`` relies on it).
+    last_queued_at: float = 0.0
 
 
 class WorkerStats(msgspec.Struct, array_like=True, frozen=True):

@@ -30,6 +30,7 @@ import msgspec
 
 from tq.core import commands as c
 from tq.core import control
+from tq.core.aging import AgedPicker
 from tq.core.effects import Effects
 from tq.core.flow import Flow
 from tq.core.ids import TaskId, WorkerId, format_task_id
@@ -465,7 +466,7 @@ class Machine:
             t.id, t.task_type, t.queue, t.payload, t.priority, PENDING, now, now,
             scheduled_at=t.scheduled_at, max_retries=t.max_retries, timeout=t.timeout,
             retry=t.retry, depends_on=t.depends_on, tags=t.tags,
-            idempotency_key=t.idempotency_key, expires_at=t.expires_at,
+            idempotency_key=t.idempotency_key, expires_at=t.expires_at, aging=t.aging,
             lifetime=None if t.result_ttl is None and t.failure_ttl is None
             else Lifetime(t.result_ttl, t.failure_ttl),
         )  # fmt: skip
@@ -502,7 +503,7 @@ class Machine:
         if waiting or due_later:
             task.state = SCHEDULED
         else:
-            self._enqueue(task)
+            self._enqueue(task, now)
         if t.expires_at is not None:
             heapq.heappush(self._expiries, (t.expires_at, t.id))
         self._bump(task.queue, task.state, 1)
@@ -515,6 +516,8 @@ class Machine:
         now = cmd.now
         if cmd.max_tasks < 1:
             raise ValidationError(f"max_tasks must be >= 1, got {cmd.max_tasks}")
+        if cmd.aging is not None:
+            cmd.aging.validate()
         held = self._ensure_worker(cmd.worker_id, cmd.queues, now, fx)
         flow = self._flow
         if flow.active:
@@ -526,8 +529,9 @@ class Machine:
         lease_until = now + cmd.lease_duration
         add = fx.mutations.append
         room = cmd.max_bytes if cmd.max_bytes > 0 else -1  # -1: no byte budget
+        aged = None if cmd.aging is None else AgedPicker(queues, cmd.aging, now)
         while len(out) < cmd.max_tasks:
-            task = _pop_best(queues)
+            task = _pop_best(queues) if aged is None else aged.pop()
             if task is None:
                 break
             if room >= 0 and not (task.expires_at is not None and task.expires_at <= now):
@@ -560,6 +564,8 @@ class Machine:
             if flow.active:  # its type or queue may have reached a limit: ask again
                 flow.took(task, now)
                 queues = flow.candidates(cmd.queues, self._queues, self.running_in, now)
+                if aged is not None and cmd.aging is not None:  # rank the new candidates
+                    aged = AgedPicker(queues, cmd.aging, now)
             add((Family.PENDING, task.id, None))
             add((Family.IN_PROGRESS, task.id, encode_task(task)))
             fx.event(task)
@@ -853,7 +859,7 @@ class Machine:
                 continue
             old = task.state
             self._set(task, PENDING, now)
-            self._enqueue(task)
+            self._enqueue(task, now)
             if old is FAILED:
                 fx.delete(Family.FAILED, task_id)
             fx.put_task(Family.PENDING, task)
@@ -895,7 +901,7 @@ class Machine:
             self._tasks[task.id] = task
             self._bump(task.queue, DEAD, 1)
             self._set(task, PENDING, now)
-            self._enqueue(task)
+            self._enqueue(task, now)
             fx.delete(Family.DEAD_LETTER, task.id)
             fx.put_task(Family.PENDING, task)
             fx.event(task)
@@ -1023,10 +1029,14 @@ class Machine:
             q = self._queues[name] = ReadyQueue(name)
         return q
 
-    def _enqueue(self, task: Task) -> None:
-        """Enter the pending queue at the back of its priority (a fresh seq)."""
-        task.seq = self.meta.next_seq
-        self.meta.next_seq += 1
+    def _enqueue(self, task: Task, now: float) -> None:
+        """Enter the pending queue at the back of its priority (a fresh seq), its aging wait
+        starting now (or at the latest start given, should the clock have gone back)."""
+        meta = self.meta
+        task.seq = meta.next_seq
+        meta.next_seq += 1
+        meta.last_queued_at = max(meta.last_queued_at, now)
+        task.queued_at = meta.last_queued_at
         if self._flow.lanes:
             self._ready(task).push(task)
         else:  # the submit path: no call more than before flow control
@@ -1089,7 +1099,7 @@ class Machine:
                         del self._waiting[dep_id]
                         if d.scheduled_at is None or d.scheduled_at <= now:
                             self._set(d, PENDING, now)
-                            self._enqueue(d)
+                            self._enqueue(d, now)
                             fx.put_task(Family.PENDING, d)
                             fx.event(d)
                         else:

@@ -165,6 +165,14 @@ class Task(msgspec.Struct, array_like=True, gc=False):
     #: How long the task is kept once finished (``tq.core.lifetimes``); None: no lifetime of
     #: its own. One field for three values: a task without costs 8 bytes, not 24.
     lifetime: Lifetime | None = None
+    #: Whether the task's priority escalates while it waits (priority aging, when the broker
+    #: turns it on); False: it keeps its submitted priority.
+    aging: bool = True
+    #: When the task took its place in line (its ``seq``): its aging wait counts from here, so
+    #: a handed-back task that regains its place regains its age too. Never decreases with
+    #: ``seq`` (the machine clamps it), so the head of a priority has waited longest. None in
+    #: records written before aging existed: ``updated_at`` stands in.
+    queued_at: float | None = None
 
     @property
     def result_ttl(self) -> float | None:

@@ -99,6 +99,8 @@ class TaskSpec(WireStruct, kw_only=True, frozen=True):
     #: Seconds the task is kept once completed / dead-lettered (None: the broker's default).
     result_ttl: Seconds | None = None
     failure_ttl: Seconds | None = None
+    #: False: the task keeps its priority however long it waits (no priority aging).
+    aging: bool = True
 
 
 class ClaimedTask(WireStruct, kw_only=True, frozen=True):
@@ -177,6 +179,11 @@ class TaskInfo(WireStruct, kw_only=True, frozen=True):
     failure_ttl: Seconds | None = None
     #: When this finished task is deleted, by its result_ttl or failure_ttl.
     purge_at: Timestamp | None = None
+    #: False: the task opted out of priority aging.
+    aging: bool = True
+    #: A pending task's priority as a claim would compare it now (raised by priority aging,
+    #: when the broker ages tasks); None for a task that is not pending.
+    effective_priority: Priority | None = None
 
 
 class ActResult(WireStruct, kw_only=True, frozen=True):

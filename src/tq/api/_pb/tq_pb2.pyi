@@ -62,7 +62,7 @@ class RetryPolicy(_message.Message):
     def __init__(self, base: _Optional[float] = ..., factor: _Optional[float] = ..., max_delay: _Optional[float] = ..., jitter: _Optional[float] = ...) -> None: ...
 
 class TaskSpec(_message.Message):
-    __slots__ = ("id", "task_type", "queue", "payload", "priority", "delay", "scheduled_at", "max_retries", "timeout", "retry", "depends_on", "tags", "idempotency_key", "expires_at", "result_ttl", "failure_ttl")
+    __slots__ = ("id", "task_type", "queue", "payload", "priority", "delay", "scheduled_at", "max_retries", "timeout", "retry", "depends_on", "tags", "idempotency_key", "expires_at", "result_ttl", "failure_ttl", "aging")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class TaskSpec(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     RESULT_TTL_FIELD_NUMBER: _ClassVar[int]
     FAILURE_TTL_FIELD_NUMBER: _ClassVar[int]
+    AGING_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_type: str
     queue: str
@@ -102,10 +103,11 @@ class TaskSpec(_message.Message):
     expires_at: float
     result_ttl: float
     failure_ttl: float
-    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., result_ttl: _Optional[float] = ..., failure_ttl: _Optional[float] = ...) -> None: ...
+    aging: bool
+    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., delay: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., depends_on: _Optional[_Iterable[str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., result_ttl: _Optional[float] = ..., failure_ttl: _Optional[float] = ..., aging: _Optional[bool] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "task_type", "queue", "payload", "priority", "state", "created_at", "updated_at", "scheduled_at", "attempts", "max_retries", "timeout", "depends_on", "result", "error", "error_type", "worker_id", "lease_expires_at", "progress", "progress_message", "tags", "idempotency_key", "expires_at", "started_at", "completed_at", "truncated", "result_ttl", "failure_ttl", "purge_at")
+    __slots__ = ("id", "task_type", "queue", "payload", "priority", "state", "created_at", "updated_at", "scheduled_at", "attempts", "max_retries", "timeout", "depends_on", "result", "error", "error_type", "worker_id", "lease_expires_at", "progress", "progress_message", "tags", "idempotency_key", "expires_at", "started_at", "completed_at", "truncated", "result_ttl", "failure_ttl", "purge_at", "aging", "effective_priority")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -142,6 +144,8 @@ class Task(_message.Message):
     RESULT_TTL_FIELD_NUMBER: _ClassVar[int]
     FAILURE_TTL_FIELD_NUMBER: _ClassVar[int]
     PURGE_AT_FIELD_NUMBER: _ClassVar[int]
+    AGING_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     id: str
     task_type: str
     queue: str
@@ -171,7 +175,9 @@ class Task(_message.Message):
     result_ttl: float
     failure_ttl: float
     purge_at: float
-    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., truncated: _Optional[bool] = ..., result_ttl: _Optional[float] = ..., failure_ttl: _Optional[float] = ..., purge_at: _Optional[float] = ...) -> None: ...
+    aging: bool
+    effective_priority: int
+    def __init__(self, id: _Optional[str] = ..., task_type: _Optional[str] = ..., queue: _Optional[str] = ..., payload: _Optional[bytes] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., scheduled_at: _Optional[float] = ..., attempts: _Optional[int] = ..., max_retries: _Optional[int] = ..., timeout: _Optional[float] = ..., depends_on: _Optional[_Iterable[str]] = ..., result: _Optional[bytes] = ..., error: _Optional[str] = ..., error_type: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., progress: _Optional[int] = ..., progress_message: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., idempotency_key: _Optional[str] = ..., expires_at: _Optional[float] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., truncated: _Optional[bool] = ..., result_ttl: _Optional[float] = ..., failure_ttl: _Optional[float] = ..., purge_at: _Optional[float] = ..., aging: _Optional[bool] = ..., effective_priority: _Optional[int] = ...) -> None: ...
 
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("task",)
