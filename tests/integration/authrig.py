@@ -55,6 +55,15 @@ from tq.protocol import (
     RegisterWorker,
     ReleaseTasks,
     ResultReply,
+    ScheduleCreate,
+    ScheduleDelete,
+    ScheduleGet,
+    ScheduleList,
+    ScheduleListReply,
+    SchedulePause,
+    ScheduleReply,
+    ScheduleResume,
+    ScheduleSpec,
     StatsReply,
     StatusReply,
     SubmitReply,
@@ -225,6 +234,46 @@ async def _order(admin: RawConn) -> Build:
     return lambda r: WorkerControl(request_id=r, worker_id=worker_id, action="consume", queue=Q)
 
 
+_schedules = iter(range(1, 1_000_000))
+
+
+def _schedule_spec(name: str) -> ScheduleSpec:
+    """Paused, hourly: a schedule of Q that never fires while a test looks at the state."""
+    return ScheduleSpec(name=name, interval=3600, task_type="t", queue=Q, paused=True)
+
+
+def _schedule_create(r: int) -> ScheduleCreate:
+    # Replace: a permitted create of a definition already there changes nothing.
+    return ScheduleCreate(request_id=r, schedule=_schedule_spec("authz-create"), replace=True)
+
+
+async def _schedule(admin: RawConn) -> str:
+    """A fresh paused schedule of Q (each row acts on one of its own)."""
+    name = f"authz-{next(_schedules)}"
+    await ok(admin, lambda r: ScheduleCreate(request_id=r, schedule=_schedule_spec(name)))
+    return name
+
+
+async def _schedule_get(admin: RawConn) -> Build:
+    name = await _schedule(admin)
+    return lambda r: ScheduleGet(request_id=r, name=name)
+
+
+async def _schedule_pause(admin: RawConn) -> Build:
+    name = await _schedule(admin)
+    return lambda r: SchedulePause(request_id=r, name=name)
+
+
+async def _schedule_resume(admin: RawConn) -> Build:
+    name = await _schedule(admin)
+    return lambda r: ScheduleResume(request_id=r, name=name)
+
+
+async def _schedule_delete(admin: RawConn) -> Build:
+    name = await _schedule(admin)
+    return lambda r: ScheduleDelete(request_id=r, name=name)
+
+
 def _submit_build(r: int) -> SubmitTask:
     return SubmitTask(request_id=r, tasks=[TaskSpec(task_type="t", queue=Q)])
 
@@ -349,6 +398,19 @@ OPS: list[Op] = [
         LimitList,
         LimitListReply,
     ),
+    Op("schedule_create", "submit", True, _fixed(_schedule_create), ScheduleCreate, ScheduleReply),
+    Op(
+        "schedule_list",
+        "read",
+        False,
+        _fixed(lambda r: ScheduleList(request_id=r)),
+        ScheduleList,
+        ScheduleListReply,
+    ),
+    Op("schedule_get", "read", True, _schedule_get, ScheduleGet, ScheduleReply),
+    Op("schedule_pause", "admin", True, _schedule_pause, SchedulePause, ScheduleReply),
+    Op("schedule_resume", "admin", True, _schedule_resume, ScheduleResume, ScheduleReply),
+    Op("schedule_delete", "admin", True, _schedule_delete, ScheduleDelete, ScheduleReply),
     Op("worker_inspect", "read", True, _inspect, WorkerInspect, WorkerInspectReply),
     Op("worker_control", "admin", True, _order, WorkerControl, WorkerControlReply),
 ]

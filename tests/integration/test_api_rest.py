@@ -189,14 +189,14 @@ def test_stats_and_queues_count_pending_tasks_per_tier(http: httpx.Client) -> No
         submit(http, queue=queue, priority=priority)
     stats = http.get("/v1/stats").json()
     assert stats["queues"][queue] == {
-        "high": 1, "normal": 2, "low": 1, "scheduled": 0, "in_progress": 0,
+        "high": 1, "normal": 2, "low": 1, "scheduled": 0, "in_progress": 0, "paused": False,
     }  # fmt: skip
     assert stats["totals"]["submitted"] >= 4
     assert stats["node_id"]
     queues = {q["name"]: q for q in http.get("/v1/queues").json()["queues"]}
     assert queues[queue] == {
         "name": queue, "high": 1, "normal": 2, "low": 1, "pending": 4, "scheduled": 0,
-        "in_progress": 0,
+        "in_progress": 0, "paused": False,
     }  # fmt: skip
 
 

@@ -202,8 +202,18 @@ class BulkIn(_In):
     model_config = ConfigDict(
         json_schema_extra={
             "oneOf": [
-                {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
-                {"required": ["filter"], "properties": {"filter": {"type": "object"}}},
+                {  # a cursor goes with a filter only
+                    "required": ["ids"],
+                    "properties": {
+                        "ids": {"type": "array"},
+                        "filter": {"type": "null"},
+                        "cursor": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["filter"],
+                    "properties": {"filter": {"type": "object"}, "ids": {"type": "null"}},
+                },
             ]
         }
     )
